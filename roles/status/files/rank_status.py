@@ -1,0 +1,82 @@
+"""Report the state of ranks on this node; print one JSON object.
+
+Usage: rank_status.py REMOTE_ROOT JSON
+JSON is a list of {"key": ..., "job": JOB_ID, "rank": N, "attempt": N}. For
+each, the rank's attempt directory is read: pid ("PID STARTTICKS EPOCH"),
+exit_code ("CODE EPOCH") and the stopped marker the stop role leaves. A pid
+counts as ours only while its start ticks match, so a pid the OS reused for
+another process is never taken for the job.
+"""
+
+import json
+import os
+import sys
+
+
+def read_fields(path: str) -> list[str] | None:
+    try:
+        with open(path) as handle:
+            return handle.read().split()
+    except OSError:
+        return None
+
+
+def proc_stat(pid: str) -> list[str] | None:
+    """Fields of /proc/PID/stat after the command name (which may hold spaces)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def start_ticks(pid: str) -> str | None:
+    fields = proc_stat(pid)
+    return fields[19] if fields else None  # field 22: start time in clock ticks
+
+
+def group_alive(pgid: str) -> bool:
+    """Any process left in the group: workers may outlive the launch shell."""
+    return any(
+        (proc_stat(entry) or [None] * 3)[2] == pgid for entry in os.listdir("/proc") if entry.isdigit()
+    )
+
+
+def rank_state(attempt_dir: str) -> dict:
+    if not os.path.isdir(attempt_dir):
+        return {"state": "lost", "reason": "no files for this rank on the node"}
+    exit_code = read_fields(os.path.join(attempt_dir, "exit_code"))
+    pid_fields = read_fields(os.path.join(attempt_dir, "pid")) or []
+    stopped = os.path.exists(os.path.join(attempt_dir, "stopped"))
+    report = {
+        "pid": int(pid_fields[0]) if pid_fields else None,
+        "pid_start": pid_fields[1] if len(pid_fields) > 1 else None,
+        "started": float(pid_fields[2]) if len(pid_fields) > 2 else None,
+    }
+    if exit_code:
+        code = int(exit_code[0])
+        state = "succeeded" if code == 0 else ("stopped" if stopped else "failed")
+        return {**report, "state": state, "exit_code": code, "ended": float(exit_code[1])}
+    if not pid_fields:
+        return {**report, "state": "starting"}
+    pid, ticks = pid_fields[0], pid_fields[1]
+    leader_ticks = start_ticks(pid)
+    if leader_ticks == ticks or (leader_ticks is None and group_alive(pid)):
+        return {**report, "state": "running"}
+    if stopped:
+        return {**report, "state": "stopped", "ended": os.path.getmtime(os.path.join(attempt_dir, "stopped"))}
+    return {**report, "state": "lost", "reason": "the process ended without an exit code"}
+
+
+def main() -> None:
+    root = os.path.expanduser(sys.argv[1])
+    wanted = json.loads(sys.argv[2])
+    print(json.dumps({
+        item["key"]: rank_state(
+            os.path.join(root, item["job"], f"rank-{item['rank']}", f"attempt-{item['attempt']}")
+        )
+        for item in wanted
+    }))
+
+
+main()

@@ -1,0 +1,93 @@
+"""Shared fixtures: real sshd nodes for the session, an isolated TSUBMIT_HOME
+per test, and a helper that runs the real `tsubmit` command."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.harness import SshNodes, xdist_subnet
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "examples"
+TSUBMIT = [sys.executable, "-m", "tsubmit"]
+
+
+@dataclass
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+    def json(self):
+        return json.loads(self.stdout)
+
+
+class Cli:
+    """Runs `tsubmit` as a user would, in a TSUBMIT_HOME of its own."""
+
+    def __init__(self, home: Path):
+        self.home = home
+        self.env = {**os.environ, "TSUBMIT_HOME": str(home), "NO_COLOR": "1"}
+
+    def __call__(self, *args: str, cwd: Path | None = None, timeout: float = 300,
+                 input: str | None = None) -> Result:
+        process = subprocess.run(
+            [*TSUBMIT, *args], cwd=cwd or REPO, env=self.env, capture_output=True, text=True,
+            timeout=timeout, input=input if input is not None else "",
+        )
+        return Result(process.returncode, process.stdout, process.stderr)
+
+    def ok(self, *args: str, **kwargs) -> Result:
+        result = self(*args, **kwargs)
+        assert result.code == 0, f"tsubmit {' '.join(args)} exited {result.code}:\n{result.output}"
+        return result
+
+    def write_cluster(self, name: str, nodes: SshNodes, members, **extra_vars) -> Path:
+        """A cluster inventory with the given nodes (head first) and extra host vars."""
+        hosts = {node.name: {**nodes.host_vars(node), **extra_vars} for node in members}
+        path = self.home / "config" / "clusters" / f"{name}.yml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump({"all": {"hosts": hosts}}, sort_keys=False))
+        return path
+
+    def job(self, ref: str) -> dict:
+        return self.ok("status", ref, "-o", "json").json()
+
+    def status_runs(self) -> int:
+        return len(list((self.home / "state" / "runs").glob("*-status-*")))
+
+
+@pytest.fixture(scope="session")
+def nodes():
+    """Three real sshd nodes on loopback addresses, shared by the whole session."""
+    with SshNodes(3, subnet=xdist_subnet()) as started:
+        yield started
+
+
+@pytest.fixture
+def cli():
+    # A short path: SSH control sockets live under it (see ansible_env.control_dir).
+    home = Path(tempfile.mkdtemp(prefix="tsh-", dir="/tmp"))
+    yield Cli(home)
+    shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    """A working directory holding the examples and small test scripts."""
+    target = tmp_path / "work"
+    shutil.copytree(EXAMPLES / "ddp", target)
+    shutil.copytree(REPO / "tests" / "jobs", target, dirs_exist_ok=True)
+    return target

@@ -1,0 +1,9 @@
+"""Test harness: real sshd nodes on loopback addresses for end-to-end tests.
+
+tsubmit's job is to reach machines over SSH with Ansible, so the e2e tests run
+it against real ``sshd`` processes instead of mocks; see :mod:`tests.harness.sshd`.
+"""
+
+from .sshd import Node, SshCommandError, SshNodes, xdist_subnet
+
+__all__ = ["Node", "SshCommandError", "SshNodes", "xdist_subnet"]

@@ -1,0 +1,189 @@
+"""Run one of tsubmit's playbooks through ansible-runner.
+
+Each run gets a fresh private data dir (stale env files from an earlier run
+are a known ansible-runner trap) holding the generated inventory, which adds
+the job's hosts, in rank order, to the group `tsubmit_nodes` on top of the
+cluster's own inventory, and the extra-vars, written to a 0600 file that is
+removed after the run (runner would otherwise put a dict of extra-vars on the
+ansible-playbook command line, visible in `ps`).
+"""
+
+import json
+import re
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from . import ansible_env
+from .clusters import ResolvedCluster
+from .errors import TsubmitError
+from .paths import ensure_private_dir, state_dir
+
+NODES_GROUP = "tsubmit_nodes"
+# What ssh itself adds to a remote command's stderr.
+_SSH_NOISE = re.compile(r"^(Shared connection to \S+ closed\.|Connection to \S+ closed\.)$")
+
+
+class Interrupted(TsubmitError):
+    exit_code = 130
+
+
+@dataclass
+class HostResult:
+    status: str = "pending"  # pending | ok | failed | unreachable
+    message: str = ""
+    results: dict[str, dict] = field(default_factory=dict)  # task name -> result
+
+
+@dataclass
+class PlaybookRun:
+    status: str
+    hosts: dict[str, HostResult]
+    data_dir: Path
+
+    def failures(self) -> dict[str, str]:
+        return {
+            host: result.message
+            for host, result in self.hosts.items()
+            if result.status in ("failed", "unreachable")
+        }
+
+
+def cluster_hosts(cluster: ResolvedCluster, host_vars: dict[str, dict] | None = None) -> dict[str, dict]:
+    """The generated variables of each node of a resolved cluster, in rank order."""
+    return {
+        node.name: {"tsubmit_rank": node.rank, "tsubmit_node_address": node.address,
+                    **(host_vars or {}).get(node.name, {})}
+        for node in cluster.nodes
+    }
+
+
+def run_playbook(
+    name: str,
+    sources: list[str],
+    hosts: dict[str, dict],
+    extravars: dict,
+    *,
+    on_event: Callable[[str, str, dict], None] | None = None,
+    verbose: int = 0,
+) -> PlaybookRun:
+    """Run playbooks/NAME.yml on HOSTS (inventory name -> generated variables),
+    found in the inventory SOURCES. Never raises for host failures."""
+    import ansible_runner
+
+    data_dir = _new_data_dir(name)
+    inventory_file = data_dir / "inventory" / "tsubmit.yml"
+    inventory_file.parent.mkdir()
+    inventory_file.write_text(yaml.safe_dump({"all": {"children": {NODES_GROUP: {"hosts": hosts}}}}))
+    extravars_file = data_dir / "env" / "extravars"
+    extravars_file.parent.mkdir()
+    extravars_file.touch(mode=0o600)
+    extravars_file.write_text(json.dumps(extravars))
+
+    results = {host: HostResult() for host in hosts}
+    handler = _EventHandler(results, on_event)
+    cancel = _CancelOnSignal()
+    try:
+        with cancel:
+            runner = ansible_runner.run(
+                private_data_dir=str(data_dir),
+                project_dir=str(ansible_env.playbook(name).parent),
+                playbook=ansible_env.playbook(name).name,
+                inventory=[*sources, str(inventory_file)],
+                envvars=ansible_env.environment(),
+                forks=max(len(hosts), 1),
+                quiet=verbose == 0,
+                verbosity=max(verbose - 1, 0) or None,
+                event_handler=handler,
+                cancel_callback=cancel.requested,
+            )
+    finally:
+        extravars_file.unlink(missing_ok=True)
+        # runner's record of the command carries the whole environment of
+        # this process, which may hold a user's credentials.
+        for command_file in data_dir.glob("artifacts/*/command"):
+            command_file.unlink()
+    if runner.status == "canceled":
+        raise Interrupted("interrupted")
+    for result in results.values():
+        if result.status == "pending":
+            result.status = "ok"
+    return PlaybookRun(runner.status, results, data_dir)
+
+
+def _new_data_dir(name: str) -> Path:
+    runs = ensure_private_dir(state_dir() / "runs")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for attempt in range(100):
+        path = runs / f"{stamp}-{name}-{attempt}"
+        try:
+            path.mkdir(mode=0o700)
+            return path
+        except FileExistsError:
+            continue
+    raise TsubmitError(f"cannot create a run directory under {runs}")
+
+
+class _EventHandler:
+    """Turns runner events into per-host outcomes and progress callbacks."""
+
+    def __init__(self, hosts: dict[str, HostResult], on_event):
+        self.hosts = hosts
+        self.on_event = on_event
+
+    def __call__(self, event: dict) -> bool:
+        kind = event.get("event", "")
+        data = event.get("event_data", {})
+        host = data.get("host")
+        result = self.hosts.get(host)
+        if result is None:
+            return True
+        res = data.get("res") or {}
+        if kind == "runner_on_ok":
+            result.results[data.get("task", "")] = res
+        elif kind == "runner_on_failed" and not data.get("ignore_errors"):
+            result.status, result.message = "failed", failure_message(res)
+        elif kind == "runner_on_unreachable":
+            result.status, result.message = "unreachable", failure_message(res)
+        if self.on_event and kind.startswith("runner_on_"):
+            self.on_event(host, kind.removeprefix("runner_on_"), data)
+        return True
+
+
+def failure_message(res: dict) -> str:
+    """The most telling line of a failed task's result."""
+    for key in ("stderr", "msg", "stdout", "module_stderr"):
+        lines = [
+            line.strip() for line in str(res.get(key) or "").splitlines()
+            if line.strip() and not _SSH_NOISE.match(line.strip())
+        ]
+        if lines and lines != ["non-zero return code"]:
+            return lines[-1] if key != "msg" else " ".join(lines)
+    return "failed"
+
+
+class _CancelOnSignal:
+    """Ctrl-C or SIGTERM asks runner to cancel; the previous handlers come back after."""
+
+    def __init__(self):
+        self._event = threading.Event()
+        self._previous: dict[int, object] = {}
+
+    def requested(self) -> bool:
+        return self._event.is_set()
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for number in (signal.SIGINT, signal.SIGTERM):
+                self._previous[number] = signal.signal(number, lambda *_: self._event.set())
+        return self
+
+    def __exit__(self, *exc):
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+        return False

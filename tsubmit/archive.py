@@ -1,0 +1,325 @@
+"""Pack a working directory into one deterministic, content-addressed .tar.gz.
+
+Walks the tree top-down honouring .gitignore/.tsubmitignore with git's rules, never
+entering ignored folders. The name is a sha256 of paths, kinds, exec bits and bytes but
+not of mtimes or owners, so a fresh checkout or a `touch` reuses the archive already built.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import os
+import re
+import subprocess
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Literal
+
+import pathspec
+
+IGNORE_FILES = (".gitignore", ".tsubmitignore")  # same folder: read in this order
+ALWAYS_SKIPPED_DIRS = frozenset({".git", "__pycache__"})
+
+_CHUNK = 1 << 20
+# Bump when the digest input or the archive layout changes, so caches built by
+# an older version are never mistaken for the new format.
+_DIGEST_SALT = b"tsubmit-archive-v1\0"
+# pathspec marks "this matched a directory" with a named group. In a flat list
+# of paths that lets `foo/` also match everything below foo; a walker that
+# prunes wants only the entry itself to match, so the marker is cut off.
+_DIR_MARK = "(?P<ps_d>/)"
+_DIR_MARK_OPT = f"(?:{_DIR_MARK}|$)"
+
+Kind = Literal["file", "link", "dir"]
+
+
+@dataclass(frozen=True)
+class Archive:
+    """A packed tree. `files` counts every entry packed: files, symlinks and
+    directories (the root itself excluded), i.e. len(included_paths(...))."""
+
+    path: Path
+    digest: str
+    files: int
+    size: int
+
+
+@dataclass(frozen=True)
+class _Entry:
+    rel: str  # POSIX path relative to the root, no trailing slash
+    kind: Kind
+    path: str  # where it is on disk
+
+    @property
+    def listed(self) -> str:
+        return self.rel + "/" if self.kind == "dir" else self.rel
+
+
+@dataclass(frozen=True)
+class _Rule:
+    regex: re.Pattern[str]
+    excludes: bool  # False for a `!negation`
+    dir_only: bool
+
+
+@dataclass(frozen=True)
+class _Layer:
+    prefix: str  # folder holding the ignore file, relative to the root, "" or "a/b/"
+    rules: tuple[_Rule, ...]  # last pattern first: in git the last match wins
+
+
+def included_paths(workdir: Path) -> list[str]:
+    """Sorted POSIX relative paths that pack() would put in the archive.
+
+    Directories end with '/' (and are packed, so empty ones survive); files and
+    symlinks do not. The root itself is not listed.
+    """
+    return [e.listed for e in _walk(_check_root(workdir))]
+
+
+def pack(workdir: Path, dest_dir: Path) -> Archive:
+    """Digest the tree; reuse dest_dir/<digest>.tar.gz if present, else write it atomically.
+
+    dest_dir is created if needed, and left out of the archive if it lies inside workdir.
+    """
+    root = _check_root(workdir)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    entries = _walk(root, prune=_inner_rel(root, dest_dir))
+    digest = _digest(entries)
+    final = dest_dir / f"{digest}.tar.gz"
+    if not final.exists():
+        _write_atomically(entries, digest, final)
+    return Archive(path=final, digest=digest, files=len(entries), size=final.stat().st_size)
+
+
+def git_commit(workdir: Path) -> str | None:
+    """HEAD commit of the git repository containing workdir, or None. Never raises."""
+    try:
+        proc = subprocess.run(
+            ["git", "-C", str(workdir), "rev-parse", "--verify", "--quiet", "HEAD^{commit}"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return None
+    sha = proc.stdout.strip()
+    return sha if proc.returncode == 0 and sha else None
+
+
+def _open_file(path: str) -> BinaryIO:
+    # The only place a file of the tree is opened, so tests can prove what is never read.
+    return open(path, "rb")
+
+
+def _check_root(workdir: Path) -> Path:
+    if not workdir.exists():
+        raise FileNotFoundError(f"working directory does not exist: {workdir}")
+    if not workdir.is_dir():
+        raise NotADirectoryError(f"working directory is not a directory: {workdir}")
+    return workdir
+
+
+def _inner_rel(root: Path, inner: Path) -> str | None:
+    """`inner` relative to `root` when strictly inside it, else None."""
+    rel = os.path.relpath(inner.resolve(), root.resolve())
+    if rel == "." or rel == ".." or rel.startswith(".." + os.sep):
+        return None
+    return Path(rel).as_posix()
+
+
+# --- walking -----------------------------------------------------------------
+
+
+def _walk(root: Path, prune: str | None = None) -> list[_Entry]:
+    out: list[_Entry] = []
+    _walk_dir(str(root), "", (), prune, out)
+    # Sorting on the listed form keeps every directory right before its content.
+    out.sort(key=lambda e: e.listed)
+    return out
+
+
+def _walk_dir(
+    dirpath: str, prefix: str, layers: tuple[_Layer, ...], prune: str | None, out: list[_Entry]
+) -> None:
+    with os.scandir(dirpath) as it:
+        children = list(it)
+    by_name = {c.name: c for c in children}
+    lines: list[str] = []
+    for name in IGNORE_FILES:
+        found = by_name.get(name)
+        # Like git, an ignore file that is a symlink is not honoured.
+        if found is not None and found.is_file(follow_symlinks=False):
+            lines += _read_ignore_file(found.path)
+    if lines:
+        layers = (*layers, _Layer(prefix, _compile(lines)))
+
+    for child in children:
+        rel = prefix + child.name
+        if child.is_dir(follow_symlinks=False):
+            if child.name in ALWAYS_SKIPPED_DIRS or rel == prune or _ignored(layers, rel, True):
+                continue
+            out.append(_Entry(rel, "dir", child.path))
+            _walk_dir(child.path, rel + "/", layers, prune, out)
+        elif child.name == ".git":
+            continue  # a worktree's or submodule's .git file points outside the tree
+        elif child.is_symlink() or child.is_file(follow_symlinks=False):
+            if _ignored(layers, rel, False):
+                continue
+            kind: Kind = "link" if child.is_symlink() else "file"
+            out.append(_Entry(rel, kind, child.path))
+        # Sockets, FIFOs and devices mean nothing on another machine: skipped.
+
+
+def _read_ignore_file(path: str) -> list[str]:
+    with _open_file(path) as f:
+        text = f.read().decode("utf-8", "surrogateescape")
+    return text.removeprefix("\ufeff").splitlines()
+
+
+def _compile(lines: list[str]) -> tuple[_Rule, ...]:
+    rules: list[_Rule] = []
+    for line in lines:
+        try:
+            patterns = pathspec.GitIgnoreSpec.from_lines([line]).patterns
+        except (ValueError, re.error):
+            continue  # git silently drops a malformed pattern; so do we
+        for p in patterns:
+            if p.include is None or p.regex is None:
+                continue  # blank line or comment
+            src = p.regex.pattern
+            dir_only = src.endswith(_DIR_MARK)
+            if dir_only:
+                # pathspec folds `a/**/` into `a/`, yet in git it matches the
+                # folders below a, not a itself.
+                below = line.rstrip().endswith("/**/") and src != _DIR_MARK
+                src = src.removesuffix(_DIR_MARK) + (r"/.+\Z" if below else r"\Z")
+            else:
+                src = src.replace(_DIR_MARK_OPT, r"\Z")
+            rules.append(_Rule(re.compile(src, p.regex.flags), bool(p.include), dir_only))
+    return tuple(reversed(rules))
+
+
+def _ignored(layers: tuple[_Layer, ...], rel: str, is_dir: bool) -> bool:
+    # Only the entry itself is matched: its parents were already kept, and an
+    # excluded parent was never walked, so its content can't be re-included.
+    for layer in reversed(layers):  # deepest ignore file has the last word
+        sub = rel[len(layer.prefix) :]
+        for rule in layer.rules:
+            if (is_dir or not rule.dir_only) and rule.regex.search(sub):
+                return rule.excludes
+    return False
+
+
+# --- digest and archive --------------------------------------------------------
+
+
+def _record(entry: _Entry, executable: bool, content_sha: bytes) -> bytes:
+    # NUL cannot occur in a path and the other fields have a fixed size, so
+    # two different trees can never produce the same byte stream.
+    return b"%s\0%s\0%d\0%s" % (
+        os.fsencode(entry.rel),
+        entry.kind.encode(),
+        executable,
+        content_sha,
+    )
+
+
+def _is_exec(mode: int) -> bool:
+    return mode & 0o111 != 0
+
+
+def _chunks(f: BinaryIO) -> Iterator[bytes]:
+    while chunk := f.read(_CHUNK):
+        yield chunk
+
+
+def _digest(entries: list[_Entry]) -> str:
+    tree = hashlib.sha256(_DIGEST_SALT)
+    for e in entries:
+        content = hashlib.sha256()
+        executable = e.kind == "dir"
+        if e.kind == "file":
+            with _open_file(e.path) as f:
+                executable = _is_exec(os.fstat(f.fileno()).st_mode)
+                for chunk in _chunks(f):
+                    content.update(chunk)
+        elif e.kind == "link":
+            content.update(os.fsencode(os.readlink(e.path)))
+        tree.update(_record(e, executable, content.digest()))
+    return tree.hexdigest()
+
+
+class _HashingReader:
+    """Hashes what tarfile copies, so the archive is checked against the digest."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self._f = f
+        self.sha = hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._f.read(size)
+        self.sha.update(data)
+        return data
+
+
+def _write_atomically(entries: list[_Entry], digest: str, final: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{digest}.", suffix=".tmp", dir=final.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            written = _write_tar(entries, out)
+            # A truncated archive under its digest name would be reused forever.
+            out.flush()
+            os.fsync(out.fileno())
+        if written != digest:
+            raise RuntimeError(f"files changed while packing {final.parent}; try again")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, final)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _write_tar(entries: list[_Entry], out: BinaryIO) -> str:
+    """Write the archive and return the digest of what was actually written."""
+    tree = hashlib.sha256(_DIGEST_SALT)
+    # mtime=0 and no filename in the gzip header: same tree, same bytes.
+    with (
+        gzip.GzipFile(filename="", mode="wb", fileobj=out, mtime=0, compresslevel=6) as gz,
+        tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
+    ):
+        for e in entries:
+            info = tarfile.TarInfo(e.rel)
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""  # the remote user owns what it unpacks
+            content = hashlib.sha256()
+            if e.kind == "file":
+                with _open_file(e.path) as f:
+                    st = os.fstat(f.fileno())
+                    executable = _is_exec(st.st_mode)
+                    info.size, info.mtime = st.st_size, int(st.st_mtime)
+                    info.mode = 0o755 if executable else 0o644
+                    reader = _HashingReader(f)
+                    tar.addfile(info, reader)  # type: ignore[arg-type]
+                    content = reader.sha
+            else:
+                st = os.lstat(e.path)
+                info.mtime = int(st.st_mtime)
+                executable = e.kind == "dir"
+                if e.kind == "dir":
+                    info.type, info.mode = tarfile.DIRTYPE, 0o755
+                else:
+                    target = os.readlink(e.path)
+                    info.type, info.mode, info.linkname = tarfile.SYMTYPE, 0o777, target
+                    content.update(os.fsencode(target))
+                tar.addfile(info)
+            tree.update(_record(e, executable, content.digest()))
+    return tree.hexdigest()

@@ -1,0 +1,50 @@
+"""The `tsubmit` command line: parse, call, print. Heavy modules load lazily
+so `tsubmit --help` stays fast."""
+
+import sys
+
+import click
+
+from .. import __version__
+from ..errors import EXIT_USAGE, TsubmitError
+from .cluster import cluster
+from .jobs import delete, list_jobs, logs, restart, status, stop
+from .run import run
+
+
+class _Group(click.Group):
+    def main(self, *args, **kwargs):
+        kwargs.setdefault("prog_name", "tsubmit")
+        return super().main(*args, **kwargs)
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except TsubmitError as error:
+            click.echo(f"tsubmit: {error}", err=True)
+            for host, message in getattr(error, "host_errors", {}).items():
+                click.echo(f"  {host}: {message}", err=True)
+            sys.exit(error.exit_code)
+        except KeyboardInterrupt:
+            click.echo("tsubmit: interrupted", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="tsubmit")
+@click.option("-v", "--verbose", count=True, help="Show Ansible's own output (-vv for more).")
+@click.pass_context
+def main(ctx: click.Context, verbose: int) -> None:
+    """Submit and manage distributed PyTorch jobs on machines reachable over SSH.
+
+    Exit codes: 0 ok, 1 job failed, 2 bad usage or input, 3 cluster unreachable
+    or launch failed, 4 refused by the overlap policy.
+    """
+    ctx.obj = {"verbose": verbose}
+
+
+for command in (run, cluster, list_jobs, status, logs, stop, restart, delete):
+    main.add_command(command)
+main.add_command(list_jobs, "jobs")
+
+__all__ = ["EXIT_USAGE", "main"]

@@ -1,0 +1,123 @@
+"""`tsubmit cluster ...`: clusters are Ansible inventories."""
+
+import sys
+
+import click
+
+from ..errors import UsageError
+
+
+@click.group()
+def cluster():
+    """Add, list, show and remove clusters (Ansible inventories)."""
+
+
+def _rdzv_pairs(pairs: tuple[str, ...]) -> dict[str, str]:
+    addresses = {}
+    for pair in pairs:
+        host, sep, address = pair.partition("=")
+        if not sep or not host or not address:
+            raise UsageError(f"malformed --rdzv-address {pair!r}: expected HOST=ADDRESS")
+        addresses[host] = address
+    return addresses
+
+
+_host_options = [
+    click.option("--gpus", type=int, help="Processes per node (tsubmit_gpus)."),
+    click.option("--identity-file", help="SSH private key (ansible_ssh_private_key_file)."),
+    click.option("--rdzv-address", "rdzv_addresses", multiple=True, metavar="HOST=ADDR",
+                 help="Address other nodes use to reach HOST (tsubmit_rdzv_address)."),
+    click.option("--python", help="Python on the nodes, e.g. a venv's (tsubmit_python)."),
+    click.option("--torchrun", help="torchrun on the nodes (tsubmit_torchrun)."),
+]
+
+
+def host_options(function):
+    for option in reversed(_host_options):
+        function = option(function)
+    return function
+
+
+@cluster.command("add")
+@click.argument("name")
+@click.option("--head", required=True, metavar="[USER@]HOST[:PORT]", help="The head node (rank 0).")
+@click.option("--worker", "workers", multiple=True, metavar="[USER@]HOST[:PORT]",
+              help="A worker node (repeatable; ranks follow this order).")
+@host_options
+def add(name, head, workers, gpus, identity_file, rdzv_addresses, python, torchrun):
+    """Write cluster NAME as a YAML inventory, head first."""
+    from ..clusters import write_cluster
+
+    path = write_cluster(name, head, list(workers), gpus=gpus, identity_file=identity_file,
+                         rdzv_addresses=_rdzv_pairs(rdzv_addresses), python=python,
+                         torchrun=torchrun)
+    click.echo(f"cluster {name} written to {path}")
+
+
+@cluster.command("create")
+@click.argument("name", required=False)
+def create(name):
+    """Prompt for a cluster's fields (on a terminal) and write it."""
+    from ..clusters import write_cluster
+
+    if not sys.stdin.isatty():
+        raise UsageError("cluster create prompts for its fields; without a terminal use "
+                         "`tsubmit cluster add NAME --head HOST [--worker HOST]...`")
+    name = name or click.prompt("Cluster name")
+    head = click.prompt("Head node ([USER@]HOST[:PORT])")
+    workers = []
+    while worker := click.prompt("Worker node (empty to finish)", default="", show_default=False):
+        workers.append(worker)
+    gpus = click.prompt("GPUs per node (empty: detect)", default="", show_default=False)
+    identity = click.prompt("SSH identity file (empty: ssh's default)", default="",
+                            show_default=False)
+    python = click.prompt("Python on the nodes (empty: python3 on PATH)", default="",
+                          show_default=False)
+    path = write_cluster(name, head, workers, gpus=int(gpus) if gpus.strip() else None,
+                         identity_file=identity or None, python=python or None)
+    click.echo(f"cluster {name} written to {path}")
+
+
+@cluster.command("list")
+@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
+def list_clusters(output):
+    """List clusters."""
+    from .. import output as out
+    from ..clusters import cluster_names, cluster_ref
+
+    refs = [cluster_ref(name) for name in cluster_names()]
+    if output == "json":
+        click.echo(out.to_json([{"name": r.name, **r.as_dict()} for r in refs]))
+        return
+    click.echo(out.table(["NAME", "INVENTORY", "GROUP"],
+                         [[r.name, ", ".join(r.sources), r.group] for r in refs]))
+
+
+@cluster.command("show")
+@click.argument("name")
+@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
+def show(name, output):
+    """Show a cluster's hosts in rank order."""
+    from .. import output as out
+    from ..clusters import cluster_ref, resolve
+
+    resolved = resolve(cluster_ref(name))
+    rows = [{"rank": n.rank, "host": n.name, "address": n.address,
+             "gpus": n.gpus if n.gpus is not None else "detect"} for n in resolved.nodes]
+    if output == "json":
+        click.echo(out.to_json({"name": name, **resolved.ref.as_dict(),
+                                "head_reason": resolved.head_reason, "nodes": rows}))
+        return
+    click.echo(f"cluster {name}: {', '.join(resolved.ref.sources)} (group {resolved.ref.group})")
+    click.echo(f"head: {resolved.nodes[0].name} ({resolved.head_reason})")
+    click.echo(out.table(["RANK", "HOST", "ADDRESS", "GPUS"], [list(r.values()) for r in rows]))
+
+
+@cluster.command("remove")
+@click.argument("name")
+def remove(name):
+    """Remove cluster NAME (its inventory file)."""
+    from ..clusters import remove_cluster
+
+    remove_cluster(name)
+    click.echo(f"cluster {name} removed")

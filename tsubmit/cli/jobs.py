@@ -1,0 +1,254 @@
+"""`tsubmit list/status/logs/stop/restart/delete`: the job lifecycle."""
+
+import re
+import sys
+import time
+
+import click
+
+from ..errors import EXIT_JOB_FAILED, UsageError
+
+LIST_WINDOW = 7 * 86400  # finished jobs older than this only show with --all
+_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+def parse_duration(text: str) -> float:
+    """'90m', '1h30m', '45s', '2d' or a number of seconds."""
+    text = text.strip()
+    if text.isdigit():
+        return float(text)
+    match = _DURATION.match(text)
+    if not text or not match or not any(match.groups()):
+        raise UsageError(f"invalid duration {text!r}: use e.g. 90m, 1h30m, 45s or 2d")
+    days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
+    return float(((days * 24 + hours) * 60 + minutes) * 60 + seconds)
+
+
+def _store():
+    from ..store import open_store
+
+    return open_store()
+
+
+def _rank_rows(job):
+    from .. import output as out
+
+    return [[r.rank, r.host, r.state, r.pid, r.exit_code, out.timestamp(r.started_at),
+             out.timestamp(r.ended_at), r.attempt] for r in job.ranks]
+
+
+def print_summary(job) -> None:
+    from .. import output as out
+
+    line = f"job {job.id} ({job.name}): {job.state}"
+    click.echo(line + (f" — {job.message}" if job.message else ""))
+    click.echo(out.table(["RANK", "HOST", "STATE", "PID", "EXIT", "STARTED", "ENDED", "ATTEMPT"],
+                         _rank_rows(job)))
+
+
+@click.command("list")
+@click.option("--all", "show_all", is_flag=True, help="Include finished jobs older than a week.")
+@click.option("--cluster", help="Only jobs on this cluster.")
+@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
+@click.pass_obj
+def list_jobs(obj, show_all, cluster, output):
+    """List jobs, newest first (states refreshed from the nodes in one playbook run)."""
+    from .. import output as out
+    from ..lifecycle import ACTIVE_STATES, refresh
+    from ..views import job_view
+
+    store = _store()
+    jobs = store.jobs(where="cluster = ?", params=(cluster,)) if cluster else store.jobs()
+    if not show_all:
+        horizon = time.time() - LIST_WINDOW
+        jobs = [j for j in jobs if j.state in ACTIVE_STATES or (j.ended_at or j.created_at) >= horizon]
+    refresh(store, jobs, verbose=obj["verbose"])
+    if output == "json":
+        click.echo(out.to_json([job_view(job) for job in jobs]))
+        return
+    now = time.time()
+    rows = [[j.id, j.name, j.cluster, j.executor, len(j.ranks), j.state,
+             out.duration(now - j.created_at),
+             out.duration((j.ended_at or now) - (j.ranks[0].started_at or j.created_at))] for j in jobs]
+    click.echo(out.table(["ID", "NAME", "CLUSTER", "EXECUTOR", "NODES", "STATE", "AGE", "RUNTIME"], rows))
+
+
+@click.command()
+@click.argument("job_ref", metavar="JOB")
+@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
+@click.pass_obj
+def status(obj, job_ref, output):
+    """Show a job and the state of each rank."""
+    from .. import output as out
+    from ..lifecycle import refresh
+    from ..views import job_view
+
+    store = _store()
+    job = store.find(job_ref)
+    refresh(store, [job], verbose=obj["verbose"])
+    if output == "json":
+        click.echo(out.to_json(job_view(job)))
+        return
+    click.echo(f"cluster {job.cluster}, executor {job.executor}, attempt {job.attempt}, "
+               f"command: {' '.join(job.command)}")
+    print_summary(job)
+
+
+@click.command()
+@click.argument("job_ref", metavar="JOB")
+@click.option("--rank", "rank_number", type=int, help="Rank to show (default 0).")
+@click.option("--all", "all_ranks", is_flag=True, help="Every rank, lines prefixed [rank N host].")
+@click.option("--tail", type=int, help="Only the last N lines of each rank.")
+@click.option("-f", "--follow", is_flag=True, help="Stream until the job ends; exit with its result.")
+@click.option("--attempt", type=int, help="An earlier attempt's log (default: the current one).")
+@click.pass_obj
+def logs(obj, job_ref, rank_number, all_ranks, tail, follow, attempt):
+    """Print a job's logs: rank 0 by default."""
+    store = _store()
+    job = store.find(job_ref)
+    ranks = select_ranks(job, rank_number, all_ranks)
+    attempt = attempt or job.attempt
+    if not 1 <= attempt <= job.attempt:
+        raise UsageError(f"--attempt must be between 1 and {job.attempt} for job {job.id}")
+    if tail is not None and tail < 0:
+        raise UsageError("--tail must be 0 or more")
+    if follow:
+        sys.exit(follow_job(store, job, ranks, all_ranks, tail, obj["verbose"]))
+    from ..logs import fetch
+
+    lines = fetch(job, ranks, attempt, verbose=obj["verbose"])
+    for rank in ranks:
+        shown = lines[rank.rank][-tail:] if tail else ([] if tail == 0 else lines[rank.rank])
+        prefix = f"[rank {rank.rank} {rank.host}] " if all_ranks else ""
+        for line in shown:
+            click.echo(prefix + line)
+
+
+def select_ranks(job, rank_number, all_ranks):
+    if all_ranks:
+        return job.ranks
+    rank_number = rank_number or 0
+    if not 0 <= rank_number < len(job.ranks):
+        raise UsageError(f"--rank {rank_number} is out of range: job {job.id} has ranks "
+                         f"0 to {len(job.ranks) - 1}")
+    return [job.ranks[rank_number]]
+
+
+def follow_job(store, job, ranks, prefixed, tail, verbose) -> int:
+    """Stream ranks' logs until they end, then report the job's result as an exit code."""
+    from ..job import SUCCEEDED
+    from ..lifecycle import wait
+
+    stream_logs(job, ranks, prefixed, tail)
+    wait(store, job, verbose=verbose)  # the followed ranks ended; others may still run
+    return 0 if job.state == SUCCEEDED else EXIT_JOB_FAILED
+
+
+def stream_logs(job, ranks, prefixed, tail) -> None:
+    from ..clusters import host_variables
+    from ..logs import follow, follow_command
+
+    host_vars = host_variables(job.inventory["sources"], [rank.host for rank in ranks])
+    streams = []
+    for rank in ranks:
+        variables = host_vars[rank.host]
+        root = str(variables.get("tsubmit_remote_root") or "~/.tsubmit/jobs")
+        path = f"{root}/{job.id}/rank-{rank.rank}/attempt-{job.attempt}/output.log"
+        prefix = f"[rank {rank.rank} {rank.host}] " if prefixed else ""
+        streams.append((prefix, follow_command(variables, path, rank.pid, tail)))
+    follow(streams)
+
+
+def wait_for_job(store, job, *, follow, all_ranks, timeout, verbose) -> int:
+    """`run --wait`: block until the job ends (streaming logs with --follow), print
+    the per-rank summary, and return the exit code; stop the job past TIMEOUT."""
+    import threading
+
+    from ..job import SUCCEEDED
+    from ..lifecycle import stop as stop_job
+    from ..lifecycle import wait
+
+    streamer = None
+    if follow:
+        ranks = job.ranks if all_ranks else job.ranks[:1]
+        streamer = threading.Thread(target=stream_logs, args=(job, ranks, all_ranks, None), daemon=True)
+        streamer.start()
+    if not wait(store, job, timeout=timeout, verbose=verbose):
+        stop_job(store, job, verbose=verbose)
+        click.echo(f"tsubmit: job {job.id} exceeded its timeout of {timeout:g}s and was stopped",
+                   err=True)
+        return EXIT_JOB_FAILED
+    if streamer:
+        streamer.join(timeout=10)
+    print_summary(job)
+    return 0 if job.state == SUCCEEDED else EXIT_JOB_FAILED
+
+
+@click.command()
+@click.argument("job_ref", metavar="JOB")
+@click.option("--grace", type=int, default=30, show_default=True,
+              help="Seconds between SIGTERM and SIGKILL.")
+@click.pass_obj
+def stop(obj, job_ref, grace):
+    """Stop every rank of a job (SIGTERM to each process group, SIGKILL after the grace period)."""
+    from ..job import FINISHED_STATES
+    from ..lifecycle import refresh
+    from ..lifecycle import stop as stop_job
+
+    if grace < 0:
+        raise UsageError("--grace must be 0 or more seconds")
+    store = _store()
+    job = store.find(job_ref)
+    refresh(store, [job], verbose=obj["verbose"])
+    if job.state in FINISHED_STATES:
+        click.echo(f"job {job.id} ({job.name}) already {job.state}; nothing to stop")
+        return
+    unreachable = stop_job(store, job, grace=grace, verbose=obj["verbose"])
+    for host, message in unreachable.items():
+        click.echo(f"tsubmit: could not stop the rank on {host}: {message}", err=True)
+    click.echo(f"job {job.id} ({job.name}) stopped")
+
+
+@click.command()
+@click.argument("job_ref", metavar="JOB")
+@click.pass_obj
+def restart(obj, job_ref):
+    """Run a stopped, failed or finished job again as its next attempt."""
+    from ..lifecycle import restart as restart_job
+
+    store = _store()
+    job = restart_job(store, store.find(job_ref), verbose=obj["verbose"])
+    click.echo(f"job {job.id} ({job.name}) restarted as attempt {job.attempt}")
+
+
+@click.command()
+@click.argument("job_refs", metavar="JOB...", nargs=-1)
+@click.option("--all", "delete_all", is_flag=True, help="Delete every job.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_obj
+def delete(obj, job_refs, delete_all, yes):
+    """Stop jobs, remove their directories on every node and their records."""
+    from ..errors import LaunchError
+    from ..lifecycle import delete as delete_job
+
+    store = _store()
+    if delete_all == bool(job_refs):
+        raise UsageError("name the jobs to delete, or give --all")
+    jobs = store.jobs() if delete_all else [store.find(ref) for ref in job_refs]
+    if not jobs:
+        click.echo("no jobs to delete")
+        return
+    if not yes:
+        if not sys.stdin.isatty():
+            raise UsageError("delete needs --yes when not run from a terminal")
+        names = ", ".join(f"{j.id} ({j.name})" for j in jobs)
+        click.confirm(f"Delete {names}?", abort=True)
+    failed = {}
+    for job in jobs:
+        failures = delete_job(store, job, verbose=obj["verbose"])
+        if failures:
+            failed.update({f"{job.id} on {host}": message for host, message in failures.items()})
+        else:
+            click.echo(f"job {job.id} ({job.name}) deleted")
+    if failed:
+        raise LaunchError("some jobs could not be deleted everywhere; their records are kept", failed)

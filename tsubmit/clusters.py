@@ -1,0 +1,246 @@
+"""Clusters are Ansible inventories.
+
+A named cluster is an inventory file of its own under the config dir, written
+by `tsubmit cluster add` (head first; ranks follow the file's order). The
+embedded `local` cluster is this machine. Resolving a cluster reads the
+inventory with Ansible's own inventory code, so whatever ansible-playbook
+accepts, tsubmit reads the same way.
+"""
+
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .errors import UsageError
+from .paths import ansible_dir, clusters_dir
+
+LOCAL = "local"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_HOST_SPEC = re.compile(
+    r"^(?:(?P<user>[^@\s]+)@)?(?P<host>\[[0-9A-Fa-f:.]+\]|[^:@\s\[\]]+)(?::(?P<port>\d+))?$"
+)
+_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class ClusterRef:
+    """Where a cluster's hosts come from: inventory sources, a group, a limit."""
+
+    name: str
+    sources: list[str]
+    group: str = "all"
+    limit: str | None = None
+
+    def as_dict(self) -> dict:
+        return {"sources": self.sources, "group": self.group, "limit": self.limit}
+
+
+@dataclass
+class Node:
+    """One host of a resolved cluster, with the variables tsubmit reads."""
+
+    name: str
+    rank: int
+    address: str  # the address other nodes use to reach this one (rendezvous)
+    gpus: int | None  # declared processes per node; None: detect at launch
+    vars: dict = field(repr=False, default_factory=dict)
+
+
+@dataclass
+class ResolvedCluster:
+    ref: ClusterRef
+    nodes: list[Node]
+    head_reason: str
+
+
+def validate_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise UsageError(
+            f"invalid cluster name {name!r}: use letters, digits, '.', '_' or '-' (at most 63)"
+        )
+    return name
+
+
+def parse_host(spec: str) -> tuple[str | None, str, int | None]:
+    """Split '[USER@]HOST[:PORT]' into its parts."""
+    match = _HOST_SPEC.match(spec.strip())
+    if not match:
+        raise UsageError(f"invalid host {spec!r}: expected [USER@]HOST[:PORT]")
+    port = match["port"]
+    if port is not None and not 0 < int(port) < 65536:
+        raise UsageError(f"invalid port in {spec!r}: expected 1-65535")
+    return match["user"], match["host"].strip("[]"), int(port) if port else None
+
+
+def cluster_path(name: str) -> Path:
+    return clusters_dir() / f"{name}.yml"
+
+
+def write_cluster(
+    name: str,
+    head: str,
+    workers: list[str],
+    *,
+    gpus: int | None = None,
+    identity_file: str | None = None,
+    rdzv_addresses: dict[str, str] | None = None,
+    python: str | None = None,
+    torchrun: str | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a tsubmit cluster as a YAML inventory, head first."""
+    validate_name(name)
+    if name == LOCAL:
+        raise UsageError("'local' is the embedded cluster of this machine; choose another name")
+    path = cluster_path(name)
+    if path.exists() and not overwrite:
+        raise UsageError(f"cluster {name!r} already exists; remove it first or use `cluster edit`")
+    if gpus is not None and gpus < 1:
+        raise UsageError(f"--gpus must be at least 1, got {gpus}")
+    if identity_file is not None:
+        identity_file = str(Path(identity_file).expanduser().resolve())
+        if not os.access(identity_file, os.R_OK):
+            raise UsageError(f"identity file {identity_file} is not readable")
+    rdzv_addresses = dict(rdzv_addresses or {})
+
+    hosts: dict[str, dict] = {}
+    for spec in [head, *workers]:
+        user, host, port = parse_host(spec)
+        host_name = host if host not in hosts else f"{host}-{len(hosts)}"
+        host_vars: dict = {"ansible_host": host}
+        if port:
+            host_vars["ansible_port"] = port
+        if user:
+            host_vars["ansible_user"] = user
+        address = rdzv_addresses.pop(host, None)
+        if address:
+            host_vars["tsubmit_rdzv_address"] = address
+        hosts[host_name] = host_vars
+    if rdzv_addresses:
+        unknown = ", ".join(sorted(rdzv_addresses))
+        raise UsageError(f"--rdzv-address names hosts not in the cluster: {unknown}")
+
+    cluster_vars: dict = {}
+    if gpus is not None:
+        cluster_vars["tsubmit_gpus"] = gpus
+    if identity_file:
+        cluster_vars["ansible_ssh_private_key_file"] = identity_file
+    if python:
+        cluster_vars["tsubmit_python"] = python
+        cluster_vars["ansible_python_interpreter"] = python
+    if torchrun:
+        cluster_vars["tsubmit_torchrun"] = torchrun
+    inventory: dict = {"all": {"hosts": hosts}}
+    if cluster_vars:
+        inventory["all"]["vars"] = cluster_vars
+
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    header = (
+        f"# tsubmit cluster {name!r}: an ordinary Ansible inventory, written by\n"
+        "# `tsubmit cluster add`. The first host is the head; ranks follow this order.\n"
+    )
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(header + yaml.safe_dump(inventory, sort_keys=False))
+    tmp.replace(path)
+    return path
+
+
+def cluster_names() -> list[str]:
+    directory = clusters_dir()
+    names = sorted(p.stem for p in directory.glob("*.yml")) if directory.is_dir() else []
+    return [LOCAL, *names]
+
+
+def remove_cluster(name: str) -> None:
+    if name == LOCAL:
+        raise UsageError("the embedded 'local' cluster cannot be removed")
+    path = cluster_path(validate_name(name))
+    if not path.exists():
+        raise UsageError(f"unknown cluster {name!r}; see `tsubmit cluster list`")
+    path.unlink()
+
+
+def cluster_ref(name: str) -> ClusterRef:
+    if name == LOCAL:
+        return ClusterRef(LOCAL, [str(ansible_dir() / "inventory" / "local.yml")])
+    path = cluster_path(validate_name(name))
+    if not path.exists():
+        known = ", ".join(cluster_names())
+        raise UsageError(f"unknown cluster {name!r}; known clusters: {known} (see `tsubmit cluster add`)")
+    return ClusterRef(name, [str(path)])
+
+
+def resolve(ref: ClusterRef) -> ResolvedCluster:
+    """Read the inventory with Ansible and order its hosts: head first, then inventory order."""
+    from .ansible_env import load_inventory
+
+    inventory, variables = load_inventory(ref.sources)
+    if ref.limit:
+        inventory.subset(ref.limit)
+    hosts = inventory.get_hosts(pattern=ref.group)
+    if not hosts:
+        where = f"group {ref.group!r}" + (f" with --limit {ref.limit!r}" if ref.limit else "")
+        raise UsageError(f"{where} of {', '.join(ref.sources)} has no hosts")
+    host_vars = {host.name: variables.get_vars(host=host) for host in hosts}
+    head, reason = _pick_head(ref.group, hosts, host_vars, inventory)
+    ordered = [head] + [host for host in hosts if host is not head]
+    nodes = [_node(str(host.name), rank, host_vars[host.name]) for rank, host in enumerate(ordered)]
+    return ResolvedCluster(ref, nodes, reason)
+
+
+def _pick_head(group, hosts, host_vars, inventory):
+    flagged = [h for h in hosts if _truthy(host_vars[h.name].get("tsubmit_head"))]
+    if len(flagged) > 1:
+        names = ", ".join(h.name for h in flagged)
+        raise UsageError(f"several hosts set tsubmit_head: {names}; keep it on one")
+    if flagged:
+        return flagged[0], "tsubmit_head is set on it"
+    for head_group in (f"{group}_head", "tsubmit_head"):
+        if head_group in inventory.groups:
+            members = [h for h in inventory.get_hosts(pattern=head_group) if h in hosts]
+            if members:
+                return members[0], f"first host of group {head_group}"
+    return hosts[0], f"first host of group {group}"
+
+
+def _truthy(value) -> bool:
+    return value is True or str(value).lower() in ("true", "yes", "1")
+
+
+def _node(name: str, rank: int, host_vars: dict) -> Node:
+    # The one template the embedded inventory uses, resolved as ansible-playbook will.
+    host_vars = {
+        key: sys.executable if value == "{{ ansible_playbook_python }}" else value
+        for key, value in host_vars.items()
+    }
+    gpus = host_vars.get("tsubmit_gpus")
+    if gpus is not None and (isinstance(gpus, bool) or not str(gpus).isdigit() or int(gpus) < 1):
+        raise UsageError(f"host {name}: tsubmit_gpus must be a whole number >= 1, got {gpus!r}")
+    env = host_vars.get("tsubmit_env", {})
+    if not isinstance(env, dict) or not all(_ENV_KEY.match(str(k)) for k in env):
+        raise UsageError(f"host {name}: tsubmit_env must map variable names to values, got {env!r}")
+    key_file = host_vars.get("ansible_ssh_private_key_file")
+    if key_file and "{{" not in str(key_file) and not os.access(os.path.expanduser(str(key_file)), os.R_OK):
+        raise UsageError(f"host {name}: identity file {key_file} is not readable")
+    address = str(host_vars.get("tsubmit_rdzv_address") or host_vars.get("ansible_host") or name)
+    if address == "localhost":
+        address = "127.0.0.1"
+    return Node(name, rank, address, int(gpus) if gpus is not None else None, host_vars)
+
+
+def host_variables(sources: list[str], names: list[str]) -> dict[str, dict]:
+    """Ansible's merged variables of the named hosts, as ansible-playbook sees them."""
+    from .ansible_env import load_inventory
+
+    inventory, variables = load_inventory(sources)
+    found = {}
+    for name in names:
+        host = inventory.get_host(name)
+        if host is None:
+            raise UsageError(f"host {name} is no longer in {', '.join(sources)}")
+        found[name] = _node(name, 0, variables.get_vars(host=host)).vars
+    return found

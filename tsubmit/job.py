@@ -1,0 +1,78 @@
+"""The Job model: what was submitted, where it runs and the state of each rank."""
+
+import random
+import secrets
+import time
+from dataclasses import dataclass, field
+
+EXECUTORS = ("torchrun", "distributed")
+
+# Rank states. A rank is "lost" when its node answers but its process is gone
+# without an exit code, "unreachable" while its node does not answer.
+STARTING = "starting"
+RUNNING = "running"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+STOPPED = "stopped"
+LOST = "lost"
+UNREACHABLE = "unreachable"
+FINISHED_STATES = frozenset({SUCCEEDED, FAILED, STOPPED, LOST})
+
+_ADJECTIVES = (
+    "amber", "brave", "calm", "deft", "eager", "fair", "gentle", "hardy", "ivory", "jolly",
+    "keen", "lively", "mellow", "noble", "olive", "proud", "quiet", "rapid", "steady", "tidy",
+    "upbeat", "vivid", "witty", "young", "zesty",
+)
+_NOUNS = (
+    "otter", "falcon", "maple", "comet", "badger", "cedar", "heron", "lynx", "orca", "panda",
+    "quartz", "raven", "sparrow", "tiger", "walrus", "yak", "zebra", "bison", "koala", "lemur",
+)
+
+
+def new_job_id() -> str:
+    return secrets.token_hex(5)
+
+
+def friendly_name() -> str:
+    return f"{random.choice(_ADJECTIVES)}-{random.choice(_NOUNS)}-{random.randint(10, 99)}"
+
+
+@dataclass
+class Rank:
+    rank: int
+    host: str
+    address: str
+    nproc: int | None = None
+    pid: int | None = None
+    pid_start: str | None = None
+    state: str = STARTING
+    exit_code: int | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    attempt: int = 1
+
+
+@dataclass
+class Job:
+    id: str
+    name: str
+    cluster: str
+    inventory: dict  # {"sources": [...], "group": str, "limit": str | None}
+    executor: str
+    command: list[str]
+    workdir: str
+    env: dict[str, str] = field(default_factory=dict)
+    gpus: int | None = None
+    max_restarts: int = 0
+    archive: str = ""
+    git_commit: str | None = None
+    state: str = STARTING
+    attempt: int = 1
+    message: str = ""
+    created_at: float = field(default_factory=time.time)
+    ended_at: float | None = None
+    ranks: list[Rank] = field(default_factory=list)
+
+    @property
+    def head(self) -> Rank:
+        return self.ranks[0]

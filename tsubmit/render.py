@@ -1,0 +1,63 @@
+"""Render a rank's command and environment on the controller, for --dry-run.
+
+The launch role's own templates are rendered here with the same variable
+names the role defines (roles/launch/vars/main.yml), so a dry run prints
+exactly what a rank would run. Values only known at launch (the rendezvous
+port, GPUs counted by nvidia-smi, the remote root) are shown as <placeholders>.
+"""
+
+import shlex
+
+from .clusters import Node, ResolvedCluster
+from .job import Job
+from .paths import ansible_dir
+
+PORT = "<port>"
+DETECTED = "<gpus>"
+
+
+def launch_variables(job: Job, cluster: ResolvedCluster, node: Node, nproc: int | None) -> dict:
+    slots = [nproc or n.gpus or DETECTED for n in cluster.nodes]
+    known = [s for s in slots if isinstance(s, int)]
+    job_dir = f"<remote root>/{job.id}"
+    return {
+        "launch_executor": job.executor,
+        "launch_command": job.command,
+        "launch_torchrun": node.vars.get("tsubmit_torchrun", "torchrun"),
+        "launch_path_prefix": ":".join(
+            dict.fromkeys(
+                path.rsplit("/", 1)[0]
+                for path in (node.vars.get("tsubmit_python", ""), node.vars.get("tsubmit_torchrun", ""))
+                if "/" in path
+            )
+        ),
+        "launch_rank": node.rank,
+        "launch_nnodes": len(cluster.nodes),
+        "launch_nproc": slots[node.rank],
+        "launch_node_slots": slots,
+        "launch_world_size": sum(known) if len(known) == len(slots) else "<sum of gpus>",
+        "launch_node_address": node.address,
+        "launch_node_addresses": [n.address for n in cluster.nodes],
+        "launch_master_addr": cluster.nodes[0].address,
+        "launch_master_port": PORT,
+        "launch_job_id": job.id,
+        "launch_job_name": job.name,
+        "launch_attempt": job.attempt,
+        "launch_max_restarts": job.max_restarts,
+        "launch_hostfile": f"{job_dir}/hostfile",
+        "launch_host_env": node.vars.get("tsubmit_env") or {},
+        "launch_job_env": job.env,
+    }
+
+
+def render(template: str, variables: dict) -> str:
+    import jinja2
+
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(ansible_dir() / "roles" / "launch" / "templates"),
+        trim_blocks=True,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
+    environment.filters["quote"] = lambda value: shlex.quote(str(value))
+    return environment.get_template(template).render(variables)

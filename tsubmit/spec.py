@@ -1,0 +1,108 @@
+"""Turn `tsubmit run` options into one validated RunRequest.
+
+Every check here names the option and the bad value, so the CLI can print it
+as one line and exit 2 before anything is recorded or sent to a node.
+"""
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .clusters import ClusterRef
+from .errors import UsageError
+from .job import EXECUTORS
+
+_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_DOTENV_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@dataclass
+class RunRequest:
+    command: list[str]
+    cluster: ClusterRef
+    workdir: Path
+    executor: str = "torchrun"
+    name: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    gpus: int | None = None
+    max_restarts: int = 0
+
+
+def validate_request(request: RunRequest) -> RunRequest:
+    if not request.command or not request.command[0].strip():
+        raise UsageError("no command given: put it after `--`, e.g. `tsubmit run -- python train.py`")
+    if request.executor not in EXECUTORS:
+        raise UsageError(f"unknown executor {request.executor!r}; choose one of {', '.join(EXECUTORS)}")
+    if not request.workdir.is_dir():
+        raise UsageError(f"working directory {request.workdir} does not exist or is not a directory")
+    if request.gpus is not None and request.gpus < 1:
+        raise UsageError(f"--gpus must be at least 1 (processes per node), got {request.gpus}")
+    if request.max_restarts < 0:
+        raise UsageError(f"--max-restarts must be 0 or more, got {request.max_restarts}")
+    if request.name is not None and (not request.name.strip() or _CONTROL.search(request.name)):
+        raise UsageError(f"invalid job name {request.name!r}: it must be printable and not empty")
+    for key, value in request.env.items():
+        _check_env(key, value, "--env")
+    return request
+
+
+def parse_env_pairs(pairs: tuple[str, ...] | list[str]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise UsageError(f"malformed --env {pair!r}: expected KEY=VALUE")
+        _check_env(key, value, "--env")
+        env[key] = value
+    return env
+
+
+def load_env_file(path: Path) -> dict[str, str]:
+    """A YAML mapping of strings, or a dotenv file (KEY=VALUE lines)."""
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise UsageError(f"cannot read env file {path}: {error.strerror}") from None
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError:
+        loaded = None
+    if isinstance(loaded, dict):
+        env = loaded
+    elif loaded is None or isinstance(loaded, str):
+        env = _parse_dotenv(path, text)
+    else:
+        raise UsageError(f"env file {path} must be a mapping of variable names to strings")
+    for key, value in env.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise UsageError(
+                f"env file {path}: {key!r} must map to a string (quote numbers and booleans), "
+                f"got {type(value).__name__}"
+            )
+        _check_env(key, value, f"env file {path}")
+    return env
+
+
+def _parse_dotenv(path: Path, text: str) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        match = _DOTENV_LINE.match(line)
+        if not match:
+            raise UsageError(f"env file {path}, line {number}: expected KEY=VALUE")
+        key, value = match.groups()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        env[key] = value
+    return env
+
+
+def _check_env(key: str, value: str, origin: str) -> None:
+    if not _ENV_KEY.match(key):
+        raise UsageError(f"{origin}: invalid variable name {key!r} (letters, digits and _)")
+    if "\x00" in value:
+        raise UsageError(f"{origin}: the value of {key} contains a NUL byte")

@@ -1,0 +1,145 @@
+"""`tsubmit run`: archive, record, launch on every node, roll back on failure."""
+
+import time
+from dataclasses import dataclass
+
+from . import archive as archives
+from .ansible_run import PlaybookRun, cluster_hosts, run_playbook
+from .clusters import ResolvedCluster, resolve
+from .errors import LaunchError, UsageError
+from .job import FAILED, RUNNING, STOPPED, Job, Rank, friendly_name, new_job_id
+from .paths import ensure_private_dir, state_dir
+from .render import launch_variables, render
+from .spec import RunRequest
+from .store import JobStore
+
+START_TASK = "Start the rank detached"
+ROLLBACK_GRACE = 5
+
+
+@dataclass
+class Plan:
+    """A job ready to launch: the record, its cluster, and per-host variables."""
+
+    job: Job
+    cluster: ResolvedCluster
+
+    def host_vars(self) -> dict[str, dict]:
+        return {
+            node.name: {"tsubmit_nproc": self.job.gpus or node.gpus or 0}
+            for node in self.cluster.nodes
+        }
+
+
+def plan(request: RunRequest) -> Plan:
+    cluster = resolve(request.cluster)
+    job = Job(
+        id=new_job_id(),
+        name=request.name or friendly_name(),
+        cluster=request.cluster.name,
+        inventory=request.cluster.as_dict(),
+        executor=request.executor,
+        command=list(request.command),
+        workdir=str(request.workdir.resolve()),
+        env=dict(request.env),
+        gpus=request.gpus,
+        max_restarts=request.max_restarts,
+        git_commit=archives.git_commit(request.workdir),
+        ranks=[Rank(node.rank, node.name, node.address, nproc=request.gpus or node.gpus)
+               for node in cluster.nodes],
+    )
+    return Plan(job, cluster)
+
+
+def extravars(job: Job, archive: archives.Archive | None) -> dict:
+    return {
+        "tsubmit_job_id": job.id,
+        "tsubmit_job_name": job.name,
+        "tsubmit_job_attempt": job.attempt,
+        "tsubmit_job_executor": job.executor,
+        "tsubmit_job_command": job.command,
+        "tsubmit_job_env": job.env,
+        "tsubmit_job_max_restarts": job.max_restarts,
+        "tsubmit_job_nodes": [rank.host for rank in job.ranks],
+        "tsubmit_job_archive": str(archive.path) if archive else "<archive>",
+        "tsubmit_job_archive_digest": archive.digest if archive else "<digest>",
+        "tsubmit_job_meta": {
+            "id": job.id,
+            "name": job.name,
+            "submitted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(job.created_at)),
+            "git_commit": job.git_commit,
+            "command": job.command,
+            "executor": job.executor,
+        },
+    }
+
+
+def dry_run(the_plan: Plan) -> dict:
+    """What a run would do, without touching any node."""
+    job, cluster = the_plan.job, the_plan.cluster
+    host_vars = the_plan.host_vars()
+    ranks = []
+    for node in cluster.nodes:
+        variables = launch_variables(job, cluster, node, job.gpus)
+        ranks.append({
+            "rank": node.rank,
+            "host": node.name,
+            "address": node.address,
+            "command": render("command.sh.j2", variables).strip(),
+            "environment": render("environment.sh.j2", variables).strip(),
+        })
+    secret_free = {**extravars(job, None), "tsubmit_job_env": {k: "<set>" for k in job.env}}
+    return {
+        "inventory": {node.name: {"tsubmit_rank": node.rank, "tsubmit_node_address": node.address,
+                                  **host_vars[node.name]} for node in cluster.nodes},
+        "inventory_sources": cluster.ref.sources,
+        "head": {"host": cluster.nodes[0].name, "reason": cluster.head_reason},
+        "extravars": secret_free,
+        "ranks": ranks,
+    }
+
+
+def submit(the_plan: Plan, workdir, store: JobStore, *, on_event=None, verbose: int = 0) -> Job:
+    job = the_plan.job
+    try:
+        archive = archives.pack(workdir, ensure_private_dir(state_dir() / "archives"))
+    except OSError as error:
+        raise UsageError(f"cannot archive {workdir}: {error}") from None
+    job.archive = archive.digest
+    store.save(job)  # recorded before anything remote happens
+
+    cluster = the_plan.cluster
+    run = run_playbook("submit", cluster.ref.sources, cluster_hosts(cluster, the_plan.host_vars()),
+                       extravars(job, archive), on_event=on_event, verbose=verbose)
+    failures = run.failures()
+    if failures or run.status != "successful":
+        _roll_back(the_plan, store, run, failures, verbose)
+    record_started(job, run)
+    store.save(job)
+    return job
+
+
+def record_started(job: Job, run: PlaybookRun) -> None:
+    """Take each rank's pid and start time from what its launch script printed."""
+    for rank in job.ranks:
+        pid, ticks, started = run.hosts[rank.host].results[START_TASK]["stdout"].split()[:3]
+        rank.pid, rank.pid_start, rank.started_at = int(pid), ticks, float(started)
+        rank.state = RUNNING
+    job.state = RUNNING
+
+
+def _roll_back(the_plan: Plan, store: JobStore, run: PlaybookRun, failures, verbose) -> None:
+    """Stop whatever did start and remove the job's directories, then fail loudly."""
+    job = the_plan.job
+    cluster = the_plan.cluster
+    run_playbook("cleanup", cluster.ref.sources, cluster_hosts(cluster),
+                 {"tsubmit_job_id": job.id, "tsubmit_stop_grace": ROLLBACK_GRACE}, verbose=verbose)
+    if not failures:
+        failures = {"ansible": f"the submit playbook {run.status}; see {run.data_dir}/artifacts"}
+    job.state = FAILED
+    job.message = "; ".join(f"{host}: {message}" for host, message in failures.items())
+    job.ended_at = time.time()
+    for rank in job.ranks:
+        rank.state = FAILED if rank.host in failures else STOPPED
+    store.save(job)
+    raise LaunchError(f"launch of job {job.id} failed; nothing was left running", failures)
