@@ -29,14 +29,14 @@ for pid_file in "$job_dir/rank-$rank"/attempt-*/pid; do
     # The group outlives its leader while workers remain: stop those too.
     group_alive "$pid" || continue
     [ -e "$attempt_dir/exit_code" ] || date +%s > "$attempt_dir/stopped"
-    kill -TERM -- "-$pid" 2>/dev/null
+    kill -TERM "-$pid" 2>/dev/null
     waited=0
     while group_alive "$pid" && [ "$waited" -lt "$((grace * 5))" ]; do
         sleep 0.2
         waited=$((waited + 1))
     done
     if group_alive "$pid"; then
-        kill -KILL -- "-$pid" 2>/dev/null
+        kill -KILL "-$pid" 2>/dev/null
         echo "killed $attempt_dir after ${grace}s"
     else
         echo "stopped $attempt_dir"
