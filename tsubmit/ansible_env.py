@@ -3,11 +3,15 @@ control-path dir, the same for in-process inventory reading and for every
 ansible-playbook run, whatever the user's environment says.
 """
 
+import contextlib
 import hashlib
+import io
 import os
 import sys
 import tempfile
 from pathlib import Path
+
+import yaml
 
 from .errors import UsageError
 from .paths import ansible_dir, ensure_private_dir, state_dir
@@ -51,12 +55,15 @@ def environment() -> dict[str, str]:
         "ANSIBLE_SSH_CONTROL_PATH_DIR": str(control_dir()),
         "ANSIBLE_NOCOLOR": "1",
         "ANSIBLE_RETRY_FILES_ENABLED": "False",
+        # An inventory source that cannot be parsed is an error, not an empty cluster.
+        "ANSIBLE_INVENTORY_UNPARSED_FAILED": "True",
     }
 
 
 def load_inventory(sources: list[str]):
     """Ansible's own view of inventory sources: (InventoryManager, VariableManager)."""
-    os.environ.update({k: v for k, v in environment().items() if k == "ANSIBLE_CONFIG"})
+    settings = environment()
+    os.environ.update({k: settings[k] for k in ("ANSIBLE_CONFIG", "ANSIBLE_INVENTORY_UNPARSED_FAILED")})
     from ansible.errors import AnsibleError
     from ansible.inventory.manager import InventoryManager
     from ansible.parsing.dataloader import DataLoader
@@ -66,9 +73,25 @@ def load_inventory(sources: list[str]):
         if "," not in source and not Path(source).exists():
             raise UsageError(f"inventory {source} does not exist")
     loader = DataLoader()
-    try:
-        inventory = InventoryManager(loader=loader, sources=sources)
-    except AnsibleError as error:
-        first_line = str(error).strip().splitlines()[0]
-        raise UsageError(f"cannot read inventory {', '.join(sources)}: {first_line}") from None
+    # Ansible reports each plugin that declined a source as a warning on
+    # stderr; the user gets one line naming the file and the problem instead.
+    with contextlib.redirect_stderr(io.StringIO()):
+        try:
+            inventory = InventoryManager(loader=loader, sources=sources)
+        except AnsibleError as error:
+            raise UsageError(_inventory_problem(sources, error)) from None
     return inventory, VariableManager(loader=loader, inventory=inventory)
+
+
+def _inventory_problem(sources: list[str], error: Exception) -> str:
+    for source in sources:
+        if source.endswith((".yml", ".yaml")) and Path(source).is_file():
+            try:
+                yaml.safe_load(Path(source).read_text())
+            except yaml.YAMLError as problem:
+                mark = getattr(problem, "problem_mark", None)
+                where = f", line {mark.line + 1}" if mark else ""
+                reason = getattr(problem, "problem", None) or "not valid YAML"
+                return f"cannot read inventory {source}{where}: {reason}"
+    first_line = str(error).strip().splitlines()[0]
+    return f"cannot read inventory {', '.join(sources)}: {first_line}"

@@ -103,14 +103,18 @@ def write_cluster(
         raise UsageError(f"--gpus must be at least 1, got {gpus}")
     if identity_file is not None:
         identity_file = str(Path(identity_file).expanduser().resolve())
-        if not os.access(identity_file, os.R_OK):
+        if not (os.path.isfile(identity_file) and os.access(identity_file, os.R_OK)):
             raise UsageError(f"identity file {identity_file} is not readable")
     rdzv_addresses = dict(rdzv_addresses or {})
 
+    specs = [parse_host(spec) for spec in [head, *workers]]
+    bare_names = {host for _, host, _ in specs}
     hosts: dict[str, dict] = {}
-    for spec in [head, *workers]:
-        user, host, port = parse_host(spec)
-        host_name = host if host not in hosts else f"{host}-{len(hosts)}"
+    for user, host, port in specs:
+        # The same machine twice (two ports): a name no other host has.
+        host_name, suffix = host, 1
+        while host_name in hosts or (host_name != host and host_name in bare_names):
+            host_name, suffix = f"{host}-{suffix}", suffix + 1
         host_vars: dict = {"ansible_host": host}
         if port:
             host_vars["ansible_port"] = port
@@ -224,8 +228,10 @@ def _node(name: str, rank: int, host_vars: dict) -> Node:
     if not isinstance(env, dict) or not all(_ENV_KEY.match(str(k)) for k in env):
         raise UsageError(f"host {name}: tsubmit_env must map variable names to values, got {env!r}")
     key_file = host_vars.get("ansible_ssh_private_key_file")
-    if key_file and "{{" not in str(key_file) and not os.access(os.path.expanduser(str(key_file)), os.R_OK):
-        raise UsageError(f"host {name}: identity file {key_file} is not readable")
+    if key_file and "{{" not in str(key_file):
+        key_path = os.path.expanduser(str(key_file))
+        if not (os.path.isfile(key_path) and os.access(key_path, os.R_OK)):
+            raise UsageError(f"host {name}: identity file {key_file} is not readable")
     address = str(host_vars.get("tsubmit_rdzv_address") or host_vars.get("ansible_host") or name)
     if address == "localhost":
         address = "127.0.0.1"

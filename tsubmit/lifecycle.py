@@ -36,7 +36,7 @@ def refresh(store: JobStore, jobs: list[Job], *, verbose: int = 0) -> list[Job]:
             wanted[rank.host].append({"key": f"{job.id}:{rank.rank}", "job": job.id,
                                       "rank": rank.rank, "attempt": job.attempt})
     run = run_playbook("status", _sources(active),
-                       {host: {"tsubmit_status_ranks": ranks} for host, ranks in wanted.items()},
+                       {host: {"status_ranks": ranks} for host, ranks in wanted.items()},
                        {}, verbose=verbose)
     for job in active:
         for rank in job.ranks:
@@ -95,7 +95,7 @@ def describe_failure(job: Job) -> str:
 def stop(store: JobStore, job: Job, *, grace: int = 30, verbose: int = 0) -> dict[str, str]:
     """Stop every rank; returns the hosts that could not be reached (others still stop)."""
     run = run_playbook("stop", job.inventory["sources"], job_hosts(job),
-                       {"tsubmit_job_id": job.id, "tsubmit_stop_grace": grace}, verbose=verbose)
+                       {"tsubmit_job_id": job.id, "stop_grace": grace}, verbose=verbose)
     failures = run.failures()
     refresh(store, [job], verbose=verbose)
     if job.state not in (states.FAILED, states.SUCCEEDED):
@@ -135,7 +135,7 @@ def restart(store: JobStore, job: Job, *, on_event=None, verbose: int = 0) -> Jo
     failures = run.failures()
     if failures or run.status != "successful":
         run_playbook("stop", job.inventory["sources"], job_hosts(job),
-                     {"tsubmit_job_id": job.id, "tsubmit_stop_grace": submit.ROLLBACK_GRACE})
+                     {"tsubmit_job_id": job.id, "stop_grace": submit.ROLLBACK_GRACE})
         job.state = states.FAILED
         job.message = "; ".join(f"{h}: {m}" for h, m in failures.items()) or "restart failed"
         store.save(job)
@@ -148,7 +148,7 @@ def restart(store: JobStore, job: Job, *, on_event=None, verbose: int = 0) -> Jo
 def delete(store: JobStore, job: Job, *, verbose: int = 0) -> dict[str, str]:
     """Stop what runs, remove the job's directories on every node and its record."""
     run = run_playbook("cleanup", job.inventory["sources"], job_hosts(job),
-                       {"tsubmit_job_id": job.id, "tsubmit_stop_grace": 10}, verbose=verbose)
+                       {"tsubmit_job_id": job.id, "stop_grace": 10}, verbose=verbose)
     failures = run.failures()
     if not failures:
         store.delete(job.id)

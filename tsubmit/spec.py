@@ -66,14 +66,16 @@ def load_env_file(path: Path) -> dict[str, str]:
         text = path.read_text()
     except OSError as error:
         raise UsageError(f"cannot read env file {path}: {error.strerror}") from None
+    # `KEY=note: x` is also a YAML mapping; a file of KEY=VALUE lines is dotenv.
+    lines = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
     try:
-        loaded = yaml.safe_load(text)
+        loaded = None if all(_DOTENV_LINE.match(line) for line in lines) else yaml.safe_load(text)
     except yaml.YAMLError:
         loaded = None
     if isinstance(loaded, dict):
         env = loaded
     elif loaded is None or isinstance(loaded, str):
-        env = _parse_dotenv(path, text)
+        env = _parse_dotenv(path, text)  # names the first line that is not KEY=VALUE
     else:
         raise UsageError(f"env file {path} must be a mapping of variable names to strings")
     for key, value in env.items():

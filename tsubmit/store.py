@@ -137,6 +137,8 @@ class JobStore:
 
     def find(self, ref: str) -> Job:
         """A job by full id, unique id prefix, or name (the newest job of that name)."""
+        if not ref.strip():
+            raise UsageError("give a job id, a unique id prefix or a job name")
         exact = self.jobs(where="id = ?", params=(ref,))
         if exact:
             return exact[0]

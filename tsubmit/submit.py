@@ -79,8 +79,9 @@ def dry_run(the_plan: Plan) -> dict:
     job, cluster = the_plan.job, the_plan.cluster
     host_vars = the_plan.host_vars()
     ranks = []
+    masked = {key: "<set>" for key in job.env}  # job variables may be secrets
     for node in cluster.nodes:
-        variables = launch_variables(job, cluster, node, job.gpus)
+        variables = {**launch_variables(job, cluster, node, job.gpus), "launch_job_env": masked}
         ranks.append({
             "rank": node.rank,
             "host": node.name,
@@ -88,7 +89,7 @@ def dry_run(the_plan: Plan) -> dict:
             "command": render("command.sh.j2", variables).strip(),
             "environment": render("environment.sh.j2", variables).strip(),
         })
-    secret_free = {**extravars(job, None), "tsubmit_job_env": {k: "<set>" for k in job.env}}
+    secret_free = {**extravars(job, None), "tsubmit_job_env": masked}
     return {
         "inventory": {node.name: {"tsubmit_rank": node.rank, "tsubmit_node_address": node.address,
                                   **host_vars[node.name]} for node in cluster.nodes},
@@ -133,7 +134,7 @@ def _roll_back(the_plan: Plan, store: JobStore, run: PlaybookRun, failures, verb
     job = the_plan.job
     cluster = the_plan.cluster
     run_playbook("cleanup", cluster.ref.sources, cluster_hosts(cluster),
-                 {"tsubmit_job_id": job.id, "tsubmit_stop_grace": ROLLBACK_GRACE}, verbose=verbose)
+                 {"tsubmit_job_id": job.id, "stop_grace": ROLLBACK_GRACE}, verbose=verbose)
     if not failures:
         failures = {"ansible": f"the submit playbook {run.status}; see {run.data_dir}/artifacts"}
     job.state = FAILED

@@ -138,6 +138,13 @@ def test_the_same_host_twice_gets_distinct_inventory_names():
     assert [h["ansible_port"] for h in data["all"]["hosts"].values()] == [2201, 2202]
 
 
+def test_a_derived_host_name_never_replaces_another_host():
+    # The second "h" would be named "h-2", which is already the worker given before it.
+    data = read(write_cluster("c", "h:2201", ["h-2", "h:2202"]))
+    assert len(data["all"]["hosts"]) == 3
+    assert [v.get("ansible_port") for v in data["all"]["hosts"].values()] == [2201, None, 2202]
+
+
 def test_written_cluster_resolves_in_the_order_given():
     write_cluster("c", "head", ["w2", "w1"], gpus=2)
     resolved = resolve(cluster_ref("c"))
@@ -154,7 +161,8 @@ def nothing_written(home: Path) -> bool:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"rdzv_addresses": {"nothere": "10.1.1.1"}}, "--rdzv-address names hosts not in the cluster: nothere"),
+        ({"rdzv_addresses": {"nothere": "10.1.1.1"}},
+         "--rdzv-address names hosts not in the cluster: nothere"),
         ({"identity_file": "/nonexistent/id_rsa"}, "identity file /nonexistent/id_rsa is not readable"),
         ({"gpus": 0}, "--gpus must be at least 1"),
         ({"workers": ["bad host"]}, "invalid host 'bad host'"),
@@ -307,7 +315,7 @@ def test_limit_and_empty_selection(tmp_path):
     ref = inventory(tmp_path, {"all": {"hosts": hosts("a", "b", "c")}})
     limited = resolve(ClusterRef("test", ref.sources, limit="b:c"))
     assert order(limited) == ["b", "c"]
-    with pytest.raises(UsageError, match="group 'gpus' .* has no hosts"):
+    with pytest.raises(UsageError, match=r"group 'gpus' .* has no hosts"):
         resolve(ClusterRef("test", ref.sources, group="gpus"))
 
 

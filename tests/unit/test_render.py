@@ -122,7 +122,7 @@ def test_torchrun_command_round_trips_through_shlex():
 
 @pytest.mark.parametrize("executor", ["distributed", "torchrun"])
 def test_rendered_command_gives_the_program_exactly_its_argv(executor, fake_torchrun):
-    cluster = make_cluster(tsubmit_torchrun=fake_torchrun)
+    cluster = make_cluster(gpus=1, tsubmit_torchrun=fake_torchrun)
     job = make_job(cluster, executor, [sys.executable, "-c", DUMP_ARGV, *HOSTILE_ARGS])
     out = json.loads(run_sh(render("command.sh.j2", variables(job, cluster))).stdout)
     if executor == "torchrun":

@@ -201,7 +201,7 @@ def test_unknown_executor_lists_the_choices(request_for):
 def test_workdir_must_be_an_existing_directory(request_for, tmp_path, make):
     (tmp_path / "file").write_text("")
     workdir = make(tmp_path)
-    with pytest.raises(UsageError, match="working directory .* does not exist"):
+    with pytest.raises(UsageError, match=r"working directory .* does not exist"):
         validate_request(request_for(workdir=workdir))
 
 

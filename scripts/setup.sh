@@ -1,0 +1,39 @@
+#!/bin/sh
+# Set up this checkout on a fresh Debian/Ubuntu machine: system packages, a
+# virtualenv in .venv with tsubmit (editable) and torch, and with --test what
+# the test suite needs (sshd for the test nodes, the light test user).
+#
+# Usage: scripts/setup.sh [--test]        (as root, or with sudo available)
+#
+# The venv is built from the system python3 (/usr/bin/python3), not a
+# per-user pyenv: the test nodes run jobs as another user, who must be able to
+# execute the venv's interpreter.
+set -eu
+cd "$(dirname "$0")/.."
+
+with_tests=false
+[ "${1:-}" = "--test" ] && with_tests=true
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+packages="python3 python3-venv git procps"
+$with_tests && packages="$packages openssh-server openssh-client"
+missing=""
+for package in $packages; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing="$missing $package"
+done
+if [ -n "$missing" ]; then
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+fi
+
+[ -x .venv/bin/python ] || /usr/bin/python3 -m venv .venv
+# torch is pinned: an unpinned torch pulls a CUDA build of several GB.
+extras=""
+$with_tests && extras="[test]"
+.venv/bin/python -m pip install -q "torch==2.13.0" numpy -e ".$extras"
+
+if $with_tests; then
+    as_root sh scripts/setup-ssh-nodes.sh "$PWD/.venv/bin/python"
+fi
+echo "setup: ready; tsubmit is .venv/bin/tsubmit"

@@ -1,0 +1,249 @@
+"""Every bad input a user can give: exit 2, one line naming the problem, no
+traceback, and nothing recorded or left half-done. None needs the sshd nodes."""
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import Cli, Result
+
+EXIT_USAGE = 2
+
+
+def assert_usage_error(result: Result, keyword: str) -> str:
+    """The failure is exit 2 with one `tsubmit:`/`Error:` line on stderr naming the problem."""
+    assert result.code == EXIT_USAGE, result.output
+    assert "Traceback" not in result.output
+    messages = [line for line in result.stderr.splitlines() if line.startswith(("tsubmit:", "Error:"))]
+    assert len(messages) == 1, result.stderr
+    [message] = messages
+    assert keyword.lower() in message.lower(), result.stderr
+    if message.startswith("tsubmit:"):
+        # Our own errors print exactly one line; click's add a usage hint around theirs.
+        assert result.stderr.strip() == message, result.stderr
+    return message
+
+
+def assert_nothing_recorded(cli, known_ids: tuple[str, ...] = ()) -> None:
+    archives = cli.home / "state" / "archives"
+    left = list(archives.iterdir()) if archives.exists() else []
+    assert len(left) <= len(known_ids), f"a failed run left an archive: {left}"
+    assert [job["id"] for job in cli.ok("list", "--all", "-o", "json").json()] == list(known_ids)
+
+
+def cluster_files(cli) -> list[str]:
+    directory = cli.home / "config" / "clusters"
+    return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
+
+
+@pytest.fixture(scope="module")
+def with_job(tmp_path_factory):
+    """A Cli whose home holds one finished job on the local cluster, shared by the
+    tests below (each only fails against it, so none changes it)."""
+    home = Path(tempfile.mkdtemp(prefix="tsh-", dir="/tmp"))
+    cli = Cli(home)
+    workdir = tmp_path_factory.mktemp("work")
+    (workdir / "noop.py").write_text("")
+    run = cli("run", "--executor", "distributed", "--name", "recorded", "--wait", "--workdir",
+              str(workdir), "--", "python", "noop.py")
+    assert run.code == 0, run.output
+    job_id = cli.job("recorded")["id"]
+    yield cli, job_id
+    cli("delete", "--yes", job_id)  # also removes its directory on the node (this machine)
+    shutil.rmtree(home, ignore_errors=True)
+
+
+# --- tsubmit run ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "keyword"),
+    [
+        (["-c", "nope"], "unknown cluster 'nope'"),
+        (["-c", "../etc/passwd"], "invalid cluster name"),
+        (["--workdir", "/nonexistent/project"], "working directory /nonexistent/project"),
+        (["--gpus", "0"], "--gpus"),
+        (["--gpus", "-1"], "--gpus"),
+        (["--gpus", "two"], "--gpus"),
+        (["--max-restarts", "-1"], "--max-restarts"),
+        (["--env", "NOEQUALS"], "malformed --env 'NOEQUALS'"),
+        (["--env", "1X=a"], "invalid variable name '1X'"),
+        (["--env", "A-B=a"], "invalid variable name 'A-B'"),
+        (["--timeout", "abc"], "invalid duration 'abc'"),
+        (["--timeout", "-5m"], "invalid duration"),
+        (["--executor", "bogus"], "unknown executor 'bogus'"),
+        (["--name", "two\nlines"], "invalid job name"),
+        (["--env-file", "/nonexistent/env"], "cannot read env file /nonexistent/env"),
+        (["-o", "yaml"], "--output"),
+    ],
+    ids=lambda value: " ".join(value) if isinstance(value, list) else None,
+)
+def test_run_rejects_bad_options(cli, workdir, args, keyword):
+    result = cli("run", "--workdir", str(workdir), *args, "--", "python", "-c", "pass")
+    assert_usage_error(result, keyword)
+    assert_nothing_recorded(cli)
+
+
+def test_run_without_a_command(cli, workdir):
+    assert_usage_error(cli("run", "--workdir", str(workdir), "--"), "no command given")
+    assert_nothing_recorded(cli)
+
+
+@pytest.mark.parametrize(
+    ("text", "keyword"),
+    [
+        ("PORT: 8080\n", "'PORT' must map to a string"),
+        ("DEBUG: yes\n", "'DEBUG' must map to a string"),
+        ("- A=1\n- B=2\n", "must be a mapping"),
+        ("A=1\nnot an assignment\n", "line 2"),
+    ],
+)
+def test_run_rejects_a_bad_env_file(cli, workdir, tmp_path, text, keyword):
+    env_file = tmp_path / "job.env"
+    env_file.write_text(text)
+    result = cli("run", "--workdir", str(workdir), "--env-file", str(env_file), "--", "python", "x.py")
+    message = assert_usage_error(result, keyword)
+    assert str(env_file) in message
+    assert_nothing_recorded(cli)
+
+
+def write_inventory(cli, name: str, **host_vars) -> None:
+    path = cli.home / "config" / "clusters" / f"{name}.yml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    host = {"ansible_host": "127.0.0.1", "ansible_port": 1, **host_vars}
+    path.write_text(yaml.safe_dump({"all": {"hosts": {"node1": host}}}))
+
+
+@pytest.mark.parametrize(
+    ("host_vars", "keyword"),
+    [
+        ({"ansible_ssh_private_key_file": "/nonexistent/id_ed25519"},
+         "identity file /nonexistent/id_ed25519"),
+        ({"tsubmit_gpus": "many"}, "tsubmit_gpus"),
+        ({"tsubmit_env": {"BAD-KEY": "x"}}, "tsubmit_env"),
+    ],
+)
+def test_run_on_a_cluster_with_bad_inventory_vars(cli, workdir, host_vars, keyword):
+    # Caught while reading the inventory, before any archive, record or connection.
+    write_inventory(cli, "c", **host_vars)
+    result = cli("run", "-c", "c", "--workdir", str(workdir), "--", "python", "-c", "pass")
+    message = assert_usage_error(result, keyword)
+    assert "node1" in message
+    assert_nothing_recorded(cli)
+
+
+def test_run_on_an_unparsable_inventory(cli, workdir):
+    path = cli.home / "config" / "clusters" / "c.yml"
+    path.parent.mkdir(parents=True)
+    path.write_text("all:\n  hosts: [unclosed\n")
+    result = cli("run", "-c", "c", "--workdir", str(workdir), "--", "python", "-c", "pass")
+    assert_usage_error(result, "inventory")
+    assert_nothing_recorded(cli)
+
+
+# --- tsubmit cluster -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "keyword"),
+    [
+        (["--head", "a b"], "invalid host 'a b'"),
+        (["--head", "h:99999"], "invalid port"),
+        (["--head", "h", "--worker", "user@"], "invalid host 'user@'"),
+        (["--head", "h", "--identity-file", "/nonexistent/id_rsa"], "identity file"),
+        (["--head", "h", "--rdzv-address", "nothere=10.0.0.1"], "not in the cluster: nothere"),
+        (["--head", "h", "--rdzv-address", "h"], "malformed --rdzv-address"),
+        (["--head", "h", "--gpus", "0"], "--gpus"),
+        ([], "--head"),
+    ],
+    ids=lambda value: " ".join(value) if isinstance(value, list) else None,
+)
+def test_cluster_add_rejects_bad_input_and_writes_nothing(cli, args, keyword):
+    assert_usage_error(cli("cluster", "add", "c", *args), keyword)
+    assert cluster_files(cli) == []
+
+
+@pytest.mark.parametrize(("name", "keyword"), [("local", "'local'"), ("../x", "invalid cluster name")])
+def test_cluster_add_rejects_reserved_and_bad_names(cli, name, keyword):
+    assert_usage_error(cli("cluster", "add", name, "--head", "h"), keyword)
+    assert cluster_files(cli) == []
+    assert not (cli.home / "config" / "x.yml").exists()
+
+
+def test_cluster_add_twice_keeps_the_first(cli):
+    cli.ok("cluster", "add", "c", "--head", "first")
+    assert_usage_error(cli("cluster", "add", "c", "--head", "second"), "already exists")
+    assert "first" in (cli.home / "config" / "clusters" / "c.yml").read_text()
+    assert "second" not in (cli.home / "config" / "clusters" / "c.yml").read_text()
+
+
+@pytest.mark.parametrize(
+    ("name", "keyword"), [("nope", "unknown cluster 'nope'"), ("local", "cannot be removed")]
+)
+def test_cluster_remove_unknown_or_local(cli, name, keyword):
+    assert_usage_error(cli("cluster", "remove", name), keyword)
+
+
+def test_cluster_show_unknown(cli):
+    assert_usage_error(cli("cluster", "show", "nope"), "unknown cluster 'nope'")
+
+
+def test_cluster_create_without_a_terminal(cli):
+    result = cli("cluster", "create", "c", input="h\n\n\n\n\n")
+    assert_usage_error(result, "terminal")
+    assert "cluster add" in result.stderr
+    assert cluster_files(cli) == []
+
+
+# --- job commands ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["logs", "status", "stop", "restart", "delete"])
+def test_unknown_job(cli, command):
+    extra = ["--yes"] if command == "delete" else []
+    assert_usage_error(cli(command, "nosuchjob", *extra), "no job matches 'nosuchjob'")
+    assert_nothing_recorded(cli)
+
+
+def test_delete_needs_jobs_or_all(cli):
+    assert_usage_error(cli("delete", "--yes"), "--all")
+
+
+def test_delete_without_yes_off_a_terminal_keeps_the_job(with_job):
+    cli, job_id = with_job
+    result = cli("delete", job_id)
+    assert_usage_error(result, "--yes")
+    assert "terminal" in result.stderr
+    assert_nothing_recorded(cli, known_ids=(job_id,))
+    assert cli.job(job_id)["state"] == "succeeded"
+
+
+@pytest.mark.parametrize(
+    ("args", "keyword"),
+    [
+        (["--rank", "5"], "--rank 5 is out of range"),
+        (["--rank", "-1"], "--rank -1 is out of range"),
+        (["--attempt", "9"], "--attempt"),
+        (["--tail", "-3"], "--tail"),
+    ],
+    ids=lambda value: " ".join(value) if isinstance(value, list) else None,
+)
+def test_logs_rejects_bad_options(with_job, args, keyword):
+    cli, job_id = with_job
+    assert_usage_error(cli("logs", job_id, *args), keyword)
+    assert_nothing_recorded(cli, known_ids=(job_id,))
+
+
+def test_stop_rejects_a_negative_grace(with_job):
+    cli, job_id = with_job
+    assert_usage_error(cli("stop", job_id, "--grace", "-1"), "--grace")
+
+
+def test_an_empty_job_ref_is_rejected_not_matched(with_job):
+    # '' is a prefix of every id: it must not pick the only job (think `delete --yes ''`).
+    cli, job_id = with_job
+    assert_usage_error(cli("status", ""), "job")
+    assert_nothing_recorded(cli, known_ids=(job_id,))
