@@ -193,3 +193,22 @@ def test_distributed_max_restarts_reruns_a_failed_command(cli, nodes, workdir):
     log = cli.ok("logs", job_id).stdout
     assert log.count("node 0 says hello") == 3
     assert "restart 2" in log
+
+
+def test_an_unreachable_node_is_reported_as_such_not_as_a_failed_job(cli, nodes, workdir):
+    cli.write_cluster("c", nodes, nodes.nodes[:2])
+    job_id = submit(cli, "-c", "c", "--executor", "distributed", "--workdir", str(workdir), "--",
+                    "python", "sleeper.py")
+    worker = nodes.nodes[1]
+    assert wait_until(lambda: "tick 0" in log_of(worker, job_id, 1))
+    nodes.stop_node(worker)  # a partition: the rank keeps running, its node does not answer
+    try:
+        job = cli.job(job_id)
+        assert [r["state"] for r in job["ranks"]] == ["running", "unreachable"]
+        assert job["state"] == "running"
+        assert "unreachable: node2" in job["message"]
+    finally:
+        nodes.start_node(worker)
+    assert wait_until(lambda: cli.job(job_id)["ranks"][1]["state"] == "running", timeout=30)
+    cli.ok("stop", job_id, "--grace", "5")
+    assert nodes.processes_of(worker, r"sleeper\.py") == []

@@ -17,8 +17,8 @@ def rank_lines(output: str, pattern: str) -> list[str]:
 def test_torchrun_allreduce_on_real_nodes(cli, nodes, workdir, count):
     cli.write_cluster("c", nodes, nodes.nodes[:count])
     run = cli("run", "-c", "c", "--wait", "--workdir", str(workdir), "--", "python", "allreduce.py")
-    assert run.code == 0, run.output
     job_id = re.search(r"job (\w+) ", run.stdout).group(1)
+    assert run.code == 0, run.output + cli("logs", job_id, "--all").stdout
 
     logs = cli.ok("logs", job_id, "--all").stdout
     results = rank_lines(logs, r"allreduce=")
