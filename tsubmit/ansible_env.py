@@ -60,7 +60,7 @@ def environment() -> dict[str, str]:
     }
 
 
-def load_inventory(sources: list[str]):
+def load_inventory(sources: list[str], vault_password_file: str | None = None):
     """Ansible's own view of inventory sources: (InventoryManager, VariableManager)."""
     settings = environment()
     os.environ.update({k: settings[k] for k in ("ANSIBLE_CONFIG", "ANSIBLE_INVENTORY_UNPARSED_FAILED")})
@@ -73,14 +73,39 @@ def load_inventory(sources: list[str]):
         if "," not in source and not Path(source).exists():
             raise UsageError(f"inventory {source} does not exist")
     loader = DataLoader()
-    # Ansible reports each plugin that declined a source as a warning on
-    # stderr; the user gets one line naming the file and the problem instead.
-    with contextlib.redirect_stderr(io.StringIO()):
+    secret = vault_secret(vault_password_file)
+    if secret is not None:
+        loader.set_vault_secrets([("default", secret)])
+    with quiet():
         try:
             inventory = InventoryManager(loader=loader, sources=sources)
         except AnsibleError as error:
             raise UsageError(_inventory_problem(sources, error)) from None
     return inventory, VariableManager(loader=loader, inventory=inventory)
+
+
+def quiet():
+    """Keep Ansible's in-process warnings (each plugin that declined a source,
+    a pattern that matched nothing) off the user's terminal: tsubmit reports
+    the problem itself, in one line naming the file or the pattern."""
+    return contextlib.redirect_stderr(io.StringIO())
+
+
+def vault_secret(password_file: str | None):
+    if not password_file:
+        return None
+    from ansible.errors import AnsibleError
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.parsing.vault import get_file_vault_secret
+
+    if not Path(password_file).is_file():
+        raise UsageError(f"vault password file {password_file} does not exist")
+    try:  # a file or an executable script, as ansible-playbook accepts
+        secret = get_file_vault_secret(filename=password_file, loader=DataLoader())
+        secret.load()
+    except AnsibleError as error:
+        raise UsageError(f"cannot read vault password file {password_file}: {error}") from None
+    return secret
 
 
 def _inventory_problem(sources: list[str], error: Exception) -> str:

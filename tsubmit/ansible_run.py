@@ -10,6 +10,7 @@ ansible-playbook command line, visible in `ps`).
 
 import json
 import re
+import shlex
 import signal
 import threading
 import time
@@ -71,6 +72,7 @@ def run_playbook(
     *,
     on_event: Callable[[str, str, dict], None] | None = None,
     verbose: int = 0,
+    vault_password_file: str | None = None,
 ) -> PlaybookRun:
     """Run playbooks/NAME.yml on HOSTS (inventory name -> generated variables),
     found in the inventory SOURCES. Never raises for host failures."""
@@ -100,6 +102,8 @@ def run_playbook(
                 quiet=verbose == 0,
                 verbosity=max(verbose - 1, 0) or None,
                 event_handler=handler,
+                cmdline=f"--vault-password-file {shlex.quote(vault_password_file)}"
+                if vault_password_file else None,
                 cancel_callback=cancel.requested,
             )
     finally:

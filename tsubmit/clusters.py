@@ -10,13 +10,13 @@ accepts, tsubmit reads the same way.
 import os
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
 
 from .errors import UsageError
-from .paths import ansible_dir, clusters_dir
+from .paths import ansible_dir, clusters_dir, imports_dir
 
 LOCAL = "local"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -34,9 +34,15 @@ class ClusterRef:
     sources: list[str]
     group: str = "all"
     limit: str | None = None
+    vault_password_file: str | None = None
 
     def as_dict(self) -> dict:
-        return {"sources": self.sources, "group": self.group, "limit": self.limit}
+        return {"sources": self.sources, "group": self.group, "limit": self.limit,
+                "vault_password_file": self.vault_password_file}
+
+    def narrowed(self, limit: str | None, vault_password_file: str | None) -> "ClusterRef":
+        return replace(self, limit=limit or self.limit,
+                       vault_password_file=vault_password_file or self.vault_password_file)
 
 
 @dataclass
@@ -90,27 +96,62 @@ def write_cluster(
     rdzv_addresses: dict[str, str] | None = None,
     python: str | None = None,
     torchrun: str | None = None,
-    overwrite: bool = False,
 ) -> Path:
     """Write a tsubmit cluster as a YAML inventory, head first."""
     validate_name(name)
     if name == LOCAL:
         raise UsageError("'local' is the embedded cluster of this machine; choose another name")
-    path = cluster_path(name)
-    if path.exists() and not overwrite:
+    if cluster_path(name).exists() or import_path(name).exists():
         raise UsageError(f"cluster {name!r} already exists; remove it first or use `cluster edit`")
-    if gpus is not None and gpus < 1:
-        raise UsageError(f"--gpus must be at least 1, got {gpus}")
-    if identity_file is not None:
-        identity_file = str(Path(identity_file).expanduser().resolve())
-        if not (os.path.isfile(identity_file) and os.access(identity_file, os.R_OK)):
-            raise UsageError(f"identity file {identity_file} is not readable")
-    rdzv_addresses = dict(rdzv_addresses or {})
+    inventory: dict = {"all": {"hosts": {}}}
+    _add_hosts(inventory, [head, *workers])
+    _set_cluster_vars(inventory, gpus=gpus, identity_file=identity_file,
+                      rdzv_addresses=rdzv_addresses, python=python, torchrun=torchrun)
+    return _save_cluster(name, inventory)
 
-    specs = [parse_host(spec) for spec in [head, *workers]]
-    bare_names = {host for _, host, _ in specs}
-    hosts: dict[str, dict] = {}
-    for user, host, port in specs:
+
+def read_cluster(name: str) -> dict:
+    """The fields `cluster edit` prompts for, as they are now."""
+    cluster_vars = _load_written(name)["all"].get("vars", {})
+    return {"hosts": list(_load_written(name)["all"]["hosts"]),
+            "gpus": cluster_vars.get("tsubmit_gpus"),
+            "identity_file": cluster_vars.get("ansible_ssh_private_key_file"),
+            "python": cluster_vars.get("tsubmit_python"),
+            "torchrun": cluster_vars.get("tsubmit_torchrun")}
+
+
+def edit_cluster(name: str, *, add_workers: list[str], remove_hosts: list[str], **cluster_vars) -> Path:
+    """Change a cluster tsubmit wrote: add or remove hosts, set cluster-wide variables."""
+    inventory = _load_written(name)
+    hosts = inventory["all"]["hosts"]
+    for host in remove_hosts:
+        if host not in hosts:
+            raise UsageError(f"cluster {name!r} has no host {host!r}; hosts: {', '.join(hosts)}")
+        del hosts[host]
+    _add_hosts(inventory, add_workers)
+    if not hosts:
+        raise UsageError(f"cluster {name!r} would have no hosts left; remove the cluster instead")
+    _set_cluster_vars(inventory, **cluster_vars)
+    return _save_cluster(name, inventory)
+
+
+def _load_written(name: str) -> dict:
+    if name == LOCAL:
+        raise UsageError("the embedded 'local' cluster cannot be edited")
+    if import_path(validate_name(name)).exists():
+        source = cluster_ref(name).sources[0]
+        raise UsageError(f"cluster {name!r} is imported from {source}; edit that inventory instead")
+    path = cluster_path(name)
+    if not path.exists():
+        raise UsageError(f"unknown cluster {name!r}; see `tsubmit cluster list`")
+    return yaml.safe_load(path.read_text())
+
+
+def _add_hosts(inventory: dict, specs: list[str]) -> None:
+    hosts = inventory["all"]["hosts"]
+    parsed = [parse_host(spec) for spec in specs]
+    bare_names = set(hosts) | {host for _, host, _ in parsed}
+    for user, host, port in parsed:
         # The same machine twice (two ports): a name no other host has.
         host_name, suffix = host, 1
         while host_name in hosts or (host_name != host and host_name in bare_names):
@@ -120,28 +161,37 @@ def write_cluster(
             host_vars["ansible_port"] = port
         if user:
             host_vars["ansible_user"] = user
-        address = rdzv_addresses.pop(host, None)
-        if address:
-            host_vars["tsubmit_rdzv_address"] = address
         hosts[host_name] = host_vars
-    if rdzv_addresses:
-        unknown = ", ".join(sorted(rdzv_addresses))
-        raise UsageError(f"--rdzv-address names hosts not in the cluster: {unknown}")
 
-    cluster_vars: dict = {}
-    if gpus is not None:
-        cluster_vars["tsubmit_gpus"] = gpus
-    if identity_file:
-        cluster_vars["ansible_ssh_private_key_file"] = identity_file
-    if python:
-        cluster_vars["tsubmit_python"] = python
-        cluster_vars["ansible_python_interpreter"] = python
-    if torchrun:
-        cluster_vars["tsubmit_torchrun"] = torchrun
-    inventory: dict = {"all": {"hosts": hosts}}
-    if cluster_vars:
-        inventory["all"]["vars"] = cluster_vars
 
+def _set_cluster_vars(inventory: dict, *, gpus=None, identity_file=None, rdzv_addresses=None,
+                      python=None, torchrun=None) -> None:
+    """Set what was given; leave the rest as it is."""
+    if gpus is not None and gpus < 1:
+        raise UsageError(f"--gpus must be at least 1, got {gpus}")
+    if identity_file is not None:
+        identity_file = str(Path(identity_file).expanduser().resolve())
+        if not (os.path.isfile(identity_file) and os.access(identity_file, os.R_OK)):
+            raise UsageError(f"identity file {identity_file} is not readable")
+    hosts = inventory["all"]["hosts"]
+    for host, address in (rdzv_addresses or {}).items():
+        matching = [name for name, host_vars in hosts.items()
+                    if host in (name, host_vars.get("ansible_host"))]
+        if not matching:
+            raise UsageError(f"--rdzv-address names hosts not in the cluster: {host}")
+        for name in matching:
+            hosts[name]["tsubmit_rdzv_address"] = address
+    cluster_vars = inventory["all"].setdefault("vars", {})
+    updates = {"tsubmit_gpus": gpus, "ansible_ssh_private_key_file": identity_file,
+               "tsubmit_python": python, "ansible_python_interpreter": python,
+               "tsubmit_torchrun": torchrun}
+    cluster_vars.update({key: value for key, value in updates.items() if value is not None})
+    if not cluster_vars:
+        del inventory["all"]["vars"]
+
+
+def _save_cluster(name: str, inventory: dict) -> Path:
+    path = cluster_path(name)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     header = (
         f"# tsubmit cluster {name!r}: an ordinary Ansible inventory, written by\n"
@@ -153,39 +203,77 @@ def write_cluster(
     return path
 
 
+def import_path(name: str) -> Path:
+    return imports_dir() / f"{name}.yml"
+
+
 def cluster_names() -> list[str]:
-    directory = clusters_dir()
-    names = sorted(p.stem for p in directory.glob("*.yml")) if directory.is_dir() else []
-    return [LOCAL, *names]
+    names = {p.stem for folder in (clusters_dir(), imports_dir()) if folder.is_dir()
+             for p in folder.glob("*.yml")}
+    return [LOCAL, *sorted(names)]
+
+
+def cluster_source(name: str) -> str:
+    """How a cluster is defined: embedded, written by tsubmit, or imported."""
+    if name == LOCAL:
+        return "embedded"
+    return "imported" if import_path(name).exists() else "tsubmit"
+
+
+def import_cluster(name: str, inventory: str, group: str = "all") -> Path:
+    """Register an existing inventory under NAME, by reference: the file stays the source of truth."""
+    validate_name(name)
+    if name == LOCAL or cluster_path(name).exists() or import_path(name).exists():
+        raise UsageError(f"cluster {name!r} already exists; choose another name or remove it first")
+    source = str(Path(inventory).expanduser().resolve())
+    ref = ClusterRef(name, [source], group)
+    resolve(ref)  # fails now, naming the problem, rather than at the first run
+    path = import_path(name)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.write_text(yaml.safe_dump({"inventory": source, "group": group}, sort_keys=False))
+    return path
 
 
 def remove_cluster(name: str) -> None:
     if name == LOCAL:
         raise UsageError("the embedded 'local' cluster cannot be removed")
-    path = cluster_path(validate_name(name))
-    if not path.exists():
-        raise UsageError(f"unknown cluster {name!r}; see `tsubmit cluster list`")
-    path.unlink()
+    for path in (cluster_path(validate_name(name)), import_path(name)):
+        if path.exists():
+            path.unlink()
+            return
+    raise UsageError(f"unknown cluster {name!r}; see `tsubmit cluster list`")
 
 
 def cluster_ref(name: str) -> ClusterRef:
     if name == LOCAL:
         return ClusterRef(LOCAL, [str(ansible_dir() / "inventory" / "local.yml")])
     path = cluster_path(validate_name(name))
-    if not path.exists():
-        known = ", ".join(cluster_names())
-        raise UsageError(f"unknown cluster {name!r}; known clusters: {known} (see `tsubmit cluster add`)")
-    return ClusterRef(name, [str(path)])
+    if path.exists():
+        return ClusterRef(name, [str(path)])
+    if import_path(name).exists():
+        entry = yaml.safe_load(import_path(name).read_text())
+        return ClusterRef(name, [entry["inventory"]], entry.get("group", "all"))
+    known = ", ".join(cluster_names())
+    raise UsageError(f"unknown cluster {name!r}; known clusters: {known} (see `tsubmit cluster add`)")
+
+
+def inventory_ref(path: str, group: str | None) -> ClusterRef:
+    """An inventory given with -i: any source ansible-playbook accepts."""
+    source = str(Path(path).expanduser().resolve()) if "," not in path else path
+    return ClusterRef(path, [source], group or "all")
 
 
 def resolve(ref: ClusterRef) -> ResolvedCluster:
     """Read the inventory with Ansible and order its hosts: head first, then inventory order."""
-    from .ansible_env import load_inventory
+    from .ansible_env import load_inventory, quiet
 
-    inventory, variables = load_inventory(ref.sources)
-    if ref.limit:
-        inventory.subset(ref.limit)
-    hosts = inventory.get_hosts(pattern=ref.group)
+    inventory, variables = load_inventory(ref.sources, ref.vault_password_file)
+    with quiet():
+        if ref.limit:
+            inventory.subset(ref.limit)
+        hosts = inventory.get_hosts(pattern=ref.group)
+    if ref.group != "all" and ref.group not in inventory.groups and ref.group not in inventory.hosts:
+        raise UsageError(f"group {ref.group!r} is not in {', '.join(ref.sources)}")
     if not hosts:
         where = f"group {ref.group!r}" + (f" with --limit {ref.limit!r}" if ref.limit else "")
         raise UsageError(f"{where} of {', '.join(ref.sources)} has no hosts")
@@ -238,11 +326,12 @@ def _node(name: str, rank: int, host_vars: dict) -> Node:
     return Node(name, rank, address, int(gpus) if gpus is not None else None, host_vars)
 
 
-def host_variables(sources: list[str], names: list[str]) -> dict[str, dict]:
+def host_variables(sources: list[str], names: list[str], vault_password_file: str | None = None
+                   ) -> dict[str, dict]:
     """Ansible's merged variables of the named hosts, as ansible-playbook sees them."""
     from .ansible_env import load_inventory
 
-    inventory, variables = load_inventory(sources)
+    inventory, variables = load_inventory(sources, vault_password_file)
     found = {}
     for name in names:
         host = inventory.get_host(name)

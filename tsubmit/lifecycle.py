@@ -25,6 +25,13 @@ def job_hosts(job: Job, extra: dict | None = None) -> dict[str, dict]:
     return {rank.host: {"tsubmit_rank": rank.rank, **(extra or {})} for rank in job.ranks}
 
 
+def run_for_job(job: Job, playbook: str, extravars: dict, *, hosts: dict | None = None, **options):
+    """Run a playbook on the job's nodes with the job's inventory and vault password file."""
+    return run_playbook(playbook, job.inventory["sources"], job_hosts(job) if hosts is None else hosts,
+                        {"tsubmit_job_id": job.id, **extravars},
+                        vault_password_file=job.inventory.get("vault_password_file"), **options)
+
+
 def refresh(store: JobStore, jobs: list[Job], *, verbose: int = 0) -> list[Job]:
     """Read the current state of the active ones among JOBS from their nodes."""
     active = [job for job in jobs if job.state in ACTIVE_STATES]
@@ -35,9 +42,10 @@ def refresh(store: JobStore, jobs: list[Job], *, verbose: int = 0) -> list[Job]:
         for rank in job.ranks:
             wanted[rank.host].append({"key": f"{job.id}:{rank.rank}", "job": job.id,
                                       "rank": rank.rank, "attempt": job.attempt})
+    vault_files = {job.inventory.get("vault_password_file") for job in active} - {None}
     run = run_playbook("status", _sources(active),
                        {host: {"status_ranks": ranks} for host, ranks in wanted.items()},
-                       {}, verbose=verbose)
+                       {}, verbose=verbose, vault_password_file=min(vault_files, default=None))
     for job in active:
         for rank in job.ranks:
             outcome = run.hosts[rank.host]
@@ -94,8 +102,7 @@ def describe_failure(job: Job) -> str:
 
 def stop(store: JobStore, job: Job, *, grace: int = 30, verbose: int = 0) -> dict[str, str]:
     """Stop every rank; returns the hosts that could not be reached (others still stop)."""
-    run = run_playbook("stop", job.inventory["sources"], job_hosts(job),
-                       {"tsubmit_job_id": job.id, "stop_grace": grace}, verbose=verbose)
+    run = run_for_job(job, "stop", {"stop_grace": grace}, verbose=verbose)
     failures = run.failures()
     refresh(store, [job], verbose=verbose)
     if job.state not in (states.FAILED, states.SUCCEEDED):
@@ -127,15 +134,14 @@ def restart(store: JobStore, job: Job, *, on_event=None, verbose: int = 0) -> Jo
         rank.attempt = job.attempt
     store.save(job)
     archive = Archive(archive_path, job.archive, 0, archive_path.stat().st_size)
-    hosts = job_hosts(job, None)
+    hosts = job_hosts(job)
     for rank in job.ranks:
         hosts[rank.host].update(tsubmit_node_address=rank.address, tsubmit_nproc=rank.nproc or 0)
-    run = run_playbook("submit", job.inventory["sources"], hosts, submit.extravars(job, archive),
-                       on_event=on_event, verbose=verbose)
+    run = run_for_job(job, "submit", submit.extravars(job, archive), hosts=hosts,
+                      on_event=on_event, verbose=verbose)
     failures = run.failures()
     if failures or run.status != "successful":
-        run_playbook("stop", job.inventory["sources"], job_hosts(job),
-                     {"tsubmit_job_id": job.id, "stop_grace": submit.ROLLBACK_GRACE})
+        run_for_job(job, "stop", {"stop_grace": submit.ROLLBACK_GRACE}, verbose=verbose)
         job.state = states.FAILED
         job.message = "; ".join(f"{h}: {m}" for h, m in failures.items()) or "restart failed"
         store.save(job)
@@ -147,8 +153,7 @@ def restart(store: JobStore, job: Job, *, on_event=None, verbose: int = 0) -> Jo
 
 def delete(store: JobStore, job: Job, *, verbose: int = 0) -> dict[str, str]:
     """Stop what runs, remove the job's directories on every node and its record."""
-    run = run_playbook("cleanup", job.inventory["sources"], job_hosts(job),
-                       {"tsubmit_job_id": job.id, "stop_grace": 10}, verbose=verbose)
+    run = run_for_job(job, "cleanup", {"stop_grace": 10}, verbose=verbose)
     failures = run.failures()
     if not failures:
         store.delete(job.id)

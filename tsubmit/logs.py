@@ -15,10 +15,9 @@ import threading
 from pathlib import Path
 
 from .ansible_env import environment
-from .ansible_run import run_playbook
 from .errors import LaunchError
 from .job import Job, Rank
-from .lifecycle import job_hosts
+from .lifecycle import job_hosts, run_for_job
 
 
 def fetch(job: Job, ranks: list[Rank], attempt: int, *, verbose: int = 0) -> dict[int, list[str]]:
@@ -26,9 +25,8 @@ def fetch(job: Job, ranks: list[Rank], attempt: int, *, verbose: int = 0) -> dic
     wanted = {rank.host for rank in ranks}
     with tempfile.TemporaryDirectory(prefix="tsubmit-logs-") as dest:
         hosts = {host: vars_ for host, vars_ in job_hosts(job).items() if host in wanted}
-        run = run_playbook("logs", job.inventory["sources"], hosts,
-                           {"tsubmit_job_id": job.id, "tsubmit_job_attempt": attempt,
-                            "tsubmit_logs_dest": dest}, verbose=verbose)
+        run = run_for_job(job, "logs", {"tsubmit_job_attempt": attempt, "tsubmit_logs_dest": dest},
+                          hosts=hosts, verbose=verbose)
         failures = run.failures()
         if failures:
             raise LaunchError("cannot read the logs of every rank", failures)

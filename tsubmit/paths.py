@@ -33,6 +33,11 @@ def clusters_dir() -> Path:
     return config_dir() / "clusters"
 
 
+def imports_dir() -> Path:
+    """Existing inventories registered by `cluster import`, by reference."""
+    return config_dir() / "imports"
+
+
 def ansible_dir() -> Path:
     """The playbooks, roles, inventories and ansible.cfg tsubmit runs.
 

@@ -37,7 +37,7 @@ def plan(request: RunRequest) -> Plan:
         id=new_job_id(),
         name=request.name or friendly_name(),
         cluster=request.cluster.name,
-        inventory=request.cluster.as_dict(),
+        inventory={**request.cluster.as_dict(), "head_reason": cluster.head_reason},
         executor=request.executor,
         command=list(request.command),
         workdir=str(request.workdir.resolve()),
@@ -111,7 +111,8 @@ def submit(the_plan: Plan, workdir, store: JobStore, *, on_event=None, verbose: 
 
     cluster = the_plan.cluster
     run = run_playbook("submit", cluster.ref.sources, cluster_hosts(cluster, the_plan.host_vars()),
-                       extravars(job, archive), on_event=on_event, verbose=verbose)
+                       extravars(job, archive), on_event=on_event, verbose=verbose,
+                       vault_password_file=cluster.ref.vault_password_file)
     failures = run.failures()
     if failures or run.status != "successful":
         _roll_back(the_plan, store, run, failures, verbose)
@@ -134,7 +135,8 @@ def _roll_back(the_plan: Plan, store: JobStore, run: PlaybookRun, failures, verb
     job = the_plan.job
     cluster = the_plan.cluster
     run_playbook("cleanup", cluster.ref.sources, cluster_hosts(cluster),
-                 {"tsubmit_job_id": job.id, "stop_grace": ROLLBACK_GRACE}, verbose=verbose)
+                 {"tsubmit_job_id": job.id, "stop_grace": ROLLBACK_GRACE}, verbose=verbose,
+                 vault_password_file=cluster.ref.vault_password_file)
     if not failures:
         failures = {"ansible": f"the submit playbook {run.status}; see {run.data_dir}/artifacts"}
     job.state = FAILED

@@ -188,8 +188,6 @@ def test_duplicate_cluster_name_is_rejected_and_the_first_is_kept():
     with pytest.raises(UsageError, match="cluster 'c' already exists"):
         write_cluster("c", "second", [])
     assert list(read(path)["all"]["hosts"]) == ["first"]
-    write_cluster("c", "second", [], overwrite=True)
-    assert list(read(path)["all"]["hosts"]) == ["second"]
 
 
 def test_local_is_reserved(home):
@@ -315,8 +313,10 @@ def test_limit_and_empty_selection(tmp_path):
     ref = inventory(tmp_path, {"all": {"hosts": hosts("a", "b", "c")}})
     limited = resolve(ClusterRef("test", ref.sources, limit="b:c"))
     assert order(limited) == ["b", "c"]
-    with pytest.raises(UsageError, match=r"group 'gpus' .* has no hosts"):
+    with pytest.raises(UsageError, match=r"group 'gpus' is not in .*inv.yml"):
         resolve(ClusterRef("test", ref.sources, group="gpus"))
+    with pytest.raises(UsageError, match=r"group 'all' with --limit 'nothing\*' of .* has no hosts"):
+        resolve(ClusterRef("test", ref.sources, limit="nothing*"))
 
 
 def test_rdzv_address_and_localhost_addresses(tmp_path):

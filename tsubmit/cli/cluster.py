@@ -78,19 +78,44 @@ def create(name):
     click.echo(f"cluster {name} written to {path}")
 
 
+@cluster.command("import")
+@click.argument("name")
+@click.option("-i", "--inventory", required=True, help="The existing inventory (any kind Ansible reads).")
+@click.option("-g", "--group", default="all", show_default=True,
+              help="The group whose hosts are the cluster.")
+def import_(name, inventory, group):
+    """Register an existing inventory as cluster NAME, by reference (the file stays the source of truth)."""
+    from ..clusters import import_cluster
+
+    import_cluster(name, inventory, group)
+    click.echo(f"cluster {name} imported from {inventory} (group {group})")
+
+
 @cluster.command("list")
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
 def list_clusters(output):
-    """List clusters."""
+    """List clusters: their source, inventory, group and hosts in rank order."""
     from .. import output as out
-    from ..clusters import cluster_names, cluster_ref
+    from ..clusters import cluster_names, cluster_ref, cluster_source, resolve
+    from ..errors import TsubmitError
 
-    refs = [cluster_ref(name) for name in cluster_names()]
+    rows = []
+    for name in cluster_names():
+        ref = cluster_ref(name)
+        try:
+            hosts = [node.name for node in resolve(ref).nodes]
+            problem = None
+        except TsubmitError as error:
+            hosts, problem = [], str(error)
+        rows.append({"name": name, "source": cluster_source(name), **ref.as_dict(),
+                     "hosts": hosts, "error": problem})
     if output == "json":
-        click.echo(out.to_json([{"name": r.name, **r.as_dict()} for r in refs]))
+        click.echo(out.to_json(rows))
         return
-    click.echo(out.table(["NAME", "INVENTORY", "GROUP"],
-                         [[r.name, ", ".join(r.sources), r.group] for r in refs]))
+    click.echo(out.table(
+        ["NAME", "SOURCE", "INVENTORY", "GROUP", "HOSTS"],
+        [[r["name"], r["source"], ", ".join(r["sources"]), r["group"],
+          ", ".join(r["hosts"]) or f"error: {r['error']}"] for r in rows]))
 
 
 @cluster.command("show")
@@ -99,18 +124,60 @@ def list_clusters(output):
 def show(name, output):
     """Show a cluster's hosts in rank order."""
     from .. import output as out
-    from ..clusters import cluster_ref, resolve
+    from ..clusters import cluster_ref, cluster_source, resolve
 
     resolved = resolve(cluster_ref(name))
     rows = [{"rank": n.rank, "host": n.name, "address": n.address,
              "gpus": n.gpus if n.gpus is not None else "detect"} for n in resolved.nodes]
     if output == "json":
-        click.echo(out.to_json({"name": name, **resolved.ref.as_dict(),
+        click.echo(out.to_json({"name": name, "source": cluster_source(name), **resolved.ref.as_dict(),
                                 "head_reason": resolved.head_reason, "nodes": rows}))
         return
-    click.echo(f"cluster {name}: {', '.join(resolved.ref.sources)} (group {resolved.ref.group})")
+    click.echo(f"cluster {name} ({cluster_source(name)}): {', '.join(resolved.ref.sources)} "
+               f"(group {resolved.ref.group})")
     click.echo(f"head: {resolved.nodes[0].name} ({resolved.head_reason})")
     click.echo(out.table(["RANK", "HOST", "ADDRESS", "GPUS"], [list(r.values()) for r in rows]))
+
+
+@cluster.command("edit")
+@click.argument("name")
+@click.option("--add-worker", "add_workers", multiple=True, metavar="[USER@]HOST[:PORT]",
+              help="Add a worker at the end (repeatable).")
+@click.option("--remove-host", "remove_hosts", multiple=True, metavar="HOST",
+              help="Remove a host by its inventory name (repeatable).")
+@host_options
+def edit(name, add_workers, remove_hosts, gpus, identity_file, rdzv_addresses, python, torchrun):
+    """Change a cluster tsubmit wrote (flags, or prompts on a terminal when none are given)."""
+    from ..clusters import edit_cluster, read_cluster
+
+    changes = {"add_workers": list(add_workers), "remove_hosts": list(remove_hosts), "gpus": gpus,
+               "identity_file": identity_file, "rdzv_addresses": _rdzv_pairs(rdzv_addresses),
+               "python": python, "torchrun": torchrun}
+    if not any(changes.values()):
+        if not sys.stdin.isatty():
+            raise UsageError("nothing to change: give flags such as --add-worker or --gpus "
+                             "(prompts need a terminal)")
+        changes = _prompt_changes(read_cluster(name))
+    path = edit_cluster(name, **changes)
+    click.echo(f"cluster {name} updated in {path}")
+
+
+def _prompt_changes(current: dict) -> dict:
+    def ask(label, value):
+        answer = click.prompt(label, default=value or "", show_default=bool(value))
+        return answer or None
+
+    gpus = ask("GPUs per node (empty: detect)", current["gpus"])
+    return {
+        "add_workers": [w for w in [ask("Add a worker (empty: none)", None)] if w],
+        "remove_hosts": [h for h in [ask(f"Remove a host ({', '.join(current['hosts'])}; empty: none)",
+                                         None)] if h],
+        "gpus": int(gpus) if gpus else None,
+        "identity_file": ask("SSH identity file", current["identity_file"]),
+        "rdzv_addresses": {},
+        "python": ask("Python on the nodes", current["python"]),
+        "torchrun": ask("torchrun on the nodes", current["torchrun"]),
+    }
 
 
 @cluster.command("remove")
@@ -121,3 +188,7 @@ def remove(name):
 
     remove_cluster(name)
     click.echo(f"cluster {name} removed")
+
+
+from .check import check  # noqa: E402, I001
+cluster.add_command(check)

@@ -91,6 +91,8 @@ def status(obj, job_ref, output):
         return
     click.echo(f"cluster {job.cluster}, executor {job.executor}, attempt {job.attempt}, "
                f"command: {' '.join(job.command)}")
+    if job.inventory.get("head_reason"):
+        click.echo(f"head: {job.ranks[0].host} ({job.inventory['head_reason']})")
     print_summary(job)
 
 
@@ -148,7 +150,8 @@ def stream_logs(job, ranks, prefixed, tail) -> None:
     from ..clusters import host_variables
     from ..logs import follow, follow_command
 
-    host_vars = host_variables(job.inventory["sources"], [rank.host for rank in ranks])
+    host_vars = host_variables(job.inventory["sources"], [rank.host for rank in ranks],
+                               job.inventory.get("vault_password_file"))
     streams = []
     for rank in ranks:
         variables = host_vars[rank.host]

@@ -1,0 +1,202 @@
+"""Existing Ansible inventories as clusters, on real sshd nodes: INI, YAML, a
+directory with group_vars, a dynamic script; head selection; host variables;
+`cluster import`, `cluster edit`; and the inventories a user can get wrong."""
+
+import json
+import os
+import re
+import stat
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.e2e
+
+CONNECTION = ("ansible_host", "ansible_port", "ansible_user", "ansible_ssh_private_key_file",
+              "ansible_ssh_common_args", "ansible_python_interpreter")
+
+
+def ini_line(nodes, node, **extra) -> str:
+    values = {**nodes.host_vars(node), **extra}
+    return node.name + " " + " ".join(f"{k}={json.dumps(str(v))}" for k, v in values.items())
+
+
+def write_ini(path, nodes, members):
+    path.write_text("[trainers]\n" + "\n".join(ini_line(nodes, n) for n in members) + "\n")
+    return path
+
+
+def write_directory(path, nodes, members):
+    (path / "group_vars").mkdir(parents=True)
+    (path / "host_vars").mkdir()
+    first = nodes.host_vars(members[0])
+    shared = {k: first[k] for k in ("ansible_user", "ansible_ssh_private_key_file",
+                                     "ansible_ssh_common_args", "ansible_python_interpreter",
+                                     "tsubmit_python")}
+    (path / "group_vars" / "trainers.yml").write_text(yaml.safe_dump(shared))
+    (path / "hosts.yml").write_text(yaml.safe_dump(
+        {"all": {"children": {"trainers": {"hosts": {n.name: None for n in members}}}}}))
+    for node in members:
+        own = {k: v for k, v in nodes.host_vars(node).items() if k not in shared}
+        (path / "host_vars" / f"{node.name}.yml").write_text(yaml.safe_dump(own))
+    return path
+
+
+def write_script(path, nodes, members):
+    inventory = {"trainers": {"hosts": [n.name for n in members]},
+                 "_meta": {"hostvars": {n.name: nodes.host_vars(n) for n in members}}}
+    path.write_text("#!/bin/sh\ncat <<'EOF'\n" + json.dumps(inventory) + "\nEOF\n")
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return path
+
+
+def write_yaml(path, nodes, members):
+    path.write_text(yaml.safe_dump(
+        {"all": {"children": {"trainers": {"hosts": {n.name: nodes.host_vars(n) for n in members}}}}}))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["ini", "yaml", "directory", "script"])
+def test_the_same_job_runs_through_every_kind_of_inventory(cli, nodes, workdir, tmp_path, kind):
+    writer, name = {"ini": (write_ini, "hosts.ini"), "yaml": (write_yaml, "hosts.yml"),
+                    "directory": (write_directory, "inventory"), "script": (write_script, "inv.sh")}[kind]
+    source = writer(tmp_path / name, nodes, nodes.nodes[:2])
+    run = cli("run", "-i", str(source), "-g", "trainers", "--executor", "distributed", "--wait",
+              "--workdir", str(workdir), "--", "python", "show_env.py")
+    assert run.code == 0, run.output
+    job = re.search(r"job (\w+) ", run.stdout).group(1)
+    logs = cli.ok("logs", job, "--all").stdout
+    ranks = sorted(json.loads(line.split("ENV ", 1)[1])["NODE_RANK"] for line in logs.splitlines()
+                   if "ENV " in line)
+    assert ranks == ["0", "1"]
+
+
+def head_of(cli, *args) -> str:
+    return re.search(r"^head: (.*)$", cli.ok("run", "--dry-run", *args, "--", "python", "x.py").stdout,
+                     re.M).group(1)
+
+
+def test_head_selection_rules_and_stable_ranks(cli, nodes, tmp_path):
+    a, b, c = nodes.nodes
+    base = {"all": {"children": {"trainers": {"hosts": {n.name: nodes.host_vars(n) for n in (a, b, c)}}}}}
+    inventory = tmp_path / "hosts.yml"
+
+    inventory.write_text(yaml.safe_dump(base))
+    assert head_of(cli, "-i", str(inventory), "-g", "trainers") == f"{a.name} (first host of group trainers)"
+
+    with_group = {**base}
+    with_group["all"]["children"]["trainers_head"] = {"hosts": {c.name: None}}
+    inventory.write_text(yaml.safe_dump(with_group))
+    expected = f"{c.name} (first host of group trainers_head)"
+    assert head_of(cli, "-i", str(inventory), "-g", "trainers") == expected
+
+    flagged = yaml.safe_load(yaml.safe_dump(base))
+    flagged["all"]["children"]["trainers"]["hosts"][b.name]["tsubmit_head"] = True
+    inventory.write_text(yaml.safe_dump(flagged))
+    assert head_of(cli, "-i", str(inventory), "-g", "trainers") == f"{b.name} (tsubmit_head is set on it)"
+    dry = cli.ok("run", "--dry-run", "-i", str(inventory), "-g", "trainers", "-o", "json", "--",
+                 "python", "x.py").json()
+    assert [r["host"] for r in dry["ranks"]] == [b.name, a.name, c.name]
+
+    # a real run records the head and its reason; status shows them
+    run = cli("run", "--wait", "-i", str(inventory), "-g", "trainers", "--executor", "distributed",
+              "--", "python", "-c", "pass", cwd=tmp_path)
+    assert run.code == 0, run.output
+    job = re.search(r"job (\w+) ", run.stdout).group(1)
+    assert f"head: {b.name} (tsubmit_head is set on it)" in cli.ok("status", job).stdout
+
+
+def test_host_variables_torchrun_and_env_reach_the_job(cli, nodes, workdir, tmp_path):
+    node = nodes.nodes[0]
+    hidden = node.remote_root / f"hidden-bin-{tmp_path.name}"  # readable by the node's user
+    hidden.mkdir()
+    marker = node.remote_root / "wrapper-was-used"
+    wrapper = hidden / "my-torchrun"
+    real = os.path.join(os.path.dirname(nodes.python), "torchrun")
+    wrapper.write_text(f"#!/bin/sh\ntouch {marker}\nexec {real} \"$@\"\n")
+    wrapper.chmod(0o755)
+    # the node's python is not the venv's: only tsubmit_torchrun can find torchrun
+    cli.write_cluster("c", nodes, [node], tsubmit_torchrun=str(wrapper), tsubmit_python="/usr/bin/python3",
+                      tsubmit_env={"NCCL_SOCKET_IFNAME": "lo", "JOB_FROM_HOST": "yes"})
+    run = cli("run", "-c", "c", "--wait", "--workdir", str(workdir), "--", "python3", "show_env.py")
+    assert run.code == 0, run.output
+    assert marker.exists()
+    job = re.search(r"job (\w+) ", run.stdout).group(1)
+    [line] = [ln for ln in cli.ok("logs", job).stdout.splitlines() if "ENV " in ln]
+    values = json.loads(line.split("ENV ", 1)[1])
+    assert values["JOB_FROM_HOST"] == "yes"
+    assert values["PATH"].startswith(f"/usr/bin:{hidden}:")
+
+
+def test_cluster_import_sees_a_host_added_to_the_inventory_later(cli, nodes, tmp_path):
+    inventory = write_yaml(tmp_path / "hosts.yml", nodes, nodes.nodes[:1])
+    cli.ok("cluster", "import", "ops", "-i", str(inventory), "-g", "trainers")
+    listed = {c["name"]: c for c in cli.ok("cluster", "list", "-o", "json").json()}
+    assert listed["ops"]["source"] == "imported" and listed["ops"]["hosts"] == [nodes.nodes[0].name]
+    write_yaml(inventory, nodes, nodes.nodes[:2])
+    shown = cli.ok("cluster", "show", "ops", "-o", "json").json()
+    assert [n["host"] for n in shown["nodes"]] == [nodes.nodes[0].name, nodes.nodes[1].name]
+    run = cli("run", "-c", "ops", "--wait", "--executor", "distributed", "--", "python", "-c", "pass",
+              cwd=tmp_path)
+    assert run.code == 0, run.output
+    edit = cli("cluster", "edit", "ops", "--gpus", "2")
+    assert edit.code == 2 and "imported from" in edit.stderr
+
+
+def test_cluster_edit_changes_a_written_cluster(cli):
+    cli.ok("cluster", "add", "lab", "--head", "alice@10.0.0.1", "--worker", "10.0.0.2")
+    cli.ok("cluster", "edit", "lab", "--add-worker", "10.0.0.3:2222", "--remove-host", "10.0.0.2",
+           "--gpus", "4", "--rdzv-address", "10.0.0.1=192.168.1.1")
+    shown = cli.ok("cluster", "show", "lab", "-o", "json").json()
+    assert [(n["host"], n["address"], n["gpus"]) for n in shown["nodes"]] == [
+        ("10.0.0.1", "192.168.1.1", 4), ("10.0.0.3", "10.0.0.3", 4)]
+    missing = cli("cluster", "edit", "lab", "--remove-host", "nope")
+    assert missing.code == 2 and "no host 'nope'" in missing.stderr
+
+
+def test_limit_narrows_the_hosts(cli, nodes, tmp_path):
+    inventory = write_yaml(tmp_path / "hosts.yml", nodes, nodes.nodes)
+    dry = cli.ok("run", "--dry-run", "-o", "json", "-i", str(inventory), "--limit", "node2:node3", "--",
+                 "python", "x.py").json()
+    assert [r["host"] for r in dry["ranks"]] == ["node2", "node3"]
+
+
+@pytest.mark.parametrize("problem", ["missing", "empty group", "limit", "failing script", "bad json",
+                                     "gpus many", "bad yaml"])
+def test_inventories_a_user_can_get_wrong(cli, nodes, tmp_path, problem):
+    inventory = write_yaml(tmp_path / "hosts.yml", nodes, nodes.nodes[:1])
+    args = ["-i", str(inventory)]
+    expected = {
+        "missing": "inventory /nonexistent/hosts.yml does not exist",
+        "empty group": "group 'empty' of",
+        "limit": "with --limit 'nomatch*'",
+        "failing script": "inv.sh",
+        "bad json": "inv.sh",
+        "gpus many": "tsubmit_gpus must be a whole number",
+        "bad yaml": "hosts.yml, line 3: expected",
+    }[problem]
+    if problem == "missing":
+        args = ["-i", "/nonexistent/hosts.yml"]
+    elif problem == "empty group":
+        inventory.write_text(inventory.read_text() + "    empty:\n      hosts: {}\n")
+        args += ["-g", "empty"]
+    elif problem == "limit":
+        args += ["--limit", "nomatch*"]
+    elif problem in ("failing script", "bad json"):
+        script = tmp_path / "inv.sh"
+        script.write_text("#!/bin/sh\necho boom >&2\nexit 3\n" if problem == "failing script"
+                          else "#!/bin/sh\necho '{not json'\n")
+        script.chmod(0o755)
+        args = ["-i", str(script)]
+    elif problem == "gpus many":
+        data = yaml.safe_load(inventory.read_text())
+        data["all"]["children"]["trainers"]["hosts"]["node1"]["tsubmit_gpus"] = "many"
+        inventory.write_text(yaml.safe_dump(data))
+    elif problem == "bad yaml":
+        inventory.write_text("all:\n  hosts: [unclosed\n")
+    run = cli("run", *args, "--", "python", "x.py", cwd=tmp_path)
+    assert run.code == 2, run.output
+    assert expected in run.stderr, run.stderr
+    assert "Traceback" not in run.output and "[WARNING]" not in run.output
+    assert len(run.stderr.strip().splitlines()) == 1, run.stderr
+    assert cli.ok("list", "-o", "json").json() == []

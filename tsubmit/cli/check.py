@@ -1,0 +1,72 @@
+"""`tsubmit cluster check`."""
+
+import sys
+from pathlib import Path
+
+import click
+
+from ..errors import EXIT_LAUNCH, UsageError
+
+MARKS = {"ok": "ok", "warn": "warn", "fail": "FAIL", "skipped": "-"}
+
+
+@click.command("check")
+@click.argument("name", required=False)
+@click.option("-i", "--inventory", metavar="PATH",
+              help="An Ansible inventory instead of a named cluster.")
+@click.option("-g", "--group", metavar="GROUP", help="With -i: the group of the cluster's hosts "
+              "(default: all).")
+@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
+@click.pass_obj
+def check(obj, name, inventory, group, output):
+    """Check that every node of cluster NAME (or of -i PATH) can run jobs.
+
+    SSH, python, torchrun and its torch version, GPUs against tsubmit_gpus,
+    free space in the remote root, clock skew, each worker's TCP connection to
+    the head's rendezvous address, and the container engine when one is
+    declared: one playbook run, all nodes in parallel. Exit 0 when nothing
+    failed (warnings allowed), 3 otherwise.
+
+    \b
+    tsubmit cluster check gpus
+    tsubmit cluster check -i hosts.yml -g trainers -o json
+    """
+    from .. import output as out
+    from ..check import CHECKS, check_cluster
+    from ..clusters import ClusterRef, cluster_ref, resolve
+
+    if (name is None) == (inventory is None):
+        raise UsageError("give either a cluster NAME or -i PATH (an inventory), not both")
+    if group is not None and inventory is None:
+        raise UsageError("-g/--group needs -i PATH; a named cluster has its own group")
+    if inventory is not None:
+        # Absolute: ansible-playbook runs in another folder than this command.
+        source = str(Path(inventory).expanduser().absolute())
+        ref = ClusterRef(name=str(inventory), sources=[source], group=group or "all")
+    else:
+        ref = cluster_ref(name)
+    report = check_cluster(resolve(ref), verbose=(obj or {}).get("verbose", 0))
+
+    if output == "json":
+        click.echo(out.to_json(report.as_dict()))
+    else:
+        declared = any(checks["container"].status != "skipped" for checks in report.hosts.values())
+        columns = [c for c in CHECKS if c != "container" or declared]
+        rows = [[host, *(MARKS[checks[c].status] for c in columns)]
+                for host, checks in report.hosts.items()]
+        click.echo(out.table(["HOST", *(c.upper() for c in columns)], rows))
+        problems = report.problems()
+        if problems:
+            click.echo("")
+        for host, check_name, outcome in problems:
+            click.echo(f"{MARKS[outcome.status]} {host} {check_name}: {outcome.detail}")
+            if outcome.remedy:
+                click.echo(f"     -> {outcome.remedy}")
+        failures, warnings = report.count("fail"), report.count("warn")
+        hosts = len(report.hosts)
+        if failures or warnings:
+            click.echo(f"\n{failures} failure(s), {warnings} warning(s) on {hosts} host(s)")
+        else:
+            click.echo(f"\nall checks passed on {hosts} host(s)")
+    if not report.ok:
+        sys.exit(EXIT_LAUNCH)
