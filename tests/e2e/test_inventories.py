@@ -200,3 +200,52 @@ def test_inventories_a_user_can_get_wrong(cli, nodes, tmp_path, problem):
     assert "Traceback" not in run.output and "[WARNING]" not in run.output
     assert len(run.stderr.strip().splitlines()) == 1, run.stderr
     assert cli.ok("list", "-o", "json").json() == []
+
+
+def test_vault_encrypted_variables_need_the_password_file(cli, nodes, workdir, tmp_path):
+    import subprocess
+    import sys
+
+    password = tmp_path / "vault-pass"
+    password.write_text("s3cret-vault\n")
+    encrypted = subprocess.run(
+        [os.path.join(os.path.dirname(sys.executable), "ansible-vault"), "encrypt_string",
+         "--vault-password-file", str(password), "hidden value", "--name", "JOB_SECRET"],
+        capture_output=True, text=True, check=True).stdout
+    node = nodes.nodes[0]
+    host = "\n".join(f"        {k}: {json.dumps(str(v))}" for k, v in nodes.host_vars(node).items())
+    secret = "\n".join("          " + line for line in encrypted.strip().splitlines())
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(f"all:\n  hosts:\n    {node.name}:\n{host}\n        tsubmit_env:\n{secret}\n")
+    command = ["--executor", "distributed", "--wait", "--workdir", str(workdir), "--",
+               "python", "-c", "import os; print(os.environ['JOB_SECRET'])"]
+
+    run = cli("run", "-i", str(inventory), "--vault-password-file", str(password), *command)
+    assert run.code == 0, run.output
+    job = re.search(r"job (\w+) ", run.stdout).group(1)
+    assert cli.ok("logs", job).stdout == "hidden value\n"
+    assert "hidden value" not in run.output
+
+    without = cli("run", "-i", str(inventory), *command)
+    assert without.code == 3, without.output
+    assert "vault" in without.stderr.lower()
+
+
+def test_a_worker_behind_a_bastion_runs_and_its_log_follows(cli, nodes, workdir, tmp_path):
+    bastion, worker = nodes.nodes[0], nodes.nodes[1]
+    hop = (f"ssh -F /dev/null -o UserKnownHostsFile={nodes.known_hosts} -o StrictHostKeyChecking=yes "
+           f"-o IdentitiesOnly=yes -i {nodes.identity_file} -p {bastion.port} "
+           f"-W {worker.address}:{worker.port} {bastion.user}@{bastion.address}")
+    # The worker's name resolves nowhere: only the bastion can reach it.
+    behind = {**nodes.host_vars(worker), "ansible_host": "worker.behind-bastion.invalid",
+              "tsubmit_rdzv_address": worker.address}
+    behind["ansible_ssh_common_args"] += (f" -o ProxyCommand='{hop}'"
+                                          f" -o HostKeyAlias=[{worker.address}]:{worker.port}")
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(yaml.safe_dump({"all": {"hosts": {worker.name: behind}}}))
+    job = re.search(r"job (\w+) ", cli.ok(
+        "run", "-i", str(inventory), "--executor", "distributed", "--workdir", str(workdir), "--",
+        "python", "count.py", "5", "0").stdout).group(1)
+    follow = cli("logs", job, "-f")
+    assert follow.code == 0, follow.output
+    assert follow.stdout.splitlines() == [f"line {i}" for i in range(5)]
