@@ -81,7 +81,8 @@ def run_playbook(
     data_dir = _new_data_dir(name)
     inventory_file = data_dir / "inventory" / "tsubmit.yml"
     inventory_file.parent.mkdir()
-    inventory_file.write_text(yaml.safe_dump({"all": {"children": {NODES_GROUP: {"hosts": hosts}}}}))
+    inventory_file.write_text(yaml.safe_dump({"all": {"children": {NODES_GROUP: {"hosts": hosts}}}},
+                                             sort_keys=False))  # hosts stay in rank order
     extravars_file = data_dir / "env" / "extravars"
     extravars_file.parent.mkdir()
     extravars_file.touch(mode=0o600)
@@ -167,7 +168,8 @@ def failure_message(res: dict) -> str:
             if line.strip() and not _SSH_NOISE.match(line.strip())
         ]
         if lines and lines != ["non-zero return code"]:
-            return lines[-1] if key != "msg" else " ".join(lines)
+            message = lines[-1] if key != "msg" else " ".join(lines)
+            return message.removeprefix("Task failed: ")  # ansible-core 2.19's wording
     return "failed"
 
 

@@ -69,14 +69,24 @@ class Report:
 
 
 def check_cluster(cluster: ResolvedCluster, *, verbose: int = 0) -> Report:
-    run = run_playbook(PLAYBOOK, cluster.ref.sources, cluster_hosts(cluster), {}, verbose=verbose)
-    arrivals = _arrival_times(run.data_dir)
+    """Run the check playbook on every node of CLUSTER and judge what it found."""
+    # The head named here spares every node a search through all hosts' variables.
+    run = run_playbook(PLAYBOOK, cluster.ref.sources, cluster_hosts(cluster),
+                       {"check_head_host": cluster.nodes[0].name}, verbose=verbose,
+                       vault_password_file=cluster.ref.vault_password_file)
     no_result = f"no result from the check playbook ({run.status}; see {run.data_dir}/artifacts)"
+    return build_report(cluster, run.hosts, _arrival_times(run.data_dir), no_result=no_result)
+
+
+def build_report(cluster: ResolvedCluster, results: dict[str, HostResult], arrivals: dict[str, float],
+                 *, no_result: str = "no result from the check playbook") -> Report:
+    """Outcomes from the playbook's per-host results and the controller time each probe
+    result arrived at (epoch seconds)."""
     head = cluster.nodes[0]
-    probes = {node.name: _last_json(run.hosts[node.name].results.get(PROBE_TASK)) for node in cluster.nodes}
+    probes = {node.name: _last_json(results[node.name].results.get(PROBE_TASK)) for node in cluster.nodes}
     report = Report(cluster)
     for node in cluster.nodes:
-        result, probe = run.hosts[node.name], probes[node.name]
+        result, probe = results[node.name], probes[node.name]
         reachable = _reachable(node, result, probe, no_result)
         if reachable.status == FAIL or probe is None:
             skipped = Outcome(SKIPPED, "unreachable" if result.status == "unreachable" else "no probe")
@@ -90,7 +100,7 @@ def check_cluster(cluster: ResolvedCluster, *, verbose: int = 0) -> Report:
                 "gpus": _gpus(node, probe),
                 "disk": _disk(probe),
                 "clock": _clock(probe, arrivals.get(node.name)),
-                "tcp": _tcp(node, head, run.hosts, probes),
+                "tcp": _tcp(node, head, results, probes),
                 "container": _container(probe),
             }
         report.hosts[node.name] = checks
@@ -102,10 +112,11 @@ def check_cluster(cluster: ResolvedCluster, *, verbose: int = 0) -> Report:
 
 
 def _reachable(node: Node, result: HostResult, probe: dict | None, no_result: str) -> Outcome:
+    message = result.message.removeprefix("Task failed: ")
     if result.status == "unreachable":
-        return Outcome(FAIL, result.message, _ssh_remedy(node, result.message))
+        return Outcome(FAIL, message, _ssh_remedy(node, message))
     if result.status == "failed" and probe is None:
-        return Outcome(FAIL, result.message or "the probe failed",
+        return Outcome(FAIL, message or "the probe failed",
                        "run `tsubmit -vv cluster check` to see what Ansible reports")
     if probe is None:
         return Outcome(FAIL, no_result)

@@ -257,6 +257,18 @@ def cluster_ref(name: str) -> ClusterRef:
     raise UsageError(f"unknown cluster {name!r}; known clusters: {known} (see `tsubmit cluster add`)")
 
 
+def select_cluster(cluster_name, inventory, group, limit, vault_password_file):
+    """-c NAME or -i INVENTORY [-g GROUP], narrowed by --limit; default the local cluster."""
+    if cluster_name and inventory:
+        raise UsageError("give either -c/--cluster or -i/--inventory, not both")
+    if group and not inventory:
+        raise UsageError("-g/--group goes with -i/--inventory (a named cluster has its group)")
+    if vault_password_file and not os.path.isfile(vault_password_file):
+        raise UsageError(f"vault password file {vault_password_file} does not exist")
+    ref = inventory_ref(inventory, group) if inventory else cluster_ref(cluster_name or LOCAL)
+    return ref.narrowed(limit, vault_password_file)
+
+
 def inventory_ref(path: str, group: str | None) -> ClusterRef:
     """An inventory given with -i: any source ansible-playbook accepts."""
     source = str(Path(path).expanduser().resolve()) if "," not in path else path

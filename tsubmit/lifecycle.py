@@ -171,3 +171,35 @@ def wait(store: JobStore, job: Job, *, timeout: float | None = None, interval: f
         if deadline is not None and time.monotonic() >= deadline:
             return False
         time.sleep(interval if deadline is None else max(0.0, min(interval, deadline - time.monotonic())))
+
+
+def collect_garbage(store: JobStore, older_than: float, *, dry_run: bool = False,
+                    verbose: int = 0) -> dict[str, list[str]]:
+    """Remove finished jobs older than OLDER_THAN seconds: their directories on
+    every node, their records, runner data dirs and archives no job needs.
+    Jobs that still run are never touched. Returns what was (or would be) removed."""
+    import shutil
+
+    from .paths import state_dir
+
+    cutoff = time.time() - older_than
+    refresh(store, store.jobs(where="state IN (?, ?, ?)", params=tuple(ACTIVE_STATES)), verbose=verbose)
+    old = [job for job in store.jobs() if job.state in states.FINISHED_STATES
+           and (job.ended_at or job.created_at) < cutoff]
+    removed: dict[str, list[str]] = {"jobs": [], "runs": [], "archives": [], "kept": []}
+    for job in old:
+        if not dry_run:
+            failures = delete(store, job, verbose=verbose)
+            if failures:
+                removed["kept"].append(f"{job.id}: {'; '.join(f'{h}: {m}' for h, m in failures.items())}")
+                continue
+        removed["jobs"].append(f"{job.id} ({job.name}, {job.state})")
+    needed = {job.archive for job in store.jobs()}
+    for folder, kind in ((state_dir() / "runs", "runs"), (state_dir() / "archives", "archives")):
+        for path in sorted(folder.glob("*")) if folder.is_dir() else []:
+            if path.stat().st_mtime >= cutoff or path.name.split(".")[0] in needed:
+                continue
+            removed[kind].append(path.name)
+            if not dry_run:
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+    return removed

@@ -17,6 +17,7 @@ from .job import EXECUTORS
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _DOTENV_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 
 
 @dataclass
@@ -108,3 +109,50 @@ def _check_env(key: str, value: str, origin: str) -> None:
         raise UsageError(f"{origin}: invalid variable name {key!r} (letters, digits and _)")
     if "\x00" in value:
         raise UsageError(f"{origin}: the value of {key} contains a NUL byte")
+
+
+def parse_duration(text: str) -> float:
+    """'90m', '1h30m', '45s', '2d' or a number of seconds."""
+    text = text.strip()
+    if text.isdigit():
+        return float(text)
+    match = _DURATION.match(text)
+    if not text or not match or not any(match.groups()):
+        raise UsageError(f"invalid duration {text!r}: use e.g. 90m, 1h30m, 45s or 2d")
+    days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
+    return float(((days * 24 + hours) * 60 + minutes) * 60 + seconds)
+
+
+@dataclass
+class Behaviour:
+    """What `run` does around the submission: wait, follow, timeout, overlap policy."""
+
+    wait: bool = False
+    follow: bool = False
+    timeout: float | None = None
+    if_running: str = "allow"
+
+
+def request_from_spec(spec: dict, asked_vault_file: str | None = None) -> tuple[RunRequest, Behaviour]:
+    """One validated RunRequest (and how to run it) from a spec's keys (tsubmit/jobspec.py)."""
+    from .clusters import select_cluster
+    from .jobspec import POLICIES
+
+    ref = select_cluster(spec.get("cluster"), spec.get("inventory"), spec.get("group"),
+                         spec.get("limit"), asked_vault_file or spec.get("vault_password_file"))
+    env = load_env_file(Path(spec["env_file"])) if spec.get("env_file") else {}
+    env.update(spec.get("env") or {})
+    request = validate_request(RunRequest(
+        command=list(spec.get("command") or []), cluster=ref, workdir=Path(spec.get("workdir", ".")),
+        executor=spec.get("executor") or "torchrun", name=spec.get("name"), env=env,
+        gpus=spec.get("gpus"), max_restarts=spec.get("max_restarts") or 0,
+    ))
+    timeout = parse_duration(spec["timeout"]) if spec.get("timeout") is not None else None
+    if_running = spec.get("if_running") or "allow"
+    if if_running not in POLICIES:
+        raise UsageError(f"unknown --if-running policy {if_running!r}; choose one of {', '.join(POLICIES)}")
+    if if_running != "allow" and not request.name:
+        raise UsageError(f"--if-running {if_running} is keyed on the job name: give --name")
+    follow = bool(spec.get("follow"))
+    return request, Behaviour(wait=bool(spec.get("wait")) or follow or timeout is not None,
+                              follow=follow, timeout=timeout, if_running=if_running)

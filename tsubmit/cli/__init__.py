@@ -8,7 +8,8 @@ import click
 from .. import __version__
 from ..errors import EXIT_USAGE, TsubmitError
 from .cluster import cluster
-from .jobs import delete, list_jobs, logs, restart, status, stop
+from .cron import cron
+from .jobs import delete, gc, list_jobs, logs, restart, status, stop
 from .run import run
 
 
@@ -43,7 +44,7 @@ def main(ctx: click.Context, verbose: int) -> None:
     ctx.obj = {"verbose": verbose}
 
 
-for command in (run, cluster, list_jobs, status, logs, stop, restart, delete):
+for command in (run, cluster, list_jobs, status, logs, stop, restart, delete, cron, gc):
     main.add_command(command)
 main.add_command(list_jobs, "jobs")
 

@@ -40,8 +40,9 @@ def check(obj, name, inventory, group, output):
     if group is not None and inventory is None:
         raise UsageError("-g/--group needs -i PATH; a named cluster has its own group")
     if inventory is not None:
-        # Absolute: ansible-playbook runs in another folder than this command.
-        source = str(Path(inventory).expanduser().absolute())
+        # Absolute: ansible-playbook runs in another folder than this command
+        # (a comma-separated host list is not a path).
+        source = inventory if "," in inventory else str(Path(inventory).expanduser().absolute())
         ref = ClusterRef(name=str(inventory), sources=[source], group=group or "all")
     else:
         ref = cluster_ref(name)

@@ -1,6 +1,5 @@
 """`tsubmit list/status/logs/stop/restart/delete`: the job lifecycle."""
 
-import re
 import sys
 import time
 
@@ -9,19 +8,6 @@ import click
 from ..errors import EXIT_JOB_FAILED, UsageError
 
 LIST_WINDOW = 7 * 86400  # finished jobs older than this only show with --all
-_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
-
-
-def parse_duration(text: str) -> float:
-    """'90m', '1h30m', '45s', '2d' or a number of seconds."""
-    text = text.strip()
-    if text.isdigit():
-        return float(text)
-    match = _DURATION.match(text)
-    if not text or not match or not any(match.groups()):
-        raise UsageError(f"invalid duration {text!r}: use e.g. 90m, 1h30m, 45s or 2d")
-    days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
-    return float(((days * 24 + hours) * 60 + minutes) * 60 + seconds)
 
 
 def _store():
@@ -162,7 +148,7 @@ def stream_logs(job, ranks, prefixed, tail) -> None:
     follow(streams)
 
 
-def wait_for_job(store, job, *, follow, all_ranks, timeout, verbose) -> int:
+def wait_for_job(store, job, *, follow, all_ranks, timeout, verbose, summary=True) -> int:
     """`run --wait`: block until the job ends (streaming logs with --follow), print
     the per-rank summary, and return the exit code; stop the job past TIMEOUT."""
     import threading
@@ -183,7 +169,8 @@ def wait_for_job(store, job, *, follow, all_ranks, timeout, verbose) -> int:
         return EXIT_JOB_FAILED
     if streamer:
         streamer.join(timeout=10)
-    print_summary(job)
+    if summary:
+        print_summary(job)
     return 0 if job.state == SUCCEEDED else EXIT_JOB_FAILED
 
 
@@ -255,3 +242,29 @@ def delete(obj, job_refs, delete_all, yes):
             click.echo(f"job {job.id} ({job.name}) deleted")
     if failed:
         raise LaunchError("some jobs could not be deleted everywhere; their records are kept", failed)
+
+
+@click.command("gc")
+@click.option("--older-than", default="7d", show_default=True,
+              help="Age of finished jobs to remove (e.g. 7d, 12h).")
+@click.option("--dry-run", is_flag=True, help="Only print what would be removed.")
+@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
+@click.pass_obj
+def gc(obj, older_than, dry_run, output):
+    """Remove old finished jobs: remote directories, runner data and records. Running jobs stay."""
+    from .. import output as out
+    from ..lifecycle import collect_garbage
+    from ..spec import parse_duration
+
+    removed = collect_garbage(_store(), parse_duration(older_than), dry_run=dry_run,
+                              verbose=obj["verbose"])
+    if output == "json":
+        click.echo(out.to_json({"dry_run": dry_run, **removed}))
+        return
+    verb = "would remove" if dry_run else "removed"
+    click.echo(f"{verb} {len(removed['jobs'])} job(s), {len(removed['runs'])} runner data dir(s), "
+               f"{len(removed['archives'])} archive(s)")
+    for job in removed["jobs"]:
+        click.echo(f"  job {job}")
+    for kept in removed["kept"]:
+        click.echo(f"  kept {kept} (a node could not be reached)", err=True)

@@ -1,12 +1,23 @@
-"""`tsubmit run`."""
+"""`tsubmit run`: options and spec files become one job, submitted."""
 
 import sys
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
+
+# click parameter -> spec key (tsubmit/jobspec.py); the command argument is "command".
+SPEC_KEYS = {
+    "cluster_name": "cluster", "inventory": "inventory", "group": "group", "limit": "limit",
+    "vault_password_file": "vault_password_file", "name": "name", "executor": "executor",
+    "workdir": "workdir", "env_file": "env_file", "gpus": "gpus", "max_restarts": "max_restarts",
+    "wait_": "wait", "follow": "follow", "timeout": "timeout", "if_running": "if_running",
+}
 
 
 @click.command(context_settings={"allow_interspersed_args": False})
+@click.option("-f", "--spec", "spec_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="A job spec file (YAML); options given here override its keys.")
 @click.option("-c", "--cluster", "cluster_name",
               help="A named cluster (see `tsubmit cluster list`); default: local.")
 @click.option("-i", "--inventory", help="An Ansible inventory (file, directory, script or plugin "
@@ -22,14 +33,17 @@ import click
 @click.option("--workdir", default=".", show_default=True, help="Directory shipped to every node.")
 @click.option("--env", "env_pairs", multiple=True, metavar="KEY=VALUE",
               help="Environment variable for the job (repeatable).")
-@click.option("--env-file", type=click.Path(dir_okay=False, path_type=Path),
-              help="YAML mapping or dotenv file of environment variables (string values).")
+@click.option("--env-file", help="YAML mapping or dotenv file of environment variables (string values).")
 @click.option("--gpus", type=int, help="Processes per node (default: the node's tsubmit_gpus, "
               "else its GPU count, else 1).")
 @click.option("--max-restarts", type=int, default=0, show_default=True,
               help="Restarts of a failed rank (torchrun's own, or tsubmit's for distributed).")
+@click.option("--if-running", default="allow", show_default=True, metavar="POLICY",
+              help="When a job of this name runs: allow, skip (exit 0), replace (stop it first), "
+              "fail (exit 4).")
 @click.option("--dry-run", is_flag=True, help="Print the inventory, extra-vars and each rank's "
               "command; run nothing remote.")
+@click.option("--print-spec", is_flag=True, help="Print the job spec equivalent to these options.")
 @click.option("--wait", "wait_", is_flag=True, help="Block until the job ends; exit 0 if it "
               "succeeded, 1 if not.")
 @click.option("--follow", is_flag=True, help="Like --wait, streaming rank 0's log (every rank's "
@@ -46,40 +60,43 @@ def run(obj, command, **options):
     tsubmit run -- python train.py --lr 0.1
     tsubmit run -c gpus --gpus 8 -- python train.py
     tsubmit run -i hosts.ini -g trainers -- python train.py
+    tsubmit run -f nightly.yaml --if-running skip
     """
+    from .. import jobspec
     from .. import output as out
-    from ..spec import RunRequest, load_env_file, parse_env_pairs, validate_request
-    from ..store import open_store
-    from ..submit import dry_run, plan
+    from ..submit import dry_run
     from ..views import job_view
-    from .jobs import parse_duration, wait_for_job
-    from .options import asked_vault_password, resolve_cluster_ref
+    from .options import asked_vault_password
 
-    timeout = parse_duration(options["timeout"]) if options["timeout"] is not None else None
-    env = load_env_file(options["env_file"]) if options["env_file"] else {}
-    env.update(parse_env_pairs(options["env_pairs"]))
+    spec = _spec(options, command)
+    if options["print_spec"]:
+        click.echo(jobspec.dump(spec), nl=False)
+        return
     with asked_vault_password(options["ask_vault_pass"]) as asked_file:
-        ref = resolve_cluster_ref(options["cluster_name"], options["inventory"], options["group"],
-                                  options["limit"], asked_file or options["vault_password_file"])
-        request = validate_request(RunRequest(
-            command=list(command), cluster=ref, workdir=Path(options["workdir"]),
-            executor=options["executor"], name=options["name"], env=env, gpus=options["gpus"],
-            max_restarts=options["max_restarts"],
-        ))
-        the_plan = plan(request)
-        if asked_file:
-            # Asked for, never stored: the temporary file is gone after this command.
-            the_plan.job.inventory["vault_password_file"] = None
+        from ..overlap import submit_with_policy, the_plan_for
+
+        the_plan, request, behaviour = the_plan_for(spec, asked_file)
         if options["dry_run"]:
             description = dry_run(the_plan)
             click.echo(out.to_json(description) if options["output"] == "json"
                        else _describe_text(description))
             return
-        store = open_store()
-        job = _submit(obj, the_plan, request, store)
-    if options["wait_"] or options["follow"] or timeout is not None:
-        code = wait_for_job(store, job, follow=options["follow"], all_ranks=options["all_ranks"],
-                            timeout=timeout, verbose=obj["verbose"])
+        outcome = submit_with_policy(the_plan, request, behaviour,
+                                     submit=lambda store: _submit(obj, the_plan, request, store))
+    if outcome.skipped_for is not None:
+        running = outcome.skipped_for
+        if options["output"] == "json":
+            click.echo(out.to_json({"skipped": True, "running": job_view(running)}))
+        else:
+            click.echo(f"job {running.name!r} is running as {running.id}; skipped (--if-running skip)")
+        return
+    job, store = outcome.job, outcome.store
+    if behaviour.wait:
+        from .jobs import wait_for_job
+
+        code = wait_for_job(store, job, follow=behaviour.follow, all_ranks=options["all_ranks"],
+                            timeout=behaviour.timeout, verbose=obj["verbose"],
+                            summary=options["output"] != "json")
         if options["output"] == "json":
             click.echo(out.to_json(job_view(job)))
         sys.exit(code)
@@ -91,6 +108,27 @@ def run(obj, command, **options):
         click.echo(f"  logs:   tsubmit logs {job.id} -f")
         click.echo(f"  status: tsubmit status {job.id}")
         click.echo(f"  stop:   tsubmit stop {job.id}")
+
+
+def _spec(options: dict, command: tuple[str, ...]) -> dict:
+    """The spec file's keys, overridden by the options given on the command line."""
+    from .. import jobspec
+    from ..spec import parse_env_pairs
+
+    context = click.get_current_context()
+    spec = jobspec.load(options["spec_file"]) if options["spec_file"] else {}
+    for param, key in SPEC_KEYS.items():
+        if context.get_parameter_source(param) == ParameterSource.COMMANDLINE:
+            value = options[param]
+            if jobspec.BY_KEY[key].path and value is not None:
+                value = str(Path(value).resolve())
+            spec[key] = jobspec.check(jobspec.BY_KEY[key], value, None)
+    if options["env_pairs"]:
+        spec["env"] = {**spec.get("env", {}), **parse_env_pairs(options["env_pairs"])}
+    if command:
+        spec["command"] = list(command)
+    spec["workdir"] = str(Path(spec.get("workdir", ".")).resolve())
+    return spec
 
 
 def _submit(obj, the_plan, request, store):

@@ -1,0 +1,256 @@
+"""Unattended submissions: spec files, the overlap policy, cron, JSON output
+and retention, as cron would drive them."""
+
+import json
+import re
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import yaml
+
+from tests.conftest import TSUBMIT
+
+pytestmark = pytest.mark.e2e
+
+
+def normalised(dry_run: dict) -> dict:
+    """A dry run without what differs between two submissions of the same job."""
+    text = json.dumps(dry_run)
+    for key in ("tsubmit_job_id", "submitted_at"):
+        text = text.replace(str(_find(dry_run, key)), "<x>")
+    return json.loads(text)
+
+
+def _find(value, key):
+    if isinstance(value, dict):
+        if key in value:
+            return value[key]
+        for item in value.values():
+            found = _find(item, key)
+            if found is not None:
+                return found
+    return None
+
+
+def test_a_spec_with_every_key_runs_the_same_job_as_the_flags(cli, nodes, workdir, tmp_path):
+    inventory = nodes.write_inventory(tmp_path / "hosts.yml", group="trainers")
+    vault = tmp_path / "vault-pass"
+    vault.write_text("unused\n")
+    (workdir / "job.env").write_text("FROM_FILE=1\n")
+    spec = {
+        "inventory": "../hosts.yml", "group": "trainers", "limit": "node1:node2",
+        "vault_password_file": "../vault-pass", "name": "every-key", "executor": "distributed",
+        "workdir": ".", "command": "python count.py 2 0", "env": {"JOB_A": "a b"},
+        "env_file": "job.env", "gpus": 1, "max_restarts": 1, "wait": True, "follow": False,
+        "timeout": "10m", "if_running": "skip",
+    }
+    spec_file = workdir / "job.yaml"
+    spec_file.write_text(yaml.safe_dump(spec))
+    flags = ["-i", str(inventory), "-g", "trainers", "--limit", "node1:node2", "--vault-password-file",
+             str(vault), "--name", "every-key", "--executor", "distributed", "--workdir", str(workdir),
+             "--env", "JOB_A=a b", "--env-file", str(workdir / "job.env"), "--gpus", "1",
+             "--max-restarts", "1", "--wait", "--timeout", "10m", "--if-running", "skip"]
+    from_flags = cli.ok("run", "--dry-run", "-o", "json", *flags, "--", "python", "count.py", "2", "0")
+    from_spec = cli.ok("run", "--dry-run", "-o", "json", "-f", str(spec_file), cwd=tmp_path)
+    assert normalised(from_spec.json()) == normalised(from_flags.json())
+    # every key but cluster, which excludes inventory: checked on its own
+    assert set(spec) == {field["key"] for field in _fields()} - {"cluster"}
+    cli.write_cluster("c", nodes, nodes.nodes[:2])
+    spec_file.write_text(yaml.safe_dump({"cluster": "c", "name": "n", "command": ["python", "x.py"]}))
+    assert normalised(cli.ok("run", "--dry-run", "-o", "json", "-f", str(spec_file)).json()) == \
+        normalised(cli.ok("run", "--dry-run", "-o", "json", "-c", "c", "--name", "n", "--workdir",
+                          str(workdir), "--", "python", "x.py").json())
+    spec_file.write_text(yaml.safe_dump(spec))
+
+    run = cli("run", "-f", str(spec_file), cwd=tmp_path)
+    assert run.code == 0, run.output
+    assert "job" in run.stdout and "succeeded" in run.stdout
+    # a second run of the same name while none runs is not skipped
+    assert cli.ok("run", "-f", str(spec_file), "--executor", "distributed", cwd=tmp_path)
+
+
+def _fields():
+    from tsubmit.jobspec import FIELDS
+
+    return [{"key": field.key} for field in FIELDS]
+
+
+def test_print_spec_round_trips(cli, workdir, tmp_path):
+    printed = cli.ok("run", "--print-spec", "--name", "n", "--executor", "distributed", "--gpus", "2",
+                     "--env", "A=1", "--timeout", "90m", "--workdir", str(workdir), "--",
+                     "python", "-c", "print('a b')").stdout
+    spec_file = tmp_path / "job.yaml"
+    spec_file.write_text(printed)
+    again = cli.ok("run", "--print-spec", "-f", str(spec_file)).stdout
+    assert again == printed
+    assert yaml.safe_load(printed)["command"] == ["python", "-c", "print('a b')"]
+
+
+def test_options_override_the_spec_and_workdir_is_relative_to_it(cli, tmp_path):
+    folder = tmp_path / "jobs"
+    (folder / "code").mkdir(parents=True)
+    spec_file = folder / "job.yaml"
+    spec_file.write_text("workdir: code\ncommand: [python, x.py]\ngpus: 2\nname: from-file\n")
+    printed = yaml.safe_load(cli.ok("run", "--print-spec", "-f", str(spec_file), "--gpus", "3").stdout)
+    assert printed["workdir"] == str(folder / "code")
+    assert printed["gpus"] == 3 and printed["name"] == "from-file"
+
+
+def test_the_shipped_json_schema_matches_the_spec_fields():
+    from tsubmit import jobspec
+
+    assert jobspec.SCHEMA_FILE.read_text() == jobspec.schema_text()
+    schema = json.loads(jobspec.SCHEMA_FILE.read_text())
+    assert schema["additionalProperties"] is False and "command" in schema["required"]
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("clustr: a\ncommand: [x]\n", "line 1: unknown key 'clustr' (did you mean 'cluster'?)"),
+    ("command: [x]\ngpus: many\n", "line 2: 'gpus' must be a whole number, got 'many'"),
+    ("name: x\n", "no command given"),
+    ("command: [x\n", "is not valid YAML, line 2"),
+    ("- a\n- b\n", "must be a mapping"),
+    ("command: [x]\nif_running: sometimes\n", "'if_running' must be one of allow, skip, replace, fail"),
+])
+def test_bad_spec_files(cli, tmp_path, content, message):
+    spec_file = tmp_path / "job.yaml"
+    spec_file.write_text(content)
+    run = cli("run", "-f", str(spec_file))
+    assert run.code == 2, run.output
+    assert message in run.stderr
+    assert "Traceback" not in run.output
+
+
+def test_a_spec_path_that_does_not_exist(cli, tmp_path):
+    run = cli("run", "-f", str(tmp_path / "nope.yaml"))
+    assert run.code == 2 and "nope.yaml does not exist" in run.stderr
+
+
+def test_unknown_if_running_policy(cli, workdir):
+    run = cli("run", "--name", "x", "--if-running", "sometimes", "--workdir", str(workdir), "--", "python")
+    assert run.code == 2
+    assert "--if-running must be one of allow, skip, replace, fail, got 'sometimes'" in run.stderr
+
+
+def sleeper(workdir, name, policy):
+    return ["run", "--name", name, "--if-running", policy, "--executor", "distributed",
+            "--workdir", str(workdir), "--", "python", "sleeper.py"]
+
+
+def test_ten_concurrent_skip_submissions_give_one_job(cli, workdir):
+    with ThreadPoolExecutor(10) as pool:
+        results = list(pool.map(lambda _: cli(*sleeper(workdir, "racer", "skip")), range(10)))
+    assert [r.code for r in results] == [0] * 10, [r.output for r in results if r.code]
+    jobs = cli.ok("list", "-o", "json").json()
+    assert len(jobs) == 1 and jobs[0]["state"] == "running"
+    assert sum("skipped" in r.stdout for r in results) == 9
+
+    refused = cli(*sleeper(workdir, "racer", "fail"))
+    assert refused.code == 4 and jobs[0]["id"] in refused.stderr
+
+    cli.ok(*sleeper(workdir, "racer", "replace"))
+    states = {job["id"]: job["state"] for job in cli.ok("list", "-o", "json").json()}
+    assert states.pop(jobs[0]["id"]) == "stopped"
+    assert list(states.values()) == ["running"]
+    cli.ok("delete", "--all", "--yes")
+
+
+@pytest.fixture
+def crontab():
+    """The real crontab of this user, restored after the test."""
+    saved = subprocess.run(["crontab", "-l"], capture_output=True, text=True)
+    subprocess.run(["crontab", "-"], input="7 3 * * * echo foreign-entry\n", text=True, check=True)
+    yield
+    if saved.returncode == 0:
+        subprocess.run(["crontab", "-"], input=saved.stdout, text=True, check=True)
+    else:
+        subprocess.run(["crontab", "-r"], capture_output=True)
+
+
+def crontab_lines() -> list[str]:
+    return subprocess.run(["crontab", "-l"], capture_output=True, text=True, check=True).stdout.splitlines()
+
+
+def test_cron_add_list_run_remove_against_the_real_crontab(cli, workdir, tmp_path, crontab):
+    spec_file = tmp_path / "nightly.yaml"
+    spec = {"name": "nightly", "executor": "distributed", "workdir": str(workdir),
+            "command": ["python", "count.py", "2", "0"]}
+    spec_file.write_text(yaml.safe_dump(spec))
+    cli.ok("cron", "add", "nightly", "--schedule", "30 2 * * *", "-f", str(spec_file), "--wait",
+           "--if-running", "skip")
+    lines = crontab_lines()
+    assert lines[0] == "7 3 * * * echo foreign-entry"
+    [entry] = [line for line in lines if "cron exec nightly" in line]
+    assert entry.startswith("30 2 * * * PATH=") and f"{sys.executable} -m tsubmit" in entry
+
+    [row] = cli.ok("cron", "list", "-o", "json").json()
+    assert row["name"] == "nightly" and row["schedule"] == "30 2 * * *"
+    assert row["next_run"].endswith("02:30") and row["last_exit_code"] is None
+
+    # as cron would: a bare environment, no terminal
+    run = subprocess.run(["env", "-i", *TSUBMIT, "cron", "run", "nightly"], cwd="/",
+                         env={"TSUBMIT_HOME": str(cli.home)}, capture_output=True, text=True,
+                         stdin=subprocess.DEVNULL, start_new_session=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    [row] = cli.ok("cron", "list", "-o", "json").json()
+    assert row["last_exit_code"] == 0
+    log = (cli.home / "state" / "cron" / "nightly.log").read_text()
+    assert "succeeded" in log
+    [job] = cli.ok("list", "-o", "json").json()
+    assert job["name"] == "nightly" and job["state"] == "succeeded"
+
+    cli.ok("cron", "remove", "nightly")
+    assert crontab_lines() == ["7 3 * * * echo foreign-entry"]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["cron", "add", "x", "--schedule", "61 * * * *"], "'61' is not a valid minute"),
+    (["cron", "add", "x", "--schedule", "* * *"], "expected 5 fields"),
+    (["cron", "remove", "nope"], "unknown schedule 'nope'"),
+])
+def test_bad_cron_input(cli, tmp_path, crontab, args, message):
+    spec_file = tmp_path / "job.yaml"
+    spec_file.write_text("command: [python, x.py]\n")
+    if args[1] == "add":
+        args = [*args, "-f", str(spec_file)]
+    run = cli(*args)
+    assert run.code == 2, run.output
+    assert message in run.stderr
+    assert crontab_lines() == ["7 3 * * * echo foreign-entry"]
+
+
+def test_json_outputs_carry_the_documented_keys(cli, workdir):
+    run = cli.ok("run", "-o", "json", "--executor", "distributed", "--wait", "--workdir", str(workdir),
+                 "--", "python", "-c", "pass").json()
+    job_keys = {"id", "name", "cluster", "executor", "command", "state", "attempt", "created_at",
+                "ended_at", "message", "ranks", "inventory", "env"}
+    assert job_keys <= set(run)
+    assert {"rank", "host", "state", "pid", "exit_code", "started_at", "ended_at", "attempt"} <= set(
+        run["ranks"][0])
+    assert job_keys <= set(cli.ok("status", run["id"], "-o", "json").json())
+    assert [j["id"] for j in cli.ok("list", "-o", "json").json()] == [run["id"]]
+    clusters = cli.ok("cluster", "list", "-o", "json").json()
+    assert {"name", "source", "sources", "group", "hosts"} <= set(clusters[0])
+
+
+def test_gc_removes_old_finished_jobs_and_leaves_running_ones(cli, nodes, workdir):
+    cli.write_cluster("c", nodes, nodes.nodes[:2])
+    finished = re.search(r"job (\w+) ", cli.ok(
+        "run", "-c", "c", "--executor", "distributed", "--wait", "--workdir", str(workdir), "--",
+        "python", "-c", "pass").stdout).group(1)
+    running = re.search(r"job (\w+) ", cli.ok(
+        "run", "-c", "c", "--executor", "distributed", "--workdir", str(workdir), "--",
+        "python", "sleeper.py").stdout).group(1)
+    members = nodes.nodes[:2]
+    dry = cli.ok("gc", "--older-than", "0s", "--dry-run", "-o", "json").json()
+    assert [j.split()[0] for j in dry["jobs"]] == [finished]
+    assert all((n.remote_root / finished).exists() for n in members)
+
+    cli.ok("gc", "--older-than", "0s")
+    assert not any((n.remote_root / finished).exists() for n in members)
+    assert all((n.remote_root / running).exists() for n in members)
+    assert [j["id"] for j in cli.ok("list", "-o", "json").json()] == [running]
+    assert cli.job(running)["state"] == "running"
+    cli.ok("stop", running, "--grace", "5")
