@@ -17,7 +17,9 @@ with_tests=false
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 packages="python3 python3-venv git procps"
-$with_tests && packages="$packages openssh-server openssh-client"
+# sshd for the test nodes; cron for `tsubmit cron`; podman (with runc and
+# uidmap for rootless use by the test user) for the container tests.
+$with_tests && packages="$packages openssh-server openssh-client cron podman runc uidmap"
 missing=""
 for package in $packages; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing="$missing $package"

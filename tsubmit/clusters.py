@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from .errors import UsageError
+from .job import ENGINES
 from .paths import ansible_dir, clusters_dir, imports_dir
 
 LOCAL = "local"
@@ -332,6 +333,14 @@ def _node(name: str, rank: int, host_vars: dict) -> Node:
         key_path = os.path.expanduser(str(key_file))
         if not (os.path.isfile(key_path) and os.access(key_path, os.R_OK)):
             raise UsageError(f"host {name}: identity file {key_file} is not readable")
+    engine = host_vars.get("tsubmit_container_engine", "docker")
+    if engine not in ENGINES:
+        raise UsageError(f"host {name}: tsubmit_container_engine must be one of {', '.join(ENGINES)}, "
+                         f"got {engine!r}")
+    run_args = host_vars.get("tsubmit_container_run_args", [])
+    if not isinstance(run_args, list) or not all(isinstance(arg, str) for arg in run_args):
+        raise UsageError(f"host {name}: tsubmit_container_run_args must be a list of arguments, "
+                         f"got {run_args!r}")
     address = str(host_vars.get("tsubmit_rdzv_address") or host_vars.get("ansible_host") or name)
     if address == "localhost":
         address = "127.0.0.1"

@@ -5,7 +5,9 @@ import secrets
 import time
 from dataclasses import dataclass, field
 
-EXECUTORS = ("torchrun", "distributed")
+EXECUTORS = ("torchrun", "distributed", "docker")
+PULL_POLICIES = ("missing", "always", "never")
+ENGINES = ("docker", "podman")
 
 # Rank states. A rank is "lost" when its node answers but its process is gone
 # without an exit code, "unreachable" while its node does not answer.
@@ -69,6 +71,8 @@ class Job:
     state: str = STARTING
     attempt: int = 1
     message: str = ""
+    # Settings of optional features, by feature: {"container": {"image", "args", "pull"}, ...}
+    extras: dict = field(default_factory=dict)
     created_at: float = field(default_factory=time.time)
     ended_at: float | None = None
     ranks: list[Rank] = field(default_factory=list)

@@ -21,7 +21,7 @@ POLICIES = ("allow", "skip", "replace", "fail")
 @dataclass(frozen=True)
 class Field:
     key: str
-    kind: str  # string | integer | boolean | mapping | command
+    kind: str  # string | integer | boolean | mapping | list | command
     description: str
     choices: tuple[str, ...] = ()
     path: bool = False  # relative to the spec file's folder
@@ -34,7 +34,8 @@ FIELDS = (
     Field("limit", "string", "Only the hosts matching this Ansible pattern."),
     Field("vault_password_file", "string", "Vault password file for the inventory.", path=True),
     Field("name", "string", "Job name; the overlap policy is keyed on it."),
-    Field("executor", "string", "How the command starts on each node.", ("torchrun", "distributed")),
+    Field("executor", "string", "How the command starts on each node (docker: distributed in a container).",
+          ("torchrun", "distributed", "docker")),
     Field("workdir", "string", "Directory shipped to every node (default: the spec's folder).",
           path=True),
     Field("command", "command", "The command: a list of arguments, or a string split like a shell."),
@@ -46,6 +47,10 @@ FIELDS = (
     Field("follow", "boolean", "Like wait, streaming rank 0's log."),
     Field("timeout", "string", "With wait: stop the job after this long (e.g. 90m)."),
     Field("if_running", "string", "What to do when a job of this name is running.", POLICIES),
+    Field("image", "string", "Run each rank's command in this container image."),
+    Field("container_args", "list", "Extra arguments for the container engine's run command."),
+    Field("pull", "string", "When to pull the image: missing, always or never.",
+          ("missing", "always", "never")),
 )
 BY_KEY = {field.key: field for field in FIELDS}
 
@@ -92,7 +97,7 @@ def check(field: Field, value, where: str | None):
     label = f"{where}: {field.key!r}" if where else f"--{field.key.replace('_', '-')}"
     if value is None:
         return None
-    expected = {"string": str, "integer": int, "boolean": bool, "mapping": dict}.get(field.kind)
+    expected = {"string": str, "integer": int, "boolean": bool, "mapping": dict, "list": list}.get(field.kind)
     if field.kind == "command":
         if isinstance(value, str):
             value = shlex.split(value)
@@ -106,6 +111,8 @@ def check(field: Field, value, where: str | None):
             raise UsageError(f"{label} must be {_kind_phrase(field.kind)}, got {value!r}")
     if field.choices and value not in field.choices:
         raise UsageError(f"{label} must be one of {', '.join(field.choices)}, got {value!r}")
+    if field.kind == "list" and not all(isinstance(item, str) for item in value):
+        raise UsageError(f"{label} must be a list of strings, got {value!r}")
     if field.kind == "mapping":
         bad = [k for k, v in value.items() if not isinstance(k, str) or not isinstance(v, str)]
         if bad:
@@ -116,7 +123,7 @@ def check(field: Field, value, where: str | None):
 
 def _kind_phrase(kind: str) -> str:
     return {"string": "a string", "integer": "a whole number", "boolean": "true or false",
-            "mapping": "a mapping"}[kind]
+            "mapping": "a mapping", "list": "a list of strings"}[kind]
 
 
 def dump(spec: dict) -> str:
@@ -129,6 +136,7 @@ def json_schema() -> dict:
     kinds = {"string": {"type": "string"}, "integer": {"type": "integer"},
              "boolean": {"type": "boolean"},
              "mapping": {"type": "object", "additionalProperties": {"type": "string"}},
+             "list": {"type": "array", "items": {"type": "string"}},
              "command": {"oneOf": [{"type": "string"},
                                    {"type": "array", "items": {"type": "string"}, "minItems": 1}]}}
     properties = {}

@@ -28,7 +28,8 @@ def job_hosts(job: Job, extra: dict | None = None) -> dict[str, dict]:
 def run_for_job(job: Job, playbook: str, extravars: dict, *, hosts: dict | None = None, **options):
     """Run a playbook on the job's nodes with the job's inventory and vault password file."""
     return run_playbook(playbook, job.inventory["sources"], job_hosts(job) if hosts is None else hosts,
-                        {"tsubmit_job_id": job.id, **extravars},
+                        {"tsubmit_job_id": job.id, "tsubmit_job_container": job.extras.get("container"),
+                         **extravars},
                         vault_password_file=job.inventory.get("vault_password_file"), **options)
 
 

@@ -6,13 +6,21 @@ a pipe) each change is one plain line.
 
 import sys
 
-# Which step a host is in, by the task it starts; tasks not listed keep the step.
-_STEPS = {
-    "Probe the node (remote root, launcher, GPUs, rendezvous port on the head)": "connecting",
-    "Unpack the archive into the job directory": "unpacking",
-    "Render the rank's launch script": "launching",
-}
 _DONE_TASK = "Start the rank detached"
+
+
+def _step(kind: str, role: str, task: str) -> str | None:
+    """The step a runner event moves a host to, or None when it moves nothing."""
+    if kind in ("failed", "unreachable"):
+        return kind
+    if task == "Ship the archive" and kind in ("ok", "skipped"):
+        return "shipped" if kind == "ok" else "already on the node"
+    if kind == "ok" and task == _DONE_TASK:
+        return "launched"
+    if kind == "start":
+        return {"preflight": "connecting", "launch": "launching"}.get(role) or (
+            "unpacking" if task.startswith("Unpack") else None)
+    return None
 
 
 class Progress:
@@ -23,18 +31,10 @@ class Progress:
         self.drawn = 0
 
     def __call__(self, host: str, kind: str, data: dict) -> None:
-        task = data.get("task", "")
-        if kind == "start" and task in _STEPS:
-            step = _STEPS[task]
-        elif kind == "ok" and task == _DONE_TASK:
-            step = "launched"
-        elif task == "Ship the archive" and kind in ("ok", "skipped"):
-            step = "shipped" if kind == "ok" else "already on the node"
-        elif kind in ("failed", "unreachable") and not data.get("ignore_errors"):
-            step = "unreachable" if kind == "unreachable" else "failed"
-        else:
+        if data.get("ignore_errors"):
             return
-        if self.steps.get(host) == step:
+        step = _step(kind, data.get("role", ""), data.get("task", ""))
+        if step is None or self.steps.get(host) == step:
             return
         self.steps[host] = step
         if self.live:

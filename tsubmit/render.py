@@ -6,6 +6,7 @@ exactly what a rank would run. Values only known at launch (the rendezvous
 port, GPUs counted by nvidia-smi, the remote root) are shown as <placeholders>.
 """
 
+import re
 import shlex
 
 from .clusters import Node, ResolvedCluster
@@ -47,6 +48,15 @@ def launch_variables(job: Job, cluster: ResolvedCluster, node: Node, nproc: int 
         "launch_hostfile": f"{job_dir}/hostfile",
         "launch_host_env": node.vars.get("tsubmit_env") or {},
         "launch_job_env": job.env,
+        "launch_job_dir": job_dir,
+        "launch_workdir": f"{job_dir}/workdir",
+        "launch_container": job.extras.get("container"),
+        "launch_container_engine": node.vars.get("tsubmit_container_engine", "docker"),
+        "launch_container_run_args": node.vars.get("tsubmit_container_run_args") or [],
+        "launch_container_name": f"tsubmit-{job.id}-r{node.rank}-a{job.attempt}",
+        "launch_container_env_file": f"{job_dir}/rank-{node.rank}/attempt-{job.attempt}/container.env",
+        # GPUs are counted at launch; a dry run takes a node that declares them at its word.
+        "launch_has_gpus": node.gpus is not None,
     }
 
 
@@ -60,4 +70,5 @@ def render(template: str, variables: dict) -> str:
         keep_trailing_newline=True,
     )
     environment.filters["quote"] = lambda value: shlex.quote(str(value))
+    environment.tests["match"] = lambda value, pattern: re.match(pattern, str(value)) is not None
     return environment.get_template(template).render(variables)

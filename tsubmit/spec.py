@@ -12,11 +12,12 @@ import yaml
 
 from .clusters import ClusterRef
 from .errors import UsageError
-from .job import EXECUTORS
+from .job import EXECUTORS, PULL_POLICIES
 
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _DOTENV_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_IMAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$")
 _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 
 
@@ -30,6 +31,16 @@ class RunRequest:
     env: dict[str, str] = field(default_factory=dict)
     gpus: int | None = None
     max_restarts: int = 0
+    image: str | None = None
+    container_args: list[str] = field(default_factory=list)
+    pull: str = "missing"
+
+    @property
+    def container(self) -> dict | None:
+        """The container a rank runs in, or None for bare metal."""
+        if not self.image:
+            return None
+        return {"image": self.image, "args": list(self.container_args), "pull": self.pull}
 
 
 def validate_request(request: RunRequest) -> RunRequest:
@@ -37,6 +48,21 @@ def validate_request(request: RunRequest) -> RunRequest:
         raise UsageError("no command given: put it after `--`, e.g. `tsubmit run -- python train.py`")
     if request.executor not in EXECUTORS:
         raise UsageError(f"unknown executor {request.executor!r}; choose one of {', '.join(EXECUTORS)}")
+    if request.executor == "docker":
+        # torch-submit's name for "distributed, inside a container".
+        if not request.image:
+            raise UsageError("--executor docker runs the command in a container: give --image IMAGE")
+        request.executor = "distributed"
+    if request.image is not None and not _IMAGE.match(request.image):
+        raise UsageError(f"invalid image name {request.image!r}: no spaces or shell characters "
+                         "(e.g. registry.example/team/train:1.2)")
+    if request.pull not in PULL_POLICIES:
+        raise UsageError(f"unknown --pull policy {request.pull!r}; choose one of {', '.join(PULL_POLICIES)}")
+    if request.image:
+        for key, value in request.env.items():
+            if "\n" in value:
+                raise UsageError(f"the value of {key} holds a newline, which a container's env file "
+                                 "cannot carry")
     if not request.workdir.is_dir():
         raise UsageError(f"working directory {request.workdir} does not exist or is not a directory")
     if request.gpus is not None and request.gpus < 1:
@@ -146,6 +172,8 @@ def request_from_spec(spec: dict, asked_vault_file: str | None = None) -> tuple[
         command=list(spec.get("command") or []), cluster=ref, workdir=Path(spec.get("workdir", ".")),
         executor=spec.get("executor") or "torchrun", name=spec.get("name"), env=env,
         gpus=spec.get("gpus"), max_restarts=spec.get("max_restarts") or 0,
+        image=spec.get("image"), container_args=list(spec.get("container_args") or []),
+        pull=spec.get("pull") or "missing",
     ))
     timeout = parse_duration(spec["timeout"]) if spec.get("timeout") is not None else None
     if_running = spec.get("if_running") or "allow"

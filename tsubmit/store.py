@@ -15,7 +15,7 @@ from pathlib import Path
 from .errors import UsageError
 from .job import Job, Rank
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE jobs (
@@ -34,6 +34,7 @@ CREATE TABLE jobs (
     state TEXT NOT NULL,
     attempt INTEGER NOT NULL,
     message TEXT NOT NULL,
+    extras TEXT NOT NULL DEFAULT '{}',
     created_at REAL NOT NULL,
     ended_at REAL
 );
@@ -55,7 +56,11 @@ CREATE TABLE ranks (
 );
 """
 
-_JSON_COLUMNS = ("inventory", "command", "env")
+# Each step brings a store of the previous version up to the next.
+_MIGRATIONS = {
+    1: ["ALTER TABLE jobs ADD COLUMN extras TEXT NOT NULL DEFAULT '{}'"],
+}
+_JSON_COLUMNS = ("inventory", "command", "env", "extras")
 _JOB_COLUMNS = [f.name for f in fields(Job) if f.name != "ranks"]
 _RANK_COLUMNS = [f.name for f in fields(Rank)]
 
@@ -79,6 +84,11 @@ class JobStore:
                 # executescript would commit the open transaction: run statements one by one.
                 for statement in filter(str.strip, _SCHEMA.split(";")):
                     self._db.execute(statement)
+                self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            elif version < SCHEMA_VERSION:
+                for step in range(version, SCHEMA_VERSION):
+                    for statement in _MIGRATIONS[step]:
+                        self._db.execute(statement)
                 self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             elif version > SCHEMA_VERSION:
                 raise UsageError(

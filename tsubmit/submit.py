@@ -45,6 +45,7 @@ def plan(request: RunRequest) -> Plan:
         gpus=request.gpus,
         max_restarts=request.max_restarts,
         git_commit=archives.git_commit(request.workdir),
+        extras={"container": request.container} if request.container else {},
         ranks=[Rank(node.rank, node.name, node.address, nproc=request.gpus or node.gpus)
                for node in cluster.nodes],
     )
@@ -61,6 +62,7 @@ def extravars(job: Job, archive: archives.Archive | None) -> dict:
         "tsubmit_job_env": job.env,
         "tsubmit_job_max_restarts": job.max_restarts,
         "tsubmit_job_nodes": [rank.host for rank in job.ranks],
+        "tsubmit_job_container": job.extras.get("container"),
         "tsubmit_job_archive": str(archive.path) if archive else "<archive>",
         "tsubmit_job_archive_digest": archive.digest if archive else "<digest>",
         "tsubmit_job_meta": {
@@ -135,7 +137,8 @@ def _roll_back(the_plan: Plan, store: JobStore, run: PlaybookRun, failures, verb
     job = the_plan.job
     cluster = the_plan.cluster
     run_playbook("cleanup", cluster.ref.sources, cluster_hosts(cluster),
-                 {"tsubmit_job_id": job.id, "stop_grace": ROLLBACK_GRACE}, verbose=verbose,
+                 {"tsubmit_job_id": job.id, "tsubmit_job_container": job.extras.get("container"),
+                  "stop_grace": ROLLBACK_GRACE}, verbose=verbose,
                  vault_password_file=cluster.ref.vault_password_file)
     if not failures:
         failures = {"ansible": f"the submit playbook {run.status}; see {run.data_dir}/artifacts"}

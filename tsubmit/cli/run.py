@@ -12,6 +12,7 @@ SPEC_KEYS = {
     "vault_password_file": "vault_password_file", "name": "name", "executor": "executor",
     "workdir": "workdir", "env_file": "env_file", "gpus": "gpus", "max_restarts": "max_restarts",
     "wait_": "wait", "follow": "follow", "timeout": "timeout", "if_running": "if_running",
+    "image": "image", "pull": "pull",
 }
 
 
@@ -41,6 +42,11 @@ SPEC_KEYS = {
 @click.option("--if-running", default="allow", show_default=True, metavar="POLICY",
               help="When a job of this name runs: allow, skip (exit 0), replace (stop it first), "
               "fail (exit 4).")
+@click.option("--image", help="Run each rank's command inside this container image.")
+@click.option("--container-arg", "container_args", multiple=True, metavar="ARG",
+              help="Extra argument for the engine's run command (repeatable), e.g. --shm-size=8g.")
+@click.option("--pull", default="missing", show_default=True, metavar="POLICY",
+              help="Pull the image: missing, always or never.")
 @click.option("--dry-run", is_flag=True, help="Print the inventory, extra-vars and each rank's "
               "command; run nothing remote.")
 @click.option("--print-spec", is_flag=True, help="Print the job spec equivalent to these options.")
@@ -123,6 +129,8 @@ def _spec(options: dict, command: tuple[str, ...]) -> dict:
             if jobspec.BY_KEY[key].path and value is not None:
                 value = str(Path(value).resolve())
             spec[key] = jobspec.check(jobspec.BY_KEY[key], value, None)
+    if options["container_args"]:
+        spec["container_args"] = [*spec.get("container_args", []), *options["container_args"]]
     if options["env_pairs"]:
         spec["env"] = {**spec.get("env", {}), **parse_env_pairs(options["env_pairs"])}
     if command:

@@ -1,11 +1,14 @@
 """Probe a node before a job starts; print one JSON line for the preflight role.
 
-Usage: probe.py REMOTE_ROOT HEAD_ADDRESS NPROC ARCHIVE_DIGEST PATH_PREFIX [COMMAND...]
+Usage: probe.py REQUEST_JSON, with keys: remote_root, head_address (empty
+unless this node is the head), nproc (0: count GPUs), archive_digest,
+path_prefix, commands (each must be found on the job's PATH), and container
+(null, or {engine, image, pull}).
 
-Resolves and creates the remote root, checks that each COMMAND is found on
-the PATH the job will see, counts GPUs when NPROC is 0, and, on the head
-(HEAD_ADDRESS not empty), picks a free port for the rendezvous. One script,
-so probing a node costs a single remote round trip.
+Resolves and creates the remote root, checks the commands, counts GPUs, pulls
+the container image as the pull policy says, and on the head picks a free
+port for the rendezvous. One script, so probing a node costs a single remote
+round trip.
 """
 
 import json
@@ -42,24 +45,42 @@ def free_port(address: str) -> int:
              "set tsubmit_rdzv_address to an address of this node")
 
 
+def ensure_image(engine: str, image: str, pull: str) -> None:
+    present = subprocess.run([engine, "image", "inspect", image], capture_output=True).returncode == 0
+    if pull == "never" and not present:
+        fail(f"image {image} is not on this node and --pull is never; pull it or use --pull missing")
+    if pull == "always" or not present:
+        pulled = subprocess.run([engine, "pull", "--quiet", image], capture_output=True, text=True)
+        if pulled.returncode != 0:
+            reason = (pulled.stderr.strip().splitlines() or ["no reason given"])[-1]
+            fail(f"cannot pull image {image} with {engine}: {reason}")
+
+
 def main() -> None:
-    root, head_address, nproc, digest, path_prefix, *commands = sys.argv[1:]
-    root = os.path.expanduser(root)
+    request = json.loads(sys.argv[1])
+    root = os.path.expanduser(request["remote_root"])
     try:
         os.makedirs(os.path.join(root, ".archives"), exist_ok=True)
     except OSError as error:
         fail(f"cannot create the remote root {root}: {error.strerror}; set tsubmit_remote_root")
-    search_path = os.pathsep.join(filter(None, [path_prefix, os.environ.get("PATH", "")]))
-    for command in commands:
+    search_path = os.pathsep.join(filter(None, [request["path_prefix"], os.environ.get("PATH", "")]))
+    for command in request["commands"]:
         if shutil.which(command, path=search_path) is None:
             fail(f"{command} not found on this node (PATH={search_path}); set tsubmit_torchrun "
                  "or tsubmit_python to its full path (a venv or conda env on the node)")
-    gpus = int(nproc) or count_gpus() or 1
-    archive = os.path.join(root, ".archives", f"{digest}.tar.gz")
+    container = request.get("container")
+    if container:
+        if shutil.which(container["engine"], path=search_path) is None:
+            fail(f"the container engine {container['engine']} is not installed on this node; "
+                 "install it or set tsubmit_container_engine")
+        ensure_image(container["engine"], container["image"], container["pull"])
+    gpus = count_gpus()
+    archive = os.path.join(root, ".archives", f"{request['archive_digest']}.tar.gz")
     print(json.dumps({
         "remote_root": os.path.realpath(root),
-        "gpus": gpus,
-        "port": free_port(head_address) if head_address else None,
+        "gpus": int(request["nproc"]) or gpus or 1,
+        "has_gpus": gpus > 0,
+        "port": free_port(request["head_address"]) if request["head_address"] else None,
         "archive_present": os.path.isfile(archive),
     }))
 

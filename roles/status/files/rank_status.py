@@ -10,6 +10,7 @@ another process is never taken for the job.
 
 import json
 import os
+import subprocess
 import sys
 
 
@@ -42,6 +43,22 @@ def group_alive(pgid: str) -> bool:
     )
 
 
+def container_state(engine: str, name: str) -> dict | None:
+    """The engine's word on a rank's container; None when it has no such container."""
+    try:
+        inspected = subprocess.run(
+            [engine, "inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", name],
+            capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if inspected.returncode != 0:
+        return None
+    status, code = inspected.stdout.split()[:2]
+    if status in ("running", "created", "configured", "initialized", "paused"):
+        return {"state": "running" if status != "created" else "starting"}
+    return {"state": "succeeded" if code == "0" else "failed", "exit_code": int(code)}
+
+
 def rank_state(attempt_dir: str) -> dict:
     if not os.path.isdir(attempt_dir):
         return {"state": "lost", "reason": "no files for this rank on the node"}
@@ -59,6 +76,11 @@ def rank_state(attempt_dir: str) -> dict:
         return {**report, "state": state, "exit_code": code, "ended": float(exit_code[1])}
     if not pid_fields:
         return {**report, "state": "starting"}
+    container = read_fields(os.path.join(attempt_dir, "container"))
+    if container:
+        engine_state = container_state(*container)
+        if engine_state is not None:
+            return {**report, **engine_state}
     pid, ticks = pid_fields[0], pid_fields[1]
     leader_ticks = start_ticks(pid)
     if leader_ticks == ticks or (leader_ticks is None and group_alive(pid)):

@@ -21,6 +21,17 @@ group_alive() { # PGID: any process left in the group
 for pid_file in "$job_dir/rank-$rank"/attempt-*/pid; do
     [ -s "$pid_file" ] || continue
     attempt_dir=$(dirname "$pid_file")
+    # A rank in a container: the engine stops it (SIGTERM, then SIGKILL after
+    # the grace period) and removes it; the launch shell then ends by itself.
+    if [ -s "$attempt_dir/container" ] && [ ! -e "$attempt_dir/exit_code" ]; then
+        read -r engine name < "$attempt_dir/container"
+        if "$engine" inspect "$name" >/dev/null 2>&1; then
+            date +%s > "$attempt_dir/stopped"
+            "$engine" stop --time "$grace" "$name" >/dev/null 2>&1
+            "$engine" rm --force "$name" >/dev/null 2>&1
+            echo "stopped container $name"
+        fi
+    fi
     read -r pid ticks _ < "$pid_file"
     # A live pid with another start time is not ours: the OS reused it.
     if [ -e "/proc/$pid" ] && ! is_ours "$pid" "$ticks"; then
