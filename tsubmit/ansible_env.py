@@ -1,11 +1,22 @@
-"""The Ansible environment tsubmit runs in: its own ansible.cfg, roles and
-control-path dir, the same for in-process inventory reading and for every
-ansible-playbook run, whatever the user's environment says.
+"""The Ansible environment tsubmit runs in: its own ansible.cfg, roles,
+collections and control-path dir, the same for in-process inventory reading
+and for every ansible-playbook run, whatever the user's environment says.
+
+Where roles and collections come from, first match wins:
+
+1. the folders of TSUBMIT_ANSIBLE_PATH (colon-separated), so an ops team can
+   replace one of tsubmit's roles (a folder `launch/` in one of them) or the
+   whole collection (`ansible_collections/tsubmit/cluster/`) and keep the rest;
+2. tsubmit's own content: the roles folder beside the playbooks, and the
+   collection `tsubmit.cluster` (see collections_path());
+3. Ansible's default folders (~/.ansible/roles, ~/.ansible/collections, ...),
+   where `ansible-galaxy install` puts roles and collections that hooks use.
 """
 
 import contextlib
 import hashlib
 import io
+import json
 import os
 import sys
 import tempfile
@@ -22,8 +33,65 @@ def config_file() -> Path:
     return Path(chosen) if chosen else ansible_dir() / "ansible.cfg"
 
 
+def playbooks_dir() -> Path:
+    return ansible_dir() / "playbooks"
+
+
 def playbook(name: str) -> Path:
-    return ansible_dir() / "playbooks" / f"{name}.yml"
+    return playbooks_dir() / f"{name}.yml"
+
+
+USER_PATH_VARIABLE = "TSUBMIT_ANSIBLE_PATH"
+COLLECTION = "tsubmit.cluster"
+# Ansible's own defaults (ansible-config: DEFAULT_ROLES_PATH, COLLECTIONS_PATHS),
+# searched after tsubmit's content; only the ones that exist are listed.
+_ANSIBLE_ROLES_DEFAULT = ("~/.ansible/roles", "/usr/share/ansible/roles", "/etc/ansible/roles")
+_ANSIBLE_COLLECTIONS_DEFAULT = ("~/.ansible/collections", "/usr/share/ansible/collections")
+
+
+def user_paths() -> list[Path]:
+    """The folders of TSUBMIT_ANSIBLE_PATH, absolute, in order; a missing one is a usage error."""
+    folders = []
+    for entry in os.environ.get(USER_PATH_VARIABLE, "").split(os.pathsep):
+        if not entry.strip():
+            continue
+        folder = Path(entry).expanduser()
+        if not folder.is_dir():
+            raise UsageError(f"{USER_PATH_VARIABLE}: {entry} is not a folder; list folders that hold "
+                             "roles or ansible_collections/, separated by ':'")
+        folders.append(folder.resolve())  # ansible-playbook runs in another folder
+    return folders
+
+
+def _existing_defaults(folders: tuple[str, ...]) -> list[Path]:
+    return [path for path in (Path(f).expanduser() for f in folders) if path.is_dir()]
+
+
+def roles_path() -> list[Path]:
+    """Where Ansible looks for roles, in search order. tsubmit's playbooks name
+    their roles by short name (`role: launch`), so a folder of TSUBMIT_ANSIBLE_PATH
+    holding `launch/` replaces that role alone."""
+    return [*user_paths(), ansible_dir() / "roles", *_existing_defaults(_ANSIBLE_ROLES_DEFAULT)]
+
+
+def collections_path() -> list[Path]:
+    """Where Ansible looks for collections, in search order.
+
+    tsubmit's own folder holds `ansible_collections/tsubmit/cluster/`, so
+    `tsubmit.cluster.launch` and the rest resolve with no install step. An
+    installed wheel carries that folder as real files (pyproject.toml,
+    force-include); a source checkout has it at the top of the repository as a
+    few committed symbolic links (galaxy.yml, meta, roles, playbooks, README.md
+    -> the sources), so both cases need just ansible_dir() on the path, and
+    the roles exist once in the repository.
+    """
+    return [*(folder for folder in user_paths()
+              if folder.name == "ansible_collections" or (folder / "ansible_collections").is_dir()),
+            ansible_dir(), *_existing_defaults(_ANSIBLE_COLLECTIONS_DEFAULT)]
+
+
+def _joined(paths: list[Path]) -> str:
+    return os.pathsep.join(str(path) for path in paths)
 
 
 def _search_path() -> str:
@@ -50,7 +118,8 @@ def environment() -> dict[str, str]:
         "ANSIBLE_CONFIG": str(config_file()),
         # ansible-runner turns host key checking off unless told otherwise.
         "ANSIBLE_HOST_KEY_CHECKING": "True",
-        "ANSIBLE_ROLES_PATH": str(ansible_dir() / "roles"),
+        "ANSIBLE_ROLES_PATH": _joined(roles_path()),
+        "ANSIBLE_COLLECTIONS_PATH": _joined(collections_path()),
         # A stable control path dir lets SSH masters outlive one tsubmit command.
         "ANSIBLE_SSH_CONTROL_PATH_DIR": str(control_dir()),
         "ANSIBLE_NOCOLOR": "1",
@@ -58,6 +127,59 @@ def environment() -> dict[str, str]:
         # An inventory source that cannot be parsed is an error, not an empty cluster.
         "ANSIBLE_INVENTORY_UNPARSED_FAILED": "True",
     }
+
+
+def describe() -> dict:
+    """The Ansible tsubmit runs and where its content comes from (`tsubmit ansible-info`)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from ansible.release import __version__ as ansible_core
+
+    try:
+        runner = version("ansible-runner")
+    except PackageNotFoundError:
+        runner = None
+    users = user_paths()
+    roles_search, collections_search = roles_path(), collections_path()
+    builtin = ansible_dir() / "roles"
+    roles = {}
+    for role in sorted(entry.name for entry in builtin.iterdir() if entry.is_dir()):
+        found = next(folder / role for folder in roles_search if (folder / role).is_dir())
+        roles[role] = {"path": str(found), "overridden": found.parent != builtin}
+    return {
+        "ansible_core": ansible_core,
+        "ansible_runner": runner,
+        "python": sys.executable,
+        "config": {"path": str(config_file()),
+                   "source": "TSUBMIT_ANSIBLE_CONFIG" if os.environ.get("TSUBMIT_ANSIBLE_CONFIG")
+                   else "tsubmit", "exists": config_file().is_file()},
+        "content": str(ansible_dir()),  # tsubmit's playbooks, roles and collection
+        "playbooks": str(playbooks_dir()),
+        "user_path": [str(folder) for folder in users],
+        "roles_path": [str(folder) for folder in roles_search],
+        "collections_path": [str(folder) for folder in collections_search],
+        "roles": roles,
+        "collection": _collection(collections_search),
+    }
+
+
+def _collection(search: list[Path]) -> dict | None:
+    """Where Ansible finds tsubmit.cluster on the collections path, and its version."""
+    namespace, name = COLLECTION.split(".")
+    for folder in search:
+        root = folder if folder.name == "ansible_collections" else folder / "ansible_collections"
+        found = root / namespace / name
+        if not found.is_dir():
+            continue
+        collection_version = None
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError, yaml.YAMLError):
+            if (found / "MANIFEST.json").is_file():
+                manifest = json.loads((found / "MANIFEST.json").read_text())
+                collection_version = manifest["collection_info"]["version"]
+            else:
+                collection_version = yaml.safe_load((found / "galaxy.yml").read_text())["version"]
+        return {"name": COLLECTION, "version": collection_version, "path": str(found)}
+    return None
 
 
 def load_inventory(sources: list[str], vault_password_file: str | None = None):

@@ -16,12 +16,13 @@ import yaml
 from .errors import UsageError
 
 POLICIES = ("allow", "skip", "replace", "fail")
+HOOK_KINDS = ("pre_launch_tasks", "post_launch_tasks", "on_stop_tasks", "pre_launch_roles")
 
 
 @dataclass(frozen=True)
 class Field:
     key: str
-    kind: str  # string | integer | boolean | mapping | list | command
+    kind: str  # string | integer | boolean | mapping | list | command | hooks
     description: str
     choices: tuple[str, ...] = ()
     path: bool = False  # relative to the spec file's folder
@@ -51,6 +52,8 @@ FIELDS = (
     Field("container_args", "list", "Extra arguments for the container engine's run command."),
     Field("pull", "string", "When to pull the image: missing, always or never.",
           ("missing", "always", "never")),
+    Field("hooks", "hooks", "Ansible task files (absolute, or relative to the spec) and roles run on "
+          "every node: pre_launch_tasks, post_launch_tasks, on_stop_tasks, pre_launch_roles."),
 )
 BY_KEY = {field.key: field for field in FIELDS}
 
@@ -85,6 +88,9 @@ def load(path: Path) -> dict:
         spec[key] = check(field, value, where)
         if field.path and spec[key] is not None:
             spec[key] = str((path.parent / spec[key]).resolve())
+        if field.kind == "hooks" and spec[key]:
+            spec[key] = {kind: [item if kind.endswith("roles") else str((path.parent / item).resolve())
+                                for item in items] for kind, items in spec[key].items()}
     spec.setdefault("workdir", str(path.parent.resolve()))
     return spec
 
@@ -98,6 +104,8 @@ def check(field: Field, value, where: str | None):
     if value is None:
         return None
     expected = {"string": str, "integer": int, "boolean": bool, "mapping": dict, "list": list}.get(field.kind)
+    if field.kind == "hooks":
+        return check_hooks(value, label)
     if field.kind == "command":
         if isinstance(value, str):
             value = shlex.split(value)
@@ -121,6 +129,23 @@ def check(field: Field, value, where: str | None):
     return value
 
 
+def check_hooks(value, label: str) -> dict[str, list[str]]:
+    """{kind: [task file or role, ...]}; a single string stands for a list of one."""
+    if not isinstance(value, dict):
+        raise UsageError(f"{label} must map hook kinds ({', '.join(HOOK_KINDS)}) to task files or roles")
+    hooks = {}
+    for kind, items in value.items():
+        if kind not in HOOK_KINDS:
+            close = difflib.get_close_matches(str(kind), HOOK_KINDS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise UsageError(f"{label}: unknown hook kind {kind!r}{hint}")
+        items = [items] if isinstance(items, str) else items
+        if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+            raise UsageError(f"{label}: {kind} must be a task file or role, or a list of them")
+        hooks[kind] = items
+    return hooks
+
+
 def _kind_phrase(kind: str) -> str:
     return {"string": "a string", "integer": "a whole number", "boolean": "true or false",
             "mapping": "a mapping", "list": "a list of strings"}[kind]
@@ -137,6 +162,9 @@ def json_schema() -> dict:
              "boolean": {"type": "boolean"},
              "mapping": {"type": "object", "additionalProperties": {"type": "string"}},
              "list": {"type": "array", "items": {"type": "string"}},
+             "hooks": {"type": "object", "additionalProperties": False, "properties": {
+                 kind: {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
+                 for kind in HOOK_KINDS}},
              "command": {"oneOf": [{"type": "string"},
                                    {"type": "array", "items": {"type": "string"}, "minItems": 1}]}}
     properties = {}

@@ -7,6 +7,7 @@ run of status.yml over the union of their hosts, one task per host.
 import time
 from collections import defaultdict
 
+from . import hooks
 from . import job as states
 from .ansible_run import run_playbook
 from .errors import LaunchError, UsageError
@@ -29,7 +30,7 @@ def run_for_job(job: Job, playbook: str, extravars: dict, *, hosts: dict | None 
     """Run a playbook on the job's nodes with the job's inventory and vault password file."""
     return run_playbook(playbook, job.inventory["sources"], job_hosts(job) if hosts is None else hosts,
                         {"tsubmit_job_id": job.id, "tsubmit_job_container": job.extras.get("container"),
-                         **extravars},
+                         **hooks.job_extravars(job.extras), **extravars},
                         vault_password_file=job.inventory.get("vault_password_file"), **options)
 
 

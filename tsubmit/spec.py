@@ -34,6 +34,7 @@ class RunRequest:
     image: str | None = None
     container_args: list[str] = field(default_factory=list)
     pull: str = "missing"
+    hooks: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def container(self) -> dict | None:
@@ -173,7 +174,7 @@ def request_from_spec(spec: dict, asked_vault_file: str | None = None) -> tuple[
         executor=spec.get("executor") or "torchrun", name=spec.get("name"), env=env,
         gpus=spec.get("gpus"), max_restarts=spec.get("max_restarts") or 0,
         image=spec.get("image"), container_args=list(spec.get("container_args") or []),
-        pull=spec.get("pull") or "missing",
+        pull=spec.get("pull") or "missing", hooks=dict(spec.get("hooks") or {}),
     ))
     timeout = parse_duration(spec["timeout"]) if spec.get("timeout") is not None else None
     if_running = spec.get("if_running") or "allow"

@@ -4,6 +4,7 @@ import time
 from dataclasses import dataclass
 
 from . import archive as archives
+from . import hooks
 from .ansible_run import PlaybookRun, cluster_hosts, run_playbook
 from .clusters import ResolvedCluster, resolve
 from .errors import LaunchError, UsageError
@@ -45,10 +46,12 @@ def plan(request: RunRequest) -> Plan:
         gpus=request.gpus,
         max_restarts=request.max_restarts,
         git_commit=archives.git_commit(request.workdir),
-        extras={"container": request.container} if request.container else {},
+        extras={key: value for key, value in
+                (("container", request.container), ("hooks", request.hooks)) if value},
         ranks=[Rank(node.rank, node.name, node.address, nproc=request.gpus or node.gpus)
                for node in cluster.nodes],
     )
+    hooks.check({node.name: node.vars for node in cluster.nodes}, hooks.job_extravars(job.extras))
     return Plan(job, cluster)
 
 
@@ -63,6 +66,7 @@ def extravars(job: Job, archive: archives.Archive | None) -> dict:
         "tsubmit_job_max_restarts": job.max_restarts,
         "tsubmit_job_nodes": [rank.host for rank in job.ranks],
         "tsubmit_job_container": job.extras.get("container"),
+        **hooks.job_extravars(job.extras),
         "tsubmit_job_archive": str(archive.path) if archive else "<archive>",
         "tsubmit_job_archive_digest": archive.digest if archive else "<digest>",
         "tsubmit_job_meta": {

@@ -7,6 +7,7 @@ import click
 
 from .. import __version__
 from ..errors import EXIT_USAGE, TsubmitError
+from .ansible_info import ansible_info
 from .cluster import cluster
 from .cron import cron
 from .jobs import delete, gc, list_jobs, logs, restart, status, stop
@@ -47,5 +48,6 @@ def main(ctx: click.Context, verbose: int) -> None:
 for command in (run, cluster, list_jobs, status, logs, stop, restart, delete, cron, gc):
     main.add_command(command)
 main.add_command(list_jobs, "jobs")
+main.add_command(ansible_info)
 
 __all__ = ["EXIT_USAGE", "main"]

@@ -6,6 +6,8 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
+from ..errors import UsageError
+
 # click parameter -> spec key (tsubmit/jobspec.py); the command argument is "command".
 SPEC_KEYS = {
     "cluster_name": "cluster", "inventory": "inventory", "group": "group", "limit": "limit",
@@ -47,6 +49,9 @@ SPEC_KEYS = {
               help="Extra argument for the engine's run command (repeatable), e.g. --shm-size=8g.")
 @click.option("--pull", default="missing", show_default=True, metavar="POLICY",
               help="Pull the image: missing, always or never.")
+@click.option("--hook", "hook_pairs", multiple=True, metavar="KIND=FILE|ROLE",
+              help="A hook on every node (repeatable): pre_launch_tasks, post_launch_tasks or "
+              "on_stop_tasks with a task file; pre_launch_roles with a role.")
 @click.option("--dry-run", is_flag=True, help="Print the inventory, extra-vars and each rank's "
               "command; run nothing remote.")
 @click.option("--print-spec", is_flag=True, help="Print the job spec equivalent to these options.")
@@ -129,6 +134,13 @@ def _spec(options: dict, command: tuple[str, ...]) -> dict:
             if jobspec.BY_KEY[key].path and value is not None:
                 value = str(Path(value).resolve())
             spec[key] = jobspec.check(jobspec.BY_KEY[key], value, None)
+    for pair in options["hook_pairs"]:
+        kind, sep, item = pair.partition("=")
+        if not sep or not item:
+            raise UsageError(f"malformed --hook {pair!r}: expected KIND=FILE or pre_launch_roles=ROLE")
+        item = item if kind.endswith("roles") else str(Path(item).expanduser().resolve())
+        merged = jobspec.check_hooks({kind: [item]}, "--hook")
+        spec.setdefault("hooks", {}).setdefault(kind, []).extend(merged[kind])
     if options["container_args"]:
         spec["container_args"] = [*spec.get("container_args", []), *options["container_args"]]
     if options["env_pairs"]:

@@ -1,0 +1,46 @@
+"""Pack a working directory as `tsubmit run` does, for running tsubmit's roles
+from your own playbook (examples/playbook/):
+
+    python -m tsubmit.archive_cli WORKDIR [DEST_DIR] > archive.json
+    ansible-playbook -i hosts.yml launch.yml -e @archive.json ...
+
+Prints the extra-vars that name the archive, as JSON: tsubmit_job_archive
+(the .tar.gz, absolute) and tsubmit_job_archive_digest (its content hash,
+which names the copy cached on each node). DEST_DIR defaults to tsubmit's
+own archive folder, so a tree already packed is not packed again.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .archive import pack
+from .errors import EXIT_USAGE
+from .paths import ensure_private_dir, state_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tsubmit.archive_cli",
+        description="Pack WORKDIR (honouring .gitignore and .tsubmitignore) into DEST_DIR/<digest>.tar.gz "
+                    "and print the extra-vars tsubmit_job_archive and tsubmit_job_archive_digest as JSON.")
+    parser.add_argument("workdir", type=Path, help="the tree to pack")
+    parser.add_argument("dest", type=Path, nargs="?",
+                        help="folder for the archive (default: tsubmit's archive folder)")
+    args = parser.parse_args(argv)
+    dest = args.dest or ensure_private_dir(state_dir() / "archives")
+    try:
+        archive = pack(args.workdir, dest)
+    except (OSError, RuntimeError) as error:
+        print(f"archive_cli: cannot archive {args.workdir}: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    print(json.dumps({
+        "tsubmit_job_archive": str(archive.path.resolve()),
+        "tsubmit_job_archive_digest": archive.digest,
+    }, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
