@@ -73,6 +73,7 @@ def run_playbook(
     on_event: Callable[[str, str, dict], None] | None = None,
     verbose: int = 0,
     vault_password_file: str | None = None,
+    check: bool = False,
 ) -> PlaybookRun:
     """Run playbooks/NAME.yml on HOSTS (inventory name -> generated variables),
     found in the inventory SOURCES. Never raises for host failures."""
@@ -88,6 +89,9 @@ def run_playbook(
     extravars_file.touch(mode=0o600)
     extravars_file.write_text(json.dumps(extravars))
 
+    options = ["--check", "--diff"] if check else []
+    if vault_password_file:
+        options += ["--vault-password-file", vault_password_file]
     results = {host: HostResult() for host in hosts}
     handler = _EventHandler(results, on_event)
     cancel = _CancelOnSignal()
@@ -103,8 +107,7 @@ def run_playbook(
                 quiet=verbose == 0,
                 verbosity=max(verbose - 1, 0) or None,
                 event_handler=handler,
-                cmdline=f"--vault-password-file {shlex.quote(vault_password_file)}"
-                if vault_password_file else None,
+                cmdline=shlex.join(options) if options else None,
                 cancel_callback=cancel.requested,
             )
     finally:

@@ -106,13 +106,31 @@ def dry_run(the_plan: Plan) -> dict:
     }
 
 
-def submit(the_plan: Plan, workdir, store: JobStore, *, on_event=None, verbose: int = 0) -> Job:
-    job = the_plan.job
+def pack(the_plan: Plan, workdir) -> archives.Archive:
     try:
         archive = archives.pack(workdir, ensure_private_dir(state_dir() / "archives"))
     except OSError as error:
         raise UsageError(f"cannot archive {workdir}: {error}") from None
-    job.archive = archive.digest
+    the_plan.job.archive = archive.digest
+    return archive
+
+
+def check(the_plan: Plan, workdir, *, verbose: int = 1) -> None:
+    """The submit playbook in Ansible's check mode with diff: what would change
+    where (shown by Ansible itself); nothing is started, nothing recorded."""
+    archive = pack(the_plan, workdir)
+    cluster = the_plan.cluster
+    run = run_playbook("submit", cluster.ref.sources, cluster_hosts(cluster, the_plan.host_vars()),
+                       extravars(the_plan.job, archive), verbose=verbose, check=True,
+                       vault_password_file=cluster.ref.vault_password_file)
+    failures = run.failures()
+    if failures or run.status != "successful":
+        raise LaunchError("the check found problems", failures)
+
+
+def submit(the_plan: Plan, workdir, store: JobStore, *, on_event=None, verbose: int = 0) -> Job:
+    job = the_plan.job
+    archive = pack(the_plan, workdir)
     store.save(job)  # recorded before anything remote happens
 
     cluster = the_plan.cluster

@@ -11,7 +11,7 @@ from .ansible_info import ansible_info
 from .cluster import cluster
 from .cron import cron
 from .jobs import delete, gc, list_jobs, logs, restart, status, stop
-from .run import run
+from .run import export, run
 
 
 class _Group(click.Group):
@@ -45,7 +45,7 @@ def main(ctx: click.Context, verbose: int) -> None:
     ctx.obj = {"verbose": verbose}
 
 
-for command in (run, cluster, list_jobs, status, logs, stop, restart, delete, cron, gc):
+for command in (run, cluster, list_jobs, status, logs, stop, restart, delete, cron, gc, export):
     main.add_command(command)
 main.add_command(list_jobs, "jobs")
 main.add_command(ansible_info)

@@ -18,50 +18,64 @@ SPEC_KEYS = {
 }
 
 
+_JOB_OPTIONS = [
+    click.option("-f", "--spec", "spec_file", type=click.Path(dir_okay=False, path_type=Path),
+                 help="A job spec file (YAML); options given here override its keys."),
+    click.option("-c", "--cluster", "cluster_name",
+                 help="A named cluster (see `tsubmit cluster list`); default: local."),
+    click.option("-i", "--inventory", help="An Ansible inventory (file, directory, script or plugin "
+                 "config) instead of a named cluster."),
+    click.option("-g", "--group", help="With -i: the inventory group to run on (default: all)."),
+    click.option("--limit", help="Only the hosts matching this Ansible pattern."),
+    click.option("--vault-password-file", help="Vault password file for the inventory's encrypted "
+                 "variables (remembered for the job's later commands)."),
+    click.option("--name", help="Job name (default: a generated friendly name)."),
+    click.option("--executor", default="torchrun", show_default=True,
+                 help="torchrun, or distributed (the command once per node, torch variables set)."),
+    click.option("--workdir", default=".", show_default=True, help="Directory shipped to every node."),
+    click.option("--env", "env_pairs", multiple=True, metavar="KEY=VALUE",
+                 help="Environment variable for the job (repeatable)."),
+    click.option("--env-file", help="YAML mapping or dotenv file of environment variables (string values)."),
+    click.option("--gpus", type=int, help="Processes per node (default: the node's tsubmit_gpus, "
+                 "else its GPU count, else 1)."),
+    click.option("--max-restarts", type=int, default=0, show_default=True,
+                 help="Restarts of a failed rank (torchrun's own, or tsubmit's for distributed)."),
+    click.option("--if-running", default="allow", show_default=True, metavar="POLICY",
+                 help="When a job of this name runs: allow, skip (exit 0), replace (stop it first), "
+                 "fail (exit 4)."),
+    click.option("--image", help="Run each rank's command inside this container image."),
+    click.option("--container-arg", "container_args", multiple=True, metavar="ARG",
+                 help="Extra argument for the engine's run command (repeatable), e.g. --shm-size=8g."),
+    click.option("--pull", default="missing", show_default=True, metavar="POLICY",
+                 help="Pull the image: missing, always or never."),
+    click.option("--hook", "hook_pairs", multiple=True, metavar="KIND=FILE|ROLE",
+                 help="A hook on every node (repeatable): pre_launch_tasks, post_launch_tasks or "
+                 "on_stop_tasks with a task file; pre_launch_roles with a role."),
+    click.option("--wait", "wait_", is_flag=True, help="Block until the job ends; exit 0 if it "
+                 "succeeded, 1 if not."),
+    click.option("--follow", is_flag=True, help="Like --wait, streaming rank 0's log (every rank's "
+                 "with --all)."),
+    click.option("--timeout", help="With --wait: stop the job after this long (e.g. 90m) and exit 1."),
+]
+
+
+def job_options(function):
+    """The options that describe a job (each is also a spec key), for run and export."""
+    for option in reversed(_JOB_OPTIONS):
+        function = option(function)
+    return function
+
+
 @click.command(context_settings={"allow_interspersed_args": False})
-@click.option("-f", "--spec", "spec_file", type=click.Path(dir_okay=False, path_type=Path),
-              help="A job spec file (YAML); options given here override its keys.")
-@click.option("-c", "--cluster", "cluster_name",
-              help="A named cluster (see `tsubmit cluster list`); default: local.")
-@click.option("-i", "--inventory", help="An Ansible inventory (file, directory, script or plugin "
-              "config) instead of a named cluster.")
-@click.option("-g", "--group", help="With -i: the inventory group to run on (default: all).")
-@click.option("--limit", help="Only the hosts matching this Ansible pattern.")
-@click.option("--vault-password-file", help="Vault password file for the inventory's encrypted "
-              "variables (remembered for the job's later commands).")
+@job_options
 @click.option("--ask-vault-pass", is_flag=True, help="Prompt for the vault password (not stored).")
-@click.option("--name", help="Job name (default: a generated friendly name).")
-@click.option("--executor", default="torchrun", show_default=True,
-              help="torchrun, or distributed (the command once per node, torch variables set).")
-@click.option("--workdir", default=".", show_default=True, help="Directory shipped to every node.")
-@click.option("--env", "env_pairs", multiple=True, metavar="KEY=VALUE",
-              help="Environment variable for the job (repeatable).")
-@click.option("--env-file", help="YAML mapping or dotenv file of environment variables (string values).")
-@click.option("--gpus", type=int, help="Processes per node (default: the node's tsubmit_gpus, "
-              "else its GPU count, else 1).")
-@click.option("--max-restarts", type=int, default=0, show_default=True,
-              help="Restarts of a failed rank (torchrun's own, or tsubmit's for distributed).")
-@click.option("--if-running", default="allow", show_default=True, metavar="POLICY",
-              help="When a job of this name runs: allow, skip (exit 0), replace (stop it first), "
-              "fail (exit 4).")
-@click.option("--image", help="Run each rank's command inside this container image.")
-@click.option("--container-arg", "container_args", multiple=True, metavar="ARG",
-              help="Extra argument for the engine's run command (repeatable), e.g. --shm-size=8g.")
-@click.option("--pull", default="missing", show_default=True, metavar="POLICY",
-              help="Pull the image: missing, always or never.")
-@click.option("--hook", "hook_pairs", multiple=True, metavar="KIND=FILE|ROLE",
-              help="A hook on every node (repeatable): pre_launch_tasks, post_launch_tasks or "
-              "on_stop_tasks with a task file; pre_launch_roles with a role.")
 @click.option("--dry-run", is_flag=True, help="Print the inventory, extra-vars and each rank's "
               "command; run nothing remote.")
 @click.option("--print-spec", is_flag=True, help="Print the job spec equivalent to these options.")
-@click.option("--wait", "wait_", is_flag=True, help="Block until the job ends; exit 0 if it "
-              "succeeded, 1 if not.")
-@click.option("--follow", is_flag=True, help="Like --wait, streaming rank 0's log (every rank's "
-              "with --all).")
 @click.option("--all", "all_ranks", is_flag=True, help="With --follow: stream every rank.")
-@click.option("--timeout", help="With --wait: stop the job after this long (e.g. 90m) and exit 1.")
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
+@click.option("--check", "check_mode", is_flag=True, help="Run the submit playbook in Ansible's check "
+              "mode with diff: what would be created where; nothing is launched or recorded.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @click.pass_obj
 def run(obj, command, **options):
@@ -91,6 +105,13 @@ def run(obj, command, **options):
             description = dry_run(the_plan)
             click.echo(out.to_json(description) if options["output"] == "json"
                        else _describe_text(description))
+            return
+        if options["check_mode"]:
+            from ..submit import check
+
+            check(the_plan, request.workdir, verbose=max(obj["verbose"], 1))
+            click.echo(f"check mode: nothing was launched or recorded on {len(the_plan.cluster.nodes)} "
+                       "node(s)")
             return
         outcome = submit_with_policy(the_plan, request, behaviour,
                                      submit=lambda store: _submit(obj, the_plan, request, store))
@@ -183,3 +204,27 @@ def _describe_text(description: dict) -> str:
         lines += [f"# rank {rank['rank']} on {rank['host']}: command", rank["command"],
                   f"# rank {rank['rank']} on {rank['host']}: environment", rank["environment"], ""]
     return "\n".join(lines).rstrip()
+
+
+@click.command(context_settings={"allow_interspersed_args": False})
+@job_options
+@click.option("--force", is_flag=True, help="Write into a folder that is not empty.")
+@click.argument("destination", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def export(command, destination, force, **options):
+    """Write a job as a self-contained Ansible project in DESTINATION.
+
+    \b
+    tsubmit export -f job.yaml ./job-project
+    cd job-project && ansible-playbook -i inventory playbooks/submit.yml -e @extravars.yml
+    """
+    from ..export import export as export_project
+    from ..overlap import the_plan_for
+
+    if command[:1] == ("--",):  # `export DEST -- CMD`: click keeps a `--` that follows DEST
+        command = command[1:]
+    spec = _spec(options, command)
+    the_plan, request, _ = the_plan_for(spec, None)
+    export_project(the_plan, request.workdir, destination, force=force)
+    click.echo(f"job {the_plan.job.id} ({the_plan.job.name}) exported to {destination}; run it with:")
+    click.echo(f"  cd {destination} && ansible-playbook -i inventory playbooks/submit.yml -e @extravars.yml")

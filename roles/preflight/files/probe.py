@@ -3,7 +3,8 @@
 Usage: probe.py REQUEST_JSON, with keys: remote_root, head_address (empty
 unless this node is the head), nproc (0: count GPUs), archive_digest,
 path_prefix, commands (each must be found on the job's PATH), and container
-(null, or {engine, image, pull}).
+(null, or {engine, image, pull}), and dry (Ansible's check mode: create
+and pull nothing).
 
 Resolves and creates the remote root, checks the commands, counts GPUs, pulls
 the container image as the pull policy says, and on the head picks a free
@@ -45,11 +46,11 @@ def free_port(address: str) -> int:
              "set tsubmit_rdzv_address to an address of this node")
 
 
-def ensure_image(engine: str, image: str, pull: str) -> None:
+def ensure_image(engine: str, image: str, pull: str, dry: bool) -> None:
     present = subprocess.run([engine, "image", "inspect", image], capture_output=True).returncode == 0
     if pull == "never" and not present:
         fail(f"image {image} is not on this node and --pull is never; pull it or use --pull missing")
-    if pull == "always" or not present:
+    if (pull == "always" or not present) and not dry:
         pulled = subprocess.run([engine, "pull", "--quiet", image], capture_output=True, text=True)
         if pulled.returncode != 0:
             reason = (pulled.stderr.strip().splitlines() or ["no reason given"])[-1]
@@ -59,8 +60,10 @@ def ensure_image(engine: str, image: str, pull: str) -> None:
 def main() -> None:
     request = json.loads(sys.argv[1])
     root = os.path.expanduser(request["remote_root"])
+    dry = bool(request.get("dry"))  # Ansible's check mode: look, change nothing
     try:
-        os.makedirs(os.path.join(root, ".archives"), exist_ok=True)
+        if not dry:
+            os.makedirs(os.path.join(root, ".archives"), exist_ok=True)
     except OSError as error:
         fail(f"cannot create the remote root {root}: {error.strerror}; set tsubmit_remote_root")
     search_path = os.pathsep.join(filter(None, [request["path_prefix"], os.environ.get("PATH", "")]))
@@ -73,7 +76,7 @@ def main() -> None:
         if shutil.which(container["engine"], path=search_path) is None:
             fail(f"the container engine {container['engine']} is not installed on this node; "
                  "install it or set tsubmit_container_engine")
-        ensure_image(container["engine"], container["image"], container["pull"])
+        ensure_image(container["engine"], container["image"], container["pull"], dry)
     gpus = count_gpus()
     archive = os.path.join(root, ".archives", f"{request['archive_digest']}.tar.gz")
     print(json.dumps({
