@@ -333,10 +333,10 @@ def _node(name: str, rank: int, host_vars: dict) -> Node:
         key_path = os.path.expanduser(str(key_file))
         if not (os.path.isfile(key_path) and os.access(key_path, os.R_OK)):
             raise UsageError(f"host {name}: identity file {key_file} is not readable")
-    engine = host_vars.get("tsubmit_container_engine", "docker")
-    if engine not in ENGINES:
-        raise UsageError(f"host {name}: tsubmit_container_engine must be one of {', '.join(ENGINES)}, "
-                         f"got {engine!r}")
+    engine = str(host_vars.get("tsubmit_container_engine", "docker"))
+    if os.path.basename(engine) not in ENGINES:
+        raise UsageError(f"host {name}: tsubmit_container_engine must be docker or podman (a name on "
+                         f"PATH or a full path to one), got {engine!r}")
     run_args = host_vars.get("tsubmit_container_run_args", [])
     if not isinstance(run_args, list) or not all(isinstance(arg, str) for arg in run_args):
         raise UsageError(f"host {name}: tsubmit_container_run_args must be a list of arguments, "

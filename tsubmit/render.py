@@ -6,6 +6,7 @@ exactly what a rank would run. Values only known at launch (the rendezvous
 port, GPUs counted by nvidia-smi, the remote root) are shown as <placeholders>.
 """
 
+import os
 import re
 import shlex
 
@@ -70,5 +71,6 @@ def render(template: str, variables: dict) -> str:
         keep_trailing_newline=True,
     )
     environment.filters["quote"] = lambda value: shlex.quote(str(value))
+    environment.filters["basename"] = lambda value: os.path.basename(str(value))
     environment.tests["match"] = lambda value, pattern: re.match(pattern, str(value)) is not None
     return environment.get_template(template).render(variables)

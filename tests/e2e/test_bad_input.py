@@ -74,7 +74,7 @@ def with_job(tmp_path_factory):
         (["--env", "A-B=a"], "invalid variable name 'A-B'"),
         (["--timeout", "abc"], "invalid duration 'abc'"),
         (["--timeout", "-5m"], "invalid duration"),
-        (["--executor", "bogus"], "--executor must be one of torchrun, distributed, got 'bogus'"),
+        (["--executor", "bogus"], "--executor must be one of torchrun, distributed, docker, got 'bogus'"),
         (["--name", "two\nlines"], "invalid job name"),
         (["--env-file", "/nonexistent/env"], "cannot read env file /nonexistent/env"),
         (["-o", "yaml"], "--output"),

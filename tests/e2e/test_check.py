@@ -193,12 +193,12 @@ def test_other_torch_fewer_gpus_and_a_missing_container_engine(cli, nodes, fake_
     python = executable(fake_bin / "python3", '#!/bin/sh\necho 0.0.1\n')
     torchrun = executable(fake_bin / "torchrun", f"#!{python}\n")
     executable(fake_bin / "nvidia-smi", "#!/bin/sh\necho 'GPU 0: Fake GPU (UUID: GPU-0)'\n")
-    engine = executable(fake_bin / "fakeman", "#!/bin/sh\necho 'fakeman version 1.2.3'\n")
+    engine = executable(fake_bin / "podman", "#!/bin/sh\necho 'podman version 1.2.3'\n")
     head, worker, third = nodes.nodes
     write_cluster(cli, nodes, nodes.nodes, per_host={
         head.name: {"tsubmit_container_engine": str(engine)},
         worker.name: {"tsubmit_torchrun": str(torchrun), "tsubmit_gpus": 2,
-                      "tsubmit_container_engine": "/nonexistent/fakeman"},
+                      "tsubmit_container_engine": "/nonexistent/docker"},
     })
     run = cli("cluster", "check", "c")
     assert run.code == EXIT_LAUNCH, run.output
@@ -211,10 +211,10 @@ def test_other_torch_fewer_gpus_and_a_missing_container_engine(cli, nodes, fake_
     assert rows[head.name]["torchrun"] == rows[third.name]["torchrun"] == "ok"
     assert "torch 0.0.1 here" in run.stdout and "same torch version" in run.stdout
     assert "1 GPU(s) seen by nvidia-smi, tsubmit_gpus=2" in run.stdout
-    assert "/nonexistent/fakeman not found" in run.stdout
+    assert "/nonexistent/docker not found" in run.stdout
 
     report = cli("cluster", "check", "c", "-o", "json").json()
-    assert report["hosts"][head.name]["container"]["detail"] == "fakeman version 1.2.3"
+    assert report["hosts"][head.name]["container"]["detail"] == "podman version 1.2.3"
     assert report["hosts"][worker.name]["torchrun"]["status"] == "warn"
 
 

@@ -39,30 +39,35 @@ def test_a_spec_with_every_key_runs_the_same_job_as_the_flags(cli, nodes, workdi
     vault = tmp_path / "vault-pass"
     vault.write_text("unused\n")
     (workdir / "job.env").write_text("FROM_FILE=1\n")
+    hook = workdir / "hook.yml"
+    hook.write_text("- name: A pre-launch hook\n  ansible.builtin.debug:\n    msg: hook ran\n")
     spec = {
         "inventory": "../hosts.yml", "group": "trainers", "limit": "node1:node2",
         "vault_password_file": "../vault-pass", "name": "every-key", "executor": "distributed",
         "workdir": ".", "command": "python count.py 2 0", "env": {"JOB_A": "a b"},
         "env_file": "job.env", "gpus": 1, "max_restarts": 1, "wait": True, "follow": False,
-        "timeout": "10m", "if_running": "skip",
+        "timeout": "10m", "if_running": "skip", "hooks": {"pre_launch_tasks": "hook.yml"},
     }
+    container = {"image": "localhost/train:1", "container_args": ["--shm-size=1g"], "pull": "never"}
     spec_file = workdir / "job.yaml"
-    spec_file.write_text(yaml.safe_dump(spec))
+    spec_file.write_text(yaml.safe_dump({**spec, **container}))
     flags = ["-i", str(inventory), "-g", "trainers", "--limit", "node1:node2", "--vault-password-file",
              str(vault), "--name", "every-key", "--executor", "distributed", "--workdir", str(workdir),
              "--env", "JOB_A=a b", "--env-file", str(workdir / "job.env"), "--gpus", "1",
-             "--max-restarts", "1", "--wait", "--timeout", "10m", "--if-running", "skip"]
+             "--max-restarts", "1", "--wait", "--timeout", "10m", "--if-running", "skip",
+             "--hook", f"pre_launch_tasks={hook}", "--image", "localhost/train:1",
+             "--container-arg=--shm-size=1g", "--pull", "never"]
     from_flags = cli.ok("run", "--dry-run", "-o", "json", *flags, "--", "python", "count.py", "2", "0")
     from_spec = cli.ok("run", "--dry-run", "-o", "json", "-f", str(spec_file), cwd=tmp_path)
     assert normalised(from_spec.json()) == normalised(from_flags.json())
     # every key but cluster, which excludes inventory: checked on its own
-    assert set(spec) == {field["key"] for field in _fields()} - {"cluster"}
+    assert set(spec) | set(container) == {field["key"] for field in _fields()} - {"cluster"}
     cli.write_cluster("c", nodes, nodes.nodes[:2])
     spec_file.write_text(yaml.safe_dump({"cluster": "c", "name": "n", "command": ["python", "x.py"]}))
     assert normalised(cli.ok("run", "--dry-run", "-o", "json", "-f", str(spec_file)).json()) == \
         normalised(cli.ok("run", "--dry-run", "-o", "json", "-c", "c", "--name", "n", "--workdir",
                           str(workdir), "--", "python", "x.py").json())
-    spec_file.write_text(yaml.safe_dump(spec))
+    spec_file.write_text(yaml.safe_dump(spec))  # the run itself on the nodes, without the image
 
     run = cli("run", "-f", str(spec_file), cwd=tmp_path)
     assert run.code == 0, run.output

@@ -1,0 +1,149 @@
+"""The study of a tsubmit Optuna job, in one call, without tsubmit on the node.
+
+    import tsubmit_optuna
+    study = tsubmit_optuna.load_study()
+    study.optimize(objective, n_trials=20)
+
+tsubmit copies this file into the job's folder and puts that folder on
+PYTHONPATH. It reads the variables every worker of `tsubmit run --executor
+optuna` gets:
+
+  OPTUNA_STUDY_NAME (or STUDY_NAME)   the study
+  DATABASE_URI                        the external database URL, or grpc://HOST:PORT for the
+                                      head-node store (tsubmit's own notation, not an Optuna URL)
+  TSUBMIT_OPTUNA_GRPC_HOST/_PORT      the head-node store (only with it)
+  OPTUNA_STORAGE                      the external database URL (only with one)
+  TSUBMIT_JOB_ID, NODE_RANK           recorded on each trial the study creates (system
+                                      attributes tsubmit:job and tsubmit:node), so that
+                                      stopping a job fails only its own RUNNING trials
+
+The head-node store is reached through Optuna's GrpcStorageProxy; its calls
+wait for the store while it is being restarted by tsubmit's watchdog instead of
+failing at once. It needs optuna>=4.2, grpcio and protobuf on the node; an
+external database needs its driver (psycopg2-binary, PyMySQL, ...).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+
+GRPC_SCHEME = "grpc://"
+JOB_ATTR = "tsubmit:job"
+NODE_ATTR = "tsubmit:node"
+# How long one call to the head-node store may wait for it (a restart takes seconds).
+STORE_WAIT_SECONDS = float(os.environ.get("TSUBMIT_OPTUNA_WAIT", "300"))
+
+
+class StudyNotConfigured(RuntimeError):
+    """The variables tsubmit sets for an Optuna worker are missing."""
+
+
+def study_name() -> str:
+    name = os.environ.get("OPTUNA_STUDY_NAME") or os.environ.get("STUDY_NAME")
+    if not name:
+        raise StudyNotConfigured("OPTUNA_STUDY_NAME is not set: run this under "
+                                 "`tsubmit run --executor optuna`, or set it and DATABASE_URI")
+    return name
+
+
+def grpc_endpoint() -> tuple[str, int] | None:
+    """(host, port) of the head-node store, or None with an external database."""
+    uri = os.environ.get("DATABASE_URI", "")
+    host = os.environ.get("TSUBMIT_OPTUNA_GRPC_HOST")
+    port = os.environ.get("TSUBMIT_OPTUNA_GRPC_PORT")
+    if host and port:
+        return host, int(port)
+    if uri.startswith(GRPC_SCHEME):
+        address, _, port = uri[len(GRPC_SCHEME):].rstrip("/").rpartition(":")
+        return address.strip("[]"), int(port)
+    return None
+
+
+def storage():
+    """The job's Optuna storage object (a GrpcStorageProxy, or an RDBStorage)."""
+    import optuna
+
+    endpoint = grpc_endpoint()
+    if endpoint is not None:
+        return _grpc_storage(*endpoint)
+    url = os.environ.get("OPTUNA_STORAGE") or os.environ.get("DATABASE_URI")
+    if not url:
+        raise StudyNotConfigured("DATABASE_URI is not set: run this under "
+                                 "`tsubmit run --executor optuna`, or set it and OPTUNA_STUDY_NAME")
+    return optuna.storages.get_storage(optuna.storages.RDBStorage(url))
+
+
+def load_study(*, sampler=None, pruner=None, tag_trials: bool = True):
+    """The job's study (created by tsubmit before the workers started)."""
+    import optuna
+
+    backend = storage()
+    study = optuna.load_study(study_name=study_name(), storage=backend, sampler=sampler, pruner=pruner)
+    if tag_trials:
+        _tag_new_trials(backend)
+    return study
+
+
+def _grpc_storage(host: str, port: int):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # GrpcStorageProxy is marked experimental
+        from optuna.storages import GrpcStorageProxy
+
+        try:
+            proxy = _PatientProxy(host=host, port=port)
+        except Exception:  # another Optuna layout: the stock client, which fails fast
+            proxy = GrpcStorageProxy(host=host, port=port)
+    proxy.wait_server_ready(timeout=STORE_WAIT_SECONDS)
+    return proxy
+
+
+def _service_config() -> str:
+    return json.dumps({"methodConfig": [{
+        "name": [{}],  # every method
+        "waitForReady": True,
+        "timeout": f"{int(STORE_WAIT_SECONDS)}s",
+        "retryPolicy": {"maxAttempts": 5, "initialBackoff": "0.5s", "maxBackoff": "8s",
+                        "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]},
+    }]})
+
+
+try:
+    from optuna.storages import GrpcStorageProxy as _Base
+except ImportError:  # optuna < 4.2: load_study() says so when it is used
+    _Base = object
+
+
+class _PatientProxy(_Base):
+    """GrpcStorageProxy whose calls wait for the store (restarting) instead of failing."""
+
+    def _setup(self) -> None:
+        import grpc
+        from optuna.storages._grpc.auto_generated import api_pb2_grpc
+        from optuna.storages._grpc.client import GrpcClientCache
+
+        self._channel = grpc.insecure_channel(
+            f"{self._host}:{self._port}",
+            options=[("grpc.max_receive_message_length", -1), ("grpc.enable_retries", 1),
+                     ("grpc.service_config", _service_config())],
+        )
+        self._stub = api_pb2_grpc.StorageServiceStub(self._channel)
+        self._cache = GrpcClientCache(self._stub)
+
+
+def _tag_new_trials(backend) -> None:
+    """Record the job and node on every trial this process creates."""
+    job, node = os.environ.get("TSUBMIT_JOB_ID"), os.environ.get("NODE_RANK")
+    if not job:
+        return
+    create = backend.create_new_trial
+
+    def create_new_trial(study_id, template_trial=None):
+        trial_id = create(study_id, template_trial)
+        backend.set_trial_system_attr(trial_id, JOB_ATTR, job)
+        if node is not None:
+            backend.set_trial_system_attr(trial_id, NODE_ATTR, node)
+        return trial_id
+
+    backend.create_new_trial = create_new_trial
