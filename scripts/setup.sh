@@ -19,7 +19,7 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 packages="python3 python3-venv git procps"
 # sshd for the test nodes; cron for `tsubmit cron`; podman (with runc and
 # uidmap for rootless use by the test user) for the container tests.
-$with_tests && packages="$packages openssh-server openssh-client cron podman runc uidmap"
+$with_tests && packages="$packages openssh-server openssh-client cron podman runc uidmap postgresql"
 missing=""
 for package in $packages; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing="$missing $package"
@@ -34,6 +34,8 @@ fi
 extras=""
 $with_tests && extras="[test]"
 .venv/bin/python -m pip install -q "torch==2.13.0" numpy -e ".$extras"
+# What an Optuna job needs on the nodes (here the nodes use this venv too).
+.venv/bin/python -m pip install -q "optuna>=4.2" grpcio protobuf optuna-dashboard "psycopg[binary]"
 
 if $with_tests; then
     as_root sh scripts/setup-ssh-nodes.sh "$PWD/.venv/bin/python"

@@ -5,7 +5,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 
-EXECUTORS = ("torchrun", "distributed", "docker")
+EXECUTORS = ("torchrun", "distributed", "docker", "optuna")
 PULL_POLICIES = ("missing", "always", "never")
 ENGINES = ("docker", "podman")
 

@@ -35,8 +35,8 @@ FIELDS = (
     Field("limit", "string", "Only the hosts matching this Ansible pattern."),
     Field("vault_password_file", "string", "Vault password file for the inventory.", path=True),
     Field("name", "string", "Job name; the overlap policy is keyed on it."),
-    Field("executor", "string", "How the command starts on each node (docker: distributed in a container).",
-          ("torchrun", "distributed", "docker")),
+    Field("executor", "string", "How the command starts on each node (docker: distributed in a "
+          "container; optuna: one search worker per node).", ("torchrun", "distributed", "docker", "optuna")),
     Field("workdir", "string", "Directory shipped to every node (default: the spec's folder).",
           path=True),
     Field("command", "command", "The command: a list of arguments, or a string split like a shell."),
@@ -52,6 +52,12 @@ FIELDS = (
     Field("container_args", "list", "Extra arguments for the container engine's run command."),
     Field("pull", "string", "When to pull the image: missing, always or never.",
           ("missing", "always", "never")),
+    Field("study", "string", "With executor optuna: the study's name (default: the job name)."),
+    Field("direction", "string", "With executor optuna: minimize or maximize (default: minimize).",
+          ("minimize", "maximize")),
+    Field("optuna_storage", "string", "With executor optuna: an external database URL or a name from "
+          "`tsubmit db list`, instead of the SQLite store on the head."),
+    Field("dashboard", "boolean", "With executor optuna: start optuna-dashboard on the head."),
     Field("hooks", "hooks", "Ansible task files (absolute, or relative to the spec) and roles run on "
           "every node: pre_launch_tasks, post_launch_tasks, on_stop_tasks, pre_launch_roles."),
 )

@@ -29,7 +29,9 @@ def job_hosts(job: Job, extra: dict | None = None) -> dict[str, dict]:
 def run_for_job(job: Job, playbook: str, extravars: dict, *, hosts: dict | None = None, **options):
     """Run a playbook on the job's nodes with the job's inventory and vault password file."""
     return run_playbook(playbook, job.inventory["sources"], job_hosts(job) if hosts is None else hosts,
-                        {"tsubmit_job_id": job.id, "tsubmit_job_container": job.extras.get("container"),
+                        {"tsubmit_job_id": job.id, "tsubmit_job_executor": job.executor,
+                         "tsubmit_job_container": job.extras.get("container"),
+                         "tsubmit_job_optuna": job.extras.get("optuna"),
                          **hooks.job_extravars(job.extras), **extravars},
                         vault_password_file=job.inventory.get("vault_password_file"), **options)
 
@@ -64,6 +66,10 @@ def refresh(store: JobStore, jobs: list[Job], *, verbose: int = 0) -> list[Job]:
         job.state = aggregate(job)
         if job.state in states.FINISHED_STATES and job.ended_at is None:
             job.ended_at = max((r.ended_at for r in job.ranks if r.ended_at), default=time.time())
+            if job.executor == "optuna":
+                from .optuna import release_store
+
+                release_store(job, verbose=verbose)  # nodes may not share a filesystem
         job.message = describe_failure(job)
         store.save(job)
     return jobs

@@ -34,6 +34,8 @@ class Progress:
         if data.get("ignore_errors"):
             return
         step = _step(kind, data.get("role", ""), data.get("task", ""))
+        if self.steps.get(host) == "launched" and step not in ("failed", "unreachable"):
+            return  # post-launch hooks do not move a launched host back
         if step is None or self.steps.get(host) == step:
             return
         self.steps[host] = step

@@ -21,6 +21,7 @@ DETECTED = "<gpus>"
 def launch_variables(job: Job, cluster: ResolvedCluster, node: Node, nproc: int | None) -> dict:
     slots = [nproc or n.gpus or DETECTED for n in cluster.nodes]
     known = [s for s in slots if isinstance(s, int)]
+    optuna = job.executor == "optuna"  # each node is a group of its own
     job_dir = f"<remote root>/{job.id}"
     return {
         "launch_executor": job.executor,
@@ -37,10 +38,11 @@ def launch_variables(job: Job, cluster: ResolvedCluster, node: Node, nproc: int 
         "launch_nnodes": len(cluster.nodes),
         "launch_nproc": slots[node.rank],
         "launch_node_slots": slots,
-        "launch_world_size": sum(known) if len(known) == len(slots) else "<sum of gpus>",
+        "launch_world_size": slots[node.rank] if optuna else (
+            sum(known) if len(known) == len(slots) else "<sum of gpus>"),
         "launch_node_address": node.address,
         "launch_node_addresses": [n.address for n in cluster.nodes],
-        "launch_master_addr": cluster.nodes[0].address,
+        "launch_master_addr": "127.0.0.1" if optuna else cluster.nodes[0].address,
         "launch_master_port": PORT,
         "launch_job_id": job.id,
         "launch_job_name": job.name,
@@ -58,7 +60,17 @@ def launch_variables(job: Job, cluster: ResolvedCluster, node: Node, nproc: int 
         "launch_container_env_file": f"{job_dir}/rank-{node.rank}/attempt-{job.attempt}/container.env",
         # GPUs are counted at launch; a dry run takes a node that declares them at its word.
         "launch_has_gpus": node.gpus is not None,
+        "launch_optuna": _optuna_endpoint(job, cluster),
+        "launch_optuna_helper_dir": f"{job_dir}/optuna-lib",
     }
+
+
+def _optuna_endpoint(job: Job, cluster: ResolvedCluster) -> dict | None:
+    settings = job.extras.get("optuna")
+    if job.executor != "optuna" or not settings:
+        return None
+    return {"study": settings["study"], "storage_url": settings["storage"],
+            "host": cluster.nodes[0].address, "port": "<store port>"}
 
 
 def render(template: str, variables: dict) -> str:

@@ -35,6 +35,7 @@ class RunRequest:
     container_args: list[str] = field(default_factory=list)
     pull: str = "missing"
     hooks: dict[str, list[str]] = field(default_factory=dict)
+    optuna: dict | None = None  # {study, direction, storage, dashboard} with executor optuna
 
     @property
     def container(self) -> dict | None:
@@ -150,6 +151,21 @@ def parse_duration(text: str) -> float:
     return float(((days * 24 + hours) * 60 + minutes) * 60 + seconds)
 
 
+def _optuna_settings(spec: dict) -> dict | None:
+    keys = ("study", "direction", "optuna_storage", "dashboard")
+    if spec.get("executor") != "optuna":
+        given = [key for key in keys if spec.get(key)]
+        if given:
+            raise UsageError(f"--{given[0].replace('_', '-')} goes with --executor optuna")
+        return None
+    from .optuna import check_direction, resolve_storage
+
+    return {"study": spec.get("study") or spec.get("name"),
+            "direction": check_direction(spec.get("direction") or "minimize"),
+            "storage": resolve_storage(spec.get("optuna_storage")),
+            "dashboard": bool(spec.get("dashboard"))}
+
+
 @dataclass
 class Behaviour:
     """What `run` does around the submission: wait, follow, timeout, overlap policy."""
@@ -175,6 +191,7 @@ def request_from_spec(spec: dict, asked_vault_file: str | None = None) -> tuple[
         gpus=spec.get("gpus"), max_restarts=spec.get("max_restarts") or 0,
         image=spec.get("image"), container_args=list(spec.get("container_args") or []),
         pull=spec.get("pull") or "missing", hooks=dict(spec.get("hooks") or {}),
+        optuna=_optuna_settings(spec),
     ))
     timeout = parse_duration(spec["timeout"]) if spec.get("timeout") is not None else None
     if_running = spec.get("if_running") or "allow"

@@ -13,6 +13,7 @@ from .paths import ensure_private_dir, state_dir
 from .render import launch_variables, render
 from .spec import RunRequest
 from .store import JobStore
+from .views import public_extras
 
 START_TASK = "Start the rank detached"
 ROLLBACK_GRACE = 5
@@ -47,11 +48,14 @@ def plan(request: RunRequest) -> Plan:
         max_restarts=request.max_restarts,
         git_commit=archives.git_commit(request.workdir),
         extras={key: value for key, value in
-                (("container", request.container), ("hooks", request.hooks)) if value},
+                (("container", request.container), ("hooks", request.hooks), ("optuna", request.optuna))
+                if value},
         ranks=[Rank(node.rank, node.name, node.address, nproc=request.gpus or node.gpus)
                for node in cluster.nodes],
     )
     hooks.check({node.name: node.vars for node in cluster.nodes}, hooks.job_extravars(job.extras))
+    if job.extras.get("optuna") and not job.extras["optuna"]["study"]:
+        job.extras["optuna"]["study"] = job.name  # the generated name
     return Plan(job, cluster)
 
 
@@ -66,6 +70,7 @@ def extravars(job: Job, archive: archives.Archive | None) -> dict:
         "tsubmit_job_max_restarts": job.max_restarts,
         "tsubmit_job_nodes": [rank.host for rank in job.ranks],
         "tsubmit_job_container": job.extras.get("container"),
+        "tsubmit_job_optuna": job.extras.get("optuna"),
         **hooks.job_extravars(job.extras),
         "tsubmit_job_archive": str(archive.path) if archive else "<archive>",
         "tsubmit_job_archive_digest": archive.digest if archive else "<digest>",
@@ -88,6 +93,9 @@ def dry_run(the_plan: Plan) -> dict:
     masked = {key: "<set>" for key in job.env}  # job variables may be secrets
     for node in cluster.nodes:
         variables = {**launch_variables(job, cluster, node, job.gpus), "launch_job_env": masked}
+        if variables["launch_optuna"]:
+            storage = public_extras(job.extras)["optuna"]["storage"]
+            variables["launch_optuna"] = {**variables["launch_optuna"], "storage_url": storage}
         ranks.append({
             "rank": node.rank,
             "host": node.name,
@@ -95,7 +103,8 @@ def dry_run(the_plan: Plan) -> dict:
             "command": render("command.sh.j2", variables).strip(),
             "environment": render("environment.sh.j2", variables).strip(),
         })
-    secret_free = {**extravars(job, None), "tsubmit_job_env": masked}
+    secret_free = {**extravars(job, None), "tsubmit_job_env": masked,
+                   "tsubmit_job_optuna": public_extras(job.extras).get("optuna")}
     return {
         "inventory": {node.name: {"tsubmit_rank": node.rank, "tsubmit_node_address": node.address,
                                   **host_vars[node.name]} for node in cluster.nodes},

@@ -1,11 +1,23 @@
 """Jobs and clusters as plain data: the stable shape of `-o json` output."""
 
+import copy
 from dataclasses import asdict
 
 from .job import Job
 
 
+def public_extras(extras: dict) -> dict:
+    """A job's extras with the password of an external Optuna storage URL masked."""
+    shown = copy.deepcopy(extras)
+    if (shown.get("optuna") or {}).get("storage"):
+        from .optuna import mask_url
+
+        shown["optuna"]["storage"] = mask_url(shown["optuna"]["storage"])
+    return shown
+
+
 def job_view(job: Job) -> dict:
     data = asdict(job)
     data["env"] = sorted(job.env)  # names only: values may be secrets
+    data["extras"] = public_extras(job.extras)
     return data

@@ -11,6 +11,7 @@ from .ansible_info import ansible_info
 from .cluster import cluster
 from .cron import cron
 from .jobs import delete, gc, list_jobs, logs, restart, status, stop
+from .optuna import db, optuna
 from .run import export, run
 
 
@@ -45,7 +46,7 @@ def main(ctx: click.Context, verbose: int) -> None:
     ctx.obj = {"verbose": verbose}
 
 
-for command in (run, cluster, list_jobs, status, logs, stop, restart, delete, cron, gc, export):
+for command in (run, cluster, list_jobs, status, logs, stop, restart, delete, cron, gc, export, db, optuna):
     main.add_command(command)
 main.add_command(list_jobs, "jobs")
 main.add_command(ansible_info)

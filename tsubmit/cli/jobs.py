@@ -80,6 +80,11 @@ def status(obj, job_ref, output):
     if job.inventory.get("head_reason"):
         click.echo(f"head: {job.ranks[0].host} ({job.inventory['head_reason']})")
     print_summary(job)
+    if job.executor == "optuna":
+        from ..optuna import format_summary, study_summary
+
+        for line in format_summary(study_summary(job, verbose=obj["verbose"])):
+            click.echo(line)
 
 
 @click.command()

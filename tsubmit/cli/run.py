@@ -14,7 +14,8 @@ SPEC_KEYS = {
     "vault_password_file": "vault_password_file", "name": "name", "executor": "executor",
     "workdir": "workdir", "env_file": "env_file", "gpus": "gpus", "max_restarts": "max_restarts",
     "wait_": "wait", "follow": "follow", "timeout": "timeout", "if_running": "if_running",
-    "image": "image", "pull": "pull",
+    "image": "image", "pull": "pull", "study": "study", "direction": "direction",
+    "optuna_storage": "optuna_storage", "dashboard": "dashboard",
 }
 
 
@@ -48,6 +49,13 @@ _JOB_OPTIONS = [
                  help="Extra argument for the engine's run command (repeatable), e.g. --shm-size=8g."),
     click.option("--pull", default="missing", show_default=True, metavar="POLICY",
                  help="Pull the image: missing, always or never."),
+    click.option("--study", help="With --executor optuna: the study (default: the job name); "
+                 "running again with the same study continues it."),
+    click.option("--direction", help="With --executor optuna: minimize (default) or maximize."),
+    click.option("--optuna-storage", help="With --executor optuna: a database URL or a name from "
+                 "`tsubmit db list` instead of the SQLite store on the head."),
+    click.option("--dashboard", is_flag=True, help="With --executor optuna: start optuna-dashboard on "
+                 "the head (see `tsubmit optuna dashboard JOB`)."),
     click.option("--hook", "hook_pairs", multiple=True, metavar="KIND=FILE|ROLE",
                  help="A hook on every node (repeatable): pre_launch_tasks, post_launch_tasks or "
                  "on_stop_tasks with a task file; pre_launch_roles with a role."),

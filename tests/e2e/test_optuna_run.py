@@ -1,0 +1,84 @@
+"""`tsubmit run --executor optuna` end to end on real sshd nodes: one worker
+per node against one study whose SQLite store runs on the head."""
+
+import re
+import shutil
+import sqlite3
+import time
+
+import pytest
+
+from tests.conftest import EXAMPLES
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def search_dir(tmp_path):
+    target = tmp_path / "optuna"
+    shutil.copytree(EXAMPLES / "optuna", target)
+    return target
+
+
+def trials(node, study: str) -> list[tuple[str, str]]:
+    """(state, node attribute) of every trial in the study's file on the head."""
+    database = node.remote_root / "optuna-studies" / f"{study}.db"
+    with sqlite3.connect(database) as db:
+        return db.execute(
+            "SELECT t.state, a.value_json FROM trials t JOIN studies s USING (study_id) "
+            "LEFT JOIN trial_user_attributes a ON a.trial_id = t.trial_id AND a.key = 'node' "
+            "WHERE s.study_name = ?", (study,)).fetchall()
+
+
+def test_a_two_node_search_fills_one_study_on_the_head(cli, nodes, search_dir):
+    cli.write_cluster("c", nodes, nodes.nodes[:2])
+    run = cli("run", "-c", "c", "--executor", "optuna", "--study", "e2e-search", "--direction",
+              "minimize", "--wait", "--workdir", str(search_dir), "--", "python", "search.py", "3")
+    assert run.code == 0, run.output + cli("logs", re.search(r"job (\w+)", run.stdout).group(1),
+                                           "--all").stdout
+    head = nodes.nodes[0]
+    found = trials(head, "e2e-search")
+    assert len(found) == 6
+    assert {state for state, _ in found} == {"COMPLETE"}
+    assert sorted(node for _, node in found) == ['"0"'] * 3 + ['"1"'] * 3
+    job = re.search(r"job (\w+)", run.stdout).group(1)
+    status = cli.ok("status", job).stdout
+    assert "trials: 6 (complete 6)" in status and "best: " in status
+
+    # the same study again continues it
+    again = cli("run", "-c", "c", "--executor", "optuna", "--study", "e2e-search", "--wait",
+                "--workdir", str(search_dir), "--", "python", "search.py", "2")
+    assert again.code == 0, again.output
+    assert len(trials(head, "e2e-search")) == 10
+    # once the workers ended, nothing of the store is left running
+    deadline = time.monotonic() + 30
+    while nodes.processes_of(head, "optuna_store") and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert nodes.processes_of(head, "optuna_store") == []
+
+
+def test_stop_leaves_no_store_worker_or_running_trial(cli, nodes, search_dir):
+    cli.write_cluster("c", nodes, nodes.nodes[:2])
+    run = cli.ok("run", "-c", "c", "--executor", "optuna", "--study", "e2e-stop", "--env",
+                 "TRIAL_SECONDS=30", "--workdir", str(search_dir), "--", "python", "search.py", "5")
+    job = re.search(r"job (\w+)", run.stdout).group(1)
+    head = nodes.nodes[0]
+    deadline = time.monotonic() + 90
+    while not any(state == "RUNNING" for state, _ in trials(head, "e2e-stop")):
+        assert time.monotonic() < deadline, cli("logs", job, "--all").stdout
+        time.sleep(1)
+    cli.ok("stop", job, "--grace", "5")
+    assert [state for state, _ in trials(head, "e2e-stop") if state == "RUNNING"] == []
+    for node in nodes.nodes[:2]:
+        assert nodes.processes_of(node, r"search\.py|optuna_store|optuna-dashboard") == []
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--executor", "optuna", "--direction", "sideways"], "sideways"),
+    (["--executor", "optuna", "--optuna-storage", "not a url"], "not a url"),
+    (["--study", "s"], "--study goes with --executor optuna"),
+])
+def test_bad_optuna_input(cli, search_dir, args, message):
+    run = cli("run", *args, "--workdir", str(search_dir), "--", "python", "search.py")
+    assert run.code == 2, run.output
+    assert message in run.stderr and "Traceback" not in run.output
