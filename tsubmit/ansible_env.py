@@ -184,12 +184,22 @@ def _collection(search: list[Path]) -> dict | None:
 
 def load_inventory(sources: list[str], vault_password_file: str | None = None):
     """Ansible's own view of inventory sources: (InventoryManager, VariableManager)."""
+    # Ansible reads its configuration once, when its constants are imported:
+    # tsubmit's settings apply then, and the process environment is left as it was.
     settings = environment()
-    os.environ.update({k: settings[k] for k in ("ANSIBLE_CONFIG", "ANSIBLE_INVENTORY_UNPARSED_FAILED")})
-    from ansible.errors import AnsibleError
-    from ansible.inventory.manager import InventoryManager
-    from ansible.parsing.dataloader import DataLoader
-    from ansible.vars.manager import VariableManager
+    saved = {key: os.environ.get(key) for key in ("ANSIBLE_CONFIG", "ANSIBLE_INVENTORY_UNPARSED_FAILED")}
+    os.environ.update({key: settings[key] for key in saved})
+    try:
+        from ansible.errors import AnsibleError
+        from ansible.inventory.manager import InventoryManager
+        from ansible.parsing.dataloader import DataLoader
+        from ansible.vars.manager import VariableManager
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
     for source in sources:
         if "," not in source and not Path(source).exists():

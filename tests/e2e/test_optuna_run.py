@@ -1,6 +1,7 @@
 """`tsubmit run --executor optuna` end to end on real sshd nodes: one worker
 per node against one study whose SQLite store runs on the head."""
 
+import json
 import re
 import shutil
 import sqlite3
@@ -71,6 +72,26 @@ def test_stop_leaves_no_store_worker_or_running_trial(cli, nodes, search_dir):
     assert [state for state, _ in trials(head, "e2e-stop") if state == "RUNNING"] == []
     for node in nodes.nodes[:2]:
         assert nodes.processes_of(node, r"search\.py|optuna_store|optuna-dashboard") == []
+
+
+def test_optuna_keys_of_a_spec_match_the_flags(cli, search_dir, tmp_path):
+    spec = tmp_path / "search.yaml"
+    spec.write_text("executor: optuna\nname: s\nstudy: nightly\ndirection: maximize\ndashboard: true\n"
+                    "optuna_storage: postgresql://u:s3cret@db.example/optuna\ncommand: python search.py\n"
+                    f"workdir: {search_dir}\n")
+    from_spec = cli.ok("run", "--dry-run", "-o", "json", "-f", str(spec)).json()
+    from_flags = cli.ok("run", "--dry-run", "-o", "json", "--executor", "optuna", "--name", "s",
+                        "--study", "nightly", "--direction", "maximize", "--dashboard",
+                        "--optuna-storage", "postgresql://u:s3cret@db.example/optuna", "--workdir",
+                        str(search_dir), "--", "python", "search.py").json()
+    optuna = from_spec["extravars"]["tsubmit_job_optuna"]
+    assert optuna == from_flags["extravars"]["tsubmit_job_optuna"]
+    assert (optuna["study"], optuna["direction"], optuna["dashboard"]) == ("nightly", "maximize", True)
+    assert "s3cret" not in json.dumps(from_spec)  # the password is masked
+    [rank] = from_spec["ranks"]
+    assert "export STUDY_NAME=nightly" in rank["environment"]
+    assert "export OPTUNA_STORAGE=" in rank["environment"]
+    assert "export MASTER_ADDR=127.0.0.1" in rank["environment"]
 
 
 @pytest.mark.parametrize(("args", "message"), [
