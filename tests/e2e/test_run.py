@@ -65,8 +65,8 @@ def test_distributed_executor_sees_the_environment_contract(cli, nodes, workdir)
 
 def test_local_cluster_runs_the_ddp_example(cli, workdir):
     run = cli("run", "--gpus", "2", "--wait", "--workdir", str(workdir), "--", "python", "allreduce.py")
-    assert run.code == 0, run.output
     job_id = re.search(r"job (\w+) ", run.stdout).group(1)
+    assert run.code == 0, run.output + cli("logs", job_id).stdout
     logs = cli.ok("logs", job_id).stdout
     assert len(rank_lines(logs, r"allreduce=3 expected=3 weights_in_sync=True OK")) == 2
 
