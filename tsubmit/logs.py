@@ -14,7 +14,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from .ansible_env import environment
+from .ansible_env import control_dir
 from .errors import LaunchError
 from .job import Job, Rank
 from .lifecycle import job_hosts, run_for_job
@@ -45,8 +45,14 @@ def follow_command(host_vars: dict, log_path: str, pid: int | None, tail: int | 
     remote = " ".join(shlex.quote(a) for a in tail_args) + " " + _remote_path(log_path)
     if host_vars.get("ansible_connection") == "local":
         return ["sh", "-c", remote]
-    ssh = ["ssh", "-o", "BatchMode=yes", "-o", "ControlMaster=auto", "-o", "ControlPersist=600s",
-           "-o", f"ControlPath={environment()['ANSIBLE_SSH_CONTROL_PATH_DIR']}/follow-%C"]
+    return [*ssh_command(host_vars, "-o", "ControlMaster=auto", "-o", "ControlPersist=600s",
+                         "-o", f"ControlPath={control_dir()}/follow-%C"), remote]
+
+
+def ssh_command(host_vars: dict, *options: str) -> list[str]:
+    """ssh with OPTIONS and the inventory's connection settings for one host (port,
+    user, key, common and extra args), ending with the host: append a remote command."""
+    ssh = ["ssh", "-o", "BatchMode=yes", *options]
     if host_vars.get("ansible_port"):
         ssh += ["-p", str(host_vars["ansible_port"])]
     if host_vars.get("ansible_user"):
@@ -55,7 +61,7 @@ def follow_command(host_vars: dict, log_path: str, pid: int | None, tail: int | 
         ssh += ["-i", str(host_vars["ansible_ssh_private_key_file"])]
     for key in ("ansible_ssh_common_args", "ansible_ssh_extra_args"):
         ssh += shlex.split(str(host_vars.get(key) or ""))
-    return [*ssh, "--", str(host_vars.get("ansible_host") or host_vars["inventory_hostname"]), remote]
+    return [*ssh, "--", str(host_vars.get("ansible_host") or host_vars.get("inventory_hostname"))]
 
 
 def _remote_path(path: str) -> str:

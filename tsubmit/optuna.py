@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shlex
 import socket
 import subprocess
 import time
@@ -292,19 +291,12 @@ def free_local_port() -> int:
 
 def forward_command(host_vars: dict, remote_port: int, local_port: int) -> list[str]:
     """ssh argv forwarding 127.0.0.1:LOCAL_PORT here to 127.0.0.1:REMOTE_PORT on the host,
-    with the inventory's connection settings (as `tsubmit logs -f` builds them)."""
-    ssh = ["ssh", "-N", "-o", "BatchMode=yes", "-o", "ExitOnForwardFailure=yes",
-           "-o", "ControlMaster=no", "-o", "ControlPath=none", "-o", "ServerAliveInterval=15",
-           "-L", f"127.0.0.1:{local_port}:127.0.0.1:{remote_port}"]
-    if host_vars.get("ansible_port"):
-        ssh += ["-p", str(host_vars["ansible_port"])]
-    if host_vars.get("ansible_user"):
-        ssh += ["-l", str(host_vars["ansible_user"])]
-    if host_vars.get("ansible_ssh_private_key_file"):
-        ssh += ["-i", str(host_vars["ansible_ssh_private_key_file"])]
-    for key in ("ansible_ssh_common_args", "ansible_ssh_extra_args"):
-        ssh += shlex.split(str(host_vars.get(key) or ""))
-    return [*ssh, "--", str(host_vars.get("ansible_host") or host_vars.get("inventory_hostname"))]
+    with the inventory's connection settings."""
+    from .logs import ssh_command
+
+    return ssh_command(host_vars, "-N", "-o", "ExitOnForwardFailure=yes", "-o", "ControlMaster=no",
+                       "-o", "ControlPath=none", "-o", "ServerAliveInterval=15",
+                       "-L", f"127.0.0.1:{local_port}:127.0.0.1:{remote_port}")
 
 
 def forward_dashboard(job, remote_port: int, local_port: int | None = None,
