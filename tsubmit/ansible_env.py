@@ -163,23 +163,29 @@ def describe() -> dict:
     }
 
 
+def collection_dir(search: list[Path] | None = None) -> Path | None:
+    """Where Ansible finds tsubmit.cluster on the collections path."""
+    namespace, name = COLLECTION.split(".")
+    for folder in collections_path() if search is None else search:
+        root = folder if folder.name == "ansible_collections" else folder / "ansible_collections"
+        if (root / namespace / name).is_dir():
+            return root / namespace / name
+    return None
+
+
 def _collection(search: list[Path]) -> dict | None:
     """Where Ansible finds tsubmit.cluster on the collections path, and its version."""
-    namespace, name = COLLECTION.split(".")
-    for folder in search:
-        root = folder if folder.name == "ansible_collections" else folder / "ansible_collections"
-        found = root / namespace / name
-        if not found.is_dir():
-            continue
-        collection_version = None
-        with contextlib.suppress(OSError, ValueError, KeyError, TypeError, yaml.YAMLError):
-            if (found / "MANIFEST.json").is_file():
-                manifest = json.loads((found / "MANIFEST.json").read_text())
-                collection_version = manifest["collection_info"]["version"]
-            else:
-                collection_version = yaml.safe_load((found / "galaxy.yml").read_text())["version"]
-        return {"name": COLLECTION, "version": collection_version, "path": str(found)}
-    return None
+    found = collection_dir(search)
+    if found is None:
+        return None
+    collection_version = None
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError, yaml.YAMLError):
+        if (found / "MANIFEST.json").is_file():
+            manifest = json.loads((found / "MANIFEST.json").read_text())
+            collection_version = manifest["collection_info"]["version"]
+        else:
+            collection_version = yaml.safe_load((found / "galaxy.yml").read_text())["version"]
+    return {"name": COLLECTION, "version": collection_version, "path": str(found)}
 
 
 def load_inventory(sources: list[str], vault_password_file: str | None = None):

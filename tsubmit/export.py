@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from .ansible_env import ansible_dir, roles_path
+from .ansible_env import ansible_dir, collection_dir, roles_path
 from .ansible_run import NODES_GROUP, cluster_hosts
 from .errors import UsageError
 from .submit import Plan, extravars, pack
@@ -33,7 +33,9 @@ Stop it and remove it from the nodes:
   in the group `{group}` with their ranks (head first: {head}).
 - `extravars.yml` (mode 0600: it holds the job's environment): the job.
 - `archive/`: the working directory, named by its content hash.
-- `playbooks/`, `roles/`, `ansible.cfg`: tsubmit's, as they were at export.
+- `playbooks/`, `roles/`, `ansible.cfg`, and `ansible_collections/` (the plugins
+  of the collection tsubmit.cluster that the roles use): tsubmit's, as they
+  were at export.
 
 tsubmit does not track a job started this way: `tsubmit status` does not know
 it; the job's files on each node are under the remote root, in `{id}/`.
@@ -51,6 +53,7 @@ def export(the_plan: Plan, workdir: Path, destination: Path, *, force: bool = Fa
     shutil.copy2(archive.path, destination / "archive" / archive.path.name)
     shutil.copytree(ansible_dir() / "playbooks", destination / "playbooks", dirs_exist_ok=True)
     _copy_roles(destination / "roles")
+    _copy_plugins(destination / "ansible_collections" / "tsubmit" / "cluster")
     shutil.copy2(ansible_dir() / "ansible.cfg", destination / "ansible.cfg")
 
     inventory = destination / "inventory"
@@ -83,3 +86,14 @@ def _copy_roles(target: Path) -> None:
     for role in sorted((ansible_dir() / "roles").iterdir()):
         source = next(folder / role.name for folder in roles_path() if (folder / role.name).is_dir())
         shutil.copytree(source, target / role.name, dirs_exist_ok=True)
+
+
+def _copy_plugins(target: Path) -> None:
+    """The collection's plugins (tsubmit.cluster.run_script), from where tsubmit takes them."""
+    source = collection_dir()
+    for part in ("galaxy.yml", "meta", "plugins"):
+        if (source / part).is_dir():
+            shutil.copytree(source / part, target / part, dirs_exist_ok=True)
+        elif (source / part).is_file():
+            target.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source / part, target / part)

@@ -45,6 +45,14 @@ def job_extravars(extras: dict) -> dict:
     return {f"tsubmit_job_{kind}": items for kind, items in extras.get("hooks", {}).items()}
 
 
+def kinds_used(host_vars: dict[str, dict], extravars: dict) -> set[str]:
+    """The hook kinds (pre_launch_roles, post_launch_tasks, ...) that some host
+    or the job itself sets."""
+    return {name.removeprefix("tsubmit_job_").removeprefix("tsubmit_")
+            for name in VARIABLES
+            if extravars.get(name) or any(variables.get(name) for variables in host_vars.values())}
+
+
 def check(host_vars: dict[str, dict], extravars: dict | None = None) -> None:
     """Raise UsageError for the first hook that would fail on some host.
 

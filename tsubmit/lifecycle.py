@@ -145,8 +145,10 @@ def restart(store: JobStore, job: Job, *, on_event=None, verbose: int = 0) -> Jo
     hosts = job_hosts(job)
     for rank in job.ranks:
         hosts[rank.host].update(tsubmit_node_address=rank.address, tsubmit_nproc=rank.nproc or 0)
+    # Hook steps are left to their `when`: the inventory's hooks are not read here.
     run = run_for_job(job, "submit", submit.extravars(job, archive), hosts=hosts,
-                      on_event=on_event, verbose=verbose)
+                      on_event=on_event, verbose=verbose,
+                      skip_tags=[] if job.executor == "optuna" else ["optuna"])
     failures = run.failures()
     if failures or run.status != "successful":
         run_for_job(job, "stop", {"stop_grace": submit.ROLLBACK_GRACE}, verbose=verbose)

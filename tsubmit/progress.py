@@ -6,20 +6,17 @@ a pipe) each change is one plain line.
 
 import sys
 
-_DONE_TASK = "Start the rank detached"
+from .submit import START_TASKS
 
 
 def _step(kind: str, role: str, task: str) -> str | None:
     """The step a runner event moves a host to, or None when it moves nothing."""
     if kind in ("failed", "unreachable"):
         return kind
-    if task == "Ship the archive" and kind in ("ok", "skipped"):
-        return "shipped" if kind == "ok" else "already on the node"
-    if kind == "ok" and task == _DONE_TASK:
+    if kind == "ok" and task in START_TASKS:
         return "launched"
     if kind == "start":
-        return {"preflight": "connecting", "launch": "launching"}.get(role) or (
-            "unpacking" if task.startswith("Unpack") else None)
+        return {"preflight": "connecting", "launch": "launching"}.get(role)
     return None
 
 

@@ -15,7 +15,9 @@ from .spec import RunRequest
 from .store import JobStore
 from .views import public_extras
 
-START_TASK = "Start the rank detached"
+# The launch role's tasks that start a rank and print "PID STARTTICKS EPOCH":
+# the first, unless pre-launch hooks make the start a task of its own.
+START_TASKS = ("Ship the job's tree and launch script, and start the rank", "Start the rank detached")
 ROLLBACK_GRACE = 5
 
 
@@ -31,6 +33,23 @@ class Plan:
             node.name: {"tsubmit_nproc": self.job.gpus or node.gpus or 0}
             for node in self.cluster.nodes
         }
+
+    def skipped_steps(self) -> list[str]:
+        """Tags of submit.yml's steps this job has nothing to do in. A skipped
+        tag is decided once, on the controller; a false `when` still costs
+        every host a worker process."""
+        used = hooks.kinds_used({node.name: node.vars for node in self.cluster.nodes},
+                                hooks.job_extravars(self.job.extras))
+        return unused_steps(self.job, used)
+
+
+def unused_steps(job: Job, hook_kinds: set[str]) -> list[str]:
+    steps = [] if job.executor == "optuna" else ["optuna"]
+    if not hook_kinds & {"pre_launch_roles", "pre_launch_tasks"}:
+        steps.append("pre_launch_hooks")
+    if "post_launch_tasks" not in hook_kinds:
+        steps.append("post_launch_hooks")
+    return steps
 
 
 def plan(request: RunRequest) -> Plan:
@@ -131,6 +150,7 @@ def check(the_plan: Plan, workdir, *, verbose: int = 1) -> None:
     cluster = the_plan.cluster
     run = run_playbook("submit", cluster.ref.sources, cluster_hosts(cluster, the_plan.host_vars()),
                        extravars(the_plan.job, archive), verbose=verbose, check=True,
+                       skip_tags=the_plan.skipped_steps(),
                        vault_password_file=cluster.ref.vault_password_file)
     failures = run.failures()
     if failures or run.status != "successful":
@@ -145,6 +165,7 @@ def submit(the_plan: Plan, workdir, store: JobStore, *, on_event=None, verbose: 
     cluster = the_plan.cluster
     run = run_playbook("submit", cluster.ref.sources, cluster_hosts(cluster, the_plan.host_vars()),
                        extravars(job, archive), on_event=on_event, verbose=verbose,
+                       skip_tags=the_plan.skipped_steps(),
                        vault_password_file=cluster.ref.vault_password_file)
     failures = run.failures()
     if failures or run.status != "successful":
@@ -157,7 +178,10 @@ def submit(the_plan: Plan, workdir, store: JobStore, *, on_event=None, verbose: 
 def record_started(job: Job, run: PlaybookRun) -> None:
     """Take each rank's pid and start time from what its launch script printed."""
     for rank in job.ranks:
-        pid, ticks, started = run.hosts[rank.host].results[START_TASK]["stdout"].split()[:3]
+        results = run.hosts[rank.host].results
+        printed = next(results[task]["stdout"] for task in reversed(START_TASKS)
+                       if results.get(task, {}).get("stdout", "").strip())
+        pid, ticks, started = printed.split()[:3]
         rank.pid, rank.pid_start, rank.started_at = int(pid), ticks, float(started)
         rank.state = RUNNING
     job.state = RUNNING

@@ -60,7 +60,7 @@ def test_check_mode_launches_nothing(cli, nodes, workdir):
     run = cli("run", "-c", "c", "--check", "--executor", "distributed", "--workdir", str(workdir), "--",
               "python", "sleeper.py")
     assert run.code == 0, run.output
-    assert "Render the rank's launch script" in run.stdout + run.stderr
+    assert "Ship the job's tree and launch script, and start the rank" in run.stdout + run.stderr
     assert "nothing was launched" in run.stdout
     after = [set(os.listdir(node.remote_root)) for node in nodes.nodes[:2]]
     assert after == before  # no job dir

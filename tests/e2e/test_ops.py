@@ -74,7 +74,7 @@ def write_hook(path: Path, tasks: list[dict]) -> Path:
 def test_the_installed_wheel_carries_the_collection_ansible_finds(installed, tmp_path):
     collection = installed / "tsubmit" / "_ansible" / "ansible_collections" / "tsubmit" / "cluster"
     for name in ("galaxy.yml", "meta/runtime.yml", "roles/launch/meta/argument_specs.yml",
-                 "roles/preflight/files/probe.py", "playbooks/submit.yml"):
+                 "roles/preflight/files/probe.py", "playbooks/submit.yml", "plugins/action/run_script.py"):
         assert (collection / name).is_file(), name
     env = {**os.environ, **tsubmit_ansible_env(installed, tmp_path)}
     assert env["ANSIBLE_COLLECTIONS_PATH"].split(":")[0] == str(installed / "tsubmit" / "_ansible")
@@ -86,11 +86,14 @@ def test_the_installed_wheel_carries_the_collection_ansible_finds(installed, tmp
 
     doc = subprocess.run([str(BIN / "ansible-doc"), "-t", "role", "tsubmit.cluster.launch"],
                          env=env, cwd=tmp_path, capture_output=True, text=True, check=True)
-    assert "Start one rank of a tsubmit job, detached" in doc.stdout
+    assert "start one rank there, detached" in doc.stdout
     for option in ("tsubmit_job_command", "launch_host_env", "tsubmit_pre_launch_tasks",
                    "tsubmit_pre_launch_roles", "tsubmit_post_launch_tasks"):
         assert option in doc.stdout, option
     assert str(collection) in doc.stdout
+    action_doc = subprocess.run([str(BIN / "ansible-doc"), "tsubmit.cluster.run_script"],
+                                env=env, cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert "as one tar stream" in " ".join(action_doc.stdout.split())
 
 
 def test_a_source_checkout_reaches_the_collection_through_its_links(tmp_path):
@@ -100,7 +103,7 @@ def test_a_source_checkout_reaches_the_collection_through_its_links(tmp_path):
     collection = json.loads(info.stdout)["collection"]
     assert collection == {"name": "tsubmit.cluster", "version": VERSION,
                           "path": str(REPO / "ansible_collections" / "tsubmit" / "cluster")}
-    for name in ("galaxy.yml", "meta", "roles", "playbooks"):
+    for name in ("galaxy.yml", "meta", "roles", "playbooks", "plugins"):
         link = REPO / "ansible_collections" / "tsubmit" / "cluster" / name
         assert link.resolve() == (REPO / name).resolve(), name
 
@@ -116,11 +119,11 @@ def test_ansible_galaxy_builds_the_collection_from_the_repository(tmp_path):
     assert manifest["collection_info"]["version"] == VERSION
     for name in ("meta/runtime.yml", "README.md", "playbooks/submit.yml", "playbooks/tasks/on_stop_hooks.yml",
                  "roles/launch/tasks/main.yml", "roles/launch/templates/launch.sh.j2",
-                 "roles/stop/files/stop.sh"):
+                 "roles/stop/files/stop.sh", "plugins/action/run_script.py"):
         assert name in names, name
     tops = {name.split("/")[0] for name in names}
     assert tops <= {"MANIFEST.json", "FILES.json", "README.md", "CHANGELOG.md", "meta", "roles",
-                    "playbooks"}, tops
+                    "playbooks", "plugins"}, tops
 
 
 # --- tsubmit's roles from your own playbook ------------------------------------------------
@@ -345,7 +348,7 @@ def test_ansible_info_shows_what_tsubmit_runs(cli, tmp_path):
     assert info["playbooks"] == str(REPO / "playbooks")
     assert info["roles_path"][0] == str(REPO / "roles")
     assert info["collections_path"][0] == str(REPO)
-    assert set(info["roles"]) >= {"preflight", "workdir", "launch", "stop", "cleanup", "status"}
+    assert set(info["roles"]) >= {"preflight", "launch", "stop", "cleanup", "status"}
 
 
 def test_a_tsubmit_ansible_path_that_does_not_exist_is_a_usage_error(cli, nodes, workdir, tmp_path):

@@ -2,7 +2,7 @@
 
 `tsubmit run --executor optuna` is wired by the submit path; these tests drive
 the role directly: a small playbook that stands in for submit.yml (a fake
-preflight_node fact, then `role: optuna_store`) runs through tsubmit's own
+preflight_nodes fact, then `role: optuna_store`) runs through tsubmit's own
 ansible-runner wrapper, and the workers are the example search run over real
 ssh on other nodes with the environment the launch role gives them. The
 maintenance task files (stop, release, summary, fetch, dashboard) run through
@@ -45,7 +45,7 @@ EXAMPLE = REPO / "examples" / "optuna" / "search.py"
 START_TASK = "Start the store and create the study"
 ENDPOINT_TASK = "Read the endpoint as the launch role would"
 
-# The test stand-in for playbooks/submit.yml (preflight and workdir replaced by
+# The test stand-in for playbooks/submit.yml (preflight and launch replaced by
 # a fact and a folder), and the maintenance playbooks tsubmit ships.
 PLAYBOOKS = {
     "optuna_store_test": [{
@@ -55,9 +55,10 @@ PLAYBOOKS = {
         "any_errors_fatal": True,
         "pre_tasks": [
             {"name": "Stand in for the preflight role",
-             "ansible.builtin.set_fact": {"preflight_node": {
-                 "remote_root": "{{ tsubmit_remote_root }}", "gpus": 1, "port": None}}},
-            {"name": "Stand in for the workdir role",
+             "ansible.builtin.set_fact": {"preflight_nodes": (
+                 "{{ {inventory_hostname: {'remote_root': tsubmit_remote_root, 'gpus': 1,"
+                 " 'port': none}} }}")}},
+            {"name": "Create the job's folder as the launch role would",
              "ansible.builtin.file": {"path": "{{ tsubmit_remote_root }}/{{ tsubmit_job_id }}",
                                       "state": "directory", "mode": "0755"}},
         ],

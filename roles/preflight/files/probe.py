@@ -1,7 +1,8 @@
 """Probe a node before a job starts; print one JSON line for the preflight role.
 
-Usage: probe.py REQUEST_JSON, with keys: remote_root, head_address (empty
-unless this node is the head), nproc (0: count GPUs), archive_digest,
+Usage: probe.py REQUEST_JSON, with keys: remote_root, address (the node's
+rendezvous address, reported back), head_address (empty unless this node is
+the head), nproc (0: count GPUs), archive_digest, job_id,
 path_prefix, commands (each must be found on the job's PATH), and container
 (null, or {engine, image, pull}), and dry (Ansible's check mode: create
 and pull nothing).
@@ -81,10 +82,13 @@ def main() -> None:
     archive = os.path.join(root, ".archives", f"{request['archive_digest']}.tar.gz")
     print(json.dumps({
         "remote_root": os.path.realpath(root),
+        "address": request["address"],
         "gpus": int(request["nproc"]) or gpus or 1,
         "has_gpus": gpus > 0,
         "port": free_port(request["head_address"]) if request["head_address"] else None,
         "archive_present": os.path.isfile(archive),
+        # Unpacked already: a restart, or nodes sharing a filesystem.
+        "tree_present": os.path.isdir(os.path.join(root, request["job_id"], "workdir")),
     }))
 
 

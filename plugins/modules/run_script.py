@@ -1,0 +1,98 @@
+# The work is done by the action plugin of the same name (plugins/action/);
+# this file holds its documentation, as ansible.builtin.script's does.
+
+DOCUMENTATION = r"""
+module: run_script
+short_description: Run a script and its files on a node in one SSH round trip
+description:
+  - Sends the script and its files to the node as one tar stream on the standard input of a
+    single command. The command unpacks them into a new private folder, runs the script from
+    the login directory (as M(ansible.builtin.script) does; the files are beside the script, in
+    the folder of its C($0)), removes the folder and returns the script's exit code.
+  - Where M(ansible.builtin.script) costs about six SSH executions and a copy or template task as
+    many again, this costs one, and needs no Python on the node (only C(sh), C(mktemp) and C(tar)).
+  - A file larger than 16 MiB is sent first through the connection's own file transfer (two more
+    round trips), so the controller never holds large files in memory. That file is written as the
+    login user; with become, only a become user root can read it.
+  - Always reports changed; use C(changed_when) for scripts that only look.
+  - In check mode the script does not run; set C(check_mode) to false on a task that only looks.
+options:
+  script:
+    description: The script, found like M(ansible.builtin.script)'s (the role's C(files/) first).
+    type: str
+    required: true
+  executable:
+    description: What runs the script (C(python3) for a Python script).
+    type: str
+    default: /bin/sh
+  args:
+    description: The script's arguments, each quoted for the shell.
+    type: list
+    elements: str
+    default: []
+  files:
+    description: Files put beside the script (in the folder of its C($0)).
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      name:
+        description: The file's name in the script's folder (a plain name, no C(/)).
+        type: str
+        required: true
+      src:
+        description: A file on the controller.
+        type: path
+      content:
+        description: The file's content (a rendered template, for example).
+        type: str
+      mode:
+        description: The file's permissions.
+        type: raw
+        default: "0600"
+  tmpdir:
+    description:
+      - An absolute folder on the node under which the script's private folder is made; default
+        C($TMPDIR), else C(/tmp). Give one on the filesystem the script moves its files to, so a
+        move is an atomic rename.
+    type: str
+author: tsubmit
+"""
+
+EXAMPLES = r"""
+- name: Probe the node with a Python script, in check mode too
+  tsubmit.cluster.run_script:
+    script: probe.py
+    executable: python3
+    args: ["{{ request | to_json }}"]
+  check_mode: false
+  changed_when: false
+  register: probe
+
+- name: Unpack the job's tree and start it
+  tsubmit.cluster.run_script:
+    script: start.sh
+    args: ["{{ job_dir }}"]
+    tmpdir: "{{ job_dir }}"
+    files:
+      - name: workdir.tar.gz
+        src: "{{ archive }}"
+      - name: launch.sh
+        content: "{{ lookup('ansible.builtin.template', 'launch.sh.j2') }}"
+        mode: "0700"
+"""
+
+RETURN = r"""
+rc:
+  description: The script's exit code.
+  returned: always
+  type: int
+stdout:
+  description: The script's standard output.
+  returned: always
+  type: str
+stderr:
+  description: The script's standard error.
+  returned: always
+  type: str
+"""

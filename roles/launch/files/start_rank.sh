@@ -1,0 +1,46 @@
+#!/bin/sh
+# Usage: start_rank.sh ROOT JOB_ID DIGEST ATTEMPT_DIR start|stage
+#
+# Run by tsubmit.cluster.run_script in a private folder under ROOT that holds
+# launch.sh, job.json and, when the node had neither the archive nor the
+# job's tree, workdir.tar.gz. Everything a rank needs happens here, in the one
+# SSH round trip that brought the files:
+#
+# 1. a shipped archive joins the node's cache, ROOT/.archives/DIGEST.tar.gz;
+# 2. the archive is unpacked into ROOT/JOB_ID/workdir unless it already is:
+#    into a folder beside it, then one rename, so nodes sharing a filesystem
+#    (an NFS home) never see a half-written tree (the first rename wins);
+# 3. job.json goes into the tree's .tsubmit/, launch.sh into ATTEMPT_DIR;
+# 4. with `start`, launch.sh starts the rank and prints "PID STARTTICKS EPOCH"
+#    (`stage` stops before, for the pre-launch hooks). An attempt that already
+#    started prints its pid again instead.
+set -eu
+root=$1 job_id=$2 digest=$3 attempt_dir=$4 action=$5
+bundle=$(dirname "$0")
+archive=$root/.archives/$digest.tar.gz
+tree=$root/$job_id/workdir
+
+if [ -f "$bundle/workdir.tar.gz" ]; then
+    mv -f "$bundle/workdir.tar.gz" "$archive"
+fi
+if [ ! -d "$tree" ]; then
+    mkdir -p "$root/$job_id"
+    staging=$(mktemp -d "$tree.unpacking.XXXXXX")
+    trap 'rm -rf "$staging"' EXIT
+    tar -xzf "$archive" -C "$staging" --no-same-owner
+    mkdir -p "$staging/.tsubmit"
+    chmod 0755 "$staging"
+    mv -T "$staging" "$tree" 2>/dev/null || [ -d "$tree" ]
+fi
+cp "$bundle/job.json" "$tree/.tsubmit/job.json"
+mkdir -p "$attempt_dir"
+chmod 0700 "$attempt_dir"
+mv -f "$bundle/launch.sh" "$attempt_dir/launch.sh"
+
+if [ "$action" = start ]; then
+    if [ -s "$attempt_dir/pid" ]; then
+        cat "$attempt_dir/pid"
+    else
+        /bin/sh "$attempt_dir/launch.sh" start
+    fi
+fi
