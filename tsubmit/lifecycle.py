@@ -71,7 +71,7 @@ def refresh(store: JobStore, jobs: list[Job], *, verbose: int = 0) -> list[Job]:
 
                 release_store(job, verbose=verbose)  # nodes may not share a filesystem
         job.message = describe_failure(job)
-        store.save(job)
+    store.save(*active)  # one transaction: one disk sync for every job refreshed
     return jobs
 
 

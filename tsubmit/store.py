@@ -105,24 +105,25 @@ class JobStore:
             raise
         self._db.execute("COMMIT")
 
-    def save(self, job: Job) -> None:
-        """Insert or replace the job and all its ranks."""
-        row = asdict(job)
-        ranks = row.pop("ranks")
-        for column in _JSON_COLUMNS:
-            row[column] = json.dumps(row[column])
+    def save(self, *jobs: Job) -> None:
+        """Insert or replace the jobs and all their ranks, in one transaction."""
         with self._transaction():
-            self._db.execute(
-                f"INSERT OR REPLACE INTO jobs ({', '.join(_JOB_COLUMNS)}) "
-                f"VALUES ({', '.join(':' + c for c in _JOB_COLUMNS)})",
-                row,
-            )
-            self._db.execute("DELETE FROM ranks WHERE job_id = ?", (job.id,))
-            self._db.executemany(
-                f"INSERT INTO ranks (job_id, {', '.join(_RANK_COLUMNS)}) "
-                f"VALUES (:job_id, {', '.join(':' + c for c in _RANK_COLUMNS)})",
-                [{"job_id": job.id, **rank} for rank in ranks],
-            )
+            for job in jobs:
+                row = asdict(job)
+                ranks = row.pop("ranks")
+                for column in _JSON_COLUMNS:
+                    row[column] = json.dumps(row[column])
+                self._db.execute(
+                    f"INSERT OR REPLACE INTO jobs ({', '.join(_JOB_COLUMNS)}) "
+                    f"VALUES ({', '.join(':' + c for c in _JOB_COLUMNS)})",
+                    row,
+                )
+                self._db.execute("DELETE FROM ranks WHERE job_id = ?", (job.id,))
+                self._db.executemany(
+                    f"INSERT INTO ranks (job_id, {', '.join(_RANK_COLUMNS)}) "
+                    f"VALUES (:job_id, {', '.join(':' + c for c in _RANK_COLUMNS)})",
+                    [{"job_id": job.id, **rank} for rank in ranks],
+                )
 
     def delete(self, job_id: str) -> None:
         with self._transaction():
