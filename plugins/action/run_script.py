@@ -82,7 +82,7 @@ class ActionModule(ActionBase):
     def _make_folder(self, tmpdir):
         # As the login user, who writes into it by file transfer; a become
         # user root reads it, another become user could not.
-        made = self._low_level_execute_command(f"mktemp -d {_template(tmpdir)}", sudoable=False)
+        made = self._low_level_execute_command(_mktemp(tmpdir), sudoable=False)
         if made["rc"] != 0:
             raise AnsibleActionFail(f"cannot create a folder on the node: {made['stderr'].strip()}")
         return made["stdout"].strip()
@@ -97,9 +97,11 @@ def _checked(item):
     return item
 
 
-def _template(tmpdir):
-    parent = shlex.quote(tmpdir) if tmpdir else '"${TMPDIR:-/tmp}"'
-    return f"{parent}/.tsubmit-script.XXXXXX"
+def _mktemp(tmpdir):
+    """A command printing a new private folder under TMPDIR (made if missing)."""
+    if not tmpdir:
+        return 'mktemp -d "${TMPDIR:-/tmp}/.tsubmit-script.XXXXXX"'
+    return f"mkdir -p {shlex.quote(tmpdir)} && mktemp -d {shlex.quote(tmpdir)}/.tsubmit-script.XXXXXX"
 
 
 def _command(script_name, args, folder, transferred, environment):
@@ -107,7 +109,7 @@ def _command(script_name, args, folder, transferred, environment):
     transferred files given their modes), the script run from the login
     directory (as ansible.builtin.script runs), the folder removed, the
     script's exit code kept."""
-    made = f"b={shlex.quote(folder)}" if folder else f"b=$(mktemp -d {_template(args['tmpdir'])}) || exit 1"
+    made = f"b={shlex.quote(folder)}" if folder else f"b=$({_mktemp(args['tmpdir'])}) || exit 1"
     steps = ['tar -xf - -C "$b"'] + [f'chmod {item["mode"]:o} "$b"/{shlex.quote(item["name"])}'
                                      for item in transferred]
     run = " ".join([environment.strip(), shlex.join(shlex.split(args["executable"])),

@@ -52,9 +52,11 @@ options:
         default: "0600"
   tmpdir:
     description:
-      - An absolute folder on the node under which the script's private folder is made; default
-        C($TMPDIR), else C(/tmp). Give one on the filesystem the script moves its files to, so a
-        move is an atomic rename.
+      - An absolute folder on the node under which the script's private folder is made (created
+        if missing); default C($TMPDIR), else C(/tmp). Give one on the filesystem the script moves
+        its files to, so a move is an atomic rename. The private folder is removed when the script
+        ends; a run cut short (the connection killed) can leave it behind, so a folder that is
+        cleaned up anyway (a job's own) is a good choice.
     type: str
 author: tsubmit
 """

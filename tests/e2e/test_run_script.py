@@ -59,9 +59,10 @@ def test_a_script_and_its_files_arrive_in_one_ssh_execution(nodes, tmp_path):
     node = nodes.nodes[0]
     small = tmp_path / "small.bin"
     small.write_bytes(os.urandom(4096))
+    tmpdir = node.remote_root / f"made-{tmp_path.name}"  # missing: run_script makes it
     result = play(tmp_path, node, nodes, {
         "name": "Run the report", "tsubmit.cluster.run_script": {
-            "script": "report.sh", "args": ["small.bin", "note.txt"], "tmpdir": str(node.remote_root),
+            "script": "report.sh", "args": ["small.bin", "note.txt"], "tmpdir": str(tmpdir),
             "files": [{"name": "small.bin", "src": str(small)},
                       {"name": "note.txt", "content": "hello\n", "mode": "0640"}]}})
     assert result.returncode == 0, result.stdout[-3000:]
@@ -71,7 +72,7 @@ def test_a_script_and_its_files_arrive_in_one_ssh_execution(nodes, tmp_path):
     assert f"file small.bin {hashlib.sha256(small.read_bytes()).hexdigest()} 600" in result.stdout
     note_digest = hashlib.sha256(b"hello\n").hexdigest()
     assert f"file note.txt {note_digest} 640" in result.stdout
-    assert leftovers(node) == []
+    assert tmpdir.is_dir() and list(tmpdir.iterdir()) == []
 
 
 def test_a_large_file_goes_by_file_transfer_and_arrives_whole(nodes, tmp_path):

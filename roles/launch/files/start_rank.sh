@@ -1,7 +1,7 @@
 #!/bin/sh
 # Usage: start_rank.sh ROOT JOB_ID DIGEST ATTEMPT_DIR start|stage
 #
-# Run by tsubmit.cluster.run_script in a private folder under ROOT that holds
+# Run by tsubmit.cluster.run_script from a private folder under ROOT/JOB_ID that holds
 # launch.sh, job.json and, when the node had neither the archive nor the
 # job's tree, workdir.tar.gz. Everything a rank needs happens here, in the one
 # SSH round trip that brought the files:
