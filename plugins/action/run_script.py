@@ -20,7 +20,7 @@ from ansible.plugins.action import ActionBase
 
 # A file above this size is not held in memory (every fork would hold its own
 # copy): it goes first through the connection's file transfer, which streams
-# from disk, at the cost of one more round trip.
+# from disk, at the cost of two more round trips (the folder, the transfer).
 INLINE_LIMIT = 16 * 1024 * 1024
 
 FILE_OPTIONS = {
@@ -61,18 +61,18 @@ class ActionModule(ActionBase):
             return result
 
         large = [item for item in files if item["src"] and os.path.getsize(item["src"]) > INLINE_LIMIT]
+        inline = [item for item in files if item not in large]
         folder = self._make_folder(args["tmpdir"]) if large else None
         try:
             for item in large:
                 self._connection.put_file(item["src"], f"{folder}/{item['name']}")
             bundle = _tar([(script_name, script, None, 0o700)]
-                          + [(item["name"], item["src"], item["content"], item["mode"])
-                             for item in files if item not in large])
+                          + [(item["name"], item["src"], item["content"], item["mode"]) for item in inline])
             command = _command(script_name, args, folder, large, self._compute_environment_string())
             outcome = self._low_level_execute_command(command, sudoable=True, in_data=bundle)
         except BaseException:
             if folder:  # the command removes its folder itself; a failed transfer leaves it
-                self._low_level_execute_command(f"rm -rf {shlex.quote(folder)}", sudoable=True)
+                self._low_level_execute_command(f"rm -rf {shlex.quote(folder)}", sudoable=False)
             raise
         result.update(outcome, changed=True)
         if outcome["rc"] != 0:
@@ -122,10 +122,11 @@ def _tar(members):
     stream = io.BytesIO()
     with tarfile.open(fileobj=stream, mode="w", format=tarfile.USTAR_FORMAT) as bundle:
         for name, path, content, mode in members:
-            data = to_bytes(content) if path is None and content is not None else None
-            if data is None:
+            if content is None:
                 with open(path, "rb") as source:
                     data = source.read()
+            else:
+                data = to_bytes(content)
             entry = tarfile.TarInfo(name)
             entry.size, entry.mode, entry.mtime = len(data), mode, time.time()
             bundle.addfile(entry, io.BytesIO(data))
