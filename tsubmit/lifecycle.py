@@ -150,6 +150,8 @@ def restart(store: JobStore, job: Job, *, on_event=None, verbose: int = 0) -> Jo
                       on_event=on_event, verbose=verbose,
                       skip_tags=[] if job.executor == "optuna" else ["optuna"])
     failures = run.failures()
+    if run.status == "successful" and not failures:
+        failures = submit.unstarted(job, run)
     if failures or run.status != "successful":
         run_for_job(job, "stop", {"stop_grace": submit.ROLLBACK_GRACE}, verbose=verbose)
         job.state = states.FAILED

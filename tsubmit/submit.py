@@ -168,6 +168,8 @@ def submit(the_plan: Plan, workdir, store: JobStore, *, on_event=None, verbose: 
                        skip_tags=the_plan.skipped_steps(),
                        vault_password_file=cluster.ref.vault_password_file)
     failures = run.failures()
+    if run.status == "successful" and not failures:
+        failures = unstarted(job, run)
     if failures or run.status != "successful":
         _roll_back(the_plan, store, run, failures, verbose)
     record_started(job, run)
@@ -175,13 +177,23 @@ def submit(the_plan: Plan, workdir, store: JobStore, *, on_event=None, verbose: 
     return job
 
 
+def _printed_pid(run: PlaybookRun, host: str) -> str:
+    results = run.hosts[host].results
+    return next((results[task]["stdout"] for task in reversed(START_TASKS)
+                 if results.get(task, {}).get("stdout", "").strip()), "")
+
+
+def unstarted(job: Job, run: PlaybookRun) -> dict[str, str]:
+    """Hosts whose launch printed no pid: a replaced launch role that does not keep the contract."""
+    return {rank.host: f"the launch role printed no pid; the task that starts a rank must be named "
+                       f"{' or '.join(map(repr, START_TASKS))} and print 'PID STARTTICKS EPOCH'"
+            for rank in job.ranks if not _printed_pid(run, rank.host)}
+
+
 def record_started(job: Job, run: PlaybookRun) -> None:
     """Take each rank's pid and start time from what its launch script printed."""
     for rank in job.ranks:
-        results = run.hosts[rank.host].results
-        printed = next(results[task]["stdout"] for task in reversed(START_TASKS)
-                       if results.get(task, {}).get("stdout", "").strip())
-        pid, ticks, started = printed.split()[:3]
+        pid, ticks, started = _printed_pid(run, rank.host).split()[:3]
         rank.pid, rank.pid_start, rank.started_at = int(pid), ticks, float(started)
         rank.state = RUNNING
     job.state = RUNNING

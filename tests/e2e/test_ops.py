@@ -327,6 +327,26 @@ def test_a_launch_role_from_tsubmit_ansible_path_replaces_the_built_in_one(cli, 
     assert "team ops-0" in logs and "team ops-1" in logs, logs
 
 
+def test_a_replaced_launch_role_that_breaks_the_contract_is_rolled_back(cli, nodes, workdir, tmp_path):
+    ops = tmp_path / "ops"
+    shutil.copytree(REPO / "roles" / "launch", ops / "launch")
+    tasks = ops / "launch" / "tasks" / "main.yml"
+    original = "- name: Ship the job's tree and launch script, and start the rank"
+    tasks.write_text(tasks.read_text().replace(original, "- name: Start our way"))
+    cli.env["TSUBMIT_ANSIBLE_PATH"] = str(ops)
+    members = nodes.nodes[:2]
+    cli.write_cluster("c", nodes, members)
+    run = cli("run", "-c", "c", "--executor", "distributed", "--name", "renamed", "--workdir", str(workdir),
+              "--", "python", "sleeper.py")
+    assert run.code == 3, run.output
+    assert "the launch role printed no pid" in run.stderr and "Start the rank detached" in run.stderr
+    [job] = cli.ok("list", "-o", "json").json()
+    assert job["state"] == "failed"
+    for node in members:  # what did start was stopped and removed
+        assert nodes.processes_of(node, r"sleeper\.py") == []
+        assert not (node.remote_root / job["id"]).exists()
+
+
 def test_ansible_info_shows_what_tsubmit_runs(cli, tmp_path):
     from ansible.release import __version__ as ansible_core
 
