@@ -62,6 +62,7 @@ sys.path.insert(0, str(REPO))
 import yaml  # noqa: E402
 
 from tests.harness import SshNodes  # noqa: E402
+from tests.harness.sshd import children_map, descendants  # noqa: E402
 from tsubmit import archive as archives  # noqa: E402
 
 _SCRIPT = Path(sys.executable).parent / "tsubmit"
@@ -184,35 +185,11 @@ class TreeSampler:
 
     def _loop(self) -> None:
         while not self._done.is_set():
-            pids = [*_descendants(self._root), self._root]
+            pids = [*descendants(self._root), self._root]
             total = sum(_pss_kib(pid) for pid in pids)
             if total > self.peak_kib:
                 self.peak_kib, self.peak_processes = total, len(pids)
             self._done.wait(self.interval)
-
-
-def _descendants(root: int, children: dict[int, list[int]] | None = None) -> list[int]:
-    children = _children_map() if children is None else children
-    found, todo = [], [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def _children_map() -> dict[int, list[int]]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            text = Path(f"/proc/{entry}/stat").read_text()
-            ppid = int(text[text.rindex(")") + 2:].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
-    return children
 
 
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -237,12 +214,12 @@ def node_cpu(nodes: SshNodes) -> float:
     rank costs nothing anyway). Take a difference around an operation.
     """
     total = 0
-    children = _children_map()
+    children = children_map()
     for node in nodes.nodes:
         if node.process is None:
             continue
         root = node.process.pid
-        total += sum(_cpu_ticks(pid) for pid in [root, *_descendants(root, children)])
+        total += sum(_cpu_ticks(pid) for pid in [root, *descendants(root, children)])
     return total / _TICK
 
 

@@ -237,7 +237,7 @@ class SshNodes:
         if proc is not None and proc.poll() is None:
             # Frozen, the listener cannot fork new connections while we list them.
             os.kill(proc.pid, signal.SIGSTOP)
-            connections = [pid for pid in _descendants(proc.pid) if _comm(pid).startswith("sshd")]
+            connections = [pid for pid in descendants(proc.pid) if _comm(pid).startswith("sshd")]
             proc.kill()
             proc.wait()
             _terminate(connections)
@@ -747,11 +747,18 @@ def _comm(pid: int) -> str:
         return ""
 
 
-def _descendants(root: int) -> list[int]:
+def children_map() -> dict[int, list[int]]:
+    """Every live process's children, by parent pid."""
     children: dict[int, list[int]] = {}
     for pid in _pids():
         with contextlib.suppress(OSError, IndexError, ValueError):
             children.setdefault(int(_stat_fields(pid)[1]), []).append(pid)
+    return children
+
+
+def descendants(root: int, children: dict[int, list[int]] | None = None) -> list[int]:
+    """ROOT's descendants; pass one children_map() to walk several trees of one moment."""
+    children = children_map() if children is None else children
     found, todo = [], [root]
     while todo:
         for child in children.get(todo.pop(), []):
