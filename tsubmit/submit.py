@@ -3,8 +3,8 @@
 import time
 from dataclasses import dataclass
 
+from . import ansible_env, hooks
 from . import archive as archives
-from . import hooks
 from .ansible_run import PlaybookRun, cluster_hosts, run_playbook
 from .clusters import ResolvedCluster, resolve
 from .errors import LaunchError, UsageError
@@ -19,6 +19,8 @@ from .views import public_extras
 # the first, unless pre-launch hooks make the start a task of its own.
 START_TASKS = ("Ship the job's tree and launch script, and start the rank", "Start the rank detached")
 ROLLBACK_GRACE = 5
+# submit.yml's roles, and the prefix of the variables each defines for itself.
+SUBMIT_ROLES = ("preflight", "launch")
 
 
 @dataclass
@@ -41,6 +43,20 @@ class Plan:
         used = hooks.kinds_used({node.name: node.vars for node in self.cluster.nodes},
                                 hooks.job_extravars(self.job.extras))
         return unused_steps(self.job, used)
+
+    def role_validation(self) -> dict:
+        """Extra-vars that skip the roles' argument-spec validation when tsubmit
+        has checked every variable they read: a validation is a task per host
+        and role, about a fifth of a submit. The inventory's tsubmit_* variables
+        are checked while resolving the cluster (clusters.resolve) and its
+        hooks by hooks.check; the rest are tsubmit's own extra-vars. A role
+        variable set in the inventory, or a role replaced on
+        TSUBMIT_ANSIBLE_PATH, keeps the validation."""
+        replaced = any((folder / role).is_dir()
+                       for folder in ansible_env.user_paths() for role in SUBMIT_ROLES)
+        prefixes = tuple(f"{role}_" for role in SUBMIT_ROLES)
+        role_variables = any(name.startswith(prefixes) for node in self.cluster.nodes for name in node.vars)
+        return {} if replaced or role_variables else {"tsubmit_validate_roles": False}
 
 
 def unused_steps(job: Job, hook_kinds: set[str]) -> list[str]:
@@ -149,7 +165,8 @@ def check(the_plan: Plan, workdir, *, verbose: int = 1) -> None:
     archive = pack(the_plan, workdir)
     cluster = the_plan.cluster
     run = run_playbook("submit", cluster.ref.sources, cluster_hosts(cluster, the_plan.host_vars()),
-                       extravars(the_plan.job, archive), verbose=verbose, check=True,
+                       {**extravars(the_plan.job, archive), **the_plan.role_validation()},
+                       verbose=verbose, check=True,
                        skip_tags=the_plan.skipped_steps(),
                        vault_password_file=cluster.ref.vault_password_file)
     failures = run.failures()
@@ -164,7 +181,8 @@ def submit(the_plan: Plan, workdir, store: JobStore, *, on_event=None, verbose: 
 
     cluster = the_plan.cluster
     run = run_playbook("submit", cluster.ref.sources, cluster_hosts(cluster, the_plan.host_vars()),
-                       extravars(job, archive), on_event=on_event, verbose=verbose,
+                       {**extravars(job, archive), **the_plan.role_validation()},
+                       on_event=on_event, verbose=verbose,
                        skip_tags=the_plan.skipped_steps(),
                        vault_password_file=cluster.ref.vault_password_file)
     failures = run.failures()

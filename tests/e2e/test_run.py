@@ -102,6 +102,20 @@ def test_a_node_that_cannot_be_reached_fails_the_launch_and_leaves_nothing(cli, 
     assert not (head.remote_root / job["id"]).exists()
 
 
+def test_a_role_variable_of_the_wrong_type_is_refused_by_the_roles_argument_spec(cli, nodes, workdir):
+    # tsubmit checks the tsubmit_* variables itself and then skips the roles'
+    # argument-spec validation; a role variable set in the inventory keeps it.
+    head = nodes.nodes[0]
+    cli.write_cluster("c", nodes, [head], launch_host_env=["NCCL_SOCKET_IFNAME=lo"])
+    run = cli("run", "-c", "c", "--workdir", str(workdir), "--", "python", "sleeper.py")
+    assert run.code == 3, run.output
+    assert "launch_host_env" in run.stderr and "dict" in run.stderr
+    [job] = cli.ok("list", "--all", "-o", "json").json()
+    assert job["state"] == "failed"
+    assert nodes.processes_of(head, "sleeper.py") == []
+    assert not (head.remote_root / job["id"]).exists()
+
+
 def test_torchrun_missing_on_a_node_names_the_host_and_the_remedy(cli, nodes, workdir):
     cli.write_cluster("c", nodes, nodes.nodes[:2])
     path = cli.home / "config" / "clusters" / "c.yml"

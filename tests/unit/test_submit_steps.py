@@ -1,8 +1,10 @@
-"""Which of submit.yml's tagged steps `tsubmit run` skips for a job."""
+"""Which of submit.yml's steps `tsubmit run` skips for a job: the tagged ones it has
+nothing for, and the roles' argument-spec validation when it checked every input."""
 
+from tsubmit.clusters import ClusterRef, Node, ResolvedCluster
 from tsubmit.hooks import kinds_used
 from tsubmit.job import Job
-from tsubmit.submit import unused_steps
+from tsubmit.submit import Plan, unused_steps
 
 
 def job(executor: str) -> Job:
@@ -27,3 +29,29 @@ def test_hook_kinds_come_from_any_host_and_from_the_job():
     job_vars = {"tsubmit_job_pre_launch_roles": ["site.prepare"]}
     assert kinds_used(hosts, job_vars) == {"post_launch_tasks", "pre_launch_roles"}
     assert kinds_used({"a": {}}, {}) == set()
+
+
+def plan_on(*host_vars: dict) -> Plan:
+    nodes = [Node(f"n{rank}", rank, f"10.0.0.{rank + 1}", None, variables)
+             for rank, variables in enumerate(host_vars)]
+    return Plan(job("distributed"), ResolvedCluster(ClusterRef("c", []), nodes, "first host"))
+
+
+def test_the_roles_validation_is_skipped_when_tsubmit_checked_every_input(monkeypatch):
+    monkeypatch.delenv("TSUBMIT_ANSIBLE_PATH", raising=False)
+    assert plan_on({"tsubmit_python": "/usr/bin/python3"}, {}).role_validation() == {
+        "tsubmit_validate_roles": False}
+
+
+def test_a_role_variable_in_the_inventory_keeps_the_validation(monkeypatch):
+    monkeypatch.delenv("TSUBMIT_ANSIBLE_PATH", raising=False)
+    assert plan_on({}, {"launch_host_env": {"A": "1"}}).role_validation() == {}
+    assert plan_on({"preflight_python": "/opt/py"}).role_validation() == {}
+
+
+def test_a_replaced_role_keeps_the_validation(monkeypatch, tmp_path):
+    (tmp_path / "hooks").mkdir()
+    monkeypatch.setenv("TSUBMIT_ANSIBLE_PATH", str(tmp_path))
+    assert plan_on({}).role_validation() == {"tsubmit_validate_roles": False}
+    (tmp_path / "launch").mkdir()
+    assert plan_on({}).role_validation() == {}
