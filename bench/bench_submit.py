@@ -19,7 +19,9 @@ Sections (figures are medians over alternating rounds of the same run):
   archive is new and shipped. Against it, a raw parallel-ssh reference: one
   ssh per node at once, the same tar.gz on stdin, unpacked into a fresh folder
   under the node's remote root, the command started detached (setsid, output
-  to a file, pid printed). Optionally the original torch-submit.
+  to a file, pid printed). And the ansible-runner floor (ansible_floor.py): two
+  empty round trips per node through ansible-runner, right after the warm
+  submit. Optionally the original torch-submit.
 * list: `tsubmit list` with 1, 10 and 50 active jobs on a 2-node cluster.
 * resubmit: bytes shipped when the same tree is submitted again (the node's
   archive cache file must be left untouched: same inode and mtime).
@@ -70,6 +72,7 @@ TSUBMIT = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "tsubmi
 SLEEP = ["python", "-c", "import time; time.sleep(30)"]
 LONG_SLEEP = ["python", "-c", "import time; time.sleep(3600)"]
 SUBMIT_TIMEOUT = 1800
+FLOOR = Path(__file__).resolve().parent / "ansible_floor.py"
 
 TARGETS = {
     "submit": "N=16 `tsubmit run` within 1.5x of raw parallel ssh",
@@ -564,7 +567,7 @@ def section_submit(ctx: Context, sizes: list[int]) -> None:
     out = ctx.results.setdefault("submit", {})
     for n in sizes:
         members = nodes.nodes[:n]
-        figures = {"raw": [], "cold": [], "warm": [], "raw_node_cpu": [], "raw_ctl_cpu": [],
+        figures = {"raw": [], "cold": [], "warm": [], "floor": [], "raw_node_cpu": [], "raw_ctl_cpu": [],
                    "cold_node_cpu": [], "cold_ctl_cpu": [], "warm_node_cpu": [], "warm_ctl_cpu": [],
                    "torch_submit": [], "rss_kib": [], "ts_started": [],
                    "ts_rss_kib": [], "ts_codes": []}
@@ -606,6 +609,12 @@ def section_submit(ctx: Context, sizes: list[int]) -> None:
                         log(f"N={n} round {round_index + 1}: tsubmit run ({variant}) {result.seconds:.2f} s, "
                             f"peak RSS {result.maxrss_kib / 1024:.0f} MiB")
                         delete_jobs(env, [job])
+                    # Right after the warm submit, on the same warm control masters.
+                    inventory = home / "config" / "clusters" / f"c{n}.yml"
+                    result = run_timed([sys.executable, str(FLOOR), str(inventory), str(n)],
+                                       env=env).check(f"ansible floor (N={n})")
+                    figures["floor"].append(result.seconds)
+                    log(f"N={n} round {round_index + 1}: ansible-runner floor {result.seconds:.2f} s")
                 else:
                     ts_dirs_before = set(glob.glob("/tmp/torch_submit_job_*"))
                     kill_node_processes(nodes, members, r"time\.sleep\(30\)")  # leftovers of any tool
@@ -635,9 +644,9 @@ def section_submit(ctx: Context, sizes: list[int]) -> None:
                            env=env, cwd=wd, sampler=sampler).check("tsubmit run (sampled)")
         delete_jobs(env, [job_id_of(result)])
         entry = {
-            "raw": figures["raw"], "cold": figures["cold"], "warm": figures["warm"],
+            **{key: figures[key] for key in ("raw", "cold", "warm", "floor")},
             "raw_median": median(figures["raw"]), "cold_median": median(figures["cold"]),
-            "warm_median": median(figures["warm"]),
+            "warm_median": median(figures["warm"]), "floor_median": median(figures["floor"]),
             "cpu": {key: median(figures[key]) for key in ("raw_ctl_cpu", "raw_node_cpu", "cold_ctl_cpu",
                                                          "cold_node_cpu", "warm_ctl_cpu", "warm_node_cpu")},
             "loadavg": loadavg(),
@@ -879,8 +888,8 @@ def report(ctx: Context, sizes: list[int]) -> str:
     submit = results.get("submit", {})
     if submit:
         lines += ["", "## tsubmit run until every rank started (s)"]
-        headers = ["N", "raw ssh", "tsubmit cold", "tsubmit warm", "cold/raw", "warm/raw", "peak RSS MiB",
-                   "tree PSS MiB"]
+        headers = ["N", "raw ssh", "tsubmit cold", "tsubmit warm", "cold/raw", "warm/raw", "runner floor",
+                   "floor/raw", "peak RSS MiB", "tree PSS MiB"]
         if any("torch_submit_median" in entry for entry in submit.values()):
             headers += ["torch-submit", "ranks started"]
         rows = []
@@ -888,6 +897,7 @@ def report(ctx: Context, sizes: list[int]) -> str:
             raw = entry["raw_median"]
             row = [n, fmt_s(raw), fmt_s(entry["cold_median"]), fmt_s(entry["warm_median"]),
                    f"{entry['cold_median'] / raw:.1f}x", f"{entry['warm_median'] / raw:.1f}x",
+                   fmt_s(entry["floor_median"]), f"{entry['floor_median'] / raw:.1f}x",
                    fmt_mb(entry["rss_max_kib"]), fmt_mb(entry["tree_pss_peak_kib"])]
             if "torch_submit_median" in entry:
                 started, codes = entry["torch_submit_started"], entry["torch_submit_codes"]
@@ -899,6 +909,8 @@ def report(ctx: Context, sizes: list[int]) -> str:
                 row += ["-", "-"]
             rows.append(row)
         lines.append(table(headers, rows))
+        lines.append("runner floor: ansible_floor.py, two `raw: true` tasks per node through ansible-runner "
+                     "on the warm masters, the least any submit of two round trips built this way costs")
         lines += ["", "CPU seconds per submit, controller (the command's process tree) / nodes (every sshd "
                   "session and what it ran)"]
         rows = []
