@@ -20,8 +20,9 @@ Sections (figures are medians over alternating rounds of the same run):
   ssh per node at once, the same tar.gz on stdin, unpacked into a fresh folder
   under the node's remote root, the command started detached (setsid, output
   to a file, pid printed). And the ansible-runner floor (ansible_floor.py): two
-  empty round trips per node through ansible-runner, right after the warm
-  submit. Optionally the original torch-submit.
+  empty round trips per node through ansible-runner, cold and warm like the
+  submit. Optionally the original torch-submit (its nodes' user then has bash
+  for a shell: ensure_bash_user).
 * list: `tsubmit list` with 1, 10 and 50 active jobs on a 2-node cluster.
 * resubmit: bytes shipped when the same tree is submitted again (the node's
   archive cache file must be left untouched: same inode and mtime).
@@ -42,6 +43,7 @@ import glob
 import hashlib
 import json
 import os
+import pwd
 import re
 import resource
 import shutil
@@ -73,6 +75,8 @@ SLEEP = ["python", "-c", "import time; time.sleep(30)"]
 LONG_SLEEP = ["python", "-c", "import time; time.sleep(3600)"]
 SUBMIT_TIMEOUT = 1800
 FLOOR = Path(__file__).resolve().parent / "ansible_floor.py"
+SLEEPERS = r"time\.sleep\(30\)|train\.py"  # what the tools' ranks run
+BASH_USER = "tsubmit-bench-bash"
 
 TARGETS = {
     "submit": "N=16 `tsubmit run` within 1.5x of raw parallel ssh",
@@ -396,6 +400,20 @@ def raw_cleanup(nodes: SshNodes, members, tag: str, pids: dict) -> None:
 # --------------------------------------------------------------------- torch-submit
 
 
+def ensure_bash_user() -> str:
+    """The nodes' user when torch-submit is compared: every command torch-submit
+    starts begins with `source ~/.profile`, which the harness's light user (shell
+    /bin/sh, dash) does not know. This user's shell is bash with Debian's skeleton
+    rc files, which return at once in a non-interactive shell; every tool of the
+    comparison runs against the same nodes as this user."""
+    try:
+        pwd.getpwnam(BASH_USER)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--user-group", "--create-home", "--home-dir",
+                        f"/var/lib/{BASH_USER}", "--shell", "/bin/bash", BASH_USER], check=True)
+    return BASH_USER
+
+
 def torch_submit_setup(path: str, bench_dir: Path, nodes: SshNodes, sizes: list[int]) -> dict:
     """A HOME for torch-submit with one cluster per size; its config lives under ~/.cache."""
     home = bench_dir / "torch-submit-home"
@@ -417,14 +435,21 @@ def torch_submit_setup(path: str, bench_dir: Path, nodes: SshNodes, sizes: list[
     shutil.copy(nodes.known_hosts, home / ".ssh" / "known_hosts")
     env = {**os.environ, "HOME": str(home), "NO_COLOR": "1", "TERM": "dumb"}
     env.pop("VIRTUAL_ENV", None)
-    return {"path": path, "env": env, "home": home}
+    # Its runtime environment prefixes the node's torchrun line: the nodes' python
+    # and torchrun come first on PATH, as tsubmit_python does for tsubmit.
+    runtime_env = home / "runtime_env.yaml"
+    runtime_env.write_text(yaml.safe_dump({"PATH": f"{Path(nodes.python).parent}:/usr/bin:/bin"}))
+    return {"path": path, "env": env, "home": home, "runtime_env": runtime_env}
 
 
 def torch_submit_run(ts: dict, n: int, wd: Path) -> Timed:
     # torchrun is its default executor; its `distributed` one indexes the
-    # worker list by rank and fails on the last node.
+    # worker list by rank and fails on the last node. It joins the command's
+    # words with spaces, unquoted, so the rank is train.py (it sleeps 30 s too)
+    # rather than `python -c "..."`.
     return run_timed([ts["path"], "job", "submit", "--cluster", f"c{n}", "--working-dir", str(wd),
-                      "--executor", "torchrun", "--", *SLEEP], env=ts["env"], cwd=wd)
+                      "--executor", "torchrun", "--runtime-env", str(ts["runtime_env"]), "--",
+                      "python", "train.py"], env=ts["env"], cwd=wd)
 
 
 # --------------------------------------------------------------------- runner artifacts
@@ -567,7 +592,8 @@ def section_submit(ctx: Context, sizes: list[int]) -> None:
     out = ctx.results.setdefault("submit", {})
     for n in sizes:
         members = nodes.nodes[:n]
-        figures = {"raw": [], "cold": [], "warm": [], "floor": [], "raw_node_cpu": [], "raw_ctl_cpu": [],
+        figures = {"raw": [], "cold": [], "warm": [], "floor_cold": [], "floor_warm": [],
+                   "raw_node_cpu": [], "raw_ctl_cpu": [],
                    "cold_node_cpu": [], "cold_ctl_cpu": [], "warm_node_cpu": [], "warm_ctl_cpu": [],
                    "torch_submit": [], "rss_kib": [], "ts_started": [],
                    "ts_rss_kib": [], "ts_codes": []}
@@ -609,18 +635,21 @@ def section_submit(ctx: Context, sizes: list[int]) -> None:
                         log(f"N={n} round {round_index + 1}: tsubmit run ({variant}) {result.seconds:.2f} s, "
                             f"peak RSS {result.maxrss_kib / 1024:.0f} MiB")
                         delete_jobs(env, [job])
-                    # Right after the warm submit, on the same warm control masters.
                     inventory = home / "config" / "clusters" / f"c{n}.yml"
-                    result = run_timed([sys.executable, str(FLOOR), str(inventory), str(n)],
-                                       env=env).check(f"ansible floor (N={n})")
-                    figures["floor"].append(result.seconds)
-                    log(f"N={n} round {round_index + 1}: ansible-runner floor {result.seconds:.2f} s")
+                    for variant in ("cold", "warm"):
+                        if variant == "cold":
+                            close_masters(home)
+                        result = run_timed([sys.executable, str(FLOOR), str(inventory), str(n)],
+                                           env=env).check(f"ansible floor (N={n})")
+                        figures[f"floor_{variant}"].append(result.seconds)
+                        log(f"N={n} round {round_index + 1}: ansible-runner floor ({variant}) "
+                            f"{result.seconds:.2f} s")
                 else:
                     ts_dirs_before = set(glob.glob("/tmp/torch_submit_job_*"))
-                    kill_node_processes(nodes, members, r"time\.sleep\(30\)")  # leftovers of any tool
+                    kill_node_processes(nodes, members, SLEEPERS)  # leftovers of any tool
                     result = torch_submit_run(ts, n, wd)
                     time.sleep(0.5)  # let the last node's detached command start
-                    started = sum(bool(nodes.processes_of(node, r"time\.sleep\(30\)")) for node in members)
+                    started = sum(bool(nodes.processes_of(node, r"train\.py")) for node in members)
                     figures["torch_submit"].append(result.seconds)
                     figures["ts_started"].append(started)
                     figures["ts_rss_kib"].append(result.maxrss_kib)
@@ -632,7 +661,7 @@ def section_submit(ctx: Context, sizes: list[int]) -> None:
                         plain = [line for line in (result.stdout + result.stderr).splitlines()
                                  if line.strip() and line[0] not in "│╭╰"]
                         log("torch-submit said:\n  " + "\n  ".join(plain[-12:]))
-                    kill_node_processes(nodes, members, r"time\.sleep\(30\)|torch_submit_job_")
+                    kill_node_processes(nodes, members, SLEEPERS + "|torch_submit_job_")
                     # Its job folder is /tmp/torch_submit_job_<uuid> on every node (one
                     # filesystem here): remove the ones this run made.
                     for path in set(glob.glob("/tmp/torch_submit_job_*")) - ts_dirs_before:
@@ -644,9 +673,9 @@ def section_submit(ctx: Context, sizes: list[int]) -> None:
                            env=env, cwd=wd, sampler=sampler).check("tsubmit run (sampled)")
         delete_jobs(env, [job_id_of(result)])
         entry = {
-            **{key: figures[key] for key in ("raw", "cold", "warm", "floor")},
-            "raw_median": median(figures["raw"]), "cold_median": median(figures["cold"]),
-            "warm_median": median(figures["warm"]), "floor_median": median(figures["floor"]),
+            **{key: figures[key] for key in ("raw", "cold", "warm", "floor_cold", "floor_warm")},
+            **{f"{key}_median": median(figures[key])
+               for key in ("raw", "cold", "warm", "floor_cold", "floor_warm")},
             "cpu": {key: median(figures[key]) for key in ("raw_ctl_cpu", "raw_node_cpu", "cold_ctl_cpu",
                                                          "cold_node_cpu", "warm_ctl_cpu", "warm_node_cpu")},
             "loadavg": loadavg(),
@@ -888,8 +917,8 @@ def report(ctx: Context, sizes: list[int]) -> str:
     submit = results.get("submit", {})
     if submit:
         lines += ["", "## tsubmit run until every rank started (s)"]
-        headers = ["N", "raw ssh", "tsubmit cold", "tsubmit warm", "cold/raw", "warm/raw", "runner floor",
-                   "floor/raw", "peak RSS MiB", "tree PSS MiB"]
+        headers = ["N", "raw ssh", "tsubmit cold", "tsubmit warm", "cold/raw", "warm/raw",
+                   "floor cold", "floor warm", "floor/raw", "peak RSS MiB", "tree PSS MiB"]
         if any("torch_submit_median" in entry for entry in submit.values()):
             headers += ["torch-submit", "ranks started"]
         rows = []
@@ -897,7 +926,8 @@ def report(ctx: Context, sizes: list[int]) -> str:
             raw = entry["raw_median"]
             row = [n, fmt_s(raw), fmt_s(entry["cold_median"]), fmt_s(entry["warm_median"]),
                    f"{entry['cold_median'] / raw:.1f}x", f"{entry['warm_median'] / raw:.1f}x",
-                   fmt_s(entry["floor_median"]), f"{entry['floor_median'] / raw:.1f}x",
+                   fmt_s(entry["floor_cold_median"]), fmt_s(entry["floor_warm_median"]),
+                   f"{entry['floor_cold_median'] / raw:.1f}x / {entry['floor_warm_median'] / raw:.1f}x",
                    fmt_mb(entry["rss_max_kib"]), fmt_mb(entry["tree_pss_peak_kib"])]
             if "torch_submit_median" in entry:
                 started, codes = entry["torch_submit_started"], entry["torch_submit_codes"]
@@ -909,8 +939,9 @@ def report(ctx: Context, sizes: list[int]) -> str:
                 row += ["-", "-"]
             rows.append(row)
         lines.append(table(headers, rows))
-        lines.append("runner floor: ansible_floor.py, two `raw: true` tasks per node through ansible-runner "
-                     "on the warm masters, the least any submit of two round trips built this way costs")
+        lines.append("floor: ansible_floor.py, two `raw: true` tasks per node through ansible-runner, with "
+                     "the control masters closed first (cold) and reused (warm): the least any submit of two "
+                     "round trips built this way costs")
         lines += ["", "CPU seconds per submit, controller (the command's process tree) / nodes (every sshd "
                   "session and what it ran)"]
         rows = []
@@ -1048,7 +1079,7 @@ def main() -> int:
     wd = make_workdir(bench_dir)
     needs_nodes = sections & {"submit", "resubmit", "list"}
     count = max(sizes) if "submit" in sections else 4
-    nodes = SshNodes(count, subnet=args.subnet)
+    nodes = SshNodes(count, subnet=args.subnet, **({"user": ensure_bash_user()} if args.torch_submit else {}))
     ctx = Context(args, nodes, bench_dir, wd)
     ctx.results["loadavg_start"] = loadavg()
     try:

@@ -4,7 +4,9 @@ A named cluster is an inventory file of its own under the config dir, written
 by `tsubmit cluster add` (head first; ranks follow the file's order). The
 embedded `local` cluster is this machine. Resolving a cluster reads the
 inventory with Ansible's own inventory code, so whatever ansible-playbook
-accepts, tsubmit reads the same way.
+accepts, tsubmit reads the same way; a file of the plain shape tsubmit writes
+is read directly when nothing could make Ansible read it differently, which
+spares the command Ansible's import (_plain_yaml_hosts).
 """
 
 import os
@@ -277,7 +279,22 @@ def inventory_ref(path: str, group: str | None) -> ClusterRef:
 
 
 def resolve(ref: ClusterRef) -> ResolvedCluster:
-    """Read the inventory with Ansible and order its hosts: head first, then inventory order."""
+    """Read the inventory and order its hosts: head first, then inventory order."""
+    found = _plain_yaml_hosts(ref) or _ansible_hosts(ref)
+    head, reason = _pick_head(ref.group, found)
+    ordered = [head] + [name for name in found.names if name != head]
+    nodes = [_node(name, rank, found.variables[name]) for rank, name in enumerate(ordered)]
+    return ResolvedCluster(ref, nodes, reason)
+
+
+@dataclass
+class _Hosts:
+    names: list[str]  # the selected hosts, in inventory order
+    variables: dict[str, dict]  # each host's variables
+    head_groups: dict[str, list[str]]  # `GROUP_head` and `tsubmit_head`, when groups of the inventory
+
+
+def _ansible_hosts(ref: ClusterRef) -> _Hosts:
     from .ansible_env import load_inventory, quiet
 
     inventory, variables = load_inventory(ref.sources, ref.vault_password_file)
@@ -285,31 +302,62 @@ def resolve(ref: ClusterRef) -> ResolvedCluster:
         if ref.limit:
             inventory.subset(ref.limit)
         hosts = inventory.get_hosts(pattern=ref.group)
-    if ref.group != "all" and ref.group not in inventory.groups and ref.group not in inventory.hosts:
-        raise UsageError(f"group {ref.group!r} is not in {', '.join(ref.sources)}")
-    if not hosts:
-        where = f"group {ref.group!r}" + (f" with --limit {ref.limit!r}" if ref.limit else "")
-        raise UsageError(f"{where} of {', '.join(ref.sources)} has no hosts")
-    host_vars = {host.name: variables.get_vars(host=host) for host in hosts}
-    head, reason = _pick_head(ref.group, hosts, host_vars, inventory)
-    ordered = [head] + [host for host in hosts if host is not head]
-    nodes = [_node(str(host.name), rank, host_vars[host.name]) for rank, host in enumerate(ordered)]
-    return ResolvedCluster(ref, nodes, reason)
+        if ref.group != "all" and ref.group not in inventory.groups and ref.group not in inventory.hosts:
+            raise UsageError(f"group {ref.group!r} is not in {', '.join(ref.sources)}")
+        if not hosts:
+            where = f"group {ref.group!r}" + (f" with --limit {ref.limit!r}" if ref.limit else "")
+            raise UsageError(f"{where} of {', '.join(ref.sources)} has no hosts")
+        head_groups = {group: [str(h.name) for h in inventory.get_hosts(pattern=group) if h in hosts]
+                       for group in (f"{ref.group}_head", "tsubmit_head") if group in inventory.groups}
+    return _Hosts([str(host.name) for host in hosts],
+                  {str(host.name): variables.get_vars(host=host) for host in hosts}, head_groups)
 
 
-def _pick_head(group, hosts, host_vars, inventory):
-    flagged = [h for h in hosts if _truthy(host_vars[h.name].get("tsubmit_head"))]
+# A host name the YAML inventory takes as it is (no range, no port).
+_PLAIN_HOST_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+def _plain_yaml_hosts(ref: ClusterRef) -> _Hosts | None:
+    """The hosts of an inventory of the shape tsubmit writes (one YAML file:
+    all.hosts with their variables, all.vars), read without importing Ansible,
+    which costs every command that resolves a cluster about 0.35 s. None when
+    anything could make Ansible read it differently (groups, a limit, a vault,
+    group_vars/ or host_vars/ beside it, another ansible.cfg, a YAML tag such as
+    !vault, a host range): resolve() then asks Ansible."""
+    if (len(ref.sources) != 1 or ref.group != "all" or ref.limit or ref.vault_password_file
+            or os.environ.get("TSUBMIT_ANSIBLE_CONFIG")):
+        return None
+    path = Path(ref.sources[0])
+    if (path.suffix not in (".yml", ".yaml") or not path.is_file()
+            or (path.parent / "group_vars").exists() or (path.parent / "host_vars").exists()):
+        return None
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None  # Ansible's loader knows its own tags, and names a real problem
+    top = data.get("all") if isinstance(data, dict) and set(data) == {"all"} else None
+    if not isinstance(top, dict) or not set(top) <= {"hosts", "vars"}:
+        return None
+    hosts, group_vars = top.get("hosts"), top.get("vars") or {}
+    if not hosts or not isinstance(hosts, dict) or not isinstance(group_vars, dict):
+        return None
+    if not all(isinstance(name, str) and _PLAIN_HOST_NAME.match(name) and isinstance(own, dict | None)
+               for name, own in hosts.items()):
+        return None
+    return _Hosts(list(hosts), {name: {**group_vars, **(own or {}), "inventory_hostname": name}
+                                for name, own in hosts.items()}, {})
+
+
+def _pick_head(group: str, found: _Hosts) -> tuple[str, str]:
+    flagged = [name for name in found.names if _truthy(found.variables[name].get("tsubmit_head"))]
     if len(flagged) > 1:
-        names = ", ".join(h.name for h in flagged)
-        raise UsageError(f"several hosts set tsubmit_head: {names}; keep it on one")
+        raise UsageError(f"several hosts set tsubmit_head: {', '.join(flagged)}; keep it on one")
     if flagged:
         return flagged[0], "tsubmit_head is set on it"
     for head_group in (f"{group}_head", "tsubmit_head"):
-        if head_group in inventory.groups:
-            members = [h for h in inventory.get_hosts(pattern=head_group) if h in hosts]
-            if members:
-                return members[0], f"first host of group {head_group}"
-    return hosts[0], f"first host of group {group}"
+        if found.head_groups.get(head_group):
+            return found.head_groups[head_group][0], f"first host of group {head_group}"
+    return found.names[0], f"first host of group {group}"
 
 
 def _truthy(value) -> bool:
@@ -349,14 +397,10 @@ def _node(name: str, rank: int, host_vars: dict) -> Node:
 
 def host_variables(sources: list[str], names: list[str], vault_password_file: str | None = None
                    ) -> dict[str, dict]:
-    """Ansible's merged variables of the named hosts, as ansible-playbook sees them."""
-    from .ansible_env import load_inventory
-
-    inventory, variables = load_inventory(sources, vault_password_file)
-    found = {}
+    """The merged variables of the named hosts, as ansible-playbook sees them."""
+    ref = ClusterRef("hosts", sources, vault_password_file=vault_password_file)
+    found = _plain_yaml_hosts(ref) or _ansible_hosts(ref)
     for name in names:
-        host = inventory.get_host(name)
-        if host is None:
+        if name not in found.variables:
             raise UsageError(f"host {name} is no longer in {', '.join(sources)}")
-        found[name] = _node(name, 0, variables.get_vars(host=host)).vars
-    return found
+    return {name: _node(name, 0, found.variables[name]).vars for name in names}

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tsubmit import clusters
 from tsubmit.clusters import (
     ClusterRef,
     cluster_names,
@@ -387,6 +388,73 @@ def test_local_cluster_is_localhost():
     # The embedded inventory's template is resolved the way ansible-playbook will resolve it.
     assert node.vars["tsubmit_python"] == sys.executable
     assert resolved.head_reason == "first host of group all"
+
+
+# --- the plain YAML reader ---------------------------------------------------------
+
+# What Ansible adds to every host's variables, which tsubmit does not read.
+ANSIBLE_MAGIC = {"ansible_config_file", "ansible_facts", "ansible_playbook_python", "ansible_version",
+                 "group_names", "groups", "inventory_dir", "inventory_file", "inventory_hostname_short",
+                 "playbook_dir"}
+
+
+def through_ansible(ref: ClusterRef, monkeypatch) -> clusters.ResolvedCluster:
+    with monkeypatch.context() as patched:
+        patched.setattr(clusters, "_plain_yaml_hosts", lambda ref: None)
+        return resolve(ref)
+
+
+@pytest.mark.parametrize("data", [
+    {"all": {"hosts": hosts("c", "a", "b")}},
+    {"all": {"hosts": {"a": {"tsubmit_gpus": 4, "tsubmit_env": {"X": "1"}}, "b": None},
+             "vars": {"tsubmit_gpus": 2, "ansible_user": "ml", "tsubmit_torchrun": "/opt/bin/torchrun"}}},
+    {"all": {"hosts": {**hosts("a", "b"), "c": {"ansible_host": "10.0.0.9", "tsubmit_head": "yes",
+                                                "tsubmit_rdzv_address": "192.168.1.9"}}}},
+    {"all": {"hosts": {"localhost": {"ansible_connection": "local",
+                                     "tsubmit_python": "{{ ansible_playbook_python }}"}}}},
+], ids=["plain", "all.vars", "tsubmit_head", "local"])
+def test_an_inventory_of_the_written_shape_is_read_as_ansible_reads_it(tmp_path, monkeypatch, data):
+    ref = inventory(tmp_path, data)
+    assert clusters._plain_yaml_hosts(ref) is not None
+    plain, ansible = resolve(ref), through_ansible(ref, monkeypatch)
+    assert plain.head_reason == ansible.head_reason
+    for mine, theirs in zip(plain.nodes, ansible.nodes, strict=True):
+        assert (mine.name, mine.rank, mine.address, mine.gpus) == (theirs.name, theirs.rank, theirs.address,
+                                                                    theirs.gpus)
+        assert mine.vars == {key: value for key, value in theirs.vars.items() if key not in ANSIBLE_MAGIC}
+
+
+def test_a_written_cluster_and_the_local_one_take_the_plain_reader(home):
+    write_cluster("c", "10.0.0.1", ["ml@10.0.0.2:2222"], gpus=2, python="/opt/py/bin/python3")
+    assert clusters._plain_yaml_hosts(cluster_ref("c")) is not None
+    assert clusters._plain_yaml_hosts(cluster_ref("local")) is not None
+
+
+@pytest.mark.parametrize("data", [
+    {"all": {"children": {"trainers": {"hosts": hosts("a", "b")}}}},
+    {"all": {"hosts": {"node[1:3]": None}}},
+    {"all": {"hosts": {"a:2222": None}}},
+    {"all": {"hosts": hosts("a"), "vars": ["not", "a", "mapping"]}},
+    {"ungrouped": {"hosts": hosts("a")}},
+], ids=["groups", "host range", "host with port", "odd vars", "not all"])
+def test_anything_else_is_left_to_ansible(tmp_path, data):
+    assert clusters._plain_yaml_hosts(inventory(tmp_path, data)) is None
+
+
+def test_what_could_change_ansibles_reading_is_left_to_ansible(tmp_path, monkeypatch):
+    ref = inventory(tmp_path, {"all": {"hosts": hosts("a", "b")}})
+    assert clusters._plain_yaml_hosts(ref) is not None
+    for narrowed in (ClusterRef("t", ref.sources, limit="a"), ClusterRef("t", ref.sources, group="x"),
+                     ClusterRef("t", ref.sources, vault_password_file="/v")):
+        assert clusters._plain_yaml_hosts(narrowed) is None
+    vaulted = tmp_path / "vaulted.yml"
+    vaulted.write_text("all:\n  hosts:\n    a:\n      secret: !vault |\n        $ANSIBLE_VAULT;1.1;AES256\n")
+    assert clusters._plain_yaml_hosts(ClusterRef("t", [str(vaulted)])) is None
+    monkeypatch.setenv("TSUBMIT_ANSIBLE_CONFIG", "/etc/ansible/ansible.cfg")
+    assert clusters._plain_yaml_hosts(ref) is None
+    monkeypatch.delenv("TSUBMIT_ANSIBLE_CONFIG")
+    (tmp_path / "group_vars").mkdir()
+    assert clusters._plain_yaml_hosts(ref) is None
 
 
 def test_cluster_path_is_under_tsubmit_home(home):
