@@ -70,6 +70,7 @@ def unused_steps(job: Job, hook_kinds: set[str]) -> list[str]:
 
 def plan(request: RunRequest) -> Plan:
     cluster = resolve(request.cluster)
+    ansible_env.user_paths()  # a wrong TSUBMIT_ANSIBLE_PATH fails here, before anything is recorded
     job = Job(
         id=new_job_id(),
         name=request.name or friendly_name(),
