@@ -80,6 +80,7 @@ BASH_USER = "tsubmit-bench-bash"
 
 TARGETS = {
     "submit": "N=16 `tsubmit run` within 1.5x of raw parallel ssh",
+    "torch_submit": "`tsubmit run` (cold and warm) faster than torch-submit at every N",
     "list": "`list` with 50 active jobs within 1.2x of the time with 1",
     "resubmit": "resubmitting an unchanged tree ships 0 archive bytes",
     "archive": "archiving never reads a byte of an ignored folder",
@@ -957,6 +958,14 @@ def report(ctx: Context, sizes: list[int]) -> str:
             verdicts["submit"] = (cold <= 1.5, f"cold {cold:.1f}x, warm {warm:.1f}x of raw")
         else:
             verdicts["submit"] = (None, "N=16 not measured")
+        compared = {n: entry for n, entry in submit.items() if "torch_submit_median" in entry}
+        if compared:
+            slower = [n for n, entry in compared.items()
+                      if max(entry["cold_median"], entry["warm_median"]) >= entry["torch_submit_median"]]
+            verdicts["torch_submit"] = (not slower, "slower or equal at N=" + ",".join(map(str, slower))
+                                        if slower else f"faster at N={','.join(map(str, compared))}")
+        else:
+            verdicts["torch_submit"] = (None, "no --torch-submit")
         for n, entry in submit.items():
             for variant, text in entry.get("where", {}).items():
                 lines += ["", f"### where the time goes: N={n}, {variant} (last round)", text]
