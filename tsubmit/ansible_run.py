@@ -14,7 +14,7 @@ import shlex
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,7 +74,7 @@ def run_playbook(
     verbose: int = 0,
     vault_password_file: str | None = None,
     check: bool = False,
-    skip_tags: list[str] = (),
+    skip_tags: Sequence[str] = (),
 ) -> PlaybookRun:
     """Run playbooks/NAME.yml on HOSTS (inventory name -> generated variables),
     found in the inventory SOURCES, without the steps tagged SKIP_TAGS. Never

@@ -163,13 +163,7 @@ def pack(the_plan: Plan, workdir) -> archives.Archive:
 def check(the_plan: Plan, workdir, *, verbose: int = 1) -> None:
     """The submit playbook in Ansible's check mode with diff: what would change
     where (shown by Ansible itself); nothing is started, nothing recorded."""
-    archive = pack(the_plan, workdir)
-    cluster = the_plan.cluster
-    run = run_playbook("submit", cluster.ref.sources, cluster_hosts(cluster, the_plan.host_vars()),
-                       {**extravars(the_plan.job, archive), **the_plan.role_validation()},
-                       verbose=verbose, check=True,
-                       skip_tags=the_plan.skipped_steps(),
-                       vault_password_file=cluster.ref.vault_password_file)
+    run = _run_submit_playbook(the_plan, pack(the_plan, workdir), verbose=verbose, check=True)
     failures = run.failures()
     if failures or run.status != "successful":
         raise LaunchError("the check found problems", failures)
@@ -180,12 +174,7 @@ def submit(the_plan: Plan, workdir, store: JobStore, *, on_event=None, verbose: 
     archive = pack(the_plan, workdir)
     store.save(job)  # recorded before anything remote happens
 
-    cluster = the_plan.cluster
-    run = run_playbook("submit", cluster.ref.sources, cluster_hosts(cluster, the_plan.host_vars()),
-                       {**extravars(job, archive), **the_plan.role_validation()},
-                       on_event=on_event, verbose=verbose,
-                       skip_tags=the_plan.skipped_steps(),
-                       vault_password_file=cluster.ref.vault_password_file)
+    run = _run_submit_playbook(the_plan, archive, on_event=on_event, verbose=verbose)
     failures = run.failures()
     if run.status == "successful" and not failures:
         failures = unstarted(job, run)
@@ -194,6 +183,15 @@ def submit(the_plan: Plan, workdir, store: JobStore, *, on_event=None, verbose: 
     record_started(job, run)
     store.save(job)
     return job
+
+
+def _run_submit_playbook(the_plan: Plan, archive: archives.Archive, **options) -> PlaybookRun:
+    """submit.yml on the plan's nodes, without the steps and checks it has no need of."""
+    cluster = the_plan.cluster
+    return run_playbook("submit", cluster.ref.sources, cluster_hosts(cluster, the_plan.host_vars()),
+                        {**extravars(the_plan.job, archive), **the_plan.role_validation()},
+                        skip_tags=the_plan.skipped_steps(),
+                        vault_password_file=cluster.ref.vault_password_file, **options)
 
 
 def _printed_pid(run: PlaybookRun, host: str) -> str:
