@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from tests.harness import SshNodes, xdist_subnet
+from tests.harness.inventories import OpsInventory, write_ops_inventory
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
@@ -71,9 +72,39 @@ class Cli:
 
 @pytest.fixture(scope="session")
 def nodes():
-    """Three real sshd nodes on loopback addresses, shared by the whole session."""
-    with SshNodes(3, subnet=xdist_subnet()) as started:
+    """Three real sshd nodes on loopback addresses, shared by the whole session.
+
+    As unkind as real nodes: every session's PATH starts with a stale pyenv
+    shim `python3.13` (what Ansible's interpreter discovery would pick); the
+    connection settings of `host_vars` name the real interpreter, as `cluster
+    add` clusters do.
+    """
+    with SshNodes(3, subnet=xdist_subnet(), stale_python=True) as started:
         yield started
+
+
+# Far from the session nodes (.2-.4) and the harness self-test (.249-.252).
+OPS_FIRST_HOST = 200
+# A login shell that runs pyenv init costs about this on every SSH session.
+OPS_SLOW_RC = 0.15
+
+
+@pytest.fixture(scope="session")
+def ops_nodes():
+    """Four more sshd nodes, the unkindest: the stale python3.13 first on PATH and a slow
+    login on every session. The last one serves as the ops inventory's bastion."""
+    with SshNodes(4, subnet=xdist_subnet(), first_host=OPS_FIRST_HOST, stale_python=True,
+                  slow_rc=OPS_SLOW_RC) as started:
+        yield started
+
+
+@pytest.fixture
+def ops_inventory(ops_nodes, tmp_path) -> OpsInventory:
+    """An ops team's inventory directory of three of `ops_nodes` (tests/harness/inventories.py):
+    hosts.ini, group_vars/ with a top-level vaulted variable and a ProxyJump bastion,
+    host_vars/, the head at the highest address, no ansible_python_interpreter."""
+    *members, bastion = ops_nodes.nodes
+    return write_ops_inventory(tmp_path / "ops", ops_nodes, members, bastion)
 
 
 @pytest.fixture

@@ -20,6 +20,14 @@ Choices that are not obvious:
   ``node2`` although they run as the same user on the same kernel.
 * The harness runs as root: sshd must switch to the test user, and the harness
   creates that user when it is missing.
+* Nodes can be made as unkind as real ones (what issue 16 found): ``stale_python``
+  puts a folder holding a stale pyenv-like ``python3.13`` shim first on every
+  session's PATH (sshd's ``SetEnv``), which is what Ansible's interpreter
+  discovery picks first; ``slow_rc`` makes every session pay a login script's
+  delay first (sshd's ``ForceCommand`` runs a wrapper that sleeps, then the
+  command), as a shell running pyenv or conda init does.  Every node runs as
+  one user with one home, so these live in the nodes' sshd_config, never in
+  the shared home.
 """
 
 from __future__ import annotations
@@ -50,10 +58,41 @@ SSH = shutil.which("ssh") or "/usr/bin/ssh"
 SSH_KEYGEN = shutil.which("ssh-keygen") or "/usr/bin/ssh-keygen"
 DEFAULT_USER = "tsubmit-test"
 MARKER_ENV = "TSUBMIT_HARNESS_NODE"
+BASTION_ALIAS = "tsubmit-bastion"
 SETUP_SCRIPT = "scripts/setup-ssh-nodes.sh"
 # sshd refuses to start without its privilege separation directory, which
 # Debian only creates from the systemd unit.
 PRIVSEP_DIR = Path("/run/sshd")
+SFTP_SERVER = "/usr/lib/openssh/sftp-server"
+# The PATH sshd gives a session on Debian; the stale shim folder goes before it.
+SESSION_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/games"
+# What a pyenv shim prints for a version the user no longer has (pyenv's own words).
+STALE_SHIM = r"""#!/bin/sh
+# A stale pyenv shim: pyenv made it for a Python that is no longer installed.
+program="${0##*/}"
+cat >&2 <<EOF
+pyenv: $program: command not found
+
+The \`$program' command exists in these Python versions:
+  3.13.0
+
+Note: See 'pyenv help global' for tips on allowing multiple
+      Python versions to be found at the same time.
+EOF
+exit 127
+"""
+# sshd runs ForceCommand through the user's shell with the client's command in
+# SSH_ORIGINAL_COMMAND; the wrapper sleeps like a heavy rc file, then runs it
+# (sftp included, which ForceCommand would otherwise replace).
+SLOW_LOGIN = """#!/bin/sh
+# A login environment that costs time on every session (pyenv/conda init).
+sleep {delay}
+case "$SSH_ORIGINAL_COMMAND" in
+  "") exec /bin/sh -l ;;
+  internal-sftp|sftp|*sftp-server) exec {sftp} ;;
+  *) exec /bin/sh -c "$SSH_ORIGINAL_COMMAND" ;;
+esac
+"""
 READY_TIMEOUT = 20.0
 BASE_PARENT = "/tmp"
 BASE_PREFIX = "tsubmit-nodes-"
@@ -137,6 +176,10 @@ class SshNodes:
     ``extra_config`` lines override the generated sshd_config, e.g.
     ``["KexAlgorithms curve25519-sha256"]`` skips the post-quantum key exchange
     of OpenSSH 9.x, which costs about 70 ms of CPU per connection.
+
+    ``stale_python=True`` puts a broken ``python3.13`` (a stale pyenv shim) first
+    on every session's PATH; ``slow_rc=0.3`` makes every session wait 0.3 s
+    before its command runs (see the module docstring).
     """
 
     def __init__(
@@ -150,6 +193,8 @@ class SshNodes:
         user: str = DEFAULT_USER,
         python: str = sys.executable,
         extra_config: Sequence[str] = (),
+        stale_python: bool = False,
+        slow_rc: float = 0.0,
     ) -> None:
         if count < 1:
             raise ValueError("count must be at least 1")
@@ -166,6 +211,8 @@ class SshNodes:
         self.user = user
         self.python = python
         self.extra_config = list(extra_config)
+        self.stale_python = stale_python
+        self.slow_rc = slow_rc
         self._given_base_dir = Path(base_dir) if base_dir is not None else None
         self.base_dir: Path | None = None
         self.nodes: list[Node] = []
@@ -200,6 +247,7 @@ class SshNodes:
             sweep_stale_base_dirs(self.user)
             self._make_base_dir()
             self._make_client_key()
+            self._make_login_environment()
             self.nodes = [self._make_node(i, account) for i in range(self.count)]
             self._write_known_hosts()
             self._check_user_access()
@@ -306,22 +354,53 @@ class SshNodes:
             raise SshCommandError(result.returncode, args, result.stdout, result.stderr)
         return result
 
-    def host_vars(self, node: Node) -> dict[str, str]:
-        """Ansible host variables to reach the node (see module docstring for the marker)."""
-        return {
+    def host_vars(self, node: Node, *, bastion: Node | None = None,
+                  interpreter: bool = True) -> dict[str, str]:
+        """Ansible host variables to reach the node (see module docstring for the marker).
+
+        ``bastion``: reach it through that node with ``ProxyJump`` (see
+        :meth:`client_config`).  ``interpreter=False`` leaves out
+        ``ansible_python_interpreter``, as an ops team's inventory does, so
+        Ansible would discover one on the node.
+        """
+        common = (f"-o UserKnownHostsFile={self.known_hosts} -o StrictHostKeyChecking=yes "
+                  "-o IdentitiesOnly=yes")
+        if bastion is not None:
+            common = f"-F {self.client_config(bastion)} -o ProxyJump={BASTION_ALIAS} {common}"
+        host_vars = {
             "ansible_host": node.address,
             "ansible_port": str(node.port),
             "ansible_user": node.user,
             "ansible_ssh_private_key_file": str(self.identity_file),
             # IdentitiesOnly: keys from a developer's ssh-agent would be offered
             # first and could hit sshd's MaxAuthTries.
-            "ansible_ssh_common_args": (
-                f"-o UserKnownHostsFile={self.known_hosts} -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes"
-            ),
+            "ansible_ssh_common_args": common,
             "ansible_python_interpreter": self.python,
             "tsubmit_python": self.python,
             "tsubmit_remote_root": str(node.remote_root),
         }
+        if not interpreter:
+            del host_vars["ansible_python_interpreter"]
+        return host_vars
+
+    def client_config(self, bastion: Node) -> Path:
+        """An ssh_config naming BASTION ``tsubmit-bastion``, for ``-o ProxyJump=tsubmit-bastion``.
+
+        ssh gives the jump connection only its config file (``-F``), none of the
+        command line's ``-o`` options, so the bastion's key, user and known_hosts
+        must be in a file.
+        """
+        assert self.base_dir is not None
+        path = self.base_dir / f"ssh_config-{bastion.name}"
+        path.write_text(
+            f"Host {BASTION_ALIAS}\n"
+            f"  HostName {bastion.address}\n  Port {bastion.port}\n  User {bastion.user}\n"
+            f"  IdentityFile {self.identity_file}\n  IdentitiesOnly yes\n  BatchMode yes\n"
+            f"  UserKnownHostsFile {self.known_hosts}\n  GlobalKnownHostsFile /dev/null\n"
+            "  StrictHostKeyChecking yes\n"
+        )
+        path.chmod(0o644)
+        return path
 
     def inventory(self, group: str | None = None) -> dict[str, Any]:
         """A YAML-inventory shaped dict with every node (in ``group`` if given)."""
@@ -421,6 +500,27 @@ class SshNodes:
         self.authorized_keys.write_text(self.identity_file.with_suffix(".pub").read_text())
         self.authorized_keys.chmod(0o644)
 
+    @property
+    def shim_dir(self) -> Path:
+        """The folder first on every session's PATH when ``stale_python``."""
+        assert self.base_dir is not None
+        return self.base_dir / "shims"
+
+    @property
+    def login_wrapper(self) -> Path:
+        assert self.base_dir is not None
+        return self.base_dir / "slow-login.sh"
+
+    def _make_login_environment(self) -> None:
+        if self.stale_python:
+            self.shim_dir.mkdir(mode=0o755)
+            shim = self.shim_dir / "python3.13"
+            shim.write_text(STALE_SHIM)
+            shim.chmod(0o755)
+        if self.slow_rc:
+            self.login_wrapper.write_text(SLOW_LOGIN.format(delay=self.slow_rc, sftp=SFTP_SERVER))
+            self.login_wrapper.chmod(0o755)
+
     def _make_node(self, index: int, account: pwd.struct_passwd) -> Node:
         assert self.base_dir is not None
         name = f"node{index + 1}"
@@ -470,13 +570,22 @@ class SshNodes:
             "PrintLastLog no",
             "X11Forwarding no",
             "UseDNS no",
-            f"SetEnv {MARKER_ENV}={node.marker}",
+            # sshd keeps the first SetEnv line only: every variable goes on it.
+            "SetEnv " + " ".join(f"{key}={value}" for key, value in self._session_env(node).items()),
         ]
+        if self.slow_rc:
+            lines.append(f"ForceCommand {self.login_wrapper}")
         if sshd_version() >= (9, 8):
             # OpenSSH 9.8+ would block 127.0.0.1 for a while after connections
             # that end before authentication: readiness probes, host key tests.
             lines.append("PerSourcePenalties no")
         return "\n".join(lines) + "\n"
+
+    def _session_env(self, node: Node) -> dict[str, str]:
+        env = {MARKER_ENV: node.marker}
+        if self.stale_python:
+            env["PATH"] = f"{self.shim_dir}:{SESSION_PATH}"
+        return env
 
     def _write_known_hosts(self) -> None:
         assert self.base_dir is not None
