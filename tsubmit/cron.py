@@ -1,19 +1,25 @@
 """Scheduled submissions through the user's crontab.
 
 Entries live in a marked block of the crontab; lines outside it are never
-touched. Each entry runs `tsubmit cron exec NAME` with absolute paths and the
-PATH it needs, appending its output to a per-schedule log in the state dir;
-`exec` runs the spec and records the last result beside the log. The block
-is rewritten from the definitions in the config dir (cron/NAME.yml).
+touched, and removing the last entry leaves the crontab as it was before the
+first (no crontab at all if there was none). Each entry runs `tsubmit cron
+exec NAME` with absolute paths and the PATH it needs, appending one line per
+run to the schedule's log in the state dir; `exec` writes each run's output
+to a file of its own and records the result of the run that started last.
+The block is rewritten from the definitions in the config dir (cron/NAME.yml),
+which also keep the tsubmit environment in force when the entry was added.
 """
 
 import calendar
+import contextlib
+import fcntl
 import json
 import os
 import re
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -34,6 +40,8 @@ _DAYS = {"sun": 0, "mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6}
 _FIELDS = (("minute", 0, 59, {}), ("hour", 0, 23, {}), ("day of month", 1, 31, {}),
            ("month", 1, 12, _MONTHS), ("day of week", 0, 7, _DAYS))
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+# Words that mean nothing to /bin/sh nor to cron, written as they are.
+_PLAIN = re.compile(r"^[\w@+=:,./-]+$", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -120,11 +128,26 @@ def _definitions_dir() -> Path:
 
 
 def log_path(name: str) -> Path:
+    """The schedule's log: one line when a run starts and one when it ends, naming its own log."""
     return ensure_private_dir(state_dir() / "cron") / f"{name}.log"
+
+
+def runs_dir(name: str) -> Path:
+    """One log file per run, so overlapping runs never interleave their output."""
+    return ensure_private_dir(state_dir() / "cron" / name)
 
 
 def _last_result_path(name: str) -> Path:
     return ensure_private_dir(state_dir() / "cron") / f"{name}.last.json"
+
+
+# Runs kept per schedule (their log files); older ones are removed by the next run.
+KEPT_RUNS = 50
+_RUN_ID = re.compile(r"^\d{8}-\d{6}-\d+$")
+RUN_ID_VARIABLE = "TSUBMIT_CRON_RUN_ID"
+# The variables that decide where tsubmit keeps its files: the crontab line
+# sets them, so that `cron exec` finds the schedule's definition at all.
+_LOCATION = ("TSUBMIT_HOME", "XDG_CONFIG_HOME", "XDG_STATE_HOME")
 
 
 def definitions() -> dict[str, dict]:
@@ -139,19 +162,65 @@ def add(name: str, schedule: str, spec: Path, *, wait: bool, if_running: str | N
 
     if not _NAME.match(name):
         raise UsageError(f"invalid schedule name {name!r}: use letters, digits, '.', '_' or '-'")
-    if schedule.strip().lower() != "@reboot":
+    schedule = " ".join(schedule.split())  # the crontab line holds it: one line, single spaces
+    if schedule.lower() != "@reboot":
         Schedule.parse(schedule)
     load(spec)  # a spec that does not load is refused now, not at 2 a.m.
     if if_running is not None and if_running not in POLICIES:
         raise UsageError(f"unknown --if-running policy {if_running!r}; choose one of {', '.join(POLICIES)}")
     if name in definitions():
         raise UsageError(f"schedule {name!r} already exists; remove it first")
-    entry = {"schedule": schedule, "spec": str(spec.resolve()), "wait": wait, "if_running": if_running}
+    entry = {"schedule": schedule, "spec": str(spec.resolve()), "wait": wait, "if_running": if_running,
+             "environment": carried_environment()}
+    entry_line(name, entry)  # refuses what cron could not run as given
     folder = _definitions_dir()
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    (folder / f"{name}.yml").write_text(yaml.safe_dump(entry, sort_keys=False))
-    _install()
+    path = folder / f"{name}.yml"
+    path.touch(mode=0o600)  # its environment may name private files
+    path.write_text(yaml.safe_dump(entry, sort_keys=False))
+    try:
+        _install()
+    except UsageError:
+        path.unlink()  # nothing half-written: no definition without its crontab line
+        raise
     return entry
+
+
+def carried_environment() -> dict[str, str]:
+    """The environment in force now that shapes a run, as a cron run will need it.
+
+    cron starts its commands with almost nothing set, so every TSUBMIT_*
+    variable (TSUBMIT_ANSIBLE_PATH, TSUBMIT_ANSIBLE_CONFIG, TSUBMIT_HOME, ...),
+    the XDG folders tsubmit's files live in, and the ANSIBLE_* settings that
+    reach ansible-playbook are kept with the entry. Paths become absolute (cron
+    runs in the home folder); one that does not exist is refused now rather
+    than failing at 2 a.m.
+    """
+    from .ansible_env import USER_PATH_VARIABLE, user_paths
+
+    carried = {}
+    for variable, value in sorted(os.environ.items()):
+        # ANSIBLE_CONFIG is ignored by tsubmit (README, "Where tsubmit keeps its files").
+        wanted = variable.startswith("TSUBMIT_") or variable in _LOCATION or (
+            variable.startswith("ANSIBLE_") and variable != "ANSIBLE_CONFIG")
+        if not wanted or variable == RUN_ID_VARIABLE or value == "":
+            continue
+        if "\n" in value or "\0" in value:
+            raise UsageError(f"{variable} holds a line break, which a crontab entry cannot carry; "
+                             "unset it or change it before `tsubmit cron add`")
+        carried[variable] = value
+    if USER_PATH_VARIABLE in carried:
+        carried[USER_PATH_VARIABLE] = os.pathsep.join(str(folder) for folder in user_paths())
+    if "TSUBMIT_ANSIBLE_CONFIG" in carried:
+        config = Path(carried["TSUBMIT_ANSIBLE_CONFIG"]).expanduser()
+        if not config.is_file():
+            raise UsageError(f"TSUBMIT_ANSIBLE_CONFIG: {carried['TSUBMIT_ANSIBLE_CONFIG']} is not a file; "
+                             "a cron run would not find it either")
+        carried["TSUBMIT_ANSIBLE_CONFIG"] = str(config.resolve())
+    for variable in _LOCATION:
+        if variable in carried:
+            carried[variable] = str(Path(carried[variable]).expanduser().absolute())
+    return carried
 
 
 def remove(name: str) -> None:
@@ -164,16 +233,57 @@ def remove(name: str) -> None:
 
 
 def entry_line(name: str, entry: dict) -> str:
-    """The crontab line: absolute paths, the environment it needs, output to the log."""
+    """The crontab line: absolute paths, where tsubmit's files are, output to the log.
+
+    Every value is single-quoted for /bin/sh, and each `%` (which cron turns
+    into a line break) is written as `'\\%'`: outside the quotes, so cron's
+    backslash escape cannot meet a backslash of the value itself.
+    """
     environment = {"PATH": os.pathsep.join([str(Path(sys.executable).parent), "/usr/local/bin",
                                             "/usr/bin", "/bin"])}
-    for variable in ("TSUBMIT_HOME", "XDG_CONFIG_HOME", "XDG_STATE_HOME"):
-        if os.environ.get(variable):
-            environment[variable] = os.environ[variable]
-    assignments = " ".join(f"{key}={shlex.quote(value)}" for key, value in environment.items())
-    command = (f"{assignments} {shlex.quote(sys.executable)} -m tsubmit cron exec {name} "
-               f">> {shlex.quote(str(log_path(name)))} 2>&1")
-    return f"{entry['schedule']} {command.replace('%', chr(92) + '%')}"
+    carried = entry.get("environment")
+    if carried is None:  # an entry added before environments were kept: the old behaviour
+        carried = {key: os.environ[key] for key in _LOCATION if os.environ.get(key)}
+    environment.update({key: carried[key] for key in _LOCATION if key in carried})
+    words = [*(f"{key}={_quote(value)}" for key, value in environment.items()),
+             _quote(sys.executable), "-m", "tsubmit", "cron", "exec", name,
+             ">>", _quote(str(log_path(name))), "2>&1"]
+    command = " ".join(words)
+    if "\n" in command or "\r" in command:
+        raise UsageError("a crontab entry cannot hold a line break; check TSUBMIT_HOME, "
+                         "XDG_STATE_HOME and the path of the Python running tsubmit")
+    return f"{entry['schedule']} {command}"
+
+
+def _quote(value: str) -> str:
+    """`value` as one /bin/sh word in a crontab line (see entry_line)."""
+    if _PLAIN.match(value):
+        return value
+    quoted = "'" + value.replace("'", "'\"'\"'") + "'"
+    return quoted.replace("%", "'\\%'")
+
+
+def cron_command(line: str) -> tuple[str, str | None]:
+    """What cron passes to /bin/sh for a crontab line, and the standard input it
+    gives (text after the first unescaped `%`, its other `%` as line breaks);
+    `\\%` stands for `%`, other backslashes stay. As Debian's cron (do_command.c)."""
+    command = line.split(None, 1)[1] if line.startswith("@") else line.split(None, 5)[5]
+    out, escaped = [], False
+    for index, char in enumerate(command):
+        if escaped:
+            if char != "%":
+                out.append("\\")
+            out.append(char)
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == "%":
+            return "".join(out), command[index + 1:].replace("%", "\n")
+        else:
+            out.append(char)
+    if escaped:
+        out.append("\\")
+    return "".join(out), None
 
 
 def read_crontab() -> list[str]:
@@ -188,7 +298,15 @@ def read_crontab() -> list[str]:
     return listing.stdout.splitlines()
 
 
+def _had_no_crontab() -> Path:
+    """Left when tsubmit's first entry created the user's crontab, so that
+    removing its last entry removes the crontab again instead of leaving an
+    empty one."""
+    return ensure_private_dir(state_dir() / "cron") / "crontab-created-by-tsubmit"
+
+
 def _install() -> None:
+    exists = subprocess.run(["crontab", "-l"], capture_output=True, text=True).returncode == 0
     lines = read_crontab()
     if BEGIN in lines and END in lines:
         start, end = lines.index(BEGIN), lines.index(END)
@@ -196,10 +314,22 @@ def _install() -> None:
     block = []
     for name, entry in definitions().items():
         block += [f"# tsubmit: {name}", entry_line(name, entry)]
+    marker = _had_no_crontab()
+    if block and not exists:
+        marker.touch()
     if block:
         lines += [BEGIN, *block, END]
-    written = subprocess.run(["crontab", "-"], input="\n".join(lines) + "\n", capture_output=True,
-                             text=True)
+    if not block and lines and marker.exists():
+        marker.unlink()  # lines of the user's own now: the crontab is theirs to keep
+    if not lines and marker.exists():
+        removed = subprocess.run(["crontab", "-r"], capture_output=True, text=True)
+        if removed.returncode != 0 and "no crontab" not in removed.stderr.lower():
+            raise UsageError(f"crontab could not be removed: {removed.stderr.strip()}")
+        marker.unlink()
+        return
+    # An empty crontab stays empty: no line is added where there was none.
+    text = "".join(f"{line}\n" for line in lines)
+    written = subprocess.run(["crontab", "-"], input=text, capture_output=True, text=True)
     if written.returncode != 0:
         raise UsageError(f"crontab could not be written: {written.stderr.strip()}")
 
@@ -212,22 +342,44 @@ def installed_line(name: str) -> str:
     return lines[lines.index(marker) + 1]
 
 
-def run_like_cron(name: str) -> int:
-    """Run the installed entry now as cron would: /bin/sh, cron's bare environment, no terminal."""
-    line = installed_line(name)
-    command = line.split(None, 1)[1] if line.startswith("@") else line.split(None, 5)[5]
-    command = command.replace("\\%", "%")
+def new_run_id() -> str:
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+
+
+def run_log(name: str, run_id: str) -> Path:
+    return runs_dir(name) / f"{run_id}.log"
+
+
+def run_like_cron(name: str) -> tuple[int, Path]:
+    """Run the installed entry now as cron would: /bin/sh, cron's bare environment,
+    no terminal. Returns the exit code and the run's own log."""
+    command, stdin_text = cron_command(installed_line(name))
     import pwd
 
     account = pwd.getpwuid(os.getuid())
+    run_id = new_run_id()
+    # The line says where the run's files go (TSUBMIT_HOME, XDG_STATE_HOME), not this process.
+    assignments = {}
+    for word in shlex.split(command):
+        key, equals, value = word.partition("=")
+        if not equals or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            break
+        assignments[key] = value
+    if assignments.get("TSUBMIT_HOME"):
+        state = Path(assignments["TSUBMIT_HOME"]) / "state"
+    else:
+        state = Path(assignments.get("XDG_STATE_HOME") or Path(account.pw_dir) / ".local/state") / "tsubmit"
     environment = {"HOME": account.pw_dir, "LOGNAME": account.pw_name, "USER": account.pw_name,
-                   "SHELL": "/bin/sh", "PATH": "/usr/bin:/bin"}
-    return subprocess.run(["/bin/sh", "-c", command], env=environment, stdin=subprocess.DEVNULL,
+                   "SHELL": "/bin/sh", "PATH": "/usr/bin:/bin",
+                   RUN_ID_VARIABLE: run_id}  # only so that this command can name the run's log
+    code = subprocess.run(["/bin/sh", "-c", command], env=environment, input=stdin_text or "", text=True,
                           start_new_session=True).returncode
+    return code, state / "cron" / name / f"{run_id}.log"
 
 
 def execute(name: str) -> int:
-    """What the crontab entry runs: the spec, with the entry's options; records the result."""
+    """What the crontab entry runs: the spec, with the entry's options and the
+    environment kept when it was added; its output in a log file of its own."""
     entry = definitions().get(name)
     if entry is None:
         raise UsageError(f"unknown schedule {name!r}")
@@ -236,14 +388,44 @@ def execute(name: str) -> int:
         arguments.append("--wait")
     if entry.get("if_running"):
         arguments += ["--if-running", entry["if_running"]]
+    run_id = os.environ.pop(RUN_ID_VARIABLE, "")
+    if not _RUN_ID.match(run_id):
+        run_id = new_run_id()
+    output = run_log(name, run_id)
+    environment = {**os.environ, **entry.get("environment", {})}
     started = time.time()
-    print(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} tsubmit cron {name}: {shlex.join(arguments[3:])}",
-          flush=True)
-    code = subprocess.run(arguments, stdin=subprocess.DEVNULL).returncode
-    print(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} exit {code}", flush=True)
-    _last_result_path(name).write_text(json.dumps({"exit_code": code, "started": started,
-                                                   "ended": time.time()}))
+    print(f"[{run_id}] {time.strftime('%Y-%m-%d %H:%M:%S')} tsubmit cron {name}: "
+          f"{shlex.join(arguments[3:])}; output in {output}", flush=True)
+    with output.open("a") as log:
+        code = subprocess.run(arguments, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                              env=environment).returncode
+    print(f"[{run_id}] {time.strftime('%Y-%m-%d %H:%M:%S')} exit {code}", flush=True)
+    _record(name, {"run": run_id, "exit_code": code, "started": started, "ended": time.time(),
+                   "log": str(output)})
+    _prune(name)
     return code
+
+
+def _record(name: str, result: dict) -> None:
+    """Keep the result of the run that started last: an earlier run that ends
+    after a later one (a skip, say) does not take its place."""
+    path = _last_result_path(name)
+    with open(path.with_suffix(".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            if json.loads(path.read_text())["started"] > result["started"]:
+                return
+        handle, partial = tempfile.mkstemp(dir=path.parent, prefix=".last-")
+        with os.fdopen(handle, "w") as stream:
+            stream.write(json.dumps(result))
+        os.replace(partial, path)
+
+
+def _prune(name: str) -> None:
+    logs = sorted(runs_dir(name).glob("*.log"), key=lambda path: path.stat().st_mtime)
+    for old in logs[:-KEPT_RUNS]:
+        with contextlib.suppress(OSError):
+            old.unlink()
 
 
 def listing(now: datetime | None = None) -> list[dict]:
@@ -258,5 +440,7 @@ def listing(now: datetime | None = None) -> list[dict]:
         rows.append({"name": name, "schedule": schedule, "next_run": next_run, "spec": entry["spec"],
                      "wait": entry.get("wait", False), "if_running": entry.get("if_running"),
                      "last_exit_code": last["exit_code"] if last else None,
-                     "last_run": last["started"] if last else None, "log": str(log_path(name))})
+                     "last_run": last["started"] if last else None, "log": str(log_path(name)),
+                     "last_log": last.get("log") if last else None,
+                     "environment": sorted(entry.get("environment", {}))})  # names: values may be private
     return rows

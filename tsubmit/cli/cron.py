@@ -22,8 +22,10 @@ def add(name, schedule, spec_file, wait, if_running):
     """Add a schedule NAME that runs a job spec."""
     from ..cron import add as add_entry
 
-    add_entry(name, schedule, spec_file, wait=wait, if_running=if_running)
-    click.echo(f"schedule {name} added: {schedule} runs {spec_file.resolve()}")
+    entry = add_entry(name, schedule, spec_file, wait=wait, if_running=if_running)
+    click.echo(f"schedule {name} added: {entry['schedule']} runs {entry['spec']}")
+    if entry["environment"]:
+        click.echo(f"its runs keep {', '.join(sorted(entry['environment']))} as they are set now")
 
 
 @cron.command("list")
@@ -41,7 +43,7 @@ def list_entries(output):
     def last(row):
         if row["last_run"] is None:
             return "never"
-        return f"exit {row['last_exit_code']} at {out.timestamp(row['last_run'])}"
+        return f"exit {row['last_exit_code']}, started {out.timestamp(row['last_run'])}"
 
     click.echo(out.table(["NAME", "SCHEDULE", "NEXT RUN", "LAST RESULT", "SPEC"],
                          [[r["name"], r["schedule"], r["next_run"] or "at reboot", last(r), r["spec"]]
@@ -62,10 +64,10 @@ def remove(name):
 @click.argument("name")
 def run_now(name):
     """Run schedule NAME now, exactly as cron would (bare environment, no terminal)."""
-    from ..cron import log_path, run_like_cron
+    from ..cron import run_like_cron
 
-    code = run_like_cron(name)
-    click.echo(f"schedule {name} exited {code}; its output is in {log_path(name)}")
+    code, log = run_like_cron(name)
+    click.echo(f"schedule {name} exited {code}; its output is in {log}")
     sys.exit(code)
 
 
