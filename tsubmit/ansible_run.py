@@ -6,9 +6,15 @@ the job's hosts, in rank order, to the group `tsubmit_nodes` on top of the
 cluster's own inventory, and the extra-vars, written to a 0600 file that is
 removed after the run (runner would otherwise put a dict of extra-vars on the
 ansible-playbook command line, visible in `ps`).
+
+Job input is data. Every extra-var reaches Ansible marked unsafe with the
+YAML `!unsafe` tag (vars_yaml), so no string of a job (its command, name,
+environment, hooks, container, study) is ever evaluated as a template, on
+the controller or anywhere else; only a value wrapped in Template is. The
+generated inventory holds tsubmit's numbers and the addresses read from the
+cluster's own inventory, whose templates stay templates as ops teams expect.
 """
 
-import json
 import re
 import shlex
 import signal
@@ -32,6 +38,53 @@ _SSH_NOISE = re.compile(r"^(Shared connection to \S+ closed\.|Connection to \S+ 
 
 class Interrupted(TsubmitError):
     exit_code = 130
+
+
+class Template(str):
+    """An extra-var that Ansible renders as a template (vars_yaml leaves it trusted)."""
+
+
+class _Marked:
+    """A top-level extra-var's value, to be tagged `!unsafe` by _UnsafeDumper."""
+
+    def __init__(self, value):
+        self.value = value
+
+
+class _UnsafeDumper(yaml.SafeDumper):
+    def ignore_aliases(self, data) -> bool:
+        return True  # every value written out where it is used, so each carries its own tag
+
+    def represent_marked(self, marked: _Marked) -> yaml.Node:
+        value = marked.value
+        if isinstance(value, Template):
+            return self.represent_str(str(value))
+        if isinstance(value, dict):
+            return self.represent_mapping("!unsafe", value)
+        if isinstance(value, list | tuple):
+            return self.represent_sequence("!unsafe", list(value))
+        if isinstance(value, str):
+            # Ansible builds a `!unsafe` scalar by reading its text again as a
+            # plain scalar, which turns '007' into 7 and 'true' into True. Such
+            # a string cannot hold a template delimiter (each starts with "{"),
+            # so it goes as a plain string; every other string goes unsafe.
+            if self.resolve(yaml.ScalarNode, value, (True, False)) != "tag:yaml.org,2002:str":
+                if "{" in value:  # never, with YAML 1.1's implicit types
+                    raise ValueError(f"cannot mark {value!r} unsafe")
+                return self.represent_str(value)
+            return self.represent_scalar("!unsafe", value)
+        return self.represent_data(value)  # numbers, booleans, null: never templates
+
+
+_UnsafeDumper.add_representer(_Marked, _UnsafeDumper.represent_marked)
+
+
+def vars_yaml(variables: dict) -> str:
+    """VARIABLES as a YAML mapping for `-e @FILE`, every value tagged `!unsafe`
+    except the Template ones. A mapping or list is tagged once: all it holds,
+    its keys too, is then unsafe in Ansible, each value keeping its type."""
+    return yaml.dump({name: _Marked(value) for name, value in variables.items()}, Dumper=_UnsafeDumper,
+                     sort_keys=False, allow_unicode=True, width=1 << 16)
 
 
 @dataclass
@@ -89,7 +142,7 @@ def run_playbook(
     extravars_file = data_dir / "env" / "extravars"
     extravars_file.parent.mkdir()
     extravars_file.touch(mode=0o600)
-    extravars_file.write_text(json.dumps(extravars))
+    extravars_file.write_text(vars_yaml(extravars))
 
     options = ["--check", "--diff"] if check else []
     if skip_tags:

@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from .ansible_env import ansible_dir, collection_dir, roles_path
-from .ansible_run import NODES_GROUP, cluster_hosts
+from .ansible_run import NODES_GROUP, Template, cluster_hosts, vars_yaml
 from .errors import UsageError
 from .submit import Plan, extravars, pack
 
@@ -70,10 +70,10 @@ def export(the_plan: Plan, workdir: Path, destination: Path, *, force: bool = Fa
         sort_keys=False))
 
     variables = extravars(job, archive)
-    variables["tsubmit_job_archive"] = "{{ playbook_dir }}/../archive/" + archive.path.name
+    variables["tsubmit_job_archive"] = Template("{{ playbook_dir }}/../archive/" + archive.path.name)
     extravars_file = destination / "extravars.yml"
     extravars_file.touch(mode=0o600)
-    extravars_file.write_text(yaml.safe_dump(variables, sort_keys=False))
+    extravars_file.write_text(vars_yaml(variables))  # the job's strings marked !unsafe
 
     vault = " --vault-password-file FILE" if cluster.ref.vault_password_file else ""
     (destination / "README.md").write_text(_README.format(

@@ -59,11 +59,12 @@ def check(host_vars: dict[str, dict], extravars: dict | None = None) -> None:
     HOST_VARS maps each node's name to its inventory variables (e.g.
     `{node.name: node.vars for node in cluster.nodes}`); EXTRAVARS are what
     the playbook gets as extra-vars, which win over the inventory's, as in
-    Ansible. A value that is still a template (`{{ inventory_dir }}/...`) is
-    left to the roles, which check it once Ansible has rendered it.
+    Ansible. An inventory's value that is still a template (`{{ inventory_dir
+    }}/...`) is left to the roles, which check it once Ansible has rendered
+    it; a job's value is data (never rendered), checked as it is.
     """
     extravars = extravars or {}
-    check_variables(extravars)
+    check_variables(extravars, templates=False)
     seen: set[tuple[str, str]] = set()
     for host, variables in host_vars.items():
         for name in VARIABLES:
@@ -75,15 +76,16 @@ def check(host_vars: dict[str, dict], extravars: dict | None = None) -> None:
                 check_variables({name: variables[name]}, where=f"host {host}: ")
 
 
-def check_variables(variables: dict, where: str = "") -> None:
-    """Check the hook variables among VARIABLES; WHERE prefixes the message."""
+def check_variables(variables: dict, where: str = "", *, templates: bool = True) -> None:
+    """Check the hook variables among VARIABLES; WHERE prefixes the message.
+    TEMPLATES: values holding "{{" are an inventory's templates, left to the roles."""
     for name in TASK_FILE_VARIABLES:
-        for path in _values(variables, name, where):
+        for path in _values(variables, name, where, templates):
             problem = task_file_problem(path)
             if problem:
                 raise UsageError(f"{where}{name}: {path} {problem}")
     for name in ROLE_VARIABLES:
-        for role in _values(variables, name, where):
+        for role in _values(variables, name, where, templates):
             if not find_role(role):
                 raise UsageError(f"{where}{name}: role {role} not found in {_role_search_text(role)}")
 
@@ -112,7 +114,7 @@ def find_role(name: str) -> Path | None:
     return None
 
 
-def _values(variables: dict, name: str, where: str) -> Iterable[str]:
+def _values(variables: dict, name: str, where: str, templates: bool) -> Iterable[str]:
     value = variables.get(name)
     if value is None:
         return []
@@ -120,7 +122,7 @@ def _values(variables: dict, name: str, where: str) -> Iterable[str]:
     if not isinstance(values, list) or not all(isinstance(item, str) for item in values):
         kind = "roles" if name in ROLE_VARIABLES else "task file paths"
         raise UsageError(f"{where}{name} must be a list of {kind}, got {value!r}")
-    return [item for item in values if "{{" not in item]
+    return [item for item in values if not (templates and "{{" in item)]
 
 
 def _role_folders() -> list[Path]:
