@@ -1,5 +1,6 @@
 """`tsubmit run`: archive, record, launch on every node, roll back on failure."""
 
+import json
 import time
 from dataclasses import dataclass
 
@@ -160,13 +161,16 @@ def pack(the_plan: Plan, workdir) -> archives.Archive:
     return archive
 
 
-def check(the_plan: Plan, workdir, *, verbose: int = 1) -> None:
+def check(the_plan: Plan, workdir, *, verbose: int = 1) -> dict[str, dict]:
     """The submit playbook in Ansible's check mode with diff: what would change
-    where (shown by Ansible itself); nothing is started, nothing recorded."""
+    where (shown by Ansible itself); nothing is started, nothing recorded.
+    Returns each host's {command, environment} as the launch role rendered them."""
     run = _run_submit_playbook(the_plan, pack(the_plan, workdir), verbose=verbose, check=True)
     failures = run.failures()
     if failures or run.status != "successful":
         raise LaunchError("the check found problems", failures)
+    return {host: json.loads(result.results.get(START_TASKS[0], {}).get("stdout") or "{}")
+            for host, result in run.hosts.items()}
 
 
 def submit(the_plan: Plan, workdir, store: JobStore, *, on_event=None, verbose: int = 0) -> Job:

@@ -36,6 +36,7 @@ ARGUMENT_SPEC = {
     "files": {"type": "list", "elements": "dict", "default": [], "options": FILE_OPTIONS,
               "mutually_exclusive": [["src", "content"]], "required_one_of": [["src", "content"]]},
     "tmpdir": {"type": "str"},
+    "check_output": {"type": "str"},
 }
 
 
@@ -58,6 +59,8 @@ class ActionModule(ActionBase):
             names = ", ".join(item["name"] for item in files)
             result.update(changed=True, msg=f"check mode: would run {script_name}"
                           + (f" with {names}" if names else ""))
+            if args["check_output"] is not None:
+                result.update(stdout=args["check_output"], stdout_lines=args["check_output"].splitlines())
             return result
 
         large = [item for item in files if item["src"] and os.path.getsize(item["src"]) > INLINE_LIMIT]

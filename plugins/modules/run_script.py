@@ -58,6 +58,12 @@ options:
         ends; a run cut short (the connection killed) can leave it behind, so a folder that is
         cleaned up anyway (a job's own) is a good choice.
     type: str
+  check_output:
+    description:
+      - What the task returns as its C(stdout) in check mode, where the script does not run
+        (what it would start, for example). Rendered like every argument, so a value of the
+        play's data stays data.
+    type: str
 author: tsubmit
 """
 

@@ -117,7 +117,11 @@ def run(obj, command, **options):
         if options["check_mode"]:
             from ..submit import check
 
-            check(the_plan, request.workdir, verbose=max(obj["verbose"], 1))
+            views = check(the_plan, request.workdir, verbose=max(obj["verbose"], 1))
+            for node in the_plan.cluster.nodes:
+                for part in ("command", "environment"):
+                    if part in views.get(node.name, {}):
+                        click.echo(f"# rank {node.rank} on {node.name}: {part}\n{views[node.name][part]}")
             click.echo(f"check mode: nothing was launched or recorded on {len(the_plan.cluster.nodes)} "
                        "node(s)")
             return
