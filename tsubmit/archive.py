@@ -82,19 +82,43 @@ def included_paths(workdir: Path) -> list[str]:
     return [e.listed for e in _walk(_check_root(workdir))]
 
 
+class UnsafeTree(OSError):
+    """The tree holds an entry that would make a node write outside the job's tree."""
+
+
 def pack(workdir: Path, dest_dir: Path) -> Archive:
     """Digest the tree; reuse dest_dir/<digest>.tar.gz if present, else write it atomically.
 
     dest_dir is created if needed, and left out of the archive if it lies inside workdir.
+    Raises UnsafeTree for a tree the node could not unpack within the job's folder.
     """
     root = _check_root(workdir)
     dest_dir.mkdir(parents=True, exist_ok=True)
     entries = _walk(root, prune=_inner_rel(root, dest_dir))
+    _check_meta_folder(root, entries)
     digest = _digest(entries)
     final = dest_dir / f"{digest}.tar.gz"
     if not final.exists():
         _write_atomically(entries, digest, final)
     return Archive(path=final, digest=digest, files=len(entries), size=final.stat().st_size)
+
+
+# Where every node writes the job's job.json, inside the unpacked tree.
+META_FOLDER = ".tsubmit"
+META_FILE = f"{META_FOLDER}/job.json"
+
+
+def _check_meta_folder(root: Path, entries: list[_Entry]) -> None:
+    """The node writes .tsubmit/job.json into the unpacked tree: through a
+    .tsubmit or job.json that is a symbolic link, that write would land
+    wherever the link points (any file the node's user may write)."""
+    for entry in entries:
+        expected = {META_FOLDER: "dir", META_FILE: "file"}.get(entry.rel)
+        if expected and entry.kind != expected:
+            what = {"link": "a symbolic link", "dir": "a folder", "file": "a file"}[entry.kind]
+            raise UnsafeTree(
+                f"{root / entry.rel} is {what}; tsubmit writes {META_FILE} into the job's tree on "
+                f"every node, which must stay inside it: remove it, or add {entry.rel} to .tsubmitignore")
 
 
 def git_commit(workdir: Path) -> str | None:

@@ -390,3 +390,36 @@ def test_git_commit_never_raises(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert git_commit(tmp_path / "missing") is None
     monkeypatch.setenv("PATH", str(tmp_path))  # no git binary to be found
     assert git_commit(tmp_path) is None
+
+
+# Every node writes .tsubmit/job.json into the unpacked tree (start_rank.sh):
+# a tree whose .tsubmit, or .tsubmit/job.json, is not a plain folder and file
+# would send that write elsewhere, so it is refused at pack time.
+@pytest.mark.parametrize("entry,make_it,what", [
+    (".tsubmit", lambda path, outside: path.symlink_to(outside), "a symbolic link"),
+    (".tsubmit", lambda path, outside: path.write_text("x"), "a file"),
+    (".tsubmit/job.json", lambda path, outside: path.symlink_to(outside / "x"), "a symbolic link"),
+    (".tsubmit/job.json", lambda path, outside: path.mkdir(), "a folder"),
+])
+def test_a_tsubmit_entry_that_would_write_outside_the_tree_is_refused(tmp_path: Path, entry, make_it,
+                                                                      what) -> None:
+    root = make(tmp_path / "w", {"train.py": "x"})
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (root / ".tsubmit").mkdir(exist_ok=entry != ".tsubmit")
+    if entry == ".tsubmit":
+        (root / ".tsubmit").rmdir()
+    make_it(root / entry, outside)
+    with pytest.raises(archive.UnsafeTree, match=f"{root / entry} is {what}.*.tsubmitignore"):
+        pack(root, tmp_path / "dest")
+    assert not (tmp_path / "dest").exists() or list((tmp_path / "dest").iterdir()) == []
+
+
+def test_a_plain_or_ignored_tsubmit_entry_is_packed_as_usual(tmp_path: Path) -> None:
+    root = make(tmp_path / "w", {"train.py": "x", ".tsubmit/notes.txt": "mine", ".tsubmit/job.json": "{}"})
+    assert {".tsubmit/", ".tsubmit/job.json", ".tsubmit/notes.txt"} <= set(included_paths(root))
+    pack(root, tmp_path / "dest")
+    other = make(tmp_path / "o", {"train.py": "x", ".tsubmitignore": ".tsubmit\n"})
+    (other / ".tsubmit").symlink_to(tmp_path)
+    assert ".tsubmit" not in included_paths(other)
+    pack(other, tmp_path / "dest")
