@@ -146,7 +146,7 @@ def _load_written(name: str) -> dict:
         raise UsageError(f"cluster {name!r} is imported from {source}; edit that inventory instead")
     path = cluster_path(name)
     if not path.exists():
-        raise UsageError(f"unknown cluster {name!r}; see `tsubmit cluster list`")
+        raise UsageError(unknown_cluster_message(name))
     return yaml.safe_load(path.read_text())
 
 
@@ -223,17 +223,27 @@ def cluster_source(name: str) -> str:
     return "imported" if import_path(name).exists() else "tsubmit"
 
 
-def import_cluster(name: str, inventory: str, group: str = "all") -> Path:
-    """Register an existing inventory under NAME, by reference: the file stays the source of truth."""
+def import_cluster(name: str, inventory: str, group: str = "all", *,
+                   vault_password_file: str | None = None, keep_vault_password_file: bool = True) -> Path:
+    """Register an existing inventory under NAME, by reference: the file stays the source of truth.
+
+    A vault password file is checked now and, when KEEP_VAULT_PASSWORD_FILE, its
+    path (never the password) is kept for the cluster's later commands."""
     validate_name(name)
     if name == LOCAL or cluster_path(name).exists() or import_path(name).exists():
         raise UsageError(f"cluster {name!r} already exists; choose another name or remove it first")
     source = str(Path(inventory).expanduser().resolve())
-    ref = ClusterRef(name, [source], group)
+    if vault_password_file and not os.path.isfile(vault_password_file):
+        raise UsageError(f"vault password file {vault_password_file} does not exist")
+    kept = str(Path(vault_password_file).expanduser().resolve()) if vault_password_file else None
+    ref = ClusterRef(name, [source], group, vault_password_file=vault_password_file)
     resolve(ref)  # fails now, naming the problem, rather than at the first run
     path = import_path(name)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path.write_text(yaml.safe_dump({"inventory": source, "group": group}, sort_keys=False))
+    entry = {"inventory": source, "group": group}
+    if kept and keep_vault_password_file:
+        entry["vault_password_file"] = kept
+    path.write_text(yaml.safe_dump(entry, sort_keys=False))
     return path
 
 
@@ -244,7 +254,7 @@ def remove_cluster(name: str) -> None:
         if path.exists():
             path.unlink()
             return
-    raise UsageError(f"unknown cluster {name!r}; see `tsubmit cluster list`")
+    raise UsageError(unknown_cluster_message(name))
 
 
 def cluster_ref(name: str) -> ClusterRef:
@@ -255,9 +265,20 @@ def cluster_ref(name: str) -> ClusterRef:
         return ClusterRef(name, [str(path)])
     if import_path(name).exists():
         entry = yaml.safe_load(import_path(name).read_text())
-        return ClusterRef(name, [entry["inventory"]], entry.get("group", "all"))
-    known = ", ".join(cluster_names())
-    raise UsageError(f"unknown cluster {name!r}; known clusters: {known} (see `tsubmit cluster add`)")
+        return ClusterRef(name, [entry["inventory"]], entry.get("group", "all"),
+                          vault_password_file=entry.get("vault_password_file"))
+    raise UsageError(unknown_cluster_message(name))
+
+
+def unknown_cluster_message(name: str) -> str:
+    """`unknown cluster 'gpu'; did you mean 'gpus'?`, then the known ones and how to add one."""
+    import difflib
+
+    names = cluster_names()
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return (f"unknown cluster {name!r}; {hint}known clusters: {', '.join(names)} "
+            "(see `tsubmit cluster add` or `tsubmit cluster import`)")
 
 
 def select_cluster(cluster_name, inventory, group, limit, vault_password_file):
@@ -294,10 +315,14 @@ class _Hosts:
     head_groups: dict[str, list[str]]  # `GROUP_head` and `tsubmit_head`, when groups of the inventory
 
 
-def _ansible_hosts(ref: ClusterRef) -> _Hosts:
-    from .ansible_env import load_inventory, quiet
+def _ansible_hosts(ref: ClusterRef, *, reveal: bool = False) -> _Hosts:
+    """The hosts as Ansible reads them. A vaulted value becomes VAULTED (tsubmit
+    decides nothing on a secret and must not show one), unless REVEAL, for the
+    connection settings of a command tsubmit runs itself (logs -f)."""
+    from .ansible_env import load_inventory, quiet, vault_secret
 
     inventory, variables = load_inventory(ref.sources, ref.vault_password_file)
+    secret = vault_secret(ref.vault_password_file) if reveal else None
     with quiet():
         if ref.limit:
             inventory.subset(ref.limit)
@@ -309,8 +334,35 @@ def _ansible_hosts(ref: ClusterRef) -> _Hosts:
             raise UsageError(f"{where} of {', '.join(ref.sources)} has no hosts")
         head_groups = {group: [str(h.name) for h in inventory.get_hosts(pattern=group) if h in hosts]
                        for group in (f"{ref.group}_head", "tsubmit_head") if group in inventory.groups}
-    return _Hosts([str(host.name) for host in hosts],
-                  {str(host.name): variables.get_vars(host=host) for host in hosts}, head_groups)
+        host_vars = {str(host.name): _unvaulted(variables.get_vars(host=host), secret) for host in hosts}
+    return _Hosts([str(host.name) for host in hosts], host_vars, head_groups)
+
+
+# What a vaulted variable's value is to tsubmit: shown as such (a dry run, an
+# error message), never decrypted except to open an ssh connection itself.
+VAULTED = "<vaulted>"
+
+
+def _unvaulted(value, secret=None):
+    """VALUE with every vault-encrypted string replaced by VAULTED, or by its clear
+    text when SECRET is given. Ansible 2.19's encrypted strings decrypt only
+    inside a VaultSecretsContext, so any comparison with one outside it would
+    raise: none may reach the code below."""
+    from ansible.parsing.vault import EncryptedString, VaultHelper, VaultLib
+
+    if isinstance(value, EncryptedString):
+        if secret is None:
+            return VAULTED
+        ciphertext = VaultHelper.get_ciphertext(value, with_tags=False)
+        try:
+            return VaultLib([("default", secret)]).decrypt(ciphertext).decode()
+        except Exception:  # a value encrypted with another password
+            return VAULTED
+    if isinstance(value, dict):
+        return {key: _unvaulted(item, secret) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_unvaulted(item, secret) for item in value]
+    return value
 
 
 # A host name the YAML inventory takes as it is (no range, no port).
@@ -399,7 +451,7 @@ def host_variables(sources: list[str], names: list[str], vault_password_file: st
                    ) -> dict[str, dict]:
     """The merged variables of the named hosts, as ansible-playbook sees them."""
     ref = ClusterRef("hosts", sources, vault_password_file=vault_password_file)
-    found = _plain_yaml_hosts(ref) or _ansible_hosts(ref)
+    found = _plain_yaml_hosts(ref) or _ansible_hosts(ref, reveal=True)
     for name in names:
         if name not in found.variables:
             raise UsageError(f"host {name} is no longer in {', '.join(sources)}")

@@ -16,9 +16,12 @@ MARKS = {"ok": "ok", "warn": "warn", "fail": "FAIL", "skipped": "-"}
               help="An Ansible inventory instead of a named cluster.")
 @click.option("-g", "--group", metavar="GROUP", help="With -i: the group of the cluster's hosts "
               "(default: all).")
+@click.option("--vault-password-file", metavar="FILE",
+              help="Vault password file for the inventory's encrypted values.")
+@click.option("--ask-vault-pass", is_flag=True, help="Prompt for the vault password (not stored).")
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
 @click.pass_obj
-def check(obj, name, inventory, group, output):
+def check(obj, name, inventory, group, vault_password_file, ask_vault_pass, output):
     """Check that every node of cluster NAME (or of -i PATH) can run jobs.
 
     SSH, python, torchrun and its torch version, GPUs against tsubmit_gpus,
@@ -34,11 +37,16 @@ def check(obj, name, inventory, group, output):
     from .. import output as out
     from ..check import CHECKS, check_cluster
     from ..clusters import ClusterRef, cluster_ref, resolve
+    from .options import asked_vault_password
 
     if (name is None) == (inventory is None):
         raise UsageError("give either a cluster NAME or -i PATH (an inventory), not both")
     if group is not None and inventory is None:
         raise UsageError("-g/--group needs -i PATH; a named cluster has its own group")
+    if vault_password_file and ask_vault_pass:
+        raise UsageError("give either --vault-password-file or --ask-vault-pass, not both")
+    if vault_password_file and not Path(vault_password_file).is_file():
+        raise UsageError(f"vault password file {vault_password_file} does not exist")
     if inventory is not None:
         # Absolute: ansible-playbook runs in another folder than this command
         # (a comma-separated host list is not a path).
@@ -46,7 +54,11 @@ def check(obj, name, inventory, group, output):
         ref = ClusterRef(name=str(inventory), sources=[source], group=group or "all")
     else:
         ref = cluster_ref(name)
-    report = check_cluster(resolve(ref), verbose=(obj or {}).get("verbose", 0))
+    with asked_vault_password(ask_vault_pass) as asked_file:
+        password_file = asked_file or vault_password_file
+        if password_file:
+            ref = ref.narrowed(None, str(Path(password_file).absolute()))
+        report = check_cluster(resolve(ref), verbose=(obj or {}).get("verbose", 0))
 
     if output == "json":
         click.echo(out.to_json(report.as_dict()))

@@ -83,11 +83,20 @@ def create(name):
 @click.option("-i", "--inventory", required=True, help="The existing inventory (any kind Ansible reads).")
 @click.option("-g", "--group", default="all", show_default=True,
               help="The group whose hosts are the cluster.")
-def import_(name, inventory, group):
+@click.option("--vault-password-file", metavar="FILE",
+              help="Vault password file for the inventory's encrypted values; its path (not the "
+                   "password) is kept for the cluster's later commands.")
+@click.option("--ask-vault-pass", is_flag=True, help="Prompt for the vault password (not stored).")
+def import_(name, inventory, group, vault_password_file, ask_vault_pass):
     """Register an existing inventory as cluster NAME, by reference (the file stays the source of truth)."""
     from ..clusters import import_cluster
+    from .options import asked_vault_password
 
-    import_cluster(name, inventory, group)
+    if vault_password_file and ask_vault_pass:
+        raise UsageError("give either --vault-password-file or --ask-vault-pass, not both")
+    with asked_vault_password(ask_vault_pass) as asked_file:
+        import_cluster(name, inventory, group, vault_password_file=asked_file or vault_password_file,
+                       keep_vault_password_file=asked_file is None)
     click.echo(f"cluster {name} imported from {inventory} (group {group})")
 
 
