@@ -124,10 +124,24 @@ def _reachable(node: Node, result: HostResult, probe: dict | None, no_result: st
 
 
 def _python(probe: dict) -> Outcome:
+    """tsubmit_python runs every verb's node-side Python (status, Optuna); the
+    interpreter of Ansible's own modules (hooks' tasks) is checked too, because
+    on a node whose first python3.13 on PATH is a stale shim, discovery picks it."""
     python = probe.get("python") or {}
-    if python.get("found"):
-        return Outcome(OK, f"Python {python.get('version')} ({python.get('path')})")
-    return Outcome(FAIL, python.get("error") or "python not found", PYTHON_REMEDY)
+    if not python.get("found"):
+        return Outcome(FAIL, python.get("error") or "python not found", PYTHON_REMEDY)
+    detail = f"Python {python.get('version')} ({python.get('path')})"
+    modules = probe.get("module_python") or {}
+    if modules.get("error"):
+        if modules.get("declared"):
+            return Outcome(FAIL, f"{detail}; ansible_python_interpreter: {modules['error']}",
+                           f"set ansible_python_interpreter to a python that runs, e.g. "
+                           f"{python.get('path')} (Python modules of hooks run with it)")
+        return Outcome(WARN, f"{detail}; Ansible's interpreter discovery would pick "
+                       f"{modules['error']}", f"tsubmit's own steps do not use it, but Python "
+                       f"modules in hooks would: set ansible_python_interpreter (e.g. to "
+                       f"{python.get('path')}) or fix the node's PATH")
+    return Outcome(OK, detail)
 
 
 def _torchrun(probe: dict) -> Outcome:

@@ -1,17 +1,20 @@
 #!/bin/sh
-# Usage: probe.sh PYTHON TORCHRUN REMOTE_ROOT CONTAINER_ENGINE
+# Usage: probe.sh PYTHON TORCHRUN REMOTE_ROOT CONTAINER_ENGINE [MODULE_PYTHON]
 # Probe a node for `tsubmit cluster check` and print one JSON object (its last
 # line of output): the python and its version, torchrun on the PATH a job
 # sees (the folders of PYTHON and TORCHRUN first) and the torch version of its
 # interpreter, the GPUs nvidia-smi lists, the free space in the remote root
 # (created when missing), the container engine when one is declared (empty
-# CONTAINER_ENGINE: none), and last the node's clock. POSIX sh, so a node
-# without python still answers.
+# CONTAINER_ENGINE: none), the interpreter Ansible's Python modules would use
+# (MODULE_PYTHON, the inventory's ansible_python_interpreter, else the one its
+# discovery picks: the first of its fallback list on the login PATH), and last
+# the node's clock. POSIX sh, so a node without python still answers.
 set -u
 python=$1
 torchrun=$2
 root=$3
 engine=$4
+module_python=${5:-}
 
 expand_home() { # a leading ~ is the user's home, as in the other roles
     case $1 in
@@ -39,6 +42,26 @@ find_program() { # the full path of a program, as the job's PATH finds it
            case $found in /*) printf '%s' "$found" ;; esac ;;
     esac
 }
+
+# Ansible's modules: what the inventory declares, else what discovery would
+# pick on the login PATH (before the job's folders are put first), in the
+# order of ansible-core's INTERPRETER_PYTHON_FALLBACK.
+case $module_python in auto | auto_legacy | auto_silent | auto_legacy_silent) module_python= ;; esac
+module_declared=$(bool "$module_python")
+if [ -z "$module_python" ]; then
+    for candidate in python3.13 python3.12 python3.11 python3.10 python3.9 python3.8 \
+        /usr/bin/python3 python3; do
+        module_python=$(find_program "$candidate")
+        [ -n "$module_python" ] && break
+    done
+fi
+module_python=$(expand_home "$module_python")
+module_error=
+if [ -z "$module_python" ]; then
+    module_error="no python found"
+elif ! output=$("$module_python" -c 'import sys' 2>&1); then
+    module_error="$module_python does not run: $(printf '%s\n' "$output" | sed -e '/^[[:space:]]*$/d' | head -n 1)"
+fi
 
 python=$(expand_home "$python")
 torchrun=$(expand_home "$torchrun")
@@ -144,5 +167,7 @@ printf '"disk": {"root": %s, "free_kb": %s, "error": %s}, ' \
     "$(json "$root")" "$(number "$free_kb")" "$(json "$root_error")"
 printf '"container": {"engine": %s, "found": %s, "path": %s, "version": %s}, ' \
     "$(json "$engine")" "$(bool "$engine_path")" "$(json "$engine_path")" "$(json "$engine_version")"
+printf '"module_python": {"declared": %s, "path": %s, "error": %s}, ' \
+    "$module_declared" "$(json "$module_python")" "$(json "$module_error")"
 printf '"search_path": %s, "time": %s}\n' "$(json "$PATH")" "$now"
 exit 0
