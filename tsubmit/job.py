@@ -18,7 +18,12 @@ FAILED = "failed"
 STOPPED = "stopped"
 LOST = "lost"
 UNREACHABLE = "unreachable"
+# A job whose stop could not reach every node: it stays refreshable, and the
+# next stop, status or list finishes the stop there once the node answers.
+STOPPING = "stopping"
 FINISHED_STATES = frozenset({SUCCEEDED, FAILED, STOPPED, LOST})
+# A rank in one of these may still have processes on its node.
+LIVE_RANK_STATES = frozenset({STARTING, RUNNING, UNREACHABLE})
 
 _ADJECTIVES = (
     "amber", "brave", "calm", "deft", "eager", "fair", "gentle", "hardy", "ivory", "jolly",
@@ -75,8 +80,23 @@ class Job:
     extras: dict = field(default_factory=dict)
     created_at: float = field(default_factory=time.time)
     ended_at: float | None = None
+    # A failed rank stops the job's other ranks unless the job asked to keep going.
+    keep_going: bool = False
+    # What tsubmit still owes some nodes because they could not be reached:
+    # {"action": "stop" | "cleanup" | "rollback", "hosts": [...], "grace": s, "attempt": K}.
+    pending: dict | None = None
+    # The controller process launching the job right now ({host, pid, start});
+    # while it lives, a rank without files on its node is starting, not lost.
+    launcher: dict | None = None
+    # The store's write counter when this copy was read (store.JobStore.save).
+    revision: int = 0
     ranks: list[Rank] = field(default_factory=list)
 
     @property
     def head(self) -> Rank:
         return self.ranks[0]
+
+    def may_run(self) -> bool:
+        """Whether any rank may still have processes: such a job stays refreshable
+        whatever its aggregate state says."""
+        return bool(self.pending) or any(rank.state in LIVE_RANK_STATES for rank in self.ranks)

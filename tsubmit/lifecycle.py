@@ -1,20 +1,46 @@
 """Job lifecycle: refresh states from the nodes, stop, restart, delete, wait.
 
+The nodes are the truth and the store is a cache of what they said:
+
+- a job is refreshed while any rank may still run, whatever its aggregate
+  state (a failed job with live ranks, a stop that could not reach a node);
+- a refresh writes what it read only where nobody saved the job since it was
+  loaded (JobStore.save_if_unchanged), and a rank whose launch is still in
+  flight (its launcher lives) is not judged by the files it has not yet got;
+- stop, delete and restart act on every node whatever the record says, and
+  what they could not do on a node that did not answer stays recorded as
+  pending (Job.pending) until a later stop, status or list finishes it there.
+
 Every remote step is a playbook run. Refreshing any number of jobs is one
 run of status.yml over the union of their hosts, one task per host.
 """
 
+import copy
+import json
 import time
 from collections import defaultdict
 
-from . import hooks
 from . import job as states
+from . import submit
 from .ansible_run import run_playbook
-from .errors import LaunchError, UsageError
+from .errors import UsageError
 from .job import Job
+from .node_actions import (
+    FAILURE_GRACE,
+    ROLLBACK_GRACE,
+    Acted,
+    act,
+    job_hosts,
+    launcher_alive,
+    launcher_identity,
+    run_for_job,
+)
 from .store import JobStore
 
-ACTIVE_STATES = frozenset({states.STARTING, states.RUNNING, states.UNREACHABLE})
+__all__ = ["Acted", "job_hosts", "run_for_job"]  # for the verbs that run playbooks on a job's nodes
+
+# Job states during which a job of the same name counts as running (overlap policy).
+ACTIVE_STATES = frozenset({states.STARTING, states.RUNNING, states.UNREACHABLE, states.STOPPING})
 STATUS_TASK = "Read the state of every rank on the node"
 
 
@@ -22,62 +48,83 @@ def _sources(jobs: list[Job]) -> list[str]:
     return list(dict.fromkeys(source for job in jobs for source in job.inventory["sources"]))
 
 
-def job_hosts(job: Job, extra: dict | None = None) -> dict[str, dict]:
-    return {rank.host: {"tsubmit_rank": rank.rank, **(extra or {})} for rank in job.ranks}
-
-
-def run_for_job(job: Job, playbook: str, extravars: dict, *, hosts: dict | None = None, **options):
-    """Run a playbook on the job's nodes with the job's inventory and vault password file."""
-    return run_playbook(playbook, job.inventory["sources"], job_hosts(job) if hosts is None else hosts,
-                        {"tsubmit_job_id": job.id, "tsubmit_job_executor": job.executor,
-                         "tsubmit_job_container": job.extras.get("container"),
-                         "tsubmit_job_optuna": job.extras.get("optuna"),
-                         **hooks.job_extravars(job.extras), **extravars},
-                        vault_password_file=job.inventory.get("vault_password_file"), **options)
+# ---------------------------------------------------------------- refresh
 
 
 def refresh(store: JobStore, jobs: list[Job], *, verbose: int = 0) -> list[Job]:
-    """Read the current state of the active ones among JOBS from their nodes."""
-    active = [job for job in jobs if job.state in ACTIVE_STATES]
-    if not active:
+    """Bring the jobs among JOBS that may still run up to date with their nodes:
+    finish what is pending on nodes that answer again, read every rank, and
+    stop the other ranks of a job that failed (unless it keeps going)."""
+    live = [job for job in jobs if job.may_run()]
+    if not live:
         return jobs
-    wanted: dict[str, list[dict]] = defaultdict(list)
-    for job in active:
-        for rank in job.ranks:
-            wanted[rank.host].append({"key": f"{job.id}:{rank.rank}", "job": job.id,
-                                      "rank": rank.rank, "attempt": job.attempt})
-    vault_files = {job.inventory.get("vault_password_file") for job in active} - {None}
-    run = run_playbook("status", _sources(active),
-                       {host: {"status_ranks": ranks} for host, ranks in wanted.items()},
-                       {}, verbose=verbose, vault_password_file=min(vault_files, default=None))
-    for job in active:
-        for rank in job.ranks:
-            outcome = run.hosts[rank.host]
-            if outcome.status != "ok":
-                rank.state = states.UNREACHABLE
-                continue
-            report = _parse(outcome.results.get(STATUS_TASK, {})).get(f"{job.id}:{rank.rank}", {})
-            rank.state = report.get("state", states.LOST)
-            rank.exit_code = report.get("exit_code")
-            rank.pid = report.get("pid") or rank.pid
-            rank.started_at = report.get("started") or rank.started_at
-            rank.ended_at = report.get("ended")
-            rank.attempt = job.attempt
-        job.state = aggregate(job)
-        if job.state in states.FINISHED_STATES and job.ended_at is None:
-            job.ended_at = max((r.ended_at for r in job.ranks if r.ended_at), default=time.time())
-            if job.executor == "optuna":
-                from .optuna import release_store
-
-                release_store(job, verbose=verbose)  # nodes may not share a filesystem
-        job.message = describe_failure(job)
-    store.save(*active)  # one transaction: one disk sync for every job refreshed
+    for job in live:
+        if job.pending:
+            _finish_pending(job, verbose=verbose)
+    _read(store, live, verbose=verbose)
+    for job in live:
+        if _should_stop_siblings(job):
+            _stop_siblings(store, job, verbose=verbose)
     return jobs
 
 
-def _parse(result: dict) -> dict:
-    import json
+def _read(store: JobStore, jobs: list[Job], *, verbose: int = 0) -> None:
+    """One status run over the jobs' nodes; the reports become the jobs' states."""
+    wanted: dict[str, list[dict]] = defaultdict(list)
+    for job in jobs:
+        for rank in job.ranks:
+            wanted[rank.host].append({"key": f"{job.id}:{rank.rank}", "job": job.id,
+                                      "rank": rank.rank, "attempt": job.attempt})
+    vault_files = {job.inventory.get("vault_password_file") for job in jobs} - {None}
+    run = run_playbook("status", _sources(jobs),
+                       {host: {"status_ranks": ranks} for host, ranks in wanted.items()},
+                       {}, verbose=verbose, vault_password_file=min(vault_files, default=None))
+    for job in jobs:
+        in_flight = launcher_alive(job)
+        for rank in job.ranks:
+            outcome = run.hosts[rank.host]
+            if outcome.status != "ok":
+                if rank.state in states.LIVE_RANK_STATES:
+                    rank.state = states.UNREACHABLE
+                continue
+            report = _parse(outcome.results.get(STATUS_TASK, {})).get(f"{job.id}:{rank.rank}")
+            if report is not None:
+                _apply(rank, report, job.attempt, in_flight)
+        _settle(job, verbose)
+    store.save_if_unchanged(*jobs)  # one transaction: one disk sync for every job refreshed
 
+
+def _apply(rank, report: dict, attempt: int, in_flight: bool) -> None:
+    """One rank's report from its node. A final state of the current attempt is
+    kept (a later read cannot know more), and a rank whose launch is still in
+    flight is not judged by files it has not yet received."""
+    if rank.attempt == attempt and rank.state in states.FINISHED_STATES:
+        return
+    state = report.get("state", states.LOST)
+    if in_flight and (report.get("missing") or state == states.STARTING):
+        return
+    rank.state = state
+    rank.exit_code = report.get("exit_code")
+    rank.pid = report.get("pid") or rank.pid
+    rank.pid_start = report.get("pid_start") or rank.pid_start
+    rank.started_at = report.get("started") or rank.started_at
+    rank.ended_at = report.get("ended")
+    rank.attempt = attempt
+
+
+def _settle(job: Job, verbose: int = 0) -> None:
+    """The job's state, message and end time from its ranks'."""
+    job.state = aggregate(job)
+    if job.state in states.FINISHED_STATES and job.ended_at is None:
+        job.ended_at = max((r.ended_at for r in job.ranks if r.ended_at), default=time.time())
+        if job.executor == "optuna":
+            from .optuna import release_store
+
+            release_store(job, verbose=verbose)  # nodes may not share a filesystem
+    job.message = describe(job)
+
+
+def _parse(result: dict) -> dict:
     try:
         return json.loads(result.get("stdout", "") or "{}")
     except ValueError:
@@ -89,6 +136,8 @@ def aggregate(job: Job) -> str:
     ranks = [rank.state for rank in job.ranks]
     if states.FAILED in ranks or states.LOST in ranks:
         return states.FAILED
+    if (job.pending or {}).get("action") == "stop":
+        return states.STOPPING
     if all(state == states.SUCCEEDED for state in ranks):
         return states.SUCCEEDED
     if states.RUNNING in ranks or states.STARTING in ranks:
@@ -98,36 +147,91 @@ def aggregate(job: Job) -> str:
     return states.STOPPED
 
 
-def describe_failure(job: Job) -> str:
+def describe(job: Job) -> str:
+    parts = []
     for rank in job.ranks:
         if rank.state == states.FAILED:
-            return f"rank {rank.rank} on {rank.host} exited with {rank.exit_code}"
+            parts.append(f"rank {rank.rank} on {rank.host} exited with {rank.exit_code}")
+            break
         if rank.state == states.LOST:
-            return f"rank {rank.rank} on {rank.host} ended without an exit code"
-    unreachable = [r.host for r in job.ranks if r.state == states.UNREACHABLE]
-    return f"unreachable: {', '.join(unreachable)}" if unreachable else ""
+            parts.append(f"rank {rank.rank} on {rank.host} ended without an exit code")
+            break
+    if job.pending:
+        hosts = ", ".join(job.pending["hosts"])
+        parts.append(f"{job.pending['action']} pending on {hosts} (unreachable); the next "
+                     f"`tsubmit stop`, `status` or `list` finishes it once the node answers")
+    else:
+        unreachable = [r.host for r in job.ranks if r.state == states.UNREACHABLE]
+        if unreachable:
+            parts.append(f"unreachable: {', '.join(unreachable)}")
+    return "; ".join(parts)
 
 
-def stop(store: JobStore, job: Job, *, grace: int = 30, verbose: int = 0) -> dict[str, str]:
-    """Stop every rank; returns the hosts that could not be reached (others still stop)."""
-    run = run_for_job(job, "stop", {"stop_grace": grace}, verbose=verbose)
-    failures = run.failures()
-    refresh(store, [job], verbose=verbose)
-    if job.state not in (states.FAILED, states.SUCCEEDED):
-        job.state = states.STOPPED
-        job.ended_at = job.ended_at or time.time()
-    store.save(job)
-    return failures
+def shown_state(job: Job) -> str:
+    """The state as a user reads it: a failed job whose ranks still run says so."""
+    live = sum(rank.state in (states.RUNNING, states.STARTING) for rank in job.ranks)
+    if job.state in states.FINISHED_STATES and live:
+        return f"{job.state} ({live} rank{'s' if live > 1 else ''} still running)"
+    return job.state
+
+
+def _finish_pending(job: Job, *, verbose: int = 0) -> None:
+    pending = job.pending
+    act(job, pending["action"], pending["hosts"], grace=pending["grace"],
+         attempt=pending.get("attempt"), verbose=verbose)
+
+
+def _should_stop_siblings(job: Job) -> bool:
+    return (job.state == states.FAILED and not job.keep_going and not job.pending
+            and not launcher_alive(job)
+            and any(rank.state in (states.RUNNING, states.STARTING) for rank in job.ranks))
+
+
+def _stop_siblings(store: JobStore, job: Job, *, verbose: int = 0) -> None:
+    """A failed rank fails the job: stop its other ranks, as torchrun does within a node."""
+    live = [rank for rank in job.ranks if rank.state in (states.RUNNING, states.STARTING)]
+    acted = act(job, "stop", [rank.host for rank in live], grace=FAILURE_GRACE, verbose=verbose)
+    now = time.time()
+    for rank in live:
+        if rank.host not in acted.failures:
+            rank.state, rank.ended_at = states.STOPPED, now
+    _settle(job)
+    job.message += "; the other ranks were stopped (--keep-going keeps them running)"
+    store.save_if_unchanged(job)
+
+
+def stop(store: JobStore, job: Job, *, grace: int = 30, verbose: int = 0) -> Acted:
+    """Stop every rank on every node, whatever the record says (idempotent).
+    Nodes that could not be reached are in the result and stay pending."""
+    acted = act(job, "stop", [rank.host for rank in job.ranks], grace=grace, verbose=verbose)
+    _read(store, [job], verbose=verbose)
+    return acted
+
+
+def delete(store: JobStore, job: Job, *, force: bool = False, verbose: int = 0) -> dict[str, str]:
+    """Stop what runs, remove the job's directories on every node and its record.
+    Returns the hosts where that could not be done; without FORCE the record
+    is then kept, marked as pending that cleanup."""
+    acted = act(job, "cleanup", [rank.host for rank in job.ranks], grace=10, verbose=verbose)
+    if not acted.failures or force:
+        store.delete(job.id)
+    else:
+        store.save(job)
+    return acted.failures
 
 
 def restart(store: JobStore, job: Job, *, on_event=None, verbose: int = 0) -> Job:
-    """Launch the same archive and options again as the next attempt."""
-    from . import submit
+    """Launch the same archive and options again as the next attempt, all or
+    nothing: a restart that fails on any node is rolled back everywhere and
+    the job is left as it was, restartable."""
     from .archive import Archive
     from .paths import state_dir
 
     refresh(store, [job], verbose=verbose)
-    running = [r for r in job.ranks if r.state in (states.RUNNING, states.STARTING, states.UNREACHABLE)]
+    if job.pending:
+        raise UsageError(f"job {job.id}: {job.message}; run `tsubmit stop {job.id}` once "
+                         f"{', '.join(job.pending['hosts'])} answers, then restart it")
+    running = [r for r in job.ranks if r.state in states.LIVE_RANK_STATES]
     if running:
         rank = running[0]
         raise UsageError(f"job {job.id} still runs (rank {rank.rank} on {rank.host} is {rank.state}); "
@@ -135,41 +239,40 @@ def restart(store: JobStore, job: Job, *, on_event=None, verbose: int = 0) -> Jo
     archive_path = state_dir() / "archives" / f"{job.archive}.tar.gz"
     if not archive_path.exists():
         raise UsageError(f"the archive of job {job.id} is gone from {archive_path}; submit it again")
+    before = copy.deepcopy(job)
     job.attempt += 1
     job.state, job.message, job.ended_at = states.STARTING, "", None
     for rank in job.ranks:
         rank.state, rank.exit_code, rank.pid, rank.ended_at = states.STARTING, None, None, None
         rank.attempt = job.attempt
+    job.launcher = launcher_identity()
     store.save(job)
-    archive = Archive(archive_path, job.archive, 0, archive_path.stat().st_size)
     hosts = job_hosts(job)
     for rank in job.ranks:
         hosts[rank.host].update(tsubmit_node_address=rank.address, tsubmit_nproc=rank.nproc or 0)
-    # Hook steps are left to their `when`: the inventory's hooks are not read here.
-    run = run_for_job(job, "submit", submit.extravars(job, archive), hosts=hosts,
-                      on_event=on_event, verbose=verbose,
-                      skip_tags=[] if job.executor == "optuna" else ["optuna"])
-    failures = run.failures()
-    if run.status == "successful" and not failures:
-        failures = submit.unstarted(job, run)
-    if failures or run.status != "successful":
-        run_for_job(job, "stop", {"stop_grace": submit.ROLLBACK_GRACE}, verbose=verbose)
-        job.state = states.FAILED
-        job.message = "; ".join(f"{h}: {m}" for h, m in failures.items()) or "restart failed"
+    archive = Archive(archive_path, job.archive, 0, archive_path.stat().st_size)
+
+    def roll_back(interrupted: bool) -> str:
+        attempt = job.attempt
+        acted = act(job, "rollback", [rank.host for rank in job.ranks], grace=ROLLBACK_GRACE,
+                     attempt=attempt, verbose=verbose)
+        pending = job.pending
+        job.__dict__.update(copy.deepcopy(before).__dict__)
+        job.pending = pending
+        job.message = describe(job) or before.message
         store.save(job)
-        raise LaunchError(f"restart of job {job.id} failed; nothing was left running", failures)
-    submit.record_started(job, run)
-    store.save(job)
+        what = "interrupted" if interrupted else "failed"
+        left = f"; still to roll back on {', '.join(acted.failures)}" if acted.failures else ""
+        return (f"restart of job {job.id} as attempt {attempt} {what}; rolled back{left}, the job "
+                f"is {job.state} at attempt {job.attempt} as before")
+
+    # Hook steps are left to their `when`: the inventory's hooks are not read here.
+    submit.launch(job, store, submit.Target(job.inventory["sources"], hosts,
+                                            submit.extravars(job, archive),
+                                            [] if job.executor == "optuna" else ["optuna"],
+                                            job.inventory.get("vault_password_file")),
+                  roll_back=roll_back, on_event=on_event, verbose=verbose)
     return job
-
-
-def delete(store: JobStore, job: Job, *, verbose: int = 0) -> dict[str, str]:
-    """Stop what runs, remove the job's directories on every node and its record."""
-    run = run_for_job(job, "cleanup", {"stop_grace": 10}, verbose=verbose)
-    failures = run.failures()
-    if not failures:
-        store.delete(job.id)
-    return failures
 
 
 def wait(store: JobStore, job: Job, *, timeout: float | None = None, interval: float = 2.0,
@@ -178,7 +281,7 @@ def wait(store: JobStore, job: Job, *, timeout: float | None = None, interval: f
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         refresh(store, [job], verbose=verbose)
-        if job.state in states.FINISHED_STATES:
+        if not job.may_run():
             return True
         if deadline is not None and time.monotonic() >= deadline:
             return False
@@ -195,8 +298,8 @@ def collect_garbage(store: JobStore, older_than: float, *, dry_run: bool = False
     from .paths import state_dir
 
     cutoff = time.time() - older_than
-    refresh(store, store.jobs(where="state IN (?, ?, ?)", params=tuple(ACTIVE_STATES)), verbose=verbose)
-    old = [job for job in store.jobs() if job.state in states.FINISHED_STATES
+    refresh(store, store.jobs(), verbose=verbose)
+    old = [job for job in store.jobs() if not job.may_run()
            and (job.ended_at or job.created_at) < cutoff]
     removed: dict[str, list[str]] = {"jobs": [], "runs": [], "archives": [], "kept": []}
     for job in old:

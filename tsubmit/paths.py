@@ -49,5 +49,35 @@ def ansible_dir() -> Path:
 
 
 def ensure_private_dir(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    """PATH and every missing folder above it, each 0700: whichever command runs
+    first creates the state dir, and the job store in it holds jobs' secrets."""
+    missing = [folder for folder in (path, *path.parents) if not folder.exists()]
+    for folder in reversed(missing):
+        folder.mkdir(mode=0o700, exist_ok=True)
     return path
+
+
+# Beside a runner data dir's files: "PID STARTTICKS" of the tsubmit that made them.
+RUN_OWNER_FILE = "owner"
+
+
+def process_identity(pid: int) -> str:
+    """ "PID STARTTICKS": unlike the pid alone, it cannot match a later process."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return f"{pid} {handle.read().rsplit(')', 1)[1].split()[19]}"
+    except (OSError, IndexError):
+        return ""
+
+
+def remove_stale_run_secrets() -> None:
+    """Remove the extra-vars (a job's secrets) that a tsubmit killed during a
+    playbook run left in its runner data dir: each run removes its own when it
+    ends. Called by every command that opens the store or runs a playbook."""
+    for extravars in (state_dir() / "runs").glob("*/env/extravars"):
+        try:
+            owner = (extravars.parent.parent / RUN_OWNER_FILE).read_text()
+        except OSError:
+            owner = ""
+        if not owner or process_identity(int(owner.split()[0])) != owner:
+            extravars.unlink(missing_ok=True)

@@ -5,17 +5,24 @@ cron) read and write at once. The schema version lives in PRAGMA user_version
 so a newer tsubmit can migrate an older file.
 """
 
+import contextlib
 import json
+import os
 import sqlite3
+import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, fields
+from functools import wraps
 from pathlib import Path
 
 from .errors import UsageError
 from .job import Job, Rank
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+# Seconds a command waits for another tsubmit process that holds the store.
+DEFAULT_BUSY_TIMEOUT = 30.0
 
 _SCHEMA = """
 CREATE TABLE jobs (
@@ -36,7 +43,11 @@ CREATE TABLE jobs (
     message TEXT NOT NULL,
     extras TEXT NOT NULL DEFAULT '{}',
     created_at REAL NOT NULL,
-    ended_at REAL
+    ended_at REAL,
+    keep_going INTEGER NOT NULL DEFAULT 0,
+    pending TEXT NOT NULL DEFAULT 'null',
+    launcher TEXT NOT NULL DEFAULT 'null',
+    revision INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX jobs_name ON jobs (name);
 CREATE TABLE ranks (
@@ -59,20 +70,77 @@ CREATE TABLE ranks (
 # Each step brings a store of the previous version up to the next.
 _MIGRATIONS = {
     1: ["ALTER TABLE jobs ADD COLUMN extras TEXT NOT NULL DEFAULT '{}'"],
+    2: ["ALTER TABLE jobs ADD COLUMN keep_going INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE jobs ADD COLUMN pending TEXT NOT NULL DEFAULT 'null'",
+        "ALTER TABLE jobs ADD COLUMN launcher TEXT NOT NULL DEFAULT 'null'",
+        "ALTER TABLE jobs ADD COLUMN revision INTEGER NOT NULL DEFAULT 0"],
 }
-_JSON_COLUMNS = ("inventory", "command", "env", "extras")
+_JSON_COLUMNS = ("inventory", "command", "env", "extras", "pending", "launcher")
 _JOB_COLUMNS = [f.name for f in fields(Job) if f.name != "ranks"]
 _RANK_COLUMNS = [f.name for f in fields(Rank)]
 
 
+class StoreError(UsageError):
+    """The job store cannot be used as it is: the message names the file and what to do."""
+
+
+def _guarded(method):
+    """Turn SQLite's errors into one line that names the store's file."""
+
+    @wraps(method)
+    def guarded(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as error:
+            raise _store_error(self.path, error) from None
+
+    return guarded
+
+
+def _store_error(path: Path, error: sqlite3.Error) -> StoreError:
+    text = str(error)
+    if "locked" in text or "busy" in text:
+        return StoreError(f"the job store {path} is locked by another process; wait for it to "
+                          "finish, or find it with `fuser " + str(path) + "`")
+    if "readonly" in text or "unable to open" in text:
+        return StoreError(f"cannot write the job store {path} ({text}); check its owner and "
+                          "permissions (it should be yours, mode 0600)")
+    return StoreError(f"the job store {path} is damaged ({text}); move it away "
+                      f"(mv {path} {path}.broken) to start an empty one, or restore it from a backup")
+
+
 class JobStore:
-    def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._db = sqlite3.connect(path, timeout=30, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._migrate()
+    """The jobs and their ranks, as last read from the nodes.
+
+    Every save stamps the jobs it writes with a store-wide increasing
+    revision, so a refresh can write what it read from the nodes only where
+    nobody saved the job since it was loaded (save_if_unchanged): an older
+    read never overwrites newer knowledge, such as a submitter's "running".
+    """
+
+    def __init__(self, path: Path, *, busy_timeout: float | None = None):
+        from .paths import ensure_private_dir
+
+        self.path = path
+        self.busy_timeout = busy_timeout if busy_timeout is not None else float(
+            os.environ.get("TSUBMIT_STORE_TIMEOUT", DEFAULT_BUSY_TIMEOUT))
+        self._told_waiting = False
+        ensure_private_dir(path.parent)
+        if not path.exists():
+            _create(path)
+        elif path.stat().st_size == 0:
+            # SQLite would take an empty file for a new store and forget every job.
+            raise StoreError(f"the job store {path} is empty (truncated?); move it away "
+                             f"(mv {path} {path}.broken) to start an empty one, or restore it "
+                             "from a backup")
+        try:
+            # A short timeout per try: _transaction retries, saying that it waits.
+            self._db = sqlite3.connect(path, timeout=0.2, isolation_level=None)
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except sqlite3.Error as error:
+            raise _store_error(path, error) from None
 
     def close(self) -> None:
         self._db.close()
@@ -91,13 +159,14 @@ class JobStore:
                         self._db.execute(statement)
                 self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             elif version > SCHEMA_VERSION:
-                raise UsageError(
-                    f"the job store was written by a newer tsubmit (schema {version}); upgrade tsubmit"
+                raise StoreError(
+                    f"the job store {self.path} was written by a newer tsubmit (schema {version}, "
+                    f"this one knows {SCHEMA_VERSION}); upgrade tsubmit"
                 )
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
-        self._db.execute("BEGIN IMMEDIATE")
+        self._begin()
         try:
             yield
         except BaseException:
@@ -105,30 +174,77 @@ class JobStore:
             raise
         self._db.execute("COMMIT")
 
+    def _begin(self) -> None:
+        """BEGIN IMMEDIATE, retried while another process writes, up to the busy timeout."""
+        deadline = time.monotonic() + self.busy_timeout
+        while True:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) and "busy" not in str(error):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise StoreError(
+                        f"the job store {self.path} is locked by another process; waited "
+                        f"{self.busy_timeout:g} s (TSUBMIT_STORE_TIMEOUT). Wait for it to finish, "
+                        f"or find it with `fuser {self.path}`") from None
+                if not self._told_waiting:
+                    self._told_waiting = True
+                    print(f"tsubmit: waiting for the job store {self.path}, which another process "
+                          f"is writing (up to {self.busy_timeout:g} s)", file=sys.stderr)
+                time.sleep(0.1)
+
+    @_guarded
     def save(self, *jobs: Job) -> None:
         """Insert or replace the jobs and all their ranks, in one transaction."""
         with self._transaction():
             for job in jobs:
-                row = asdict(job)
-                ranks = row.pop("ranks")
-                for column in _JSON_COLUMNS:
-                    row[column] = json.dumps(row[column])
-                self._db.execute(
-                    f"INSERT OR REPLACE INTO jobs ({', '.join(_JOB_COLUMNS)}) "
-                    f"VALUES ({', '.join(':' + c for c in _JOB_COLUMNS)})",
-                    row,
-                )
-                self._db.execute("DELETE FROM ranks WHERE job_id = ?", (job.id,))
-                self._db.executemany(
-                    f"INSERT INTO ranks (job_id, {', '.join(_RANK_COLUMNS)}) "
-                    f"VALUES (:job_id, {', '.join(':' + c for c in _RANK_COLUMNS)})",
-                    [{"job_id": job.id, **rank} for rank in ranks],
-                )
+                self._write(job)
 
+    @_guarded
+    def save_if_unchanged(self, *jobs: Job) -> list[Job]:
+        """Save each job only if nobody saved it since it was read; reload the
+        others in place (they hold newer knowledge). Returns the reloaded ones."""
+        reloaded = []
+        with self._transaction():
+            for job in jobs:
+                row = self._db.execute("SELECT revision FROM jobs WHERE id = ?", (job.id,)).fetchone()
+                if row is None:
+                    continue  # deleted meanwhile: nothing to refresh
+                if row["revision"] == job.revision:
+                    self._write(job)
+                    continue
+                current = self._load(self._db.execute("SELECT * FROM jobs WHERE id = ?",
+                                                      (job.id,)).fetchone())
+                job.__dict__.update(current.__dict__)
+                reloaded.append(job)
+        return reloaded
+
+    def _write(self, job: Job) -> None:
+        job.revision = self._db.execute("SELECT COALESCE(MAX(revision), 0) + 1 FROM jobs").fetchone()[0]
+        row = asdict(job)
+        ranks = row.pop("ranks")
+        for column in _JSON_COLUMNS:
+            row[column] = json.dumps(row[column])
+        self._db.execute(
+            f"INSERT OR REPLACE INTO jobs ({', '.join(_JOB_COLUMNS)}) "
+            f"VALUES ({', '.join(':' + c for c in _JOB_COLUMNS)})",
+            row,
+        )
+        self._db.execute("DELETE FROM ranks WHERE job_id = ?", (job.id,))
+        self._db.executemany(
+            f"INSERT INTO ranks (job_id, {', '.join(_RANK_COLUMNS)}) "
+            f"VALUES (:job_id, {', '.join(':' + c for c in _RANK_COLUMNS)})",
+            [{"job_id": job.id, **rank} for rank in ranks],
+        )
+
+    @_guarded
     def delete(self, job_id: str) -> None:
         with self._transaction():
             self._db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
 
+    @_guarded
     def jobs(self, *, where: str = "1", params: tuple = ()) -> list[Job]:
         """Jobs matching a SQL condition on the jobs table, newest first."""
         rows = self._db.execute(
@@ -144,6 +260,7 @@ class JobStore:
             "SELECT * FROM ranks WHERE job_id = ? ORDER BY rank", (values["id"],)
         ).fetchall()
         ranks = [Rank(**{c: r[c] for c in _RANK_COLUMNS}) for r in rank_rows]
+        values["keep_going"] = bool(values["keep_going"])
         return Job(**values, ranks=ranks)
 
     def find(self, ref: str) -> Job:
@@ -171,7 +288,33 @@ def _like_prefix(prefix: str) -> str:
     return escaped + "%"
 
 
-def open_store() -> JobStore:
-    from .paths import state_dir
+def _create(path: Path) -> None:
+    """A new, empty store, mode 0600 from its first byte (it holds the jobs'
+    environments), put in place by one rename so no reader sees it half made."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.new")
+    partial.unlink(missing_ok=True)
+    os.close(os.open(partial, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    try:
+        db = sqlite3.connect(partial, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")  # persistent: set once, in the file
+            db.execute("BEGIN")
+            for statement in filter(str.strip, _SCHEMA.split(";")):
+                db.execute(statement)
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            db.execute("COMMIT")
+        finally:
+            db.close()
+        with contextlib.suppress(FileExistsError):  # another process created it meanwhile
+            os.link(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+        for suffix in ("-wal", "-shm"):
+            Path(f"{partial}{suffix}").unlink(missing_ok=True)
 
+
+def open_store() -> JobStore:
+    from .paths import remove_stale_run_secrets, state_dir
+
+    remove_stale_run_secrets()
     return JobStore(state_dir() / "jobs.sqlite")

@@ -62,7 +62,7 @@ def test_stopping_a_torchrun_job_leaves_no_process_on_any_node(cli, nodes, workd
     assert job["state"] == "stopped"
     assert {r["state"] for r in job["ranks"]} == {"stopped"}
     again = cli.ok("stop", job_id)
-    assert "already stopped" in again.stdout
+    assert "is stopped; nothing of it was running" in again.stdout
 
 
 def test_a_job_ignoring_sigterm_is_killed_after_the_grace_period(cli, nodes, workdir):

@@ -25,8 +25,9 @@ def _rank_rows(job):
 
 def print_summary(job) -> None:
     from .. import output as out
+    from ..lifecycle import shown_state
 
-    line = f"job {job.id} ({job.name}): {job.state}"
+    line = f"job {job.id} ({job.name}): {shown_state(job)}"
     click.echo(line + (f" — {job.message}" if job.message else ""))
     click.echo(out.table(["RANK", "HOST", "STATE", "PID", "EXIT", "STARTED", "ENDED", "ATTEMPT"],
                          _rank_rows(job)))
@@ -40,20 +41,20 @@ def print_summary(job) -> None:
 def list_jobs(obj, show_all, cluster, output):
     """List jobs, newest first (states refreshed from the nodes in one playbook run)."""
     from .. import output as out
-    from ..lifecycle import ACTIVE_STATES, refresh
+    from ..lifecycle import refresh, shown_state
     from ..views import job_view
 
     store = _store()
     jobs = store.jobs(where="cluster = ?", params=(cluster,)) if cluster else store.jobs()
     if not show_all:
         horizon = time.time() - LIST_WINDOW
-        jobs = [j for j in jobs if j.state in ACTIVE_STATES or (j.ended_at or j.created_at) >= horizon]
+        jobs = [j for j in jobs if j.may_run() or (j.ended_at or j.created_at) >= horizon]
     refresh(store, jobs, verbose=obj["verbose"])
     if output == "json":
         click.echo(out.to_json([job_view(job) for job in jobs]))
         return
     now = time.time()
-    rows = [[j.id, j.name, j.cluster, j.executor, len(j.ranks), j.state,
+    rows = [[j.id, j.name, j.cluster, j.executor, len(j.ranks), shown_state(j),
              out.duration(now - j.created_at),
              out.duration((j.ended_at or now) - (j.ranks[0].started_at or j.created_at))] for j in jobs]
     click.echo(out.table(["ID", "NAME", "CLUSTER", "EXECUTOR", "NODES", "STATE", "AGE", "RUNTIME"], rows))
@@ -70,7 +71,13 @@ def status(obj, job_ref, output):
     from ..views import job_view
 
     store = _store()
-    job = store.find(job_ref)
+    try:
+        job = store.find(job_ref)
+    except UsageError as error:
+        if output != "json":
+            raise
+        click.echo(out.to_json({"error": str(error)}))
+        sys.exit(error.exit_code)
     refresh(store, [job], verbose=obj["verbose"])
     if output == "json":
         click.echo(out.to_json(job_view(job)))
@@ -176,6 +183,8 @@ def wait_for_job(store, job, *, follow, all_ranks, timeout, verbose, summary=Tru
         streamer.join(timeout=10)
     if summary:
         print_summary(job)
+        if not follow:
+            click.echo(f"output: tsubmit logs {job.id} (--all for every rank)")
     return 0 if job.state == SUCCEEDED else EXIT_JOB_FAILED
 
 
@@ -185,23 +194,27 @@ def wait_for_job(store, job, *, follow, all_ranks, timeout, verbose, summary=Tru
               help="Seconds between SIGTERM and SIGKILL.")
 @click.pass_obj
 def stop(obj, job_ref, grace):
-    """Stop every rank of a job (SIGTERM to each process group, SIGKILL after the grace period)."""
-    from ..job import FINISHED_STATES
-    from ..lifecycle import refresh
+    """Stop every process of every rank of a job (SIGTERM, SIGKILL after the grace period).
+
+    Every node is asked, whatever tsubmit last recorded; a node that does not
+    answer keeps the stop pending until a later stop or status reaches it.
+    """
+    from ..errors import LaunchError
     from ..lifecycle import stop as stop_job
 
     if grace < 0:
         raise UsageError("--grace must be 0 or more seconds")
     store = _store()
     job = store.find(job_ref)
-    refresh(store, [job], verbose=obj["verbose"])
-    if job.state in FINISHED_STATES:
-        click.echo(f"job {job.id} ({job.name}) already {job.state}; nothing to stop")
-        return
-    unreachable = stop_job(store, job, grace=grace, verbose=obj["verbose"])
-    for host, message in unreachable.items():
-        click.echo(f"tsubmit: could not stop the rank on {host}: {message}", err=True)
-    click.echo(f"job {job.id} ({job.name}) stopped")
+    acted = stop_job(store, job, grace=grace, verbose=obj["verbose"])
+    if acted.failures:
+        raise LaunchError(f"job {job.id} ({job.name}) could not be stopped on every node; the stop "
+                          f"stays pending there: run `tsubmit stop {job.id}` again once they answer",
+                          acted.failures)
+    if acted.stopped:
+        click.echo(f"job {job.id} ({job.name}) stopped; {acted.left} processes left on its nodes")
+    else:
+        click.echo(f"job {job.id} ({job.name}) is {job.state}; nothing of it was running on its nodes")
 
 
 @click.command()
@@ -220,8 +233,10 @@ def restart(obj, job_ref):
 @click.argument("job_refs", metavar="JOB...", nargs=-1)
 @click.option("--all", "delete_all", is_flag=True, help="Delete every job.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--force", is_flag=True, help="Forget a job even where its nodes cannot be reached "
+              "(says what may be left there).")
 @click.pass_obj
-def delete(obj, job_refs, delete_all, yes):
+def delete(obj, job_refs, delete_all, yes, force):
     """Stop jobs, remove their directories on every node and their records."""
     from ..errors import LaunchError
     from ..lifecycle import delete as delete_job
@@ -240,13 +255,21 @@ def delete(obj, job_refs, delete_all, yes):
         click.confirm(f"Delete {names}?", abort=True)
     failed = {}
     for job in jobs:
-        failures = delete_job(store, job, verbose=obj["verbose"])
-        if failures:
+        failures = delete_job(store, job, force=force, verbose=obj["verbose"])
+        if failures and force:
+            click.echo(f"job {job.id} ({job.name}) forgotten; it could not be removed from every node:",
+                       err=True)
+            for host, message in failures.items():
+                click.echo(f"  {host} ({message}): may still hold the job's folder <tsubmit_remote_root>/"
+                           f"{job.id} and processes whose environment has "
+                           f"TSUBMIT_RANK_MARKER={job.id}.r*", err=True)
+        elif failures:
             failed.update({f"{job.id} on {host}": message for host, message in failures.items()})
         else:
             click.echo(f"job {job.id} ({job.name}) deleted")
     if failed:
-        raise LaunchError("some jobs could not be deleted everywhere; their records are kept", failed)
+        raise LaunchError("some jobs could not be deleted everywhere; their records are kept, marked "
+                          "as pending that cleanup (`tsubmit delete --force` forgets them anyway)", failed)
 
 
 @click.command("gc")

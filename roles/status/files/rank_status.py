@@ -5,7 +5,10 @@ JSON is a list of {"key": ..., "job": JOB_ID, "rank": N, "attempt": N}. For
 each, the rank's attempt directory is read: pid ("PID STARTTICKS EPOCH"),
 exit_code ("CODE EPOCH") and the stopped marker the stop role leaves. A pid
 counts as ours only while its start ticks match, so a pid the OS reused for
-another process is never taken for the job.
+another process is never taken for the job. A rank also runs while any
+process of this user carries its marker (TSUBMIT_RANK_MARKER, exported by
+launch.sh), such as torchrun's workers after torchrun itself was killed;
+each report says how many such processes live ("processes").
 """
 
 import json
@@ -43,6 +46,31 @@ def group_alive(pgid: str) -> bool:
     )
 
 
+MARKER = b"TSUBMIT_RANK_MARKER="
+
+
+def marked_processes() -> dict[str, int]:
+    """How many live processes of this user carry each rank marker."""
+    counts: dict[str, int] = {}
+    uid = os.getuid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.stat(f"/proc/{entry}").st_uid != uid:
+                continue
+            with open(f"/proc/{entry}/environ", "rb") as handle:
+                environ = handle.read()
+        except OSError:
+            continue
+        for variable in environ.split(b"\0"):
+            if variable.startswith(MARKER):
+                marker = variable[len(MARKER):].decode(errors="replace")
+                counts[marker] = counts.get(marker, 0) + 1
+                break
+    return counts
+
+
 def container_state(engine: str, name: str) -> dict | None:
     """The engine's word on a rank's container; None when it has no such container."""
     try:
@@ -59,9 +87,14 @@ def container_state(engine: str, name: str) -> dict | None:
     return {"state": "succeeded" if code == "0" else "failed", "exit_code": int(code)}
 
 
-def rank_state(attempt_dir: str) -> dict:
+def rank_state(attempt_dir: str, processes: int) -> dict:
     if not os.path.isdir(attempt_dir):
-        return {"state": "lost", "reason": "no files for this rank on the node"}
+        return {"state": "lost", "reason": "no files for this rank on the node", "missing": True,
+                "processes": processes}
+    return {**_files_state(attempt_dir, processes), "processes": processes}
+
+
+def _files_state(attempt_dir: str, processes: int) -> dict:
     exit_code = read_fields(os.path.join(attempt_dir, "exit_code"))
     pid_fields = read_fields(os.path.join(attempt_dir, "pid")) or []
     stopped = os.path.exists(os.path.join(attempt_dir, "stopped"))
@@ -83,7 +116,7 @@ def rank_state(attempt_dir: str) -> dict:
             return {**report, **engine_state}
     pid, ticks = pid_fields[0], pid_fields[1]
     leader_ticks = start_ticks(pid)
-    if leader_ticks == ticks or (leader_ticks is None and group_alive(pid)):
+    if leader_ticks == ticks or (leader_ticks is None and (processes or group_alive(pid))):
         return {**report, "state": "running"}
     if stopped:
         return {**report, "state": "stopped", "ended": os.path.getmtime(os.path.join(attempt_dir, "stopped"))}
@@ -93,9 +126,11 @@ def rank_state(attempt_dir: str) -> dict:
 def main() -> None:
     root = os.path.expanduser(sys.argv[1])
     wanted = json.loads(sys.argv[2])
+    marked = marked_processes()
     print(json.dumps({
         item["key"]: rank_state(
-            os.path.join(root, item["job"], f"rank-{item['rank']}", f"attempt-{item['attempt']}")
+            os.path.join(root, item["job"], f"rank-{item['rank']}", f"attempt-{item['attempt']}"),
+            marked.get(f"{item['job']}.r{item['rank']}.a{item['attempt']}", 0),
         )
         for item in wanted
     }))

@@ -1,26 +1,51 @@
 #!/bin/sh
-# Usage: stop.sh JOB_DIR RANK GRACE_SECONDS
-# Stop this node's rank of a job: SIGTERM to the rank's whole process group
-# (the launch shell, torchrun and every worker), SIGKILL to what is left after
-# the grace period. A pid is only signalled while its start time still
-# matches the one recorded at launch, so a pid the OS reused is never hit.
-# Prints one line per attempt it acted on; prints nothing when nothing ran.
+# Usage: stop.sh JOB_DIR JOB_ID RANK GRACE_SECONDS [ATTEMPT [remove]]
+#
+# Stop this node's rank of a job: every attempt's, or only ATTEMPT's (with
+# `remove`, that attempt's folder is removed after: a restart rolled back).
+#
+# A rank's processes are every process of this user whose environment holds
+# the rank's marker, TSUBMIT_RANK_MARKER=JOB_ID.rRANK.aATTEMPT (launch.sh
+# exports it first thing, and children inherit it), so processes that left
+# the rank's process group or session are found too: a setsid daemon,
+# torchrun's workers (each in a session of its own), the workers of a
+# torchrun killed with -9. The recorded process group is signalled as well,
+# for a process that cleared its environment while staying in the group; its
+# leader's start time must match the one recorded at launch, so a pid the OS
+# reused is never hit. SIGTERM first, SIGKILL to what is left after the grace
+# period, then the sweep is repeated until nothing carries the marker.
+#
+# Prints one line per attempt it acted on and a last line "left N"; prints
+# nothing when nothing of the rank ran. Exits 1 when processes survived.
 set -u
-job_dir=$1
-rank=$2
-grace=$3
+job_dir=$1 job_id=$2 rank=$3 grace=$4 only_attempt=${5:-} remove=${6:-}
 case $job_dir in "~"/*) job_dir=$HOME/${job_dir#"~/"} ;; esac
+case $job_id in "" | *[!0-9a-zA-Z_-]*) echo "stop.sh: bad job id '$job_id'" >&2; exit 2 ;; esac
+attempt_pattern=${only_attempt:-*}
+marker="TSUBMIT_RANK_MARKER=$job_id\.r$rank\.a"
 
+# The pids of this user's processes whose marker names ATTEMPT (default: the
+# attempts this stop is for). One grep reads every environment it may
+# (others' are unreadable: -s); a zombie's is empty.
+marked() {
+    grep -lszxE "$marker${1:-${only_attempt:-[0-9]+}}" /proc/[0-9]*/environ 2>/dev/null |
+    while IFS=/ read -r _ _ pid _; do
+        [ -O "/proc/$pid" ] && [ "$pid" != "$$" ] && echo "$pid"
+    done
+}
 is_ours() { # PID STARTTICKS: the process still is the one we started
     [ -r "/proc/$1/stat" ] && [ "$(cut -d' ' -f22 "/proc/$1/stat" 2>/dev/null)" = "$2" ]
 }
-group_alive() { # PGID: any process left in the group
-    pgrep -g "$1" >/dev/null 2>&1
+signal_all() { # SIGNAL: every marked process and the recorded groups
+    for pid in $(marked); do kill "-$1" "$pid" 2>/dev/null; done
+    for group in $groups; do kill "-$1" "-$group" 2>/dev/null; done
 }
+alive() { [ -n "$(marked)" ] || { [ -n "$groups" ] && pgrep -g "$(echo $groups | tr ' ' ,)" >/dev/null 2>&1; }; }
 
-for pid_file in "$job_dir/rank-$rank"/attempt-*/pid; do
-    [ -s "$pid_file" ] || continue
-    attempt_dir=$(dirname "$pid_file")
+groups=""
+acted=""
+for attempt_dir in "$job_dir/rank-$rank"/attempt-$attempt_pattern; do
+    [ -d "$attempt_dir" ] || continue
     # A rank in a container: the engine stops it (SIGTERM, then SIGKILL after
     # the grace period) and removes it; the launch shell then ends by itself.
     if [ -s "$attempt_dir/container" ] && [ ! -e "$attempt_dir/exit_code" ]; then
@@ -30,27 +55,51 @@ for pid_file in "$job_dir/rank-$rank"/attempt-*/pid; do
             "$engine" stop --time "$grace" "$name" >/dev/null 2>&1
             "$engine" rm --force "$name" >/dev/null 2>&1
             echo "stopped container $name"
+            acted=yes
         fi
     fi
-    read -r pid ticks _ < "$pid_file"
+    [ -s "$attempt_dir/pid" ] || continue
+    read -r pid ticks _ < "$attempt_dir/pid"
     # A live pid with another start time is not ours: the OS reused it.
     if [ -e "/proc/$pid" ] && ! is_ours "$pid" "$ticks"; then
         continue
     fi
-    # The group outlives its leader while workers remain: stop those too.
-    group_alive "$pid" || continue
-    [ -e "$attempt_dir/exit_code" ] || date +%s > "$attempt_dir/stopped"
-    kill -TERM "-$pid" 2>/dev/null
+    if pgrep -g "$pid" >/dev/null 2>&1 || [ -n "$(marked "${attempt_dir##*-}")" ]; then
+        groups="$groups $pid"
+        [ -e "$attempt_dir/exit_code" ] || date +%s > "$attempt_dir/stopped"
+        echo "stopped $attempt_dir"
+        acted=yes
+    fi
+done
+# Processes with the marker and no live attempt (their launch shell ended).
+if [ -z "$acted" ] && [ -n "$(marked)" ]; then
+    echo "stopped processes left by rank $rank"
+    acted=yes
+fi
+
+if [ -n "$acted" ]; then
+    signal_all TERM
     waited=0
-    while group_alive "$pid" && [ "$waited" -lt "$((grace * 5))" ]; do
+    while alive && [ "$waited" -lt "$((grace * 5))" ]; do
         sleep 0.2
         waited=$((waited + 1))
     done
-    if group_alive "$pid"; then
-        kill -KILL "-$pid" 2>/dev/null
-        echo "killed $attempt_dir after ${grace}s"
-    else
-        echo "stopped $attempt_dir"
+    # A process may fork while it is killed: sweep until none is left.
+    sweeps=0
+    while alive && [ "$sweeps" -lt 25 ]; do
+        [ "$sweeps" -gt 0 ] || echo "killed what was left after ${grace}s"
+        signal_all KILL
+        sleep 0.2
+        sweeps=$((sweeps + 1))
+    done
+    left=$(marked | wc -l)
+    echo "left $left"
+    if [ "$left" -gt 0 ]; then
+        echo "$left process(es) of rank $rank survived SIGKILL: $(marked | tr '\n' ' ')" >&2
+        exit 1
     fi
-done
+fi
+if [ "$remove" = remove ] && [ -n "$only_attempt" ]; then
+    rm -rf "$job_dir/rank-$rank/attempt-$only_attempt"
+fi
 exit 0

@@ -1,0 +1,370 @@
+"""What tsubmit says is what runs, under the faults a user meets: a rank that
+fails while others run, a node down during stop or restart, processes that
+leave their rank's process group, Ctrl-C during a submit, `list` racing
+`run`, a broken store. What is left on the nodes is counted from /proc by the
+job's marker in the processes' environment, never from tsubmit's word."""
+
+import json
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import TSUBMIT
+
+pytestmark = pytest.mark.e2e
+
+SLEEP_UNLESS_RANK_1 = ("import os, sys, time; print('up', flush=True); "
+                       "sys.exit(1) if os.environ['NODE_RANK'] == '1' else time.sleep(300)")
+
+
+def job_processes(job_id: str) -> list[str]:
+    """Command lines of live processes whose environment names the job: the
+    rank marker launch.sh exports, or TSUBMIT_JOB_ID that every command sees."""
+    wanted = (f"TSUBMIT_RANK_MARKER={job_id}.".encode(), f"TSUBMIT_JOB_ID={job_id}\0".encode())
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            if stat[stat.rindex(")") + 2] == "Z":
+                continue
+            environ = Path(f"/proc/{pid}/environ").read_bytes() + b"\0"
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, ValueError):
+            continue
+        if any(marker in environ for marker in wanted):
+            found.append(f"{pid} {cmdline}")
+    return found
+
+
+def wait_until(predicate, timeout=60.0, interval=0.3):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return False
+
+
+def job_id_of(result) -> str:
+    return re.search(r"job (\w{10}) ", result.stdout + result.stderr).group(1)
+
+
+def start(cli, *args) -> str:
+    return job_id_of(cli.ok("run", *args))
+
+
+def distributed(cli, cluster, workdir, *command, extra=()):
+    return start(cli, "-c", cluster, "--executor", "distributed", *extra, "--workdir", str(workdir),
+                 "--", *command)
+
+
+# ---------------------------------------------------------------- a failed rank
+
+
+def test_a_failed_rank_stops_the_other_ranks(cli, nodes, workdir):
+    cli.write_cluster("c", nodes, nodes.nodes)
+    started = time.monotonic()
+    run = cli("run", "-c", "c", "--executor", "distributed", "--wait", "--workdir", str(workdir),
+              "--", "python", "-c", SLEEP_UNLESS_RANK_1)
+    assert run.code == 1, run.output
+    assert time.monotonic() - started < 120  # not the 300 s the other ranks sleep
+    job_id = job_id_of(run)
+    assert job_processes(job_id) == []
+    job = cli.job(job_id)
+    assert job["state"] == "failed"
+    assert job["message"].startswith("rank 1 on node2 exited with 1")
+    assert [r["state"] for r in job["ranks"]] == ["stopped", "failed", "stopped"]
+
+
+def test_keep_going_leaves_the_others_running_and_stop_still_stops_them(cli, nodes, workdir):
+    cli.write_cluster("c", nodes, nodes.nodes)
+    job_id = distributed(cli, "c", workdir, "python", "-c", SLEEP_UNLESS_RANK_1, extra=["--keep-going"])
+    assert wait_until(lambda: cli.job(job_id)["ranks"][1]["state"] == "failed")
+    status = cli.ok("status", job_id).stdout
+    assert f"job {job_id}" in status and "failed (2 ranks still running)" in status
+    assert len(job_processes(job_id)) >= 2
+    # Refreshed again although failed: it still has live ranks.
+    assert [r["state"] for r in cli.job(job_id)["ranks"]] == ["running", "failed", "running"]
+
+    stop = cli.ok("stop", job_id, "--grace", "5")
+    assert "stopped; 0 processes left" in stop.stdout
+    assert job_processes(job_id) == []
+    job = cli.job(job_id)
+    assert job["state"] == "failed"
+    assert [r["state"] for r in job["ranks"]] == ["stopped", "failed", "stopped"]
+    assert "nothing of it was running" in cli.ok("stop", job_id).stdout
+
+
+def test_env_path_emptied_fails_with_127_instead_of_losing_the_rank(cli, nodes, workdir):
+    cli.write_cluster("c", nodes, nodes.nodes[:1])
+    run = cli("run", "-c", "c", "--executor", "distributed", "--wait", "--env", "PATH=",
+              "--env", "IFS=x", "--workdir", str(workdir), "--", "python", "-c", "print(1)")
+    assert run.code == 1, run.output
+    [rank] = cli.job(job_id_of(run))["ranks"]
+    assert (rank["state"], rank["exit_code"]) == ("failed", 127)
+
+
+# ---------------------------------------------------------------- containment
+
+
+def test_stop_reaches_a_daemon_that_left_the_ranks_session(cli, nodes, workdir):
+    cli.write_cluster("c", nodes, nodes.nodes[:2])
+    job_id = distributed(cli, "c", workdir, "python", "daemonize.py")
+    assert wait_until(lambda: sum("sleep 600" in p for p in job_processes(job_id)) == 2)
+    stop = cli.ok("stop", job_id, "--grace", "3")
+    assert "0 processes left" in stop.stdout
+    assert job_processes(job_id) == []
+    assert cli.job(job_id)["state"] == "stopped"
+
+
+def test_stop_kills_torchrun_workers_that_ignore_sigterm(cli, nodes, workdir):
+    cli.write_cluster("c", nodes, nodes.nodes[:1], tsubmit_gpus=2)
+    job_id = start(cli, "-c", "c", "--workdir", str(workdir), "--", "python", "sleeper.py",
+                   "--ignore-term")
+    assert wait_until(lambda: sum("sleeper.py" in p for p in job_processes(job_id)) >= 3)
+    cli.ok("stop", job_id, "--grace", "3")
+    assert job_processes(job_id) == []
+    assert cli.job(job_id)["state"] == "stopped"
+
+
+def test_the_workers_of_a_killed_torchrun_are_still_the_job_and_are_stopped(cli, nodes, workdir):
+    cli.write_cluster("c", nodes, nodes.nodes[:1], tsubmit_gpus=2)
+    job_id = start(cli, "-c", "c", "--workdir", str(workdir), "--", "python", "sleeper.py")
+    assert wait_until(lambda: sum("sleeper.py" in p for p in job_processes(job_id)) >= 3)
+    torchrun = [int(p.split()[0]) for p in job_processes(job_id) if "torchrun" in p]
+    for pid in torchrun:
+        os.kill(pid, signal.SIGKILL)
+    assert wait_until(lambda: not any("torchrun" in p for p in job_processes(job_id)))
+    workers = [p for p in job_processes(job_id) if "sleeper.py" in p]
+    assert len(workers) == 2, job_processes(job_id)
+    assert cli.job(job_id)["ranks"][0]["state"] == "running"  # its workers run
+    cli.ok("delete", job_id, "--yes")
+    assert job_processes(job_id) == []
+
+
+# ---------------------------------------------------------------- nodes down
+
+
+def test_a_stop_that_could_not_reach_a_node_is_finished_when_it_answers(cli, nodes, workdir):
+    cli.write_cluster("c", nodes, nodes.nodes[:2])
+    job_id = distributed(cli, "c", workdir, "python", "sleeper.py")
+    worker = nodes.nodes[1]
+    assert wait_until(lambda: len(job_processes(job_id)) >= 4)
+    nodes.stop_node(worker)  # a partition: its rank keeps running
+    try:
+        stop = cli("stop", job_id, "--grace", "3")
+        assert stop.code == 3, stop.output
+        assert "node2" in stop.stderr and "pending" in stop.stderr
+        assert any(worker.marker in Path(f"/proc/{p.split()[0]}/environ").read_text(errors="replace")
+                   for p in job_processes(job_id))
+        job = cli.job(job_id)
+        assert job["state"] == "stopping" and job["pending"]["hosts"] == ["node2"]
+        assert [r["state"] for r in job["ranks"]] == ["stopped", "unreachable"]
+    finally:
+        nodes.start_node(worker)
+    job = cli.job(job_id)  # status finishes the stop on node2
+    assert job["state"] == "stopped" and job["pending"] is None
+    assert job_processes(job_id) == []
+
+
+def test_a_restart_that_fails_on_one_node_is_rolled_back_and_can_be_retried(cli, nodes, workdir):
+    cli.write_cluster("c", nodes, nodes.nodes[:2])
+    run = cli.ok("run", "-c", "c", "--executor", "distributed", "--wait", "--workdir", str(workdir),
+                 "--", "python", "-c", "import os; print('attempt', os.environ['TSUBMIT_ATTEMPT'])")
+    job_id = job_id_of(run)
+    worker = nodes.nodes[1]
+    nodes.stop_node(worker)
+    try:
+        restart = cli("restart", job_id)
+        assert restart.code == 3, restart.output
+        assert "node2" in restart.stderr and "rolled back" in restart.stderr
+        assert not (nodes.nodes[0].remote_root / job_id / "rank-0" / "attempt-2").exists()
+        job = cli.job(job_id)
+        assert (job["state"], job["attempt"]) == ("succeeded", 1)
+        assert {r["state"] for r in job["ranks"]} == {"succeeded"}
+    finally:
+        nodes.start_node(worker)
+    cli.ok("restart", job_id)
+    assert wait_until(lambda: cli.job(job_id)["state"] == "succeeded")
+    job = cli.job(job_id)
+    assert job["attempt"] == 2
+    assert cli.ok("logs", job_id, "--rank", "1").stdout == "attempt 2\n"
+    assert job_processes(job_id) == []
+
+
+def test_delete_force_forgets_a_job_whose_node_is_gone(cli, nodes, workdir):
+    cli.write_cluster("c", nodes, nodes.nodes[:2])
+    job_id = distributed(cli, "c", workdir, "python", "sleeper.py")
+    worker = nodes.nodes[1]
+    assert wait_until(lambda: len(job_processes(job_id)) >= 4)
+    nodes.stop_node(worker, kill_processes=True)  # the machine is gone
+    try:
+        kept = cli("delete", job_id, "--yes")
+        assert kept.code == 3 and "node2" in kept.stderr and "--force" in kept.stderr
+        assert cli.job(job_id)["pending"]["action"] == "cleanup"
+        forced = cli("delete", job_id, "--yes", "--force")
+        assert forced.code == 0, forced.output
+        assert "node2" in forced.stderr and f"/{job_id}" in forced.stderr
+        assert cli("status", job_id).code == 2
+        assert not (nodes.nodes[0].remote_root / job_id).exists()
+        assert job_processes(job_id) == []
+    finally:
+        nodes.start_node(worker)
+
+
+# ---------------------------------------------------------------- races and signals
+
+
+def test_list_racing_several_submissions_records_them_all_running(cli, nodes, workdir):
+    cli.write_cluster("c", nodes, nodes.nodes[:2])
+    stop_listing = threading.Event()
+
+    def keep_listing():
+        while not stop_listing.is_set():
+            cli("list", "-o", "json")
+
+    lister = threading.Thread(target=keep_listing)
+    lister.start()
+    try:
+        runs = [subprocess.Popen([*TSUBMIT, "run", "-c", "c", "--executor", "distributed",
+                                  "--workdir", str(workdir), "--", "python", "sleeper.py"],
+                                 env=cli.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                 text=True) for _ in range(4)]
+        outputs = [run.communicate(timeout=300)[0] for run in runs]
+    finally:
+        stop_listing.set()
+        lister.join()
+    assert all(run.returncode == 0 for run in runs), outputs
+    jobs = cli.ok("list", "-o", "json").json()
+    assert len(jobs) == 4
+    assert [job["state"] for job in jobs] == ["running"] * 4, [job["message"] for job in jobs]
+    cli.ok("delete", "--all", "--yes")
+    assert all(job_processes(job["id"]) == [] for job in jobs)
+
+
+# When the signal comes: at once (before anything is recorded), while the
+# nodes are probed, while the tree ships, and once a first rank has started.
+@pytest.mark.parametrize("moment", [None, "connecting", "launching", "launched"])
+def test_ctrl_c_during_a_submit_rolls_back_every_node(cli, nodes, workdir, tmp_path, moment):
+    # Rank 2's node is slow: it sleeps before and after starting its rank, so
+    # the signal comes while ranks have started elsewhere or are starting.
+    slow = tmp_path / "slow.yml"
+    slow.write_text(yaml.safe_dump([{"name": "Be a slow node", "ansible.builtin.command": "sleep 2",
+                                     "changed_when": False, "when": "tsubmit_rank | int == 2"}]))
+    cli.write_cluster("c", nodes, nodes.nodes, tsubmit_pre_launch_tasks=[str(slow)],
+                      tsubmit_post_launch_tasks=[str(slow)])
+    name = f"interrupted-{moment}"
+    run = subprocess.Popen([*TSUBMIT, "run", "-c", "c", "--executor", "distributed", "--name", name,
+                            "--workdir", str(workdir), "--", "python", "sleeper.py"],
+                           env=cli.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = []
+    if moment is None:
+        time.sleep(0.3)
+    else:  # progress lines, one per change off a terminal: "node1: launching"
+        for line in run.stderr:
+            seen.append(line)
+            if line.split(": ")[-1].strip() == moment:
+                break
+    run.send_signal(signal.SIGINT)
+    stdout, stderr = run.communicate(timeout=120)
+    stderr = "".join(seen) + stderr
+    assert run.returncode == 130, stdout + stderr
+    assert "Traceback" not in stderr
+    jobs = [job for job in cli.ok("list", "-o", "json").json() if job["name"] == name]
+    time.sleep(3)  # a node still busy with the launch would start its rank by now
+    for job in jobs:
+        assert job_processes(job["id"]) == []
+        assert job["state"] == "stopped", job
+        assert not any((node.remote_root / job["id"]).exists() for node in nodes.nodes)
+
+
+# ---------------------------------------------------------------- the store
+
+
+def store_file(cli) -> Path:
+    return cli.home / "state" / "jobs.sqlite"
+
+
+def test_the_state_dir_and_store_are_private_whatever_command_comes_first(cli, nodes):
+    cli.write_cluster("c", nodes, nodes.nodes[:1])
+    cli.ok("cluster", "check", "c")
+    assert (cli.home / "state").stat().st_mode & 0o777 == 0o700
+    cli.ok("list")
+    assert store_file(cli).stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty"])
+def test_a_damaged_store_is_one_clear_line_not_a_traceback(cli, damage):
+    cli.ok("list")
+    store = store_file(cli)
+    content = {"garbage": b"this is not a database" * 100, "truncated": store.read_bytes()[:600],
+               "empty": b""}[damage]
+    for leftover in (Path(f"{store}-wal"), Path(f"{store}-shm")):
+        leftover.unlink(missing_ok=True)
+    store.write_bytes(content)
+    for command in (["list"], ["status", "x"], ["run", "--dry-run", "--", "true"]):
+        result = cli(*command)
+        if command[0] == "run":
+            continue  # a dry run needs no store
+        assert result.code == 2, result.output
+        assert "Traceback" not in result.stderr
+        assert str(store) in result.stderr and "mv " in result.stderr
+    assert store.read_bytes() == content  # never replaced by an empty store
+
+
+def test_a_locked_store_waits_a_bounded_time_and_says_so(cli):
+    cli.ok("list")
+    holder = sqlite3.connect(store_file(cli), isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        cli.env["TSUBMIT_STORE_TIMEOUT"] = "2"
+        started = time.monotonic()
+        result = cli("list")
+        assert 2 <= time.monotonic() - started < 30
+        assert result.code == 2, result.output
+        assert "waiting for the job store" in result.stderr
+        assert "locked by another process" in result.stderr and str(store_file(cli)) in result.stderr
+        assert "Traceback" not in result.stderr
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    cli.ok("list")
+
+
+def test_a_newer_store_schema_is_refused_by_name(cli):
+    cli.ok("list")
+    with sqlite3.connect(store_file(cli)) as db:
+        db.execute("PRAGMA user_version=99")
+    result = cli("list")
+    assert result.code == 2 and "newer tsubmit" in result.stderr and str(store_file(cli)) in result.stderr
+
+
+def test_runner_secrets_of_a_killed_controller_are_removed_by_the_next_command(cli, nodes, workdir,
+                                                                                  tmp_path):
+    slow = tmp_path / "slow.yml"
+    slow.write_text(yaml.safe_dump([{"name": "Be slow", "ansible.builtin.command": "sleep 5",
+                                     "changed_when": False}]))
+    cli.write_cluster("c", nodes, nodes.nodes[:1], tsubmit_pre_launch_tasks=[str(slow)])
+    run = subprocess.Popen([*TSUBMIT, "run", "-c", "c", "--executor", "distributed", "--env",
+                            "SECRET=hunter2", "--workdir", str(workdir), "--", "python", "sleeper.py"],
+                           env=cli.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    runs = cli.home / "state" / "runs"
+    assert wait_until(lambda: list(runs.glob("*-submit-*/env/extravars")), timeout=60)
+    run.kill()
+    run.wait()
+    assert list(runs.glob("*-submit-*/env/extravars"))
+    cli.ok("list")
+    assert not list(runs.glob("*/env/extravars"))
+    assert "hunter2" not in json.dumps([p.read_text(errors="replace") for p in runs.rglob("*")
+                                        if p.is_file()])
+    for job in cli.ok("list", "-o", "json").json():
+        cli("stop", job["id"], "--grace", "2")
+        assert job_processes(job["id"]) == []
