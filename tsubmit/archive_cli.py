@@ -7,7 +7,10 @@ from your own playbook (examples/playbook/):
 Prints the extra-vars that name the archive, as JSON: tsubmit_job_archive
 (the .tar.gz, absolute) and tsubmit_job_archive_digest (its content hash,
 which names the copy cached on each node). DEST_DIR defaults to tsubmit's
-own archive folder, so a tree already packed is not packed again.
+own archive folder in its state directory (TSUBMIT_HOME/state/archives, else
+XDG_STATE_HOME/tsubmit/archives, else ~/.local/state/tsubmit/archives), so a
+tree already packed is not packed again; `tsubmit gc --older-than T` removes
+archives there that no recorded job uses, so give DEST_DIR to keep one.
 """
 
 import argparse
@@ -27,7 +30,9 @@ def main(argv: list[str] | None = None) -> int:
                     "and print the extra-vars tsubmit_job_archive and tsubmit_job_archive_digest as JSON.")
     parser.add_argument("workdir", type=Path, help="the tree to pack")
     parser.add_argument("dest", type=Path, nargs="?",
-                        help="folder for the archive (default: tsubmit's archive folder)")
+                        help="folder for the archive (default: tsubmit's archive folder, "
+                             f"{state_dir() / 'archives'}, which `tsubmit gc` cleans of archives "
+                             "no recorded job uses)")
     args = parser.parse_args(argv)
     dest = args.dest or ensure_private_dir(state_dir() / "archives")
     try:
