@@ -286,3 +286,21 @@ def test_the_example_search_still_runs_with_a_plain_study(cli, nodes, tmp_path):
               "--workdir", str(search), "--", "python", "search.py", "1")
     assert run.code == 0, run.output
     assert "of study 007;" in cli.ok("logs", job_id_of(run)).stdout
+
+
+def test_a_job_and_its_followed_log_under_a_remote_root_with_shell_characters(cli, nodes, show_dir, marker):
+    # The remote root is the inventory's; `logs -f` builds its own remote command from it.
+    head = nodes.nodes[0]
+    root = head.remote_root / f"r b $(touch {marker}) `touch {marker}` 'q' ;|&"
+    cli.write_cluster("c", nodes, [head], tsubmit_remote_root=str(root))
+    run = cli("run", "-c", "c", "--executor", "distributed", "--follow", "--name", hostile_name(marker),
+              "--workdir", str(show_dir), "--", "python", "show_args.py", *hostile(marker))
+    assert run.code == 0, run.output
+    job_id = re.search(r"job (\w+)", run.output).group(1)
+    [line] = [line for line in run.stdout.splitlines() if line.startswith("SEEN ")]
+    assert json.loads(line.removeprefix("SEEN "))["argv"] == hostile(marker)
+    assert (root / job_id / "rank-0" / "attempt-1" / "output.log").read_text().startswith(line)
+    followed = cli.ok("logs", job_id, "-f").stdout
+    assert followed.startswith(line)
+    cli.ok("delete", job_id, "--yes")
+    assert not (root / job_id).exists()
