@@ -306,8 +306,8 @@ def _had_no_crontab() -> Path:
 
 
 def _install() -> None:
+    lines = read_crontab()  # first: it says so when crontab is not installed
     exists = subprocess.run(["crontab", "-l"], capture_output=True, text=True).returncode == 0
-    lines = read_crontab()
     if BEGIN in lines and END in lines:
         start, end = lines.index(BEGIN), lines.index(END)
         lines = lines[:start] + lines[end + 1:]
