@@ -1,12 +1,15 @@
 """Unattended submissions: spec files, the overlap policy, cron, JSON output
 and retention, as cron would drive them."""
 
+import fcntl
 import json
+import os
 import re
 import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -170,13 +173,16 @@ def test_ten_concurrent_skip_submissions_give_one_job(cli, workdir):
 
 @pytest.fixture
 def saved_crontab():
-    """The real crontab of this user (or its absence), restored after the test."""
-    saved = subprocess.run(["crontab", "-l"], capture_output=True, text=True)
-    yield
-    if saved.returncode == 0:
-        subprocess.run(["crontab", "-"], input=saved.stdout, text=True, check=True)
-    else:
-        subprocess.run(["crontab", "-r"], capture_output=True)
+    """The real crontab of this user (or its absence), restored after the test.
+    One test at a time has it, whatever the number of xdist workers."""
+    with open(Path(tempfile.gettempdir()) / f"tsubmit-tests-crontab-{os.getuid()}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        saved = subprocess.run(["crontab", "-l"], capture_output=True, text=True)
+        yield
+        if saved.returncode == 0:
+            subprocess.run(["crontab", "-"], input=saved.stdout, text=True, check=True)
+        else:
+            subprocess.run(["crontab", "-r"], capture_output=True)
 
 
 @pytest.fixture
