@@ -89,7 +89,7 @@ class Job:
     # while it lives, a rank without files on its node is starting, not lost.
     launcher: dict | None = None
     # The store's write counter when this copy was read (store.JobStore.save).
-    revision: int = 0
+    revision: int = field(default=0, compare=False)
     ranks: list[Rank] = field(default_factory=list)
 
     @property

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from .errors import EXIT_REFUSED, TsubmitError
+from .errors import EXIT_REFUSED, LaunchError, TsubmitError
 from .job import Job
 from .paths import ensure_private_dir, state_dir
 from .spec import Behaviour, RunRequest, request_from_spec
@@ -66,5 +66,8 @@ def submit_with_policy(the_plan: Plan, request: RunRequest, behaviour: Behaviour
                 raise Refused(f"job {request.name!r} is running as {running[0].id}; "
                               "refused (--if-running fail)")
             for job in running:  # replace
-                stop(store, job)
+                acted = stop(store, job)
+                if acted.failures:
+                    raise LaunchError(f"job {job.id} ({job.name}) could not be stopped on every node, "
+                                      "so it was not replaced (--if-running replace)", acted.failures)
         return Outcome(store, submit(store))

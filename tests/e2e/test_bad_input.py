@@ -75,7 +75,7 @@ def with_job(tmp_path_factory):
         (["--timeout", "abc"], "invalid duration 'abc'"),
         (["--timeout", "-5m"], "invalid duration"),
         (["--executor", "bogus"],
-         "--executor must be one of torchrun, distributed, docker, optuna, got 'bogus'"),
+         "'bogus' is not one of 'torchrun', 'distributed', 'docker', 'optuna'"),
         (["--name", "two\nlines"], "invalid job name"),
         (["--env-file", "/nonexistent/env"], "cannot read env file /nonexistent/env"),
         (["-o", "yaml"], "--output"),

@@ -182,3 +182,36 @@ def test_two_stores_on_one_file_see_each_others_writes(tmp_path):
     assert one.find("abc1234567").state == SUCCEEDED
     one.close()
     two.close()
+
+
+# --- what a refresh may write -----------------------------------------------------
+
+
+def test_a_refresh_never_overwrites_what_was_saved_after_it_read(store):
+    store.save(make_job("abc1234567"))
+    refreshing = store.find("abc1234567")  # a `list` reads the job...
+    submitter = store.find("abc1234567")
+    submitter.state = "running"
+    store.save(submitter)  # ...while the submitter records it running
+    refreshing.state = "failed"
+    assert store.save_if_unchanged(refreshing) == [refreshing]
+    assert refreshing.state == "running"  # reloaded with the newer knowledge
+    assert store.find("abc1234567").state == "running"
+
+
+def test_a_refresh_of_an_unchanged_job_is_saved(store):
+    store.save(make_job("abc1234567"))
+    job = store.find("abc1234567")
+    job.state = "succeeded"
+    assert store.save_if_unchanged(job) == []
+    assert store.find("abc1234567").state == "succeeded"
+    job.state = "failed"  # the copy is current again after its own save
+    assert store.save_if_unchanged(job) == []
+    assert store.find("abc1234567").state == "failed"
+
+
+def test_a_new_store_is_private_from_its_first_byte(tmp_path):
+    path = tmp_path / "state" / "jobs.sqlite"
+    JobStore(path).close()
+    assert path.parent.stat().st_mode & 0o777 == 0o700
+    assert path.stat().st_mode & 0o777 == 0o600
