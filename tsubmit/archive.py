@@ -3,11 +3,14 @@
 Walks the tree top-down honouring .gitignore/.tsubmitignore with git's rules, never
 entering ignored folders. The name is a sha256 of paths, kinds, exec bits and bytes but
 not of mtimes or owners, so a fresh checkout or a `touch` reuses the archive already built.
+Sparse files are packed as sparse members, so they stay sparse where they are unpacked; a
+tree the nodes could not unpack within the job's folder is refused (UnsafeTree).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import gzip
 import hashlib
 import os
@@ -294,6 +297,112 @@ class _HashingReader:
         return data
 
 
+# --- sparse files ----------------------------------------------------------------
+#
+# A file with holes (a preallocated dataset, a checkpoint written at offsets)
+# is packed as a sparse member in the PAX format 1.0 of GNU tar: its data
+# regions only, after a map of them. GNU and BSD tar (the node's `tar -x`)
+# unpack it with its holes, so it stays sparse on the node instead of growing
+# to its full size there. Its digest is that of its bytes, holes read as zeros,
+# like any file's.
+
+# Less than this much of holes is not worth a sparse member.
+SPARSE_MIN_HOLES = 1 << 20
+_ZEROS = bytes(_CHUNK)
+
+
+def _sparse_regions(fd: int, st: os.stat_result) -> list[tuple[int, int]] | None:
+    """(offset, length) of each data region of a file with holes worth keeping, else None."""
+    if st.st_size - st.st_blocks * 512 < SPARSE_MIN_HOLES:
+        return None  # holes cost disk blocks: at most this much can be holes
+    regions, offset = [], 0
+    try:
+        while offset < st.st_size:
+            try:
+                start = os.lseek(fd, offset, os.SEEK_DATA)
+            except OSError as error:
+                if error.errno == errno.ENXIO:  # only a hole after offset
+                    break
+                raise
+            end = min(os.lseek(fd, start, os.SEEK_HOLE), st.st_size)
+            regions.append((start, end - start))
+            offset = end
+    finally:
+        os.lseek(fd, 0, os.SEEK_SET)
+    if st.st_size - sum(length for _, length in regions) < SPARSE_MIN_HOLES:
+        return None
+    if not regions or sum(regions[-1]) < st.st_size:
+        regions.append((st.st_size, 0))  # ends in a hole: the map gives the size, as GNU tar's
+    return regions
+
+
+def _sparse_map(regions: list[tuple[int, int]]) -> bytes:
+    numbers = [len(regions), *(number for region in regions for number in region)]
+    text = "".join(f"{number}\n" for number in numbers).encode()
+    return text + bytes(-len(text) % tarfile.BLOCKSIZE)
+
+
+def _as_sparse_member(info: tarfile.TarInfo, regions: list[tuple[int, int]]) -> None:
+    """Turn INFO (a regular file's) into the header of a PAX 1.0 sparse member."""
+    folder, _, name = info.name.rpartition("/")
+    info.pax_headers = {"GNU.sparse.major": "1", "GNU.sparse.minor": "0",
+                        "GNU.sparse.name": info.name, "GNU.sparse.realsize": str(info.size)}
+    info.name = f"{folder + '/' if folder else ''}GNUSparseFile.0/{name}"
+    info.size = len(_sparse_map(regions)) + sum(length for _, length in regions)
+
+
+class _SparseReader:
+    """The data of a sparse member (the map, then each region), hashing the
+    file's logical content (holes as zeros) on the way."""
+
+    def __init__(self, f: BinaryIO, regions: list[tuple[int, int]], size: int) -> None:
+        self._sha = hashlib.sha256()
+        self._parts = self._generate(f, regions, size)
+        self._part, self._at = b"", 0
+
+    @property
+    def sha(self):
+        """The content hash, once tarfile read the member's data (a trailing hole is hashed here)."""
+        if any(self._parts):
+            raise RuntimeError("a sparse member was not read to its end")
+        return self._sha
+
+    def _generate(self, f: BinaryIO, regions: list[tuple[int, int]], size: int) -> Iterator[bytes]:
+        yield _sparse_map(regions)
+        position = 0
+        for offset, length in regions:
+            self._hash_zeros(offset - position)
+            f.seek(offset)
+            left = length
+            while left:
+                data = f.read(min(left, _CHUNK))
+                if not data:
+                    raise RuntimeError(f"{f.name} shrank while it was packed; try again")
+                self._sha.update(data)
+                left -= len(data)
+                yield data
+            position = offset + length
+        self._hash_zeros(size - position)
+
+    def _hash_zeros(self, count: int) -> None:
+        while count > 0:
+            self._sha.update(_ZEROS[:min(count, len(_ZEROS))])
+            count -= len(_ZEROS)
+
+    def read(self, size: int = -1) -> bytes:
+        out = []
+        while size < 0 or size > 0:
+            if self._at == len(self._part):
+                self._part, self._at = next(self._parts, b""), 0
+                if not self._part:
+                    break
+            piece = self._part[self._at:self._at + size] if size > 0 else self._part[self._at:]
+            self._at += len(piece)
+            size -= len(piece) if size > 0 else 0
+            out.append(piece)
+        return b"".join(out)
+
+
 def _write_atomically(entries: list[_Entry], digest: str, final: Path) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{digest}.", suffix=".tmp", dir=final.parent)
     try:
@@ -331,7 +440,13 @@ def _write_tar(entries: list[_Entry], out: BinaryIO) -> str:
                     executable = _is_exec(st.st_mode)
                     info.size, info.mtime = st.st_size, int(st.st_mtime)
                     info.mode = 0o755 if executable else 0o644
-                    reader = _HashingReader(f)
+                    regions = _sparse_regions(f.fileno(), st)
+                    reader: _HashingReader | _SparseReader
+                    if regions is None:
+                        reader = _HashingReader(f)
+                    else:
+                        reader = _SparseReader(f, regions, st.st_size)
+                        _as_sparse_member(info, regions)
                     tar.addfile(info, reader)  # type: ignore[arg-type]
                     content = reader.sha
             else:

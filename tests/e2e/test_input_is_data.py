@@ -304,3 +304,24 @@ def test_a_job_and_its_followed_log_under_a_remote_root_with_shell_characters(cl
     assert followed.startswith(line)
     cli.ok("delete", job_id, "--yes")
     assert not (root / job_id).exists()
+
+
+def test_a_sparse_file_of_the_tree_stays_sparse_on_the_node(cli, nodes, show_dir):
+    head = nodes.nodes[0]
+    cli.write_cluster("c", nodes, [head])
+    size = 256 << 20
+    with open(show_dir / "dataset.bin", "wb") as f:
+        f.write(b"header")
+        f.truncate(size)
+    if (show_dir / "dataset.bin").stat().st_blocks * 512 > 1 << 20:
+        pytest.skip("this filesystem does not keep holes")
+    run = cli("run", "-c", "c", "--executor", "distributed", "--wait", "--workdir", str(show_dir), "--",
+              "python", "-c", "import os; f = open('dataset.bin', 'rb'); print('READ', f.read(6), "
+              "os.path.getsize('dataset.bin'))")
+    assert run.code == 0, run.output
+    job_id = job_id_of(run)
+    assert f"READ b'header' {size}" in cli.ok("logs", job_id).stdout
+    unpacked = (head.remote_root / job_id / "workdir" / "dataset.bin").stat()
+    assert unpacked.st_size == size and unpacked.st_blocks * 512 < 1 << 20
+    shipped = head.remote_root / ".archives" / f"{cli.job(job_id)['archive']}.tar.gz"
+    assert shipped.stat().st_size < 1 << 20  # nor shipped in full

@@ -423,3 +423,62 @@ def test_a_plain_or_ignored_tsubmit_entry_is_packed_as_usual(tmp_path: Path) -> 
     (other / ".tsubmit").symlink_to(tmp_path)
     assert ".tsubmit" not in included_paths(other)
     pack(other, tmp_path / "dest")
+
+
+# --- sparse files ---------------------------------------------------------------------
+
+
+def sparse_file(path: Path, size: int = 64 << 20) -> Path:
+    """A file with a little data at its start and its middle, and holes around it."""
+    with open(path, "wb") as f:
+        f.write(b"head")
+        f.seek(size // 2)
+        f.write(b"middle")
+        f.truncate(size)
+    if os.stat(path).st_blocks * 512 > 1 << 20:
+        pytest.skip("this filesystem does not keep holes")
+    return path
+
+
+def test_a_sparse_file_stays_sparse_where_tar_unpacks_it(tmp_path: Path) -> None:
+    root = make(tmp_path / "w", {"train.py": "x"})
+    sparse_file(root / "data.bin")
+    with open(root / "ends_in_a_hole.bin", "wb") as f:
+        f.write(b"x")
+        f.truncate(8 << 20)
+    arc = pack(root, tmp_path / "dest")
+    assert arc.size < 64 * 1024
+    out = tmp_path / "node"
+    out.mkdir()
+    # as start_rank.sh unpacks it on a node
+    subprocess.run(["tar", "-xzf", str(arc.path), "-C", str(out), "--no-same-owner"], check=True)
+    for name in ("data.bin", "ends_in_a_hole.bin"):
+        assert (out / name).read_bytes() == (root / name).read_bytes()
+        assert os.stat(out / name).st_blocks * 512 < 1 << 20, name
+    assert sorted(p.name for p in out.iterdir()) == ["data.bin", "ends_in_a_hole.bin", "train.py"]
+    assert read_member(arc, "data.bin") == (root / "data.bin").read_bytes()  # Python's tarfile too
+
+
+def test_a_sparse_file_has_the_digest_of_its_bytes(tmp_path: Path) -> None:
+    sparse = make(tmp_path / "a", {"train.py": "x"})
+    sparse_file(sparse / "data.bin")
+    full = make(tmp_path / "b", {"train.py": "x"})
+    (full / "data.bin").write_bytes((sparse / "data.bin").read_bytes())
+    assert pack(sparse, tmp_path / "d1").digest == pack(full, tmp_path / "d2").digest
+
+
+def test_a_sparse_file_that_changes_while_packed_leaves_nothing(tmp_path: Path, monkeypatch) -> None:
+    root = make(tmp_path / "w", {"train.py": "x"})
+    data = sparse_file(root / "data.bin")
+    real_regions = archive._sparse_regions
+
+    def regions_then_write(fd, st):
+        found = real_regions(fd, st)
+        with open(data, "r+b") as f:
+            f.write(b"HEAD")  # into a data region, after the digest was taken
+        return found
+
+    monkeypatch.setattr(archive, "_sparse_regions", regions_then_write)
+    with pytest.raises(RuntimeError, match="changed while packing"):
+        pack(root, tmp_path / "dest")
+    assert list((tmp_path / "dest").iterdir()) == []
