@@ -15,6 +15,8 @@ generated inventory holds tsubmit's numbers and the addresses read from the
 cluster's own inventory, whose templates stay templates as ops teams expect.
 """
 
+import contextlib
+import os
 import re
 import shlex
 import signal
@@ -29,15 +31,12 @@ import yaml
 from . import ansible_env
 from .clusters import ResolvedCluster
 from .errors import TsubmitError
-from .paths import ensure_private_dir, state_dir
+from .interrupts import Interrupted
+from .paths import RUN_OWNER_FILE, ensure_private_dir, process_identity, remove_stale_run_secrets, state_dir
 
 NODES_GROUP = "tsubmit_nodes"
 # What ssh itself adds to a remote command's stderr.
 _SSH_NOISE = re.compile(r"^(Shared connection to \S+ closed\.|Connection to \S+ closed\.)$")
-
-
-class Interrupted(TsubmitError):
-    exit_code = 130
 
 
 class Template(str):
@@ -54,6 +53,10 @@ class _Marked:
 class _UnsafeDumper(yaml.SafeDumper):
     def ignore_aliases(self, data) -> bool:
         return True  # every value written out where it is used, so each carries its own tag
+
+    def increase_indent(self, flow=False, indentless=False):
+        # Lists indented under their key, as yamllint (ansible-lint) wants in an exported extravars.yml.
+        return super().increase_indent(flow, False)
 
     def represent_marked(self, marked: _Marked) -> yaml.Node:
         value = marked.value
@@ -128,6 +131,7 @@ def run_playbook(
     vault_password_file: str | None = None,
     check: bool = False,
     skip_tags: Sequence[str] = (),
+    cancel: Callable[[], bool] | None = None,
 ) -> PlaybookRun:
     """Run playbooks/NAME.yml on HOSTS (inventory name -> generated variables),
     found in the inventory SOURCES, without the steps tagged SKIP_TAGS. Never
@@ -151,9 +155,10 @@ def run_playbook(
         options += ["--vault-password-file", vault_password_file]
     results = {host: HostResult() for host in hosts}
     handler = _EventHandler(results, on_event)
-    cancel = _CancelOnSignal()
+    # A caller that handles signals itself (interrupts.Deferred) says when to cancel.
+    signals = _CancelOnSignal() if cancel is None else contextlib.nullcontext()
     try:
-        with cancel:
+        with signals:
             runner = ansible_runner.run(
                 private_data_dir=str(data_dir),
                 project_dir=str(ansible_env.playbook(name).parent),
@@ -165,7 +170,7 @@ def run_playbook(
                 verbosity=max(verbose - 1, 0) or None,
                 event_handler=handler,
                 cmdline=shlex.join(options) if options else None,
-                cancel_callback=cancel.requested,
+                cancel_callback=cancel or signals.requested,
             )
     finally:
         extravars_file.unlink(missing_ok=True)
@@ -183,14 +188,16 @@ def run_playbook(
 
 def _new_data_dir(name: str) -> Path:
     runs = ensure_private_dir(state_dir() / "runs")
+    remove_stale_run_secrets()
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for attempt in range(100):
         path = runs / f"{stamp}-{name}-{attempt}"
         try:
             path.mkdir(mode=0o700)
-            return path
         except FileExistsError:
             continue
+        (path / RUN_OWNER_FILE).write_text(process_identity(os.getpid()))
+        return path
     raise TsubmitError(f"cannot create a run directory under {runs}")
 
 

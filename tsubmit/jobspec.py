@@ -44,6 +44,8 @@ FIELDS = (
     Field("env_file", "string", "YAML mapping or dotenv file of environment variables.", path=True),
     Field("gpus", "integer", "Processes per node."),
     Field("max_restarts", "integer", "Restarts of a failed rank."),
+    Field("keep_going", "boolean", "Keep the other ranks running when one fails (default: they are "
+          "stopped)."),
     Field("wait", "boolean", "Block until the job ends; exit with its result."),
     Field("follow", "boolean", "Like wait, streaming rank 0's log."),
     Field("timeout", "string", "With wait: stop the job after this long (e.g. 90m)."),

@@ -33,11 +33,8 @@ from .node_actions import (
     job_hosts,
     launcher_alive,
     launcher_identity,
-    run_for_job,
 )
 from .store import JobStore
-
-__all__ = ["Acted", "job_hosts", "run_for_job"]  # for the verbs that run playbooks on a job's nodes
 
 # Job states during which a job of the same name counts as running (overlap policy).
 ACTIVE_STATES = frozenset({states.STARTING, states.RUNNING, states.UNREACHABLE, states.STOPPING})

@@ -16,7 +16,7 @@ from . import job as states
 from .ansible_env import control_dir
 from .errors import LaunchError
 from .job import Job, Rank
-from .lifecycle import job_hosts, run_for_job
+from .node_actions import job_hosts, run_for_job
 from .ssh_hints import host_key_hint
 
 # ssh's own exit code when it could not connect or authenticate.

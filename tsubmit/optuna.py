@@ -176,7 +176,7 @@ def check_direction(direction: str) -> str:
 
 def _head_run(job, playbook: str, extravars: dict, *, verbose: int = 0):
     """Run PLAYBOOK on the job's head only; (run, the head's name)."""
-    from .lifecycle import run_for_job
+    from .node_actions import run_for_job
 
     head = job.ranks[0].host
     run = run_for_job(job, playbook, extravars, hosts={head: {"tsubmit_rank": 0}}, verbose=verbose)

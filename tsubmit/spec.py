@@ -31,6 +31,7 @@ class RunRequest:
     env: dict[str, str] = field(default_factory=dict)
     gpus: int | None = None
     max_restarts: int = 0
+    keep_going: bool = False
     image: str | None = None
     container_args: list[str] = field(default_factory=list)
     pull: str = "missing"
@@ -189,6 +190,7 @@ def request_from_spec(spec: dict, asked_vault_file: str | None = None) -> tuple[
         command=list(spec.get("command") or []), cluster=ref, workdir=Path(spec.get("workdir", ".")),
         executor=spec.get("executor") or "torchrun", name=spec.get("name"), env=env,
         gpus=spec.get("gpus"), max_restarts=spec.get("max_restarts") or 0,
+        keep_going=bool(spec.get("keep_going")),
         image=spec.get("image"), container_args=list(spec.get("container_args") or []),
         pull=spec.get("pull") or "missing", hooks=dict(spec.get("hooks") or {}),
         optuna=_optuna_settings(spec),

@@ -4,11 +4,12 @@ import json
 import time
 from dataclasses import dataclass
 
-from . import ansible_env, hooks
+from . import ansible_env, hooks, node_actions
 from . import archive as archives
 from .ansible_run import PlaybookRun, cluster_hosts, run_playbook
 from .clusters import ResolvedCluster, resolve
 from .errors import LaunchError, UsageError
+from .interrupts import Deferred, Interrupted
 from .job import FAILED, RUNNING, STOPPED, Job, Rank, friendly_name, new_job_id
 from .paths import ensure_private_dir, state_dir
 from .render import launch_variables, render
@@ -19,7 +20,6 @@ from .views import public_extras
 # The launch role's tasks that start a rank and print "PID STARTTICKS EPOCH":
 # the first, unless pre-launch hooks make the start a task of its own.
 START_TASKS = ("Ship the job's tree and launch script, and start the rank", "Start the rank detached")
-ROLLBACK_GRACE = 5
 # submit.yml's roles, and the prefix of the variables each defines for itself.
 SUBMIT_ROLES = ("preflight", "launch")
 
@@ -83,6 +83,7 @@ def plan(request: RunRequest) -> Plan:
         env=dict(request.env),
         gpus=request.gpus,
         max_restarts=request.max_restarts,
+        keep_going=request.keep_going,
         git_commit=archives.git_commit(request.workdir),
         extras={key: value for key, value in
                 (("container", request.container), ("hooks", request.hooks), ("optuna", request.optuna))
@@ -174,28 +175,93 @@ def check(the_plan: Plan, workdir, *, verbose: int = 1) -> dict[str, dict]:
 
 
 def submit(the_plan: Plan, workdir, store: JobStore, *, on_event=None, verbose: int = 0) -> Job:
+    """Pack, record, launch on every node; roll back everything on a failure or an interrupt."""
     job = the_plan.job
-    archive = pack(the_plan, workdir)
+    with Deferred("nothing was started yet") as interrupted:
+        archive = pack(the_plan, workdir)
+    if interrupted:
+        raise Interrupted("interrupted before anything was recorded or started")
+    job.launcher = node_actions.launcher_identity()
     store.save(job)  # recorded before anything remote happens
 
-    run = _run_submit_playbook(the_plan, archive, on_event=on_event, verbose=verbose)
-    failures = run.failures()
-    if run.status == "successful" and not failures:
-        failures = unstarted(job, run)
-    if failures or run.status != "successful":
-        _roll_back(the_plan, store, run, failures, verbose)
-    record_started(job, run)
-    store.save(job)
+    def roll_back(was_interrupted: bool) -> str:
+        acted = node_actions.act(job, "cleanup", [rank.host for rank in job.ranks],
+                              grace=node_actions.ROLLBACK_GRACE, verbose=verbose)
+        job.state = STOPPED if was_interrupted else FAILED
+        job.ended_at, job.launcher = time.time(), None
+        for rank in job.ranks:
+            rank.state = FAILED if rank.host in failed_hosts and not was_interrupted else STOPPED
+        store.save(job)
+        left = (f"; {', '.join(acted.failures)} could not be cleaned up and stay pending "
+                f"(`tsubmit delete {job.id}` once they answer)" if acted.failures
+                else "; nothing was left running")
+        if was_interrupted:
+            return f"interrupted: the launch of job {job.id} was rolled back{left}; recorded as stopped"
+        return f"launch of job {job.id} failed{left}"
+
+    failed_hosts: set[str] = set()
+    launch(job, store, _target(the_plan, archive), roll_back=roll_back, on_event=on_event,
+           verbose=verbose, failed_hosts=failed_hosts)
     return job
 
 
-def _run_submit_playbook(the_plan: Plan, archive: archives.Archive, **options) -> PlaybookRun:
-    """submit.yml on the plan's nodes, without the steps and checks it has no need of."""
+@dataclass
+class Target:
+    """Where and with what submit.yml runs: the one launch path of run and restart."""
+
+    sources: list[str]
+    hosts: dict[str, dict]
+    extravars: dict
+    skip_tags: list[str]
+    vault_password_file: str | None
+
+
+def _target(the_plan: Plan, archive: archives.Archive) -> Target:
     cluster = the_plan.cluster
-    return run_playbook("submit", cluster.ref.sources, cluster_hosts(cluster, the_plan.host_vars()),
-                        {**extravars(the_plan.job, archive), **the_plan.role_validation()},
-                        skip_tags=the_plan.skipped_steps(),
-                        vault_password_file=cluster.ref.vault_password_file, **options)
+    return Target(cluster.ref.sources, cluster_hosts(cluster, the_plan.host_vars()),
+                  {**extravars(the_plan.job, archive), **the_plan.role_validation()},
+                  the_plan.skipped_steps(), cluster.ref.vault_password_file)
+
+
+def launch(job: Job, store: JobStore, target: Target, *, roll_back, on_event=None, verbose: int = 0,
+           failed_hosts: set[str] | None = None) -> None:
+    """Run submit.yml and record the started ranks. On any node's failure, or a
+    signal, ROLL_BACK(interrupted) undoes the launch everywhere once the play
+    has ended on every node, and returns the message to raise with; the
+    failing hosts are added to FAILED_HOSTS first."""
+    with Deferred("rolling back once the launch has ended on every node") as interrupted:
+        try:
+            run = _submit_playbook(target, on_event=on_event, verbose=verbose, cancel=interrupted.forced)
+        except Interrupted:  # a second signal: the play was cancelled
+            run = None
+        if interrupted or run is None:
+            raise Interrupted(roll_back(True))
+        failures = run.failures()
+        if run.status == "successful" and not failures:
+            failures = unstarted(job, run)
+        if failures or run.status != "successful":
+            failures = failures or {"ansible": f"the submit playbook {run.status}; see "
+                                               f"{run.data_dir}/artifacts"}
+            if failed_hosts is not None:
+                failed_hosts.update(failures)
+            message = roll_back(False)
+            job.message = "; ".join(f"{host}: {text}" for host, text in failures.items())
+            store.save(job)
+            raise LaunchError(message, failures)
+        record_started(job, run)
+        job.launcher = None
+        store.save(job)
+
+
+def _run_submit_playbook(the_plan: Plan, archive: archives.Archive, **options) -> PlaybookRun:
+    return _submit_playbook(_target(the_plan, archive), **options)
+
+
+def _submit_playbook(target: Target, **options) -> PlaybookRun:
+    """submit.yml on the target's nodes, without the steps and checks it has no need of."""
+    return run_playbook("submit", target.sources, target.hosts, target.extravars,
+                        skip_tags=target.skip_tags, vault_password_file=target.vault_password_file,
+                        **options)
 
 
 def _printed_pid(run: PlaybookRun, host: str) -> str:
@@ -218,22 +284,3 @@ def record_started(job: Job, run: PlaybookRun) -> None:
         rank.pid, rank.pid_start, rank.started_at = int(pid), ticks, float(started)
         rank.state = RUNNING
     job.state = RUNNING
-
-
-def _roll_back(the_plan: Plan, store: JobStore, run: PlaybookRun, failures, verbose) -> None:
-    """Stop whatever did start and remove the job's directories, then fail loudly."""
-    job = the_plan.job
-    cluster = the_plan.cluster
-    run_playbook("cleanup", cluster.ref.sources, cluster_hosts(cluster),
-                 {"tsubmit_job_id": job.id, "tsubmit_job_container": job.extras.get("container"),
-                  "stop_grace": ROLLBACK_GRACE}, verbose=verbose,
-                 vault_password_file=cluster.ref.vault_password_file)
-    if not failures:
-        failures = {"ansible": f"the submit playbook {run.status}; see {run.data_dir}/artifacts"}
-    job.state = FAILED
-    job.message = "; ".join(f"{host}: {message}" for host, message in failures.items())
-    job.ended_at = time.time()
-    for rank in job.ranks:
-        rank.state = FAILED if rank.host in failures else STOPPED
-    store.save(job)
-    raise LaunchError(f"launch of job {job.id} failed; nothing was left running", failures)

@@ -7,12 +7,14 @@ import click
 from click.core import ParameterSource
 
 from ..errors import UsageError
+from ..job import EXECUTORS
 
 # click parameter -> spec key (tsubmit/jobspec.py); the command argument is "command".
 SPEC_KEYS = {
     "cluster_name": "cluster", "inventory": "inventory", "group": "group", "limit": "limit",
     "vault_password_file": "vault_password_file", "name": "name", "executor": "executor",
     "workdir": "workdir", "env_file": "env_file", "gpus": "gpus", "max_restarts": "max_restarts",
+    "keep_going": "keep_going",
     "wait_": "wait", "follow": "follow", "timeout": "timeout", "if_running": "if_running",
     "image": "image", "pull": "pull", "study": "study", "direction": "direction",
     "optuna_storage": "optuna_storage", "dashboard": "dashboard",
@@ -31,8 +33,10 @@ _JOB_OPTIONS = [
     click.option("--vault-password-file", help="Vault password file for the inventory's encrypted "
                  "variables (remembered for the job's later commands)."),
     click.option("--name", help="Job name (default: a generated friendly name)."),
-    click.option("--executor", default="torchrun", show_default=True,
-                 help="torchrun, or distributed (the command once per node, torch variables set)."),
+    click.option("--executor", default="torchrun", show_default=True, type=click.Choice(EXECUTORS),
+                 help="torchrun; distributed (the command once per node, torch variables set); "
+                 "docker (distributed in a container, needs --image); optuna (one search worker "
+                 "per node)."),
     click.option("--workdir", default=".", show_default=True, help="Directory shipped to every node."),
     click.option("--env", "env_pairs", multiple=True, metavar="KEY=VALUE",
                  help="Environment variable for the job (repeatable)."),
@@ -41,6 +45,8 @@ _JOB_OPTIONS = [
                  "else its GPU count, else 1)."),
     click.option("--max-restarts", type=int, default=0, show_default=True,
                  help="Restarts of a failed rank (torchrun's own, or tsubmit's for distributed)."),
+    click.option("--keep-going", is_flag=True, help="When a rank fails, keep the other ranks "
+                 "running (by default tsubmit stops them)."),
     click.option("--if-running", default="allow", show_default=True, metavar="POLICY",
                  help="When a job of this name runs: allow, skip (exit 0), replace (stop it first), "
                  "fail (exit 4)."),
