@@ -12,6 +12,7 @@ show for the same input.
 import json
 import re
 import shlex
+import time
 import uuid
 from pathlib import Path
 
@@ -81,13 +82,18 @@ def job_id_of(run) -> str:
 
 def run_options(source: str, tmp_path: Path, *, name: str, env: dict, command: list[str],
                 **keys) -> list[str]:
-    """The same job given on the command line or in a spec file."""
+    """The same job given on the command line or in a spec file; the env's first
+    variable comes from an env file."""
+    env_file = tmp_path / "job.env.yaml"
+    first, *rest = env.items()
+    env_file.write_text(yaml.safe_dump(dict([first])))
+    env = dict(rest)
     if source == "spec":
         spec = tmp_path / "job.yaml"
-        spec.write_text(yaml.safe_dump({"name": name, "env": env, "command": command,
-                                        **{key.replace("-", "_"): value for key, value in keys.items()}}))
+        spec.write_text(yaml.safe_dump({"name": name, "env": env, "env_file": str(env_file),
+                                        "command": command, **keys}))
         return ["-f", str(spec)]
-    options = ["--name", name]
+    options = ["--name", name, "--env-file", str(env_file)]
     for key, value in env.items():
         options += ["--env", f"{key}={value}"]
     for key, value in keys.items():
@@ -118,6 +124,16 @@ def test_every_rank_receives_the_strings_byte_for_byte(cli, nodes, show_dir, tmp
                           .read_text())
     assert job_json["name"] == name and job_json["command"] == command
     assert cli.job(job_id)["name"] == name
+    if source == "cli":  # a restart reads the job back from the store and runs it again
+        cli.ok("restart", job_id)
+        log = nodes.nodes[0].remote_root / job_id / "rank-0" / "attempt-2" / "output.log"
+        deadline = time.monotonic() + 60
+        while not (log.parent / "exit_code").exists():
+            assert time.monotonic() < deadline, cli("logs", job_id, "--attempt", "2").output
+            time.sleep(0.5)
+        [again] = [json.loads(line.removeprefix("SEEN ")) for line in log.read_text().splitlines()
+                   if line.startswith("SEEN ")]
+        assert again == {"argv": hostile(marker), "name": name, "env": env, "study": None}
 
     # --dry-run shows what the ranks received, for the same input
     assert dry["extravars"]["tsubmit_job_command"] == command
@@ -325,3 +341,33 @@ def test_a_sparse_file_of_the_tree_stays_sparse_on_the_node(cli, nodes, show_dir
     assert unpacked.st_size == size and unpacked.st_blocks * 512 < 1 << 20
     shipped = head.remote_root / ".archives" / f"{cli.job(job_id)['archive']}.tar.gz"
     assert shipped.stat().st_size < 1 << 20  # nor shipped in full
+
+
+def test_an_exported_project_keeps_the_strings_data_for_plain_ansible_playbook(cli, nodes, show_dir,
+                                                                              tmp_path, marker):
+    import os
+    import subprocess
+    import sys
+
+    cli.write_cluster("c", nodes, nodes.nodes[:1])
+    project = tmp_path / "project"
+    name, env = hostile_name(marker), hostile_env(marker)
+    exported = cli.ok("export", "-c", "c", "--executor", "distributed", "--name", name,
+                      *[f"--env={key}={value}" for key, value in env.items()],
+                      "--workdir", str(show_dir), str(project),
+                      "--", "python", "show_args.py", *hostile(marker))
+    job_id = re.search(r"job (\w+) ", exported.stdout).group(1)
+    assert "!unsafe" in (project / "extravars.yml").read_text()
+    clean = {key: value for key, value in os.environ.items() if not key.startswith("ANSIBLE_")}
+    clean["PATH"] = f"{Path(sys.executable).parent}:{clean['PATH']}"
+    play = subprocess.run(["ansible-playbook", "-i", "inventory", "playbooks/submit.yml",
+                           "-e", "@extravars.yml"], cwd=project, env=clean, capture_output=True, text=True)
+    assert play.returncode == 0, play.stdout[-3000:] + play.stderr[-2000:]
+    log = nodes.nodes[0].remote_root / job_id / "rank-0" / "attempt-1" / "output.log"
+    deadline = time.monotonic() + 60
+    while not (log.parent / "exit_code").exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    [seen] = [json.loads(line.removeprefix("SEEN ")) for line in log.read_text().splitlines()
+              if line.startswith("SEEN ")]
+    assert seen == {"argv": hostile(marker), "name": name, "env": env, "study": None}
