@@ -106,6 +106,8 @@ def run_options(source: str, tmp_path: Path, *, name: str, env: dict, command: l
 def test_every_rank_receives_the_strings_byte_for_byte(cli, nodes, show_dir, tmp_path, marker,
                                                        executor, source):
     cli.write_cluster("c", nodes, nodes.nodes[:2])
+    odd_file = "{{ 7*7 }} it's $(id) {% raw %}.txt"
+    (show_dir / odd_file).write_text("mine")
     name, env = hostile_name(marker), hostile_env(marker)
     command = ["python", "show_args.py", *hostile(marker)]
     options = run_options(source, tmp_path, name=name, env=env, command=command,
@@ -123,6 +125,7 @@ def test_every_rank_receives_the_strings_byte_for_byte(cli, nodes, show_dir, tmp
     job_json = json.loads((nodes.nodes[1].remote_root / job_id / "workdir" / ".tsubmit" / "job.json")
                           .read_text())
     assert job_json["name"] == name and job_json["command"] == command
+    assert (nodes.nodes[1].remote_root / job_id / "workdir" / odd_file).read_text() == "mine"
     assert cli.job(job_id)["name"] == name
     if source == "cli":  # a restart reads the job back from the store and runs it again
         cli.ok("restart", job_id)
