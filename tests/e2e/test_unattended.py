@@ -55,6 +55,7 @@ def test_a_spec_with_every_key_runs_the_same_job_as_the_flags(cli, nodes, workdi
         "workdir": ".", "command": "python count.py 2 0", "env": {"JOB_A": "a b"},
         "env_file": "job.env", "gpus": 1, "max_restarts": 1, "wait": True, "follow": False,
         "timeout": "10m", "if_running": "skip", "hooks": {"pre_launch_tasks": "hook.yml"},
+        "keep_going": True,
     }
     container = {"image": "localhost/train:1", "container_args": ["--shm-size=1g"], "pull": "never"}
     spec_file = workdir / "job.yaml"
@@ -63,7 +64,7 @@ def test_a_spec_with_every_key_runs_the_same_job_as_the_flags(cli, nodes, workdi
              str(vault), "--name", "every-key", "--executor", "distributed", "--workdir", str(workdir),
              "--env", "JOB_A=a b", "--env-file", str(workdir / "job.env"), "--gpus", "1",
              "--max-restarts", "1", "--wait", "--timeout", "10m", "--if-running", "skip",
-             "--hook", f"pre_launch_tasks={hook}", "--image", "localhost/train:1",
+             "--hook", f"pre_launch_tasks={hook}", "--keep-going", "--image", "localhost/train:1",
              "--container-arg=--shm-size=1g", "--pull", "never"]
     from_flags = cli.ok("run", "--dry-run", "-o", "json", *flags, "--", "python", "count.py", "2", "0")
     from_spec = cli.ok("run", "--dry-run", "-o", "json", "-f", str(spec_file), cwd=tmp_path)
