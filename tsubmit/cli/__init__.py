@@ -12,6 +12,7 @@ from .cluster import cluster
 from .cron import cron
 from .jobs import delete, gc, list_jobs, logs, restart, status, stop
 from .optuna import db, optuna
+from .remote import fetch, forward, shell
 from .run import export, run
 
 
@@ -47,6 +48,8 @@ def main(ctx: click.Context, verbose: int) -> None:
 
 
 for command in (run, cluster, list_jobs, status, logs, stop, restart, delete, cron, gc, export, db, optuna):
+    main.add_command(command)
+for command in (fetch, shell, forward):
     main.add_command(command)
 main.add_command(list_jobs, "jobs")
 main.add_command(ansible_info)

@@ -1,0 +1,398 @@
+"""`tsubmit fetch`, `shell` and `forward` against real sshd nodes: what comes home
+(bytes, holes, executable bits), what is refused, what a session on a rank's
+node sees, and a forward fetched through for real.
+
+The jobs' files are made by the jobs themselves on the nodes, so what the
+tests fetch is what a training run leaves behind."""
+
+import os
+import pty
+import re
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import TSUBMIT, Cli
+
+pytestmark = pytest.mark.e2e
+
+BIG = 200 << 20  # the sparse file: 200 MiB apparent, a few KiB of data
+MAKE_OUTPUTS = f"""\
+import os, pathlib
+rank = os.environ["NODE_RANK"]
+pathlib.Path("out/sub").mkdir(parents=True, exist_ok=True)
+pathlib.Path(f"out/result-{{rank}}.txt").write_text(f"result of rank {{rank}}\\n")
+pathlib.Path("out/sub/tool.sh").write_text("#!/bin/sh\\necho tool\\n")
+os.chmod("out/sub/tool.sh", 0o755)
+os.symlink("result-" + rank + ".txt", "out/latest")  # stays inside: fetched as a link
+pathlib.Path("model.txt").write_text(f"model of rank {{rank}}\\n")
+with open("big.bin", "wb") as big:
+    big.truncate({BIG})
+    big.seek(100 << 20)
+    big.write(b"middle of rank " + rank.encode())
+os.symlink("../hostfile", "escape")  # the job's folder, outside the workdir
+pathlib.Path("leaky").mkdir()
+pathlib.Path("leaky/fine.txt").write_text("fine\\n")
+os.symlink("/etc", "leaky/etc")
+"""
+# Each rank serves its own folder on 127.0.0.1 only; rank 1 alone, since the
+# test nodes share this machine's network.
+SERVE = """\
+import http.server, os, pathlib
+pathlib.Path("hello.txt").write_text("hello from rank " + os.environ["NODE_RANK"] + "\\n")
+if os.environ["NODE_RANK"] == os.environ["SERVE_RANK"]:
+    http.server.test(HandlerClass=http.server.SimpleHTTPRequestHandler, port=int(os.environ["PORT"]),
+                     bind="127.0.0.1")
+else:
+    import time
+    time.sleep(600)
+"""
+
+
+def job_id(result) -> str:
+    return re.search(r"job (\w+) ", result.stdout).group(1)
+
+
+def workdir_on(node, job: str) -> Path:
+    return node.remote_root / job / "workdir"
+
+
+@pytest.fixture(scope="module")
+def outputs(nodes, tmp_path_factory):
+    """A finished two-node job whose ranks each left results, a sparse file and links;
+    shared by the tests that only read it."""
+    home = Path(tempfile.mkdtemp(prefix="tsh-", dir="/tmp"))
+    cli = Cli(home)
+    cli.write_cluster("pair", nodes, nodes.nodes[:2])
+    work = tmp_path_factory.mktemp("outputs")
+    (work / "make_outputs.py").write_text(MAKE_OUTPUTS)
+    run = cli("run", "-c", "pair", "--executor", "distributed", "--wait", "--name", "outputs",
+              "--env", "QUOTED=it's {{ x }} $HOME `id`", "--workdir", str(work), "--", "python",
+              "make_outputs.py")
+    assert run.code == 0, run.output
+    yield cli, job_id(run)
+    cli("delete", "--yes", job_id(run))
+    shutil.rmtree(home, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- fetch
+
+
+def test_fetch_a_file_and_a_folder_from_rank_0(outputs, nodes, tmp_path):
+    cli, job = outputs
+    dest = tmp_path / "home"
+    result = cli.ok("fetch", job, "model.txt", "out", "--dest", str(dest))
+    assert (dest / "model.txt").read_text() == "model of rank 0\n"
+    assert (dest / "out" / "result-0.txt").read_text() == "result of rank 0\n"
+    assert not (dest / "out" / "result-1.txt").exists()
+    tool = dest / "out" / "sub" / "tool.sh"
+    assert os.stat(tool).st_mode & 0o777 == 0o755, "the executable bit is kept"
+    assert subprocess.run([str(tool)], capture_output=True, text=True).stdout == "tool\n"
+    assert os.readlink(dest / "out" / "latest") == "result-0.txt"
+    assert f"-> {dest}" in result.stdout and "rank 0 (node1)" in result.stdout
+    assert not list(dest.glob(".tsubmit-fetch-*")), "the scratch folder is removed"
+    # Nothing on the node changed.
+    assert (workdir_on(nodes.nodes[0], job) / "model.txt").read_text() == "model of rank 0\n"
+
+
+def test_fetch_all_ranks_each_into_its_folder(outputs, tmp_path):
+    cli, job = outputs
+    cli.ok("fetch", job, "out", "--all", "--dest", str(tmp_path))
+    for rank in (0, 1):
+        assert (tmp_path / f"rank-{rank}" / "out" / f"result-{rank}.txt").read_text() == \
+            f"result of rank {rank}\n"
+        assert not (tmp_path / f"rank-{rank}" / "out" / f"result-{1 - rank}.txt").exists()
+    cli.ok("fetch", job, "model.txt", "--rank", "1", "--dest", str(tmp_path / "one"))
+    assert (tmp_path / "one" / "model.txt").read_text() == "model of rank 1\n"
+
+
+def test_a_200_mb_sparse_file_comes_home_sparse(outputs, nodes, tmp_path):
+    cli, job = outputs
+    on_node = workdir_on(nodes.nodes[0], job) / "big.bin"
+    assert os.stat(on_node).st_blocks * 512 < 1 << 20, "the job made a sparse file"
+    cli.ok("fetch", job, "big.bin", "--dest", str(tmp_path))
+    fetched = tmp_path / "big.bin"
+    assert fetched.stat().st_size == BIG
+    assert fetched.stat().st_blocks * 512 < 1 << 20, "the holes stayed holes"
+    with fetched.open("rb") as handle:
+        assert handle.read(4096) == bytes(4096)
+        handle.seek(100 << 20)
+        assert handle.read(16) == b"middle of rank 0"
+
+
+@pytest.mark.parametrize(("path", "named"), [
+    ("/etc/passwd", "is absolute"),
+    ("~/.ssh/authorized_keys", "is absolute"),
+    ("../hostfile", "goes through .."),
+    ("out/../../hostfile", "goes through .."),
+    ("escape", "escape leaves the workdir"),  # a symbolic link to ../hostfile, checked on the node
+    ("leaky", "leaky/etc points to /etc"),  # a folder holding a link that points out
+])
+def test_a_path_leaving_the_workdir_is_refused(outputs, tmp_path, path, named):
+    cli, job = outputs
+    dest = tmp_path / "home"
+    result = cli("fetch", job, "model.txt", path, "--dest", str(dest))
+    assert result.code == 2, result.output
+    assert named in result.stderr and "Traceback" not in result.output
+    assert not dest.exists() or not any(dest.iterdir()), "nothing was written"
+
+
+def test_a_missing_path_is_named(outputs, tmp_path):
+    cli, job = outputs
+    result = cli("fetch", job, "nope.txt", "--dest", str(tmp_path))
+    assert result.code == 2, result.output
+    assert "nope.txt does not exist" in result.stderr and "node1" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_existing_file_is_not_overwritten_without_overwrite(outputs, tmp_path):
+    cli, job = outputs
+    mine = tmp_path / "out" / "result-0.txt"
+    mine.parent.mkdir()
+    mine.write_text("my own edits\n")
+    for args in (["out"], ["out/result-0.txt"]):  # found inside a folder, and named itself
+        result = cli("fetch", job, *args, "--dest", str(tmp_path))
+        assert result.code == 2, result.output
+        assert f"{mine} exists; add --overwrite" in result.stderr
+        assert mine.read_text() == "my own edits\n"
+        assert sorted(p.name for p in tmp_path.rglob("*")) == ["out", "result-0.txt"], \
+            "nothing else was written either"
+    cli.ok("fetch", job, "out", "--dest", str(tmp_path), "--overwrite")
+    assert mine.read_text() == "result of rank 0\n"
+
+
+# --------------------------------------------------------------------------- shell
+
+
+def test_shell_runs_a_command_in_the_rank_workdir_with_its_environment(outputs, nodes):
+    cli, job = outputs
+    script = 'pwd; echo "rank=$NODE_RANK world=$WORLD_SIZE"; printf "%s\\n" "$QUOTED"; exit 7'
+    result = cli("shell", job, "--rank", "1", "--", "sh", "-c", script)
+    assert result.code == 7, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == str(workdir_on(nodes.nodes[1], job).resolve())
+    assert lines[1] == "rank=1 world=2"
+    assert lines[2] == "it's {{ x }} $HOME `id`", "the job's values arrive as typed"
+    # The words of the command are data: nothing of them is parsed by a shell.
+    echo = cli("shell", job, "--", "echo", "$NODE_RANK", "; id", "{{ x }}")
+    assert echo.code == 0 and echo.stdout == "$NODE_RANK ; id {{ x }}\n", echo.output
+
+
+def test_shell_without_a_command_is_an_interactive_shell_on_a_terminal(outputs, nodes):
+    cli, job = outputs
+    pid, terminal = pty.fork()
+    if pid == 0:  # the child: tsubmit on a terminal, as a user types it
+        os.execvpe(TSUBMIT[0], [*TSUBMIT, "shell", job, "--rank", "1"], cli.env)
+    output = b""
+    try:
+        os.write(terminal, b'echo "rank=$NODE_RANK"; [ -t 0 ] && echo "on a tty"; exit 3\n')
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([terminal], [], [], 1)
+            if ready:
+                try:
+                    chunk = os.read(terminal, 4096)
+                except OSError:  # the terminal closed: the session ended
+                    break
+                if not chunk:
+                    break
+                output += chunk
+        _, status = os.waitpid(pid, 0)
+    finally:
+        os.close(terminal)
+    text = output.decode(errors="replace")
+    assert os.waitstatus_to_exitcode(status) == 3, text
+    assert "rank=1" in text and "on a tty" in text, text
+
+
+# --------------------------------------------------------------------------- forward
+
+
+def _forwarding(process, timeout=60):
+    """The URL tsubmit forward prints once it forwards."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([process.stdout], [], [], 1)
+        if ready:
+            line = process.stdout.readline()
+            if not line:
+                break
+            match = re.search(r"forwarding (http://127\.0\.0\.1:(\d+)/)", line)
+            if match:
+                return match.group(1), int(match.group(2))
+    process.kill()
+    raise AssertionError(f"no URL printed: {process.communicate()}")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _processes_with(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if text in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def _wait_listening(port: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise AssertionError(f"nothing listens on {port}")
+
+
+@pytest.fixture
+def serving(cli, nodes, tmp_path):
+    """A running two-node job whose rank 1 serves its workdir on 127.0.0.1:PORT."""
+    port = _free_port()
+    cli.write_cluster("pair", nodes, nodes.nodes[:2])
+    (tmp_path / "serve.py").write_text(SERVE)
+    run = cli("run", "-c", "pair", "--executor", "distributed", "--env", f"PORT={port}",
+              "--env", "SERVE_RANK=1", "--workdir", str(tmp_path), "--", "python", "serve.py")
+    assert run.code == 0, run.output
+    job = job_id(run)
+    _wait_listening(port)
+    yield job, port
+    cli("stop", job, "--grace", "1")
+
+
+def test_forward_to_a_rank_http_server(cli, serving):
+    job, port = serving
+    process = subprocess.Popen([*TSUBMIT, "forward", job, str(port), "--rank", "1"], env=cli.env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url, local = _forwarding(process)
+        assert local != port, "the server holds PORT on this machine, so a free port is chosen"
+        with urllib.request.urlopen(url + "hello.txt", timeout=30) as answer:
+            assert answer.read().decode() == "hello from rank 1\n"
+        tunnel = f"127.0.0.1:{local}:127.0.0.1:{port}"
+        assert _processes_with(tunnel), "an ssh carries the forward"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0, process.stderr.read()
+        deadline = time.monotonic() + 10
+        while _processes_with(tunnel) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _processes_with(tunnel), "the ssh ended with tsubmit forward"
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_forward_names_a_taken_port_and_a_port_nothing_listens_on(cli, nodes, serving):
+    job, port = serving
+    # The server itself holds 127.0.0.1:PORT here (the nodes share this machine).
+    taken = cli("forward", job, str(port), "--rank", "1", "--local-port", str(port), timeout=60)
+    assert taken.code == 2, taken.output
+    assert f"local port {port} is already in use" in taken.stderr
+    silent = _free_port()
+    nothing = cli("forward", job, str(silent), "--rank", "1", timeout=60)
+    assert nothing.code == 2, nothing.output
+    assert f"nothing listens on port {silent} on node2 (rank 1 of job {job})" in nothing.stderr
+    # A server bound to the node's own address is not reached by a forward to 127.0.0.1.
+    with socket.socket() as elsewhere:
+        elsewhere.bind((nodes.nodes[1].address, 0))
+        elsewhere.listen()
+        other = elsewhere.getsockname()[1]
+        result = cli("forward", job, str(other), "--rank", "1", timeout=60)
+    assert result.code == 2, result.output
+    assert f"listens on {nodes.nodes[1].address} only" in result.stderr
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("args", [
+    ["fetch", "nosuchjob", "model.txt"],
+    ["shell", "nosuchjob", "--", "true"],
+    ["forward", "nosuchjob", "8000"],
+])
+def test_an_unknown_job_is_named(cli, args):
+    result = cli(*args)
+    assert result.code == 2, result.output
+    assert "no job matches 'nosuchjob'" in result.stderr and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(("args", "named"), [
+    (["fetch", "{job}", "model.txt", "--rank", "2"], "--rank 2 is out of range: job {job} has ranks 0 to 1"),
+    (["fetch", "{job}", "model.txt", "--rank", "-1"], "--rank -1 is out of range"),
+    (["fetch", "{job}", "model.txt", "--rank", "1", "--all"], "give --rank R or --all, not both"),
+    (["fetch", "{job}"], "Missing argument 'PATH...'"),
+    (["shell", "{job}", "--rank", "5", "--", "true"], "--rank 5 is out of range"),
+    (["forward", "{job}", "8000", "--rank", "2"], "--rank 2 is out of range"),
+    (["forward", "{job}", "0"], "PORT must be a TCP port between 1 and 65535"),
+    (["forward", "{job}", "70000"], "PORT must be a TCP port between 1 and 65535"),
+    (["forward", "{job}", "8000", "--local-port", "99999"], "--local-port must be a TCP port"),
+])
+def test_bad_ranks_and_ports_are_named(outputs, args, named):
+    cli, job = outputs
+    result = cli(*[arg.format(job=job) for arg in args])
+    assert result.code == 2, result.output
+    assert named.format(job=job) in result.stderr and "Traceback" not in result.output
+
+
+def test_an_unreachable_node_fails_naming_it(outputs, nodes, tmp_path):
+    """The inventory is read again on every command: a node that moved away is named, exit 3."""
+    cli, job = outputs
+    path = cli.home / "config" / "clusters" / "pair.yml"
+    saved = path.read_text()
+    inventory = yaml.safe_load(saved)
+    address, port = nodes.unreachable_address()
+    inventory["all"]["hosts"]["node2"].update(ansible_host=address, ansible_port=str(port))
+    path.write_text(yaml.safe_dump(inventory))
+    try:
+        for args in (["shell", job, "--rank", "1", "--", "true"],
+                     ["fetch", job, "model.txt", "--all", "--dest", str(tmp_path / "all")],
+                     ["forward", job, "8000", "--rank", "1"]):
+            result = cli(*args, timeout=120)
+            assert result.code == 3, result.output
+            assert "cannot reach node2 (rank 1 of job" in result.stderr, result.output
+            assert "node2:" in result.stderr and "Connection refused" in result.stderr
+        assert not (tmp_path / "all").exists() or not any((tmp_path / "all").iterdir()), \
+            "rank 0's files are not written when rank 1's stream failed"
+    finally:
+        path.write_text(saved)
+
+
+# --------------------------------------------------------------------------- through a bastion
+
+
+def test_fetch_and_shell_through_a_bastion_with_a_vaulted_inventory(cli, ops_inventory, tmp_path):
+    ops = ops_inventory
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "make_outputs.py").write_text(MAKE_OUTPUTS)
+    run = cli("run", "-i", str(ops.path), "-g", ops.group, "--vault-password-file",
+              str(ops.vault_password_file), "--executor", "distributed", "--wait",
+              "--workdir", str(tmp_path / "work"), "--", "python", "make_outputs.py")
+    assert run.code == 0, run.output
+    job = job_id(run)
+    head = ops.rank_order()[0]
+    result = cli("shell", job, "--", "sh", "-c", 'echo "$NODE_RANK $SITE_TOKEN"; pwd')
+    assert result.code == 0, result.output
+    assert result.stdout.splitlines() == [f"0 {ops.secrets['site_token']}",
+                                          str(workdir_on(head, job).resolve())]
+    cli.ok("fetch", job, "out", "--all", "--dest", str(tmp_path / "home"))
+    for rank in range(3):
+        assert (tmp_path / "home" / f"rank-{rank}" / "out" / f"result-{rank}.txt").is_file()
+    cli("delete", "--yes", job)
