@@ -7,7 +7,8 @@ exec NAME` with absolute paths and the PATH it needs, appending one line per
 run to the schedule's log in the state dir; `exec` writes each run's output
 to a file of its own and records the result of the run that started last.
 The block is rewritten from the definitions in the config dir (cron/NAME.yml),
-which also keep the tsubmit environment in force when the entry was added.
+which also keep the tsubmit environment in force when the entry was added;
+each config dir has a block of its own.
 """
 
 import calendar
@@ -30,8 +31,13 @@ import yaml
 from .errors import UsageError
 from .paths import config_dir, ensure_private_dir, state_dir
 
-BEGIN = "# BEGIN tsubmit: entries managed by `tsubmit cron`; change them with `tsubmit cron`"
+# One block per config dir (TSUBMIT_HOME, XDG_CONFIG_HOME): each holds the
+# entries of its own definitions, and rewriting one leaves the others alone.
+_BEGIN = "# BEGIN tsubmit"
+_LEGACY_BEGIN = "# BEGIN tsubmit: entries managed by `tsubmit cron`; change them with `tsubmit cron`"
 END = "# END tsubmit"
+# The first line of a crontab that tsubmit created: its last entry removes it.
+CREATED = "# tsubmit created this crontab; removing its last entry removes the crontab"
 _MACROS = {"@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *",
            "@weekly": "0 0 * * 0", "@daily": "0 0 * * *", "@midnight": "0 0 * * *",
            "@hourly": "0 * * * *"}
@@ -298,35 +304,46 @@ def read_crontab() -> list[str]:
     return listing.stdout.splitlines()
 
 
-def _had_no_crontab() -> Path:
-    """Left when tsubmit's first entry created the user's crontab, so that
-    removing its last entry removes the crontab again instead of leaving an
-    empty one."""
-    return ensure_private_dir(state_dir() / "cron") / "crontab-created-by-tsubmit"
+def begin_line() -> str:
+    return f"{_BEGIN} (config {config_dir()}): entries managed by `tsubmit cron`; change them with `tsubmit cron`"
+
+
+def _own_block(lines: list[str]) -> tuple[int, int] | None:
+    """Where this config dir's block is (first and last line), if anywhere."""
+    for marker in (begin_line(), _LEGACY_BEGIN):  # an entry of an older tsubmit: this home's
+        if marker in lines:
+            start = lines.index(marker)
+            end = next((index for index in range(start, len(lines)) if lines[index] == END), None)
+            if end is None:
+                raise UsageError(f"the crontab has {marker!r} but no {END!r} after it; "
+                                 "fix it with `crontab -e`")
+            return start, end
+    return None
 
 
 def _install() -> None:
     lines = read_crontab()  # first: it says so when crontab is not installed
     exists = subprocess.run(["crontab", "-l"], capture_output=True, text=True).returncode == 0
-    if BEGIN in lines and END in lines:
-        start, end = lines.index(BEGIN), lines.index(END)
-        lines = lines[:start] + lines[end + 1:]
     block = []
     for name, entry in definitions().items():
         block += [f"# tsubmit: {name}", entry_line(name, entry)]
-    marker = _had_no_crontab()
-    if block and not exists:
-        marker.touch()
-    if block:
-        lines += [BEGIN, *block, END]
-    if not block and lines and marker.exists():
-        marker.unlink()  # lines of the user's own now: the crontab is theirs to keep
-    if not lines and marker.exists():
-        removed = subprocess.run(["crontab", "-r"], capture_output=True, text=True)
-        if removed.returncode != 0 and "no crontab" not in removed.stderr.lower():
-            raise UsageError(f"crontab could not be removed: {removed.stderr.strip()}")
-        marker.unlink()
-        return
+    created = CREATED in lines or (not exists and bool(block))
+    lines = [line for line in lines if line != CREATED]
+    found = _own_block(lines)
+    if found:
+        start, end = found
+        lines[start:end + 1] = [begin_line(), *block, END] if block else []
+    elif block:
+        lines += [begin_line(), *block, END]
+    if created and not any(line.startswith(_BEGIN) for line in lines):
+        created = False  # tsubmit's entries are gone: what is left is the user's, or nothing
+        if not lines:
+            removed = subprocess.run(["crontab", "-r"], capture_output=True, text=True)
+            if removed.returncode != 0 and "no crontab" not in removed.stderr.lower():
+                raise UsageError(f"crontab could not be removed: {removed.stderr.strip()}")
+            return
+    if created:
+        lines.insert(0, CREATED)
     # An empty crontab stays empty: no line is added where there was none.
     text = "".join(f"{line}\n" for line in lines)
     written = subprocess.run(["crontab", "-"], input=text, capture_output=True, text=True)
@@ -335,11 +352,20 @@ def _install() -> None:
 
 
 def installed_line(name: str) -> str:
+    """The crontab line of schedule NAME: this config dir's, else the only one of that name
+    (`cron run` works from a bare environment too: the line says where its files are)."""
     lines = read_crontab()
+    found = _own_block(lines)
     marker = f"# tsubmit: {name}"
-    if marker not in lines or lines.index(marker) + 1 >= len(lines):
+    if found and marker in lines[found[0]:found[1]]:
+        return lines[lines.index(marker, found[0]) + 1]
+    candidates = [lines[index + 1] for index, line in enumerate(lines[:-1]) if line == marker]
+    if len(candidates) > 1:
+        raise UsageError(f"{len(candidates)} tsubmit homes have a schedule {name!r}; set the "
+                         "TSUBMIT_HOME (or XDG_CONFIG_HOME) it was added with")
+    if not candidates:
         raise UsageError(f"schedule {name!r} is not in the crontab; see `tsubmit cron list`")
-    return lines[lines.index(marker) + 1]
+    return candidates[0]
 
 
 def new_run_id() -> str:

@@ -283,10 +283,38 @@ def test_removing_the_last_entry_leaves_the_crontab_as_found(cli, workdir, tmp_p
     spec = write_spec(tmp_path / "job.yaml", workdir, "n", ["python", "-c", "pass"])
     cli.ok("cron", "add", "one", "--schedule", "@daily", "-f", str(spec))
     cli.ok("cron", "add", "two", "--schedule", "0 4 * * *", "-f", str(spec))
-    assert crontab_text().startswith(before or "# BEGIN tsubmit")
+    assert crontab_text().startswith(before or "# tsubmit created this crontab")
     cli.ok("cron", "remove", "one")
     cli.ok("cron", "remove", "two")
     assert crontab_text() == before
+
+
+def test_two_tsubmit_homes_keep_their_own_entries(workdir, tmp_path, saved_crontab):
+    """Entries added under one TSUBMIT_HOME survive adding and removing those of another."""
+    from tests.conftest import Cli
+
+    subprocess.run(["crontab", "-r"], capture_output=True)
+    first, second = Cli(tmp_path / "first"), Cli(tmp_path / "second")
+    spec = write_spec(tmp_path / "job.yaml", workdir, "homes", ["python", "-c", "pass"])
+    first.ok("cron", "add", "nightly", "--schedule", "@daily", "-f", str(spec))
+    second.ok("cron", "add", "nightly", "--schedule", "@hourly", "-f", str(spec))
+    second.ok("cron", "add", "other", "--schedule", "@weekly", "-f", str(spec))
+    entries = [line for line in crontab_lines() if "cron exec" in line]
+    assert len(entries) == 3, entries
+    second.ok("cron", "remove", "other")
+    [daily] = [line for line in crontab_lines() if line.startswith("@daily")]
+    assert f"TSUBMIT_HOME={tmp_path / 'first'}" in daily
+    ambiguous = run_like_cron(first, "nightly")  # no TSUBMIT_HOME: which one?
+    assert ambiguous.returncode == 2
+    assert "2 tsubmit homes have a schedule 'nightly'; set the TSUBMIT_HOME" in ambiguous.stderr
+    first.ok("cron", "run", "nightly")
+    assert first.ok("cron", "list", "-o", "json").json()[0]["last_exit_code"] == 0
+    assert second.ok("cron", "list", "-o", "json").json()[0]["last_exit_code"] is None
+    first.ok("cron", "remove", "nightly")
+    assert [line for line in crontab_lines() if "cron exec" in line] == [
+        line for line in entries if line.startswith("@hourly")]
+    second.ok("cron", "remove", "nightly")
+    assert crontab_text() is None  # tsubmit made the crontab: its last entry took it away
 
 
 def test_cron_entries_carry_the_tsubmit_environment_in_force(cli, workdir, tmp_path, crontab):
