@@ -305,7 +305,7 @@ def read_crontab() -> list[str]:
 
 
 def begin_line() -> str:
-    return f"{_BEGIN} (config {config_dir()}): entries managed by `tsubmit cron`; change them with `tsubmit cron`"
+    return f"{_BEGIN} (config {config_dir()}): entries managed by `tsubmit cron`; change them with it"
 
 
 def _own_block(lines: list[str]) -> tuple[int, int] | None:
