@@ -187,21 +187,23 @@ def test_shell_runs_a_command_in_the_rank_workdir_with_its_environment(outputs, 
     assert echo.code == 0 and echo.stdout == "$NODE_RANK ; id {{ x }}\n", echo.output
 
 
-def test_shell_without_a_command_is_an_interactive_shell_on_a_terminal(outputs, nodes):
-    cli, job = outputs
+def on_terminal(cli, args, typed: bytes = b"", timeout: float = 120) -> tuple[int, str]:
+    """Run tsubmit with a terminal as its stdin, stdout and stderr, as a user types it;
+    (exit code, everything the terminal showed)."""
     pid, terminal = pty.fork()
-    if pid == 0:  # the child: tsubmit on a terminal, as a user types it
-        os.execvpe(TSUBMIT[0], [*TSUBMIT, "shell", job, "--rank", "1"], cli.env)
+    if pid == 0:  # the child
+        os.execvpe(TSUBMIT[0], [*TSUBMIT, *args], cli.env)
     output = b""
     try:
-        os.write(terminal, b'echo "rank=$NODE_RANK"; [ -t 0 ] && echo "on a tty"; exit 3\n')
-        deadline = time.monotonic() + 60
+        if typed:
+            os.write(terminal, typed)
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             ready, _, _ = select.select([terminal], [], [], 1)
             if ready:
                 try:
                     chunk = os.read(terminal, 4096)
-                except OSError:  # the terminal closed: the session ended
+                except OSError:  # the terminal closed: tsubmit ended
                     break
                 if not chunk:
                     break
@@ -209,9 +211,24 @@ def test_shell_without_a_command_is_an_interactive_shell_on_a_terminal(outputs, 
         _, status = os.waitpid(pid, 0)
     finally:
         os.close(terminal)
-    text = output.decode(errors="replace")
-    assert os.waitstatus_to_exitcode(status) == 3, text
-    assert "rank=1" in text and "on a tty" in text, text
+    return os.waitstatus_to_exitcode(status), output.decode(errors="replace")
+
+
+def test_shell_without_a_command_is_an_interactive_shell_on_a_terminal(outputs):
+    cli, job = outputs
+    code, shown = on_terminal(cli, ["shell", job, "--rank", "1"],
+                              b'echo "rank=$NODE_RANK"; [ -t 0 ] && echo "on a tty"; exit 3\n')
+    assert code == 3, shown
+    assert "rank=1" in shown and "on a tty" in shown, shown
+
+
+def test_fetch_shows_progress_on_a_terminal_only(outputs, tmp_path):
+    cli, job = outputs
+    code, shown = on_terminal(cli, ["fetch", job, "big.bin", "--dest", str(tmp_path / "tty")])
+    assert code == 0, shown
+    assert re.search(r"\rfetching [\d.]+ [KMG]?B at .*rank 0", shown), shown
+    piped = cli.ok("fetch", job, "big.bin", "--dest", str(tmp_path / "piped"))
+    assert "fetching" not in piped.output and "\r" not in piped.output
 
 
 # --------------------------------------------------------------------------- forward
@@ -300,12 +317,15 @@ def test_forward_to_a_rank_http_server(cli, serving):
             process.wait()
 
 
-def test_forward_names_a_taken_port_and_a_port_nothing_listens_on(cli, nodes, serving):
+def test_forward_names_a_taken_port_and_a_port_nothing_listens_on(cli, nodes, serving, tmp_path):
     job, port = serving
     # The server itself holds 127.0.0.1:PORT here (the nodes share this machine).
     taken = cli("forward", job, str(port), "--rank", "1", "--local-port", str(port), timeout=60)
     assert taken.code == 2, taken.output
     assert f"local port {port} is already in use" in taken.stderr
+    # A running job's files come home too.
+    cli.ok("fetch", job, "hello.txt", "--rank", "1", "--dest", str(tmp_path / "home"))
+    assert (tmp_path / "home" / "hello.txt").read_text() == "hello from rank 1\n"
     silent = _free_port()
     nothing = cli("forward", job, str(silent), "--rank", "1", timeout=60)
     assert nothing.code == 2, nothing.output
