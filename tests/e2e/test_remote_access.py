@@ -416,3 +416,31 @@ def test_fetch_and_shell_through_a_bastion_with_a_vaulted_inventory(cli, ops_inv
     for rank in range(3):
         assert (tmp_path / "home" / f"rank-{rank}" / "out" / f"result-{rank}.txt").is_file()
     cli("delete", "--yes", job)
+
+
+# --------------------------------------------------------------------------- the local cluster
+
+
+def test_fetch_shell_and_forward_on_the_local_cluster_need_no_ssh(cli, tmp_path):
+    """A host with ansible_connection=local is this machine: the same verbs, no ssh."""
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "make_outputs.py").write_text(MAKE_OUTPUTS)
+    run = cli("run", "--executor", "distributed", "--wait", "--workdir", str(tmp_path / "work"), "--",
+              "python", "make_outputs.py")
+    assert run.code == 0, run.output
+    job = job_id(run)
+    try:
+        result = cli("shell", job, "--", "sh", "-c", 'echo "$NODE_RANK $TSUBMIT_JOB_ID"; exit 4')
+        assert result.code == 4 and result.stdout == f"0 {job}\n", result.output
+        cli.ok("fetch", job, "out", "big.bin", "--dest", str(tmp_path / "home"))
+        assert (tmp_path / "home" / "out" / "result-0.txt").read_text() == "result of rank 0\n"
+        assert (tmp_path / "home" / "big.bin").stat().st_blocks * 512 < 1 << 20
+        with socket.socket() as server:  # a server of the rank's, on this machine
+            server.bind(("127.0.0.1", 0))
+            server.listen()
+            port = server.getsockname()[1]
+            refused = cli("forward", job, str(port), "--local-port", str(_free_port()))
+            assert refused.code == 2, refused.output
+            assert f"its port {port} is reachable as it is; leave out --local-port" in refused.stderr
+    finally:
+        cli("delete", "--yes", job)
