@@ -130,7 +130,7 @@ def _receive(stream: Stream, paths: list[str]) -> None:
     errors: list[bytes] = []
     reader = threading.Thread(target=lambda: errors.extend(process.stderr), daemon=True)
     reader.start()
-    refused = broken = None
+    refused = broken = local = None
     try:
         with tarfile.open(fileobj=_Counting(process.stdout, stream), mode="r|") as archive:
             for member in archive:
@@ -140,8 +140,11 @@ def _receive(stream: Stream, paths: list[str]) -> None:
     except _Refused as error:
         refused = error
         process.kill()
-    except (tarfile.TarError, OSError, EOFError) as error:
+    except (tarfile.TarError, EOFError) as error:
         broken = error
+        process.kill()
+    except OSError as error:  # writing here: a full disk, a folder we may not write
+        local = error
         process.kill()
     code = process.wait()
     reader.join(timeout=10)
@@ -150,6 +153,8 @@ def _receive(stream: Stream, paths: list[str]) -> None:
     host, where = place.rank.host, place.where
     if refused is not None:
         stream.error = UsageError(f"fetch from {where}: refused {refused}; nothing was written")
+    elif local is not None:
+        stream.error = UsageError(f"fetch from {where}: cannot write here: {local}; nothing was written")
     elif code in (REFUSED, MISSING):
         stream.error = UsageError(f"fetch: {lines[-1] if lines else 'path refused on ' + host}")
     elif code == NO_WORKDIR:
@@ -206,7 +211,9 @@ def _move(moves: list[tuple[Path, Path, bool]]) -> None:
                 target.mkdir()
                 shutil.copystat(source, target)
         else:
-            os.replace(source, target)
+            # shutil.move renames, or copies when TARGET is another filesystem
+            # mounted inside DEST.
+            shutil.move(source, target)
 
 
 def _pre_check(dest: Path, roots: list[Path], paths: list[str], overwrite: bool) -> None:
@@ -239,8 +246,11 @@ def fetch(found: list[Place], paths: list[str], dest: str | Path, *, per_rank: b
     dest = Path(dest).expanduser()
     roots = [dest / f"rank-{place.rank.rank}" if per_rank else dest for place in found]
     _pre_check(dest, roots, paths, overwrite)
-    dest.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=".tsubmit-fetch-", dir=dest))
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix=".tsubmit-fetch-", dir=dest))
+    except OSError as error:
+        raise UsageError(f"--dest {dest}: cannot write there ({error.strerror})") from None
     try:
         streams = []
         for place in found:
@@ -263,7 +273,10 @@ def fetch(found: list[Place], paths: list[str], dest: str | Path, *, per_rank: b
                 raise UsageError(f"fetch from {stream.place.where}: refused {outside}, a symbolic link "
                                  "pointing outside the fetched folder; nothing was written")
         sizes = {id(stream): _tree_size(stream.into) for stream in streams}
-        _move(_plan_moves(scratch, dest, overwrite))
+        try:
+            _move(_plan_moves(scratch, dest, overwrite))
+        except OSError as error:
+            raise UsageError(f"cannot write into {dest}: {error} (what was moved before stays)") from None
         return [Fetched(stream.place, root, stream.files, sizes[id(stream)], stream.warnings)
                 for stream, root in zip(streams, roots, strict=True)]
     finally:

@@ -182,8 +182,12 @@ def _hex_address(text: str) -> str:
 def remote_listener(place: Place, port: int) -> None:
     """Fail, naming the host, unless something listens on the node's 127.0.0.1:PORT."""
     argv = ssh.command_argv(place.conn, node_script("listening.sh"), [str(port)], tty=False)
-    result = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                            errors="replace", timeout=120)
+    try:
+        result = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                                errors="replace", timeout=120)
+    except subprocess.TimeoutExpired:
+        raise LaunchError(f"cannot tell whether port {port} listens on {place.where}",
+                          {place.rank.host: "no answer within 120 s"}) from None
     if result.returncode == ssh.SSH_FAILED and not place.conn.local:
         raise ssh_failure(place, argv, result.stderr)
     answer = result.stdout.strip().split()

@@ -170,6 +170,15 @@ def test_an_existing_file_is_not_overwritten_without_overwrite(outputs, tmp_path
     assert mine.read_text() == "result of rank 0\n"
 
 
+def test_a_dest_that_is_a_file_is_refused(outputs, tmp_path):
+    cli, job = outputs
+    (tmp_path / "file").write_text("mine\n")
+    result = cli("fetch", job, "model.txt", "--dest", str(tmp_path / "file"))
+    assert result.code == 2, result.output
+    assert f"--dest {tmp_path / 'file'} exists and is not a folder" in result.stderr
+    assert (tmp_path / "file").read_text() == "mine\n"
+
+
 # --------------------------------------------------------------------------- shell
 
 
