@@ -223,6 +223,18 @@ def on_terminal(cli, args, typed: bytes = b"", timeout: float = 120) -> tuple[in
     return os.waitstatus_to_exitcode(status), output.decode(errors="replace")
 
 
+def test_shell_and_fetch_reuse_the_connection_ansible_opened(outputs, nodes):
+    """The run left Ansible's control masters (ControlPersist); a shell and a fetch go
+    through the same sockets instead of opening connections of their own."""
+    cli, job = outputs
+    sockets = cli.home / "state" / "cp"
+    before = sorted(path.name for path in sockets.iterdir() if path.is_socket())
+    assert before, "Ansible left its control sockets"
+    cli.ok("shell", job, "--rank", "1", "--", "true")
+    cli.ok("fetch", job, "model.txt", "--all", "--dest", str(cli.home / "fetched"))
+    assert sorted(path.name for path in sockets.iterdir() if path.is_socket()) == before
+
+
 def test_shell_without_a_command_is_an_interactive_shell_on_a_terminal(outputs):
     cli, job = outputs
     code, shown = on_terminal(cli, ["shell", job, "--rank", "1"],
