@@ -223,3 +223,27 @@ def test_kept_members_lose_set_id_bits_and_become_the_users(tmp_path):
 def test_listener_addresses_are_shown_readable():
     assert _hex_address("0201007F") == "127.0.1.2"
     assert _hex_address("00000000000000000000000001000000") == "::1"
+
+
+def test_what_may_replace_what_in_dest(tmp_path):
+    from tsubmit.fetch_files import _plan_moves
+
+    scratch, dest = tmp_path / "scratch", tmp_path / "dest"
+    (scratch / "out").mkdir(parents=True)
+    (scratch / "out" / "a.txt").write_text("new")
+    (dest / "out").mkdir(parents=True)
+    assert [(s.name, t, folder) for s, t, folder in _plan_moves(scratch, dest, False)] == [
+        ("out", dest / "out", True), ("a.txt", dest / "out" / "a.txt", False)]
+    (dest / "out" / "a.txt").write_text("mine")
+    with pytest.raises(UsageError, match=r"a\.txt exists; add --overwrite"):
+        _plan_moves(scratch, dest, False)
+    assert len(_plan_moves(scratch, dest, True)) == 2
+    (dest / "out" / "a.txt").unlink()
+    (dest / "out" / "a.txt").mkdir()
+    with pytest.raises(UsageError, match=r"a\.txt is a folder"):
+        _plan_moves(scratch, dest, True)  # never replaced, --overwrite or not
+    os.rmdir(dest / "out" / "a.txt")
+    os.rmdir(dest / "out")
+    (dest / "out").write_text("a file where a folder arrives")
+    with pytest.raises(UsageError, match="out exists and is not a folder"):
+        _plan_moves(scratch, dest, True)
