@@ -39,6 +39,9 @@ _SETTINGS = {
 }
 # What tsubmit's ansible.cfg sets (ssh_args, timeout): used when the inventory
 # sets no ansible_ssh_args / timeout of its own, as ansible-playbook does.
+# ControlMaster/ControlPersist: one SSH handshake per node for a series of
+# commands; ServerAliveInterval: a node that vanished (a dead link, a
+# rebooted switch) ends the session within a minute instead of never.
 DEFAULT_SSH_ARGS = ("-o", "ControlMaster=auto", "-o", "ControlPersist=600s",
                     "-o", "ServerAliveInterval=15")
 DEFAULT_TIMEOUT = 20
@@ -195,6 +198,8 @@ def ssh_argv(conn: Connection, *, tty: bool | None = None, shared: bool = True,
              "-o", "PasswordAuthentication=no"]
     if conn.user:
         argv += ["-o", f"User={conn.user}"]
+    # A node that does not answer is named after this many seconds, not after
+    # the TCP stack gives up (minutes).
     argv += ["-o", f"ConnectTimeout={conn.timeout}"]
     # The inventory's own: -F files, ProxyJump or ProxyCommand bastions,
     # known_hosts files, anything else.
