@@ -250,7 +250,7 @@ def test_path_prefix_from_python_and_torchrun_dirs():
 
 def test_no_path_prefix_for_bare_names():
     cluster = make_cluster(gpus=1, tsubmit_python="python3")
-    assert "PATH" not in render("environment.sh.j2", variables(make_job(cluster), cluster))
+    assert "export PATH" not in render("environment.sh.j2", variables(make_job(cluster), cluster))
 
 
 # --- launch.sh.j2, as the launch role renders it ---------------------------------

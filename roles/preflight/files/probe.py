@@ -3,9 +3,10 @@
 Usage: probe.py REQUEST_JSON, with keys: remote_root, address (the node's
 rendezvous address, reported back), head_address (empty unless this node is
 the head), nproc (0: count GPUs), archive_digest, job_id,
-path_prefix, commands (each must be found on the job's PATH), and container
-(null, or {engine, image, pull}), and dry (Ansible's check mode: create
-and pull nothing).
+path_prefix, commands (each must be found on the job's PATH), container
+(null, or {engine, image, pull}), rank_order (true for torchrun: put
+rank_order.py, sent beside this script, in <job dir>/tsubmit-lib/ as
+sitecustomize.py), and dry (Ansible's check mode: create and pull nothing).
 
 Resolves and creates the remote root, checks the commands, counts GPUs, pulls
 the container image as the pull policy says, and on the head picks a free
@@ -58,6 +59,47 @@ def ensure_image(engine: str, image: str, pull: str, dry: bool) -> None:
             fail(f"cannot pull image {image} with {engine}: {reason}")
 
 
+def install_rank_order(job_dir: str) -> None:
+    """<job dir>/tsubmit-lib/sitecustomize.py, which makes torch's node ranks
+    follow tsubmit's (see rank_order.py); written through a rename, so ranks
+    of nodes that share a filesystem never read half a file."""
+    source = os.path.join(os.path.dirname(os.path.abspath(__file__)), "rank_order.py")
+    folder = os.path.join(job_dir, "tsubmit-lib")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        temporary = os.path.join(folder, f".sitecustomize.py.{os.getpid()}")
+        shutil.copyfile(source, temporary)
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, os.path.join(folder, "sitecustomize.py"))
+    except OSError as error:
+        fail(f"cannot write {folder}/sitecustomize.py: {error.strerror}; set tsubmit_remote_root "
+             "to a folder the SSH user can write")
+
+
+def missing_command(command: str, search_path: str, launcher: str | None) -> str:
+    """What to say when COMMAND is not found: the typo in the user's own command
+    (`-- pyhton train.py`) is not a reason to change the inventory."""
+    import difflib
+
+    if command == launcher:
+        return (f"{command} not found on this node (PATH={search_path}); set tsubmit_torchrun "
+                "to its full path, or tsubmit_python to a venv or conda env that has torch")
+    names = set()
+    for folder in search_path.split(os.pathsep):
+        try:
+            names.update(entry for entry in os.listdir(folder or ".")
+                         if os.access(os.path.join(folder or ".", entry), os.X_OK))
+        except OSError:
+            continue
+    close = difflib.get_close_matches(command, sorted(names), n=1, cutoff=0.75) if "/" not in command \
+        else []
+    if close:
+        return (f"your command's program {command!r} is not found on this node; did you mean "
+                f"{close[0]!r}? (fix the command after --)")
+    return (f"your command's program {command!r} is not found on this node (PATH={search_path}); "
+            "check the command after --, or set tsubmit_python to the env that provides it")
+
+
 def main() -> None:
     request = json.loads(sys.argv[1])
     root = os.path.expanduser(request["remote_root"])
@@ -68,10 +110,12 @@ def main() -> None:
     except OSError as error:
         fail(f"cannot create the remote root {root}: {error.strerror}; set tsubmit_remote_root")
     search_path = os.pathsep.join(filter(None, [request["path_prefix"], os.environ.get("PATH", "")]))
+    launcher = request["commands"][0] if len(request["commands"]) > 1 else None
     for command in request["commands"]:
         if shutil.which(command, path=search_path) is None:
-            fail(f"{command} not found on this node (PATH={search_path}); set tsubmit_torchrun "
-                 "or tsubmit_python to its full path (a venv or conda env on the node)")
+            fail(missing_command(command, search_path, launcher))
+    if request.get("rank_order") and not dry:
+        install_rank_order(os.path.join(root, request["job_id"]))
     container = request.get("container")
     if container:
         if shutil.which(container["engine"], path=search_path) is None:

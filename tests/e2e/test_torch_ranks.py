@@ -1,0 +1,113 @@
+"""torch's global ranks follow tsubmit's with torchrun's c10d rendezvous (issue 16,
+item 3): the head, at the highest address, holds global ranks 0..P-1 and
+GROUP_RANK == NODE_RANK on every node; --max-restarts restarts the whole group
+on every node and keeps the order; the job's own processes never see tsubmit's
+helper on PYTHONPATH."""
+
+import json
+import re
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+RANKS_JOB = '''
+import json, os, sys, time
+import torch
+import torch.distributed as dist
+
+print("START " + os.environ["GROUP_RANK"] + " " + os.environ["LOCAL_RANK"], flush=True)
+first_round = not os.path.exists("failed-once")  # node-local: each node has its own tree
+dist.init_process_group("gloo")
+value = torch.tensor([dist.get_rank()], dtype=torch.float64)
+dist.all_reduce(value)
+fail_once = os.environ.get("FAIL_GROUP_RANK")
+if fail_once and os.environ["GROUP_RANK"] == fail_once and os.environ["LOCAL_RANK"] == "0" \\
+        and first_round:
+    open("failed-once", "w").close()
+    sys.exit(3)  # the other workers are not in a collective: their agents restart them
+if fail_once and first_round:
+    time.sleep(30)  # killed by the restart before it gets further
+print("RANKS " + json.dumps({
+    "rank": dist.get_rank(), "world": dist.get_world_size(), "sum": value.item(),
+    "restart": int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")),
+    **{name: os.environ.get(name) for name in ("RANK", "GROUP_RANK", "NODE_RANK", "LOCAL_RANK",
+                                               "MASTER_ADDR", "PYTHONPATH")},
+    "sitecustomize": "sitecustomize" in sys.modules and getattr(sys.modules["sitecustomize"], "__file__", ""),
+}), flush=True)
+dist.barrier()
+dist.destroy_process_group()
+'''
+
+
+def reports(text: str) -> list[dict]:
+    return [json.loads(line.split("RANKS ", 1)[1]) for line in text.splitlines() if "RANKS " in line]
+
+
+def highest_first(nodes, count):
+    """COUNT nodes, head first, the head at the highest address of them."""
+    chosen = sorted(nodes.nodes[:count], key=lambda n: [int(p) for p in n.address.split(".")])
+    return [chosen[-1], *chosen[:-1]]
+
+
+def run_ranks_job(cli, nodes, members, workdir, *extra):
+    (workdir / "ranks.py").write_text(RANKS_JOB)
+    cli.write_cluster("c", nodes, members, tsubmit_gpus=2)
+    run = cli("run", "-c", "c", "--wait", "--timeout", "150s", "--workdir", str(workdir), *extra, "--",
+              "python", "ranks.py", timeout=240)
+    job = re.search(r"job (\w{10})\b", run.output).group(1)
+    return run, job
+
+
+def test_the_head_holds_global_ranks_0_to_p_minus_1_whatever_the_addresses(cli, nodes, workdir):
+    members = highest_first(nodes, 3)
+    assert members[0].address > members[1].address  # the head sorts last
+    run, job = run_ranks_job(cli, nodes, members, workdir)
+    assert run.code == 0, run.output + cli("logs", job, "--all").stdout
+    logs = cli.ok("logs", job, "--all").stdout
+    for tsubmit_rank, node in enumerate(members):
+        mine = [r for r in reports(logs) if r["NODE_RANK"] == str(tsubmit_rank)]
+        assert len(mine) == 2, logs
+        for report in mine:
+            assert report["GROUP_RANK"] == report["NODE_RANK"] == str(tsubmit_rank)
+            assert report["rank"] == int(report["RANK"]) == 2 * tsubmit_rank + int(report["LOCAL_RANK"])
+            assert report["world"] == 6 and report["sum"] == 15
+            assert report["sitecustomize"] is False or "tsubmit-lib" not in report["sitecustomize"]
+            assert "tsubmit-lib" not in (report["PYTHONPATH"] or "")
+        assert all(f"[rank {tsubmit_rank} {node.name}] RANKS " in line
+                   for line in logs.splitlines() if f'"NODE_RANK": "{tsubmit_rank}"' in line)
+    # `tsubmit logs JOB` (rank 0, the head) shows torch's rank 0.
+    assert 0 in {r["rank"] for r in reports(cli.ok("logs", job).stdout)}
+
+
+def test_max_restarts_restarts_every_node_and_keeps_the_order(cli, nodes, workdir):
+    members = highest_first(nodes, 2)
+    run, job = run_ranks_job(cli, nodes, members, workdir, "--max-restarts", "1",
+                             "--env", "FAIL_GROUP_RANK=1")
+    assert run.code == 0, run.output + cli("logs", job, "--all").stdout
+    logs = cli.ok("logs", job, "--all").stdout
+    # Node 1's worker failed in the first round: every node's workers started
+    # again (two starts each), and the second round kept the order.
+    for tsubmit_rank, node in enumerate(members):
+        starts = [line for line in logs.splitlines()
+                  if line.startswith(f"[rank {tsubmit_rank} {node.name}] START ")]
+        assert sorted(line.split()[-2:] for line in starts) == [
+            [str(tsubmit_rank), "0"], [str(tsubmit_rank), "0"], [str(tsubmit_rank), "1"],
+            [str(tsubmit_rank), "1"]], logs
+    finished = reports(logs)
+    assert sorted((r["NODE_RANK"], r["LOCAL_RANK"]) for r in finished) == [
+        ("0", "0"), ("0", "1"), ("1", "0"), ("1", "1")]
+    for report in finished:
+        assert report["GROUP_RANK"] == report["NODE_RANK"]
+        assert report["rank"] == 2 * int(report["NODE_RANK"]) + int(report["LOCAL_RANK"])
+    assert {r["restart"] for r in finished if r["NODE_RANK"] == "1"} == {1}
+
+
+def test_turned_off_torch_orders_by_address(cli, nodes, workdir):
+    """TSUBMIT_RANK_ORDER=off gives torchrun's own order back: the head, at the
+    higher address, is torch's group 1 (what this change fixes)."""
+    members = highest_first(nodes, 2)
+    run, job = run_ranks_job(cli, nodes, members, workdir, "--env", "TSUBMIT_RANK_ORDER=off")
+    assert run.code == 0, run.output
+    head = [r for r in reports(cli.ok("logs", job, "--all").stdout) if r["NODE_RANK"] == "0"]
+    assert {r["GROUP_RANK"] for r in head} == {"1"}
