@@ -144,6 +144,18 @@ def test_follow_on_a_host_whose_key_changed_fails_at_once_naming_known_hosts(cli
         cli("stop", job)
 
 
+def test_a_typo_in_the_command_is_named_as_such(cli, nodes, workdir):
+    cli.write_cluster("c", nodes, nodes.nodes[:1])
+    run = cli("run", "-c", "c", "--workdir", str(workdir), "--", "pyhton", "train.py")
+    assert run.code == EXIT_LAUNCH, run.output
+    assert (f"{nodes.nodes[0].name}: your command's program 'pyhton' is not found on this node; "
+            "did you mean 'python'? (fix the command after --)") in run.stderr
+    assert "set tsubmit_torchrun" not in run.stderr
+    missing = cli("run", "-c", "c", "--workdir", str(workdir), "--", "no-such-tool-16")
+    assert missing.code == EXIT_LAUNCH
+    assert "your command's program 'no-such-tool-16' is not found on this node" in missing.stderr
+
+
 def test_an_unknown_cluster_suggests_the_close_name(cli, nodes):
     cli.write_cluster("gpus", nodes, nodes.nodes[:1])
     result = cli("run", "-c", "gpu", "--dry-run", "--", "python", "x.py")
