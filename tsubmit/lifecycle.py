@@ -58,15 +58,17 @@ def refresh(store: JobStore, jobs: list[Job], *, verbose: int = 0) -> list[Job]:
     for job in live:
         if job.pending:
             _finish_pending(job, verbose=verbose)
-    _read(store, live, verbose=verbose)
+    leftovers = _read(store, live, verbose=verbose)
     for job in live:
-        if _should_stop_siblings(job):
-            _stop_siblings(store, job, verbose=verbose)
+        if _should_stop_the_rest(job, leftovers[job.id]):
+            _stop_the_rest(store, job, leftovers[job.id], verbose=verbose)
     return jobs
 
 
-def _read(store: JobStore, jobs: list[Job], *, verbose: int = 0) -> None:
-    """One status run over the jobs' nodes; the reports become the jobs' states."""
+def _read(store: JobStore, jobs: list[Job], *, verbose: int = 0) -> dict[str, set[str]]:
+    """One status run over the jobs' nodes; the reports become the jobs' states.
+    Returns, by job, the hosts where a rank that ended left processes behind
+    (the workers of a torchrun killed with -9, a daemon)."""
     wanted: dict[str, list[dict]] = defaultdict(list)
     for job in jobs:
         for rank in job.ranks:
@@ -76,6 +78,7 @@ def _read(store: JobStore, jobs: list[Job], *, verbose: int = 0) -> None:
     run = run_playbook("status", _sources(jobs),
                        {host: {"status_ranks": ranks} for host, ranks in wanted.items()},
                        {}, verbose=verbose, vault_password_file=min(vault_files, default=None))
+    leftovers: dict[str, set[str]] = {job.id: set() for job in jobs}
     for job in jobs:
         in_flight = launcher_alive(job)
         for rank in job.ranks:
@@ -87,8 +90,11 @@ def _read(store: JobStore, jobs: list[Job], *, verbose: int = 0) -> None:
             report = _parse(outcome.results.get(STATUS_TASK, {})).get(f"{job.id}:{rank.rank}")
             if report is not None:
                 _apply(rank, report, job.attempt, in_flight)
+                if rank.state in states.FINISHED_STATES and report.get("processes"):
+                    leftovers[job.id].add(rank.host)
         _settle(job, verbose)
     store.save_if_unchanged(*jobs)  # one transaction: one disk sync for every job refreshed
+    return leftovers
 
 
 def _apply(rank, report: dict, attempt: int, in_flight: bool) -> None:
@@ -178,22 +184,26 @@ def _finish_pending(job: Job, *, verbose: int = 0) -> None:
          attempt=pending.get("attempt"), verbose=verbose)
 
 
-def _should_stop_siblings(job: Job) -> bool:
+def _should_stop_the_rest(job: Job, leftover_hosts: set[str]) -> bool:
     return (job.state == states.FAILED and not job.keep_going and not job.pending
             and not launcher_alive(job)
-            and any(rank.state in (states.RUNNING, states.STARTING) for rank in job.ranks))
+            and (bool(leftover_hosts)
+                 or any(rank.state in (states.RUNNING, states.STARTING) for rank in job.ranks)))
 
 
-def _stop_siblings(store: JobStore, job: Job, *, verbose: int = 0) -> None:
-    """A failed rank fails the job: stop its other ranks, as torchrun does within a node."""
+def _stop_the_rest(store: JobStore, job: Job, leftover_hosts: set[str], *, verbose: int = 0) -> None:
+    """A failed rank fails the job: stop its other ranks, as torchrun does within
+    a node, and what ended ranks left behind."""
     live = [rank for rank in job.ranks if rank.state in (states.RUNNING, states.STARTING)]
-    acted = act(job, "stop", [rank.host for rank in live], grace=FAILURE_GRACE, verbose=verbose)
+    hosts = sorted({rank.host for rank in live} | leftover_hosts)
+    acted = act(job, "stop", hosts, grace=FAILURE_GRACE, verbose=verbose)
     now = time.time()
     for rank in live:
         if rank.host not in acted.failures:
             rank.state, rank.ended_at = states.STOPPED, now
-    _settle(job)
-    job.message += "; the other ranks were stopped (--keep-going keeps them running)"
+    _settle(job, verbose)
+    if live:
+        job.message += "; the other ranks were stopped (--keep-going keeps them running)"
     store.save_if_unchanged(job)
 
 
@@ -278,7 +288,8 @@ def wait(store: JobStore, job: Job, *, timeout: float | None = None, interval: f
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         refresh(store, [job], verbose=verbose)
-        if not job.may_run():
+        if job.state in states.FINISHED_STATES and not any(
+                rank.state in states.LIVE_RANK_STATES for rank in job.ranks):
             return True
         if deadline is not None and time.monotonic() >= deadline:
             return False

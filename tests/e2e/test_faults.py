@@ -135,17 +135,29 @@ def test_stop_kills_torchrun_workers_that_ignore_sigterm(cli, nodes, workdir):
     assert cli.job(job_id)["state"] == "stopped"
 
 
-def test_the_workers_of_a_killed_torchrun_are_still_the_job_and_are_stopped(cli, nodes, workdir):
-    cli.write_cluster("c", nodes, nodes.nodes[:1], tsubmit_gpus=2)
+def torchrun_killed(cli, nodes, workdir) -> str:
+    """A torchrun job on two nodes whose torchrun on node1 was killed with -9:
+    its two workers, in sessions of their own, go on without it."""
+    cli.write_cluster("c", nodes, nodes.nodes[:2], tsubmit_gpus=2)
     job_id = start(cli, "-c", "c", "--workdir", str(workdir), "--", "python", "sleeper.py")
-    assert wait_until(lambda: sum("sleeper.py" in p for p in job_processes(job_id)) >= 3)
-    torchrun = [int(p.split()[0]) for p in job_processes(job_id) if "torchrun" in p]
-    for pid in torchrun:
-        os.kill(pid, signal.SIGKILL)
-    assert wait_until(lambda: not any("torchrun" in p for p in job_processes(job_id)))
-    workers = [p for p in job_processes(job_id) if "sleeper.py" in p]
-    assert len(workers) == 2, job_processes(job_id)
-    assert cli.job(job_id)["ranks"][0]["state"] == "running"  # its workers run
+    assert wait_until(lambda: sum("sleeper.py" in p for p in job_processes(job_id)) >= 6)
+    node1 = f"TSUBMIT_RANK_MARKER={job_id}.r0."
+    [torchrun] = [int(p.split()[0]) for p in job_processes(job_id) if "torchrun" in p
+                  and node1 in Path(f"/proc/{p.split()[0]}/environ").read_text(errors="replace")]
+    os.kill(torchrun, signal.SIGKILL)
+    assert wait_until(lambda: not Path(f"/proc/{torchrun}").exists())
+    return job_id
+
+
+def test_the_workers_of_a_killed_torchrun_are_stopped_with_the_failed_job(cli, nodes, workdir):
+    job_id = torchrun_killed(cli, nodes, workdir)
+    job = cli.job(job_id)  # rank 0 failed (137): the job failed, and all of it is stopped
+    assert job["state"] == "failed" and job["ranks"][0]["exit_code"] == 137
+    assert job_processes(job_id) == []
+
+
+def test_delete_stops_the_workers_of_a_killed_torchrun(cli, nodes, workdir):
+    job_id = torchrun_killed(cli, nodes, workdir)
     cli.ok("delete", job_id, "--yes")
     assert job_processes(job_id) == []
 
@@ -172,6 +184,23 @@ def test_a_stop_that_could_not_reach_a_node_is_finished_when_it_answers(cli, nod
         nodes.start_node(worker)
     job = cli.job(job_id)  # status finishes the stop on node2
     assert job["state"] == "stopped" and job["pending"] is None
+    assert job_processes(job_id) == []
+
+
+def test_a_node_that_dies_mid_job_fails_the_job_once_it_is_back(cli, nodes, workdir):
+    cli.write_cluster("c", nodes, nodes.nodes[:2])
+    job_id = distributed(cli, "c", workdir, "python", "sleeper.py")
+    worker = nodes.nodes[1]
+    assert wait_until(lambda: len(job_processes(job_id)) >= 4)
+    nodes.stop_node(worker, kill_processes=True)  # a crash: its rank is gone with it
+    try:
+        assert cli.job(job_id)["ranks"][1]["state"] == "unreachable"
+    finally:
+        nodes.start_node(worker)
+    job = cli.job(job_id)
+    assert job["state"] == "failed", job
+    assert job["message"].startswith("rank 1 on node2 ended without an exit code")
+    assert [r["state"] for r in job["ranks"]] == ["stopped", "lost"]
     assert job_processes(job_id) == []
 
 

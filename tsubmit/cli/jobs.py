@@ -174,7 +174,13 @@ def wait_for_job(store, job, *, follow, all_ranks, timeout, verbose, summary=Tru
         ranks = job.ranks if all_ranks else job.ranks[:1]
         streamer = threading.Thread(target=stream_logs, args=(job, ranks, all_ranks, None), daemon=True)
         streamer.start()
-    if not wait(store, job, timeout=timeout, verbose=verbose):
+    try:
+        finished = wait(store, job, timeout=timeout, verbose=verbose)
+    except KeyboardInterrupt:
+        from ..interrupts import Interrupted
+
+        raise Interrupted(f"stopped waiting; job {job.id} goes on (tsubmit stop {job.id})") from None
+    if not finished:
         stop_job(store, job, verbose=verbose)
         click.echo(f"tsubmit: job {job.id} exceeded its timeout of {timeout:g}s and was stopped",
                    err=True)
