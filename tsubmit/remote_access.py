@@ -99,7 +99,7 @@ def shell(place: Place, command: list[str]) -> int:
     (ssh -t), so editors, pagers and Ctrl-C work there."""
     terminal = sys.stdin.isatty() and sys.stdout.isatty()
     argv = ssh.command_argv(place.conn, node_script("shell.sh"),
-                            [node_script("environment.awk"), place.root, place.job.id,
+                            [place.root, place.job.id,
                              str(place.rank.rank), str(place.job.attempt), place.rank.host, *command],
                             tty=terminal)
     # stdin and stdout are the user's; stderr passes through a copy kept to

@@ -17,7 +17,7 @@ from tests.unit.test_render import HOSTILE_ARGS, HOSTILE_VALUES, TEMPLATES, make
 from tsubmit import ssh
 from tsubmit.errors import UsageError
 from tsubmit.fetch_files import _check_member, _Refused, check_paths
-from tsubmit.remote_access import _hex_address, node_script
+from tsubmit.remote_access import _hex_address
 
 # --------------------------------------------------------------------------- ssh.py
 
@@ -111,52 +111,44 @@ def test_remote_command_words_reach_the_node_as_data():
     assert out == "".join(f"{arg}|" for arg in HOSTILE_ARGS)
 
 
-# --------------------------------------------------------------------------- environment.awk
+# --------------------------------------------------------------------------- environment.sh
 
 
-def render_launch(job, cluster, rank=0) -> str:
+def render(template: str, job, cluster, rank=0) -> str:
     environment = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), trim_blocks=True,
                                      undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     environment.filters["quote"] = lambda value: shlex.quote(str(value))
     environment.filters["basename"] = os.path.basename
     environment.filters["ternary"] = lambda value, yes, no: yes if value else no
     environment.tests["match"] = lambda value, pattern: re.match(pattern, str(value)) is not None
-    return environment.get_template("launch.sh.j2").render(
+    return environment.get_template(template).render(
         {**variables(job, cluster, rank), "launch_attempt_dir": "/nonexistent/attempt"})
 
 
-def environment_of(launch: str, tmp_path) -> dict[str, str]:
-    """What shell.sh's eval of the picked-out part exports, and proof the command did not run."""
-    script = tmp_path / "launch.sh"
-    script.write_text(launch)
-    picked = subprocess.run(["awk", node_script("environment.awk"), str(script)], capture_output=True,
-                            text=True, check=True).stdout
-    out = subprocess.run(["sh", "-c", 'eval "$1" && exec env -0', "sh", picked], capture_output=True,
+def environment_of(environment_sh: str, tmp_path) -> dict[str, str]:
+    """What shell.sh's `. environment.sh` exports."""
+    script = tmp_path / "environment.sh"
+    script.write_text(environment_sh)
+    out = subprocess.run(["sh", "-c", '. "$1" && exec env -0', "sh", str(script)], capture_output=True,
                          env={"PATH": os.environ["PATH"]}, check=True).stdout.decode()
     return dict(item.split("=", 1) for item in out.split("\0") if item)
 
 
-@pytest.mark.parametrize("executor", ["distributed", "torchrun", "docker"])
-def test_the_rank_environment_is_picked_out_of_launch_sh(executor, tmp_path):
+@pytest.mark.parametrize("executor", ["distributed", "torchrun"])
+def test_the_rank_environment_file_holds_every_value_as_typed(executor, tmp_path):
     cluster = make_cluster(gpus=2, tsubmit_env={"HOST_VALUE": "it's\nhost"})
-    extras = {"container": {"image": "img:1", "args": [], "pull": "missing"}} if executor == "docker" else {}
-    marker = tmp_path / "ran"
-    # The command would leave a marker, and its words hold every quoting trap.
-    job = make_job(cluster, "distributed" if executor == "docker" else executor,
-                   ["touch", str(marker), *HOSTILE_ARGS], env=dict(HOSTILE_VALUES), extras=extras)
-    env = environment_of(render_launch(job, cluster, 1), tmp_path)
-    assert not marker.exists(), "the command itself is left out"
+    job = make_job(cluster, executor, ["true"], env=dict(HOSTILE_VALUES))
+    env = environment_of(render("environment.sh.j2", job, cluster, 1), tmp_path)
     assert {key: env.get(key) for key in HOSTILE_VALUES} == HOSTILE_VALUES
     assert env["HOST_VALUE"] == "it's\nhost"
     assert (env["NODE_RANK"], env["WORLD_SIZE"], env["TSUBMIT_JOB_ID"]) == ("1", "6", "abc123def0")
     assert "TSUBMIT_RANK_MARKER" not in env, "a shell's processes are not the rank's: stop leaves them"
 
 
-def test_a_launch_sh_without_the_subshell_is_refused(tmp_path):
-    script = tmp_path / "launch.sh"
-    script.write_text("#!/bin/sh\necho something else\n")
-    result = subprocess.run(["awk", node_script("environment.awk"), str(script)], capture_output=True)
-    assert result.returncode == 3
+def test_launch_sh_sources_the_same_environment_file(tmp_path):
+    cluster = make_cluster(gpus=2)
+    job = make_job(cluster, "distributed", ["true"])
+    assert '. "$here/environment.sh"' in render("launch.sh.j2", job, cluster)
 
 
 # --------------------------------------------------------------------------- fetch paths and members

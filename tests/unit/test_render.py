@@ -278,6 +278,7 @@ def test_launch_script_runs_the_command_exactly(tmp_path, fake_torchrun, executo
     values = {**variables(job, cluster), "launch_attempt_dir": str(attempt), "launch_workdir": str(work)}
     script = attempt / "launch.sh"
     script.write_text(ansible_like("launch.sh.j2", values))
+    (attempt / "environment.sh").write_text(ansible_like("environment.sh.j2", values))
     subprocess.run(["/bin/sh", str(script), "run"], env={"PATH": os.environ["PATH"]}, check=True,
                    timeout=30)
     assert (attempt / "exit_code").read_text().split()[0] == "0"

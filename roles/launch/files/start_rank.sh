@@ -2,7 +2,7 @@
 # Usage: start_rank.sh ROOT JOB_ID DIGEST ATTEMPT_DIR start|stage
 #
 # Run by tsubmit.cluster.run_script from a private folder under ROOT/JOB_ID that holds
-# launch.sh, job.json and, when the node had neither the archive nor the
+# launch.sh, environment.sh, job.json and, when the node had neither the archive nor the
 # job's tree, workdir.tar.gz. Everything a rank needs happens here, in the one
 # SSH round trip that brought the files:
 #
@@ -10,7 +10,8 @@
 # 2. the archive is unpacked into ROOT/JOB_ID/workdir unless it already is:
 #    into a folder beside it, then one rename, so nodes sharing a filesystem
 #    (an NFS home) never see a half-written tree (the first rename wins);
-# 3. job.json goes into the tree's .tsubmit/, launch.sh into ATTEMPT_DIR;
+# 3. job.json goes into the tree's .tsubmit/, launch.sh and environment.sh
+#    into ATTEMPT_DIR;
 # 4. with `start`, launch.sh starts the rank and prints "PID STARTTICKS EPOCH"
 #    (`stage` stops before, for the pre-launch hooks). An attempt that already
 #    started prints its pid again instead.
@@ -36,6 +37,7 @@ cp "$bundle/job.json" "$tree/.tsubmit/job.json"
 mkdir -p "$attempt_dir"
 chmod 0700 "$attempt_dir"
 mv -f "$bundle/launch.sh" "$attempt_dir/launch.sh"
+mv -f "$bundle/environment.sh" "$attempt_dir/environment.sh"
 
 if [ "$action" = start ]; then
     if [ -s "$attempt_dir/pid" ]; then
