@@ -17,6 +17,11 @@ optuna` gets:
                                       attributes tsubmit:job and tsubmit:node), so that
                                       stopping a job fails only its own RUNNING trials
 
+Optuna's own calls work too: `optuna.load_study(study_name=os.environ["STUDY_NAME"],
+storage=os.environ["DATABASE_URI"])`, torch-submit's contract, reaches the same
+store, because the sitecustomize.py beside this file teaches Optuna the grpc://
+URI (TSUBMIT_OPTUNA_URI=off turns that off).
+
 The head-node store is reached through Optuna's GrpcStorageProxy; its calls
 wait for the store while it is being restarted by tsubmit's watchdog instead of
 failing at once. It needs optuna>=4.2, grpcio and protobuf on the node; an
@@ -56,9 +61,22 @@ def grpc_endpoint() -> tuple[str, int] | None:
     if host and port:
         return host, int(port)
     if uri.startswith(GRPC_SCHEME):
-        address, _, port = uri[len(GRPC_SCHEME):].rstrip("/").rpartition(":")
-        return address.strip("[]"), int(port)
+        return parse_grpc_uri(uri)
     return None
+
+
+def parse_grpc_uri(uri: str) -> tuple[str, int]:
+    """(host, port) of `grpc://HOST:PORT` (an IPv6 host in brackets)."""
+    address, _, port = uri[len(GRPC_SCHEME):].rstrip("/").rpartition(":")
+    if not address or not port.isdigit():
+        raise ValueError(f"{uri!r} is not grpc://HOST:PORT")
+    return address.strip("[]"), int(port)
+
+
+def storage_for_uri(uri: str):
+    """The storage a `grpc://HOST:PORT` URI names: what `optuna.load_study(storage=
+    os.environ["DATABASE_URI"])` gets on a tsubmit worker (see sitecustomize.py)."""
+    return _grpc_storage(*parse_grpc_uri(uri))
 
 
 def storage():
@@ -82,7 +100,7 @@ def load_study(*, sampler=None, pruner=None, tag_trials: bool = True):
     backend = storage()
     study = optuna.load_study(study_name=study_name(), storage=backend, sampler=sampler, pruner=pruner)
     if tag_trials:
-        _tag_new_trials(backend)
+        tag_new_trials(backend)
     return study
 
 
@@ -132,7 +150,7 @@ class _PatientProxy(_Base):
         self._cache = GrpcClientCache(self._stub)
 
 
-def _tag_new_trials(backend) -> None:
+def tag_new_trials(backend) -> None:
     """Record the job and node on every trial this process creates."""
     job, node = os.environ.get("TSUBMIT_JOB_ID"), os.environ.get("NODE_RANK")
     if not job:
