@@ -236,8 +236,14 @@ def failure_message(res: dict) -> str:
         ]
         if lines and lines != ["non-zero return code"]:
             message = lines[-1] if key != "msg" else " ".join(lines)
-            return message.removeprefix("Task failed: ")  # ansible-core 2.19's wording
+            return _with_next_step(message.removeprefix("Task failed: "))  # ansible-core 2.19's wording
     return "failed"
+
+
+def _with_next_step(message: str) -> str:
+    from .ssh_hints import with_next_step  # what to run next after an ssh failure (issue 16)
+
+    return with_next_step(message)
 
 
 class _CancelOnSignal:

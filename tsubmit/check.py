@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .ansible_run import HostResult, cluster_hosts, run_playbook
 from .clusters import Node, ResolvedCluster
+from .ssh_hints import host_key_hint, known_hosts_files, without_next_step
 
 PLAYBOOK = "check"
 PROBE_TASK = "Probe the node (python, torch, torchrun, GPUs, free space, clock, container engine)"
@@ -112,7 +113,7 @@ def build_report(cluster: ResolvedCluster, results: dict[str, HostResult], arriv
 
 
 def _reachable(node: Node, result: HostResult, probe: dict | None, no_result: str) -> Outcome:
-    message = result.message.removeprefix("Task failed: ")
+    message = without_next_step(result.message.removeprefix("Task failed: "))
     if result.status == "unreachable":
         return Outcome(FAIL, message, _ssh_remedy(node, message))
     if result.status == "failed" and probe is None:
@@ -320,8 +321,12 @@ def _ssh_remedy(node: Node, message: str) -> str:
     user = node.vars.get("ansible_user")
     host = node.vars.get("ansible_host") or node.name
     command = f"ssh -p {node.vars.get('ansible_port') or 22} {user + '@' if user else ''}{host}"
-    if "Host key verification failed" in message or "REMOTE HOST IDENTIFICATION" in message:
-        return f"the node's host key is unknown or changed: check it, then add it to known_hosts ({command})"
+    ssh_args = " ".join(str(node.vars.get(key) or "")
+                        for key in ("ansible_ssh_common_args", "ansible_ssh_extra_args"))
+    hint = host_key_hint(message, ssh_args)
+    if hint:
+        files = " or ".join(known_hosts_files(ssh_args))
+        return f"{hint}; ssh reads {files} for this host ({command})"
     return (f"check the address, port and user in the inventory, and that your key is accepted "
             f"({command})")
 

@@ -50,14 +50,18 @@ def is_host_key_failure(message: str) -> bool:
     return any(marker in message for marker in HOST_KEY_FAILURES)
 
 
-def host_key_hint(message: str, ssh_args: Sequence[str] | str = ()) -> str | None:
+def host_key_hint(message: str, ssh_args: Sequence[str] | str | None = None) -> str | None:
     """A one-line explanation of a host key failure in MESSAGE, naming the file ssh
-    checked and what to run next; None when MESSAGE is not one."""
+    checked and what to run next; None when MESSAGE is not one. SSH_ARGS: the
+    options ssh ran with, None when not known (then the default file is named
+    with the option that would change it)."""
     if not is_host_key_failure(message):
         return None
     offending = _OFFENDING.search(message)
-    files = [offending.group(1)] if offending else known_hosts_files(ssh_args)
+    files = [offending.group(1)] if offending else known_hosts_files(ssh_args or ())
     where = " or ".join(files)
+    if not offending and ssh_args is None:
+        where += " (unless the inventory's ssh args set UserKnownHostsFile)"
     if offending or "CHANGED" in message:
         return (f"host key changed: ssh checked it against {where}; if the node was reinstalled, "
                 f"remove the old key (ssh-keygen -R HOST -f {files[0]}) and add the new one after "
@@ -66,3 +70,22 @@ def host_key_hint(message: str, ssh_args: Sequence[str] | str = ()) -> str | Non
     return (f"host key unknown: ssh found no key for {host.group(1) if host else 'the node'} in "
             f"{where} (ssh reads ~ from the passwd entry, not $HOME); add it after checking it "
             f"(ssh-keyscan -p PORT HOST >> {files[0]})")
+
+
+_NEXT_STEP = " (next: "
+
+
+def with_next_step(message: str) -> str:
+    """Ansible's words for an ssh failure, with what to run next: the known_hosts
+    file for a host key failure, `tsubmit cluster check` for the others."""
+    hint = host_key_hint(message)
+    if hint:
+        return f"{message}{_NEXT_STEP}{hint}; then `tsubmit cluster check`)"
+    if "Data could not be sent to remote host" in message or "Failed to connect to the host" in message:
+        return f"{message}{_NEXT_STEP}`tsubmit cluster check` shows what fails on the node)"
+    return message
+
+
+def without_next_step(message: str) -> str:
+    """MESSAGE without what with_next_step added (cluster check gives its own remedy)."""
+    return message.split(_NEXT_STEP, 1)[0]

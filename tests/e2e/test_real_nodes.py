@@ -156,6 +156,46 @@ def test_a_typo_in_the_command_is_named_as_such(cli, nodes, workdir):
     assert "your command's program 'no-such-tool-16' is not found on this node" in missing.stderr
 
 
+def test_host_key_failures_name_the_known_hosts_file_and_the_next_command(cli, nodes, workdir,
+                                                                          tmp_path):
+    node = nodes.nodes[1]
+    empty = tmp_path / "empty_known_hosts"
+    empty.write_text("")
+    unknown = discovering_inventory(tmp_path / "unknown.yml", nodes, [node])
+    unknown.write_text(unknown.read_text().replace(str(nodes.known_hosts), str(empty)))
+    check = cli("cluster", "check", "-i", str(unknown), "-g", "trainers", "-o", "json")
+    assert check.code == EXIT_LAUNCH, check.output
+    reachable = check.json()["hosts"][node.name]["reachable"]
+    assert reachable["status"] == "fail"
+    assert f"host key unknown: ssh found no key for [{node.address}]:{node.port} in {empty}" \
+        in reachable["remedy"]
+    run = cli("run", "-i", str(unknown), "-g", "trainers", "--workdir", str(workdir), "--", "python",
+              "show_env.py")
+    assert run.code == EXIT_LAUNCH, run.output
+    assert f"{node.name}: " in run.stderr and "host key unknown" in run.stderr
+    assert "then `tsubmit cluster check`" in run.stderr
+
+    other_key = " ".join(nodes.known_hosts.read_text().splitlines()[0].split()[1:])
+    changed_file = tmp_path / "changed_known_hosts"
+    changed_file.write_text(f"[{node.address}]:{node.port} {other_key}\n")
+    changed = discovering_inventory(tmp_path / "changed.yml", nodes, [node])
+    changed.write_text(changed.read_text().replace(str(nodes.known_hosts), str(changed_file)))
+    run = cli("run", "-i", str(changed), "-g", "trainers", "--workdir", str(workdir), "--", "python",
+              "show_env.py")
+    assert run.code == EXIT_LAUNCH, run.output
+    assert f"host key changed: ssh checked it against {changed_file}" in run.stderr
+
+
+def test_an_unreachable_node_points_to_cluster_check(cli, nodes, workdir, tmp_path):
+    address, _ = nodes.unreachable_address()
+    inventory = discovering_inventory(tmp_path / "hosts.yml", nodes, nodes.nodes[:1])
+    inventory.write_text(inventory.read_text().replace(nodes.nodes[0].address, address))
+    run = cli("run", "-i", str(inventory), "-g", "trainers", "--workdir", str(workdir), "--", "python",
+              "show_env.py")
+    assert run.code == EXIT_LAUNCH, run.output
+    assert "`tsubmit cluster check` shows what fails on the node" in run.stderr
+
+
 def test_an_unknown_cluster_suggests_the_close_name(cli, nodes):
     cli.write_cluster("gpus", nodes, nodes.nodes[:1])
     result = cli("run", "-c", "gpu", "--dry-run", "--", "python", "x.py")
