@@ -1,26 +1,21 @@
 """Rank logs: read with a playbook, or followed live.
 
-Following is the one place tsubmit runs a remote command itself, because
-Ansible cannot stream: one `tail -F --pid` per rank over ssh, built from the
-inventory's own connection settings (host, port, user, key, common and extra
-args, so a ProxyJump bastion works), sharing Ansible's control masters. On a
-local connection the file is read directly.
+Following is a place where tsubmit runs a remote command itself, because
+Ansible cannot stream: one `tail -F --pid` per rank over ssh (tsubmit/ssh.py:
+the inventory's connection settings, bastions included, and Ansible's
+control masters). On a local connection the file is read directly.
 """
 
-import shlex
 import subprocess
 import sys
 import threading
 
 from . import job as states
-from .ansible_env import control_dir
+from . import ssh
 from .errors import LaunchError
 from .job import Job, Rank
 from .node_actions import job_hosts, run_for_job
 from .ssh_hints import host_key_hint
-
-# ssh's own exit code when it could not connect or authenticate.
-SSH_FAILED = 255
 
 LOG_TASK = "Read the rank's log"
 
@@ -48,38 +43,33 @@ def fetch(job: Job, ranks: list[Rank], attempt: int, *, verbose: int = 0) -> dic
             for rank in ranks}
 
 
-def follow_command(host_vars: dict, log_path: str, pid: int | None, tail: int | None) -> list[str]:
-    """The argv that streams one rank's log until its process ends."""
-    tail_args = ["tail", "-n", str(tail) if tail is not None else "+1", "-F"]
-    if pid:
-        tail_args.append(f"--pid={pid}")
-    remote = " ".join(shlex.quote(a) for a in tail_args) + " " + _remote_path(log_path)
-    if host_vars.get("ansible_connection") == "local":
-        return ["sh", "-c", remote]
-    return [*ssh_command(host_vars, "-o", "ControlMaster=auto", "-o", "ControlPersist=600s",
-                         "-o", f"ControlPath={control_dir()}/follow-%C"), remote]
+# Follows a log until the rank's process ends: PATH (a leading ~ is the node
+# user's home), the lines of it to start with ("+1": all), the pid ("": none).
+_FOLLOW_SCRIPT = '''path=$1
+case $path in "~/"*) path=$HOME/${path#"~/"} ;; esac
+exec tail -n "$2" -F ${3:+"--pid=$3"} "$path"'''
 
 
-def ssh_command(host_vars: dict, *options: str) -> list[str]:
-    """ssh with OPTIONS and the inventory's connection settings for one host (port,
-    user, key, common and extra args), ending with the host: append a remote command."""
-    ssh = ["ssh", "-o", "BatchMode=yes", *options]
-    if host_vars.get("ansible_port"):
-        ssh += ["-p", str(host_vars["ansible_port"])]
-    if host_vars.get("ansible_user"):
-        ssh += ["-l", str(host_vars["ansible_user"])]
-    if host_vars.get("ansible_ssh_private_key_file"):
-        ssh += ["-i", str(host_vars["ansible_ssh_private_key_file"])]
-    for key in ("ansible_ssh_common_args", "ansible_ssh_extra_args"):
-        ssh += shlex.split(str(host_vars.get(key) or ""))
-    return [*ssh, "--", str(host_vars.get("ansible_host") or host_vars.get("inventory_hostname"))]
+def follow_command(conn: ssh.Connection, log_path: str, pid: int | None, tail: int | None) -> list[str]:
+    """The argv that streams one rank's log until its process ends. A follow is
+    long-lived: it gets a connection of its own, whose host key is checked now
+    (a master Ansible opened earlier would hide a node's changed key)."""
+    return ssh.command_argv(conn, _FOLLOW_SCRIPT,
+                            [log_path, str(tail) if tail is not None else "+1", str(pid or "")],
+                            tty=False, shared=False)
 
 
-def _remote_path(path: str) -> str:
-    # Leave a leading ~ to the remote shell so it means the remote user's home.
-    if path.startswith("~/"):
-        return "~/" + shlex.quote(path[2:])
-    return shlex.quote(path)
+def stream(job: Job, ranks: list[Rank], prefixed: bool, tail: int | None) -> None:
+    """Follow RANKS' logs of the current attempt until their processes end."""
+    from .remote_access import places
+
+    streams = []
+    for place in places(job, ranks):
+        rank = place.rank
+        path = f"{place.root}/{job.id}/rank-{rank.rank}/attempt-{job.attempt}/output.log"
+        prefix = f"[rank {rank.rank} {rank.host}] " if prefixed else ""
+        streams.append((prefix, follow_command(place.conn, path, rank.pid, tail)))
+    follow(streams)
 
 
 def follow(streams: list[tuple[str, list[str]]], out=None) -> list[int]:
@@ -106,7 +96,7 @@ def follow(streams: list[tuple[str, list[str]]], out=None) -> list[int]:
                 out.flush()
         codes[index] = process.wait()
         reader.join()
-        if codes[index] == SSH_FAILED and argv[0] == "ssh":
+        if codes[index] == ssh.SSH_FAILED and "--" in argv:
             host = argv[argv.index("--") + 1] if "--" in argv else "?"
             text = "".join(errors)
             lines = [line.strip() for line in errors if line.strip() and not line.startswith("@")]

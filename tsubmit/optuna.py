@@ -289,29 +289,19 @@ def free_local_port() -> int:
         return probe.getsockname()[1]
 
 
-def forward_command(host_vars: dict, remote_port: int, local_port: int) -> list[str]:
-    """ssh argv forwarding 127.0.0.1:LOCAL_PORT here to 127.0.0.1:REMOTE_PORT on the host,
-    with the inventory's connection settings."""
-    from .logs import ssh_command
-
-    return ssh_command(host_vars, "-N", "-o", "ExitOnForwardFailure=yes", "-o", "ControlMaster=no",
-                       "-o", "ControlPath=none", "-o", "ServerAliveInterval=15",
-                       "-L", f"127.0.0.1:{local_port}:127.0.0.1:{remote_port}")
-
-
 def forward_dashboard(job, remote_port: int, local_port: int | None = None,
                       *, timeout: float = 30) -> tuple[subprocess.Popen | None, str]:
     """Start forwarding the head's dashboard port; (the ssh process or None, the local URL).
     A head on a local connection needs no forwarding."""
-    from .clusters import host_variables
+    from . import ssh
+    from .remote_access import places
 
-    head = job.ranks[0].host
-    host_vars = host_variables(job.inventory["sources"], [head],
-                               job.inventory.get("vault_password_file"))[head]
-    if host_vars.get("ansible_connection") == "local":
+    [place] = places(job, job.ranks[:1])
+    head = place.rank.host
+    if place.conn.local:
         return None, f"http://127.0.0.1:{remote_port}/"
     local_port = local_port or free_local_port()
-    process = subprocess.Popen(forward_command(host_vars, remote_port, local_port),
+    process = subprocess.Popen(ssh.forward_argv(place.conn, local_port, remote_port),
                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + timeout

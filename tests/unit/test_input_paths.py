@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tsubmit import cron, logs
+from tsubmit import cron, logs, ssh
 
 
 @pytest.fixture
@@ -51,11 +51,14 @@ def test_a_cron_line_carries_a_hostile_tsubmit_home_as_data(tmp_path, monkeypatc
     assert "unknown schedule 'nightly'" in log.read_text()  # tsubmit ran, under that very home
 
 
+HERE = ssh.connection("here", {"ansible_connection": "local"})
+
+
 def test_following_a_log_under_a_hostile_path_reads_that_file(tmp_path, marker):
     folder = hostile_folder(tmp_path, marker)
     folder.mkdir(parents=True)  # the marker's slashes make folders of their own
     (folder / "output.log").write_text("line one\nline {{ 7*7 }} $(x)\n")
-    argv = logs.follow_command({"ansible_connection": "local"}, str(folder / "output.log"),
+    argv = logs.follow_command(HERE, str(folder / "output.log"),
                                short_lived_pid(), None)
     shown = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert shown.returncode == 0, shown.stderr
@@ -69,7 +72,7 @@ def test_following_a_log_under_the_remote_home_keeps_the_tilde_for_the_node(tmp_
     try:
         (target / "output.log").write_text("from the home\n")
         relative = target.relative_to(Path(os.path.expanduser("~")))
-        argv = logs.follow_command({"ansible_connection": "local"}, f"~/{relative}/output.log",
+        argv = logs.follow_command(HERE, f"~/{relative}/output.log",
                                    short_lived_pid(), None)
         shown = subprocess.run(argv, capture_output=True, text=True, timeout=60)
         assert shown.stdout == "from the home\n", shown.stderr

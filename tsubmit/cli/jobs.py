@@ -138,26 +138,11 @@ def follow_job(store, job, ranks, prefixed, tail, verbose) -> int:
     """Stream ranks' logs until they end, then report the job's result as an exit code."""
     from ..job import SUCCEEDED
     from ..lifecycle import wait
+    from ..logs import stream
 
-    stream_logs(job, ranks, prefixed, tail)
+    stream(job, ranks, prefixed, tail)
     wait(store, job, verbose=verbose)  # the followed ranks ended; others may still run
     return 0 if job.state == SUCCEEDED else EXIT_JOB_FAILED
-
-
-def stream_logs(job, ranks, prefixed, tail) -> None:
-    from ..clusters import host_variables
-    from ..logs import follow, follow_command
-
-    host_vars = host_variables(job.inventory["sources"], [rank.host for rank in ranks],
-                               job.inventory.get("vault_password_file"))
-    streams = []
-    for rank in ranks:
-        variables = host_vars[rank.host]
-        root = str(variables.get("tsubmit_remote_root") or "~/.tsubmit/jobs")
-        path = f"{root}/{job.id}/rank-{rank.rank}/attempt-{job.attempt}/output.log"
-        prefix = f"[rank {rank.rank} {rank.host}] " if prefixed else ""
-        streams.append((prefix, follow_command(variables, path, rank.pid, tail)))
-    follow(streams)
 
 
 def wait_for_job(store, job, *, follow, all_ranks, timeout, verbose, summary=True) -> int:
@@ -172,7 +157,9 @@ def wait_for_job(store, job, *, follow, all_ranks, timeout, verbose, summary=Tru
     streamer = None
     if follow:
         ranks = job.ranks if all_ranks else job.ranks[:1]
-        streamer = threading.Thread(target=stream_logs, args=(job, ranks, all_ranks, None), daemon=True)
+        from ..logs import stream
+
+        streamer = threading.Thread(target=stream, args=(job, ranks, all_ranks, None), daemon=True)
         streamer.start()
     try:
         finished = wait(store, job, timeout=timeout, verbose=verbose)
