@@ -1,14 +1,15 @@
 """Render a rank's command and environment on the controller, for --dry-run.
 
-The launch role's own templates are rendered here with the same variable
-names the role defines (roles/launch/vars/main.yml), so a dry run prints
-exactly what a rank would run. Values only known at launch (the rendezvous
-port, GPUs counted by nvidia-smi, the remote root) are shown as <placeholders>.
+The renderer is the collection's own (plugins/plugin_utils/launch_render.py):
+the one the launch role's render_launch action uses for a real submit, on the
+launch role's own templates, so a dry run prints exactly what a rank would
+run. Values only known at launch (the rendezvous port, GPUs counted by
+nvidia-smi, the remote root) are shown as <placeholders>.
 """
 
-import os
-import re
-import shlex
+import functools
+import importlib.util
+import sys
 
 from .clusters import Node, ResolvedCluster
 from .job import Job
@@ -16,53 +17,47 @@ from .paths import ansible_dir
 
 PORT = "<port>"
 DETECTED = "<gpus>"
+REMOTE_ROOT = "<remote root>"
+
+
+@functools.cache
+def _core():
+    """plugins/plugin_utils/launch_render.py, loaded by path: it is part of the
+    collection (ansible_collections.tsubmit.cluster), not of this package."""
+    path = ansible_dir() / "ansible_collections" / "tsubmit" / "cluster" / "plugins" / "plugin_utils" \
+        / "launch_render.py"
+    spec = importlib.util.spec_from_file_location("tsubmit._launch_render", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@functools.cache
+def _renderer():
+    return _core().Renderer(ansible_dir() / "roles" / "launch" / "templates")
 
 
 def launch_variables(job: Job, cluster: ResolvedCluster, node: Node, nproc: int | None) -> dict:
-    slots = [nproc or n.gpus or DETECTED for n in cluster.nodes]
-    known = [s for s in slots if isinstance(s, int)]
-    optuna = job.executor == "optuna"  # each node is a group of its own
-    job_dir = f"<remote root>/{job.id}"
-    return {
-        "launch_executor": job.executor,
-        "launch_command": job.command,
-        "launch_torchrun": node.vars.get("tsubmit_torchrun", "torchrun"),
-        "launch_path_prefix": ":".join(
-            dict.fromkeys(
-                path.rsplit("/", 1)[0]
-                for path in (node.vars.get("tsubmit_python", ""), node.vars.get("tsubmit_torchrun", ""))
-                if "/" in path
-            )
-        ),
-        "launch_rank": node.rank,
-        "launch_nnodes": len(cluster.nodes),
-        "launch_nproc": slots[node.rank],
-        "launch_node_slots": slots,
-        "launch_world_size": slots[node.rank] if optuna else (
-            sum(known) if len(known) == len(slots) else "<sum of gpus>"),
-        "launch_node_address": node.address,
-        "launch_node_addresses": [n.address for n in cluster.nodes],
-        "launch_master_addr": "127.0.0.1" if optuna else cluster.nodes[0].address,
-        "launch_master_port": PORT,
-        "launch_job_id": job.id,
-        "launch_job_name": job.name,
-        "launch_attempt": job.attempt,
-        "launch_max_restarts": job.max_restarts,
-        "launch_hostfile": f"{job_dir}/hostfile",
-        "launch_host_env": node.vars.get("tsubmit_env") or {},
-        "launch_job_env": job.env,
-        "launch_job_dir": job_dir,
-        "launch_workdir": f"{job_dir}/workdir",
-        "launch_container": job.extras.get("container"),
-        "launch_container_engine": node.vars.get("tsubmit_container_engine", "docker"),
-        "launch_container_run_args": node.vars.get("tsubmit_container_run_args") or [],
-        "launch_container_name": f"tsubmit-{job.id}-r{node.rank}-a{job.attempt}",
-        "launch_container_env_file": f"{job_dir}/rank-{node.rank}/attempt-{job.attempt}/container.env",
+    """The launch_* variables of NODE's rank, with placeholders for what the probe would find."""
+    optuna = job.executor == "optuna"  # each node is a group of its own, with a port of its own
+    nodes = [{
+        "address": n.address,
+        "gpus": nproc or n.gpus or DETECTED,
+        "remote_root": REMOTE_ROOT,
+        "port": PORT if optuna or n.rank == 0 else None,
         # GPUs are counted at launch; a dry run takes a node that declares them at its word.
-        "launch_has_gpus": node.gpus is not None,
-        "launch_optuna": _optuna_endpoint(job, cluster),
-        "launch_optuna_helper_dir": f"{job_dir}/optuna-lib",
-    }
+        "has_gpus": n.gpus is not None,
+        "python": n.vars.get("tsubmit_python", "python3"),
+        "torchrun": n.vars.get("tsubmit_torchrun", "torchrun"),
+        "host_env": n.vars.get("tsubmit_env") or {},
+        "container_engine": n.vars.get("tsubmit_container_engine", "docker"),
+        "container_run_args": n.vars.get("tsubmit_container_run_args") or [],
+    } for n in cluster.nodes]
+    values = {"id": job.id, "name": job.name, "attempt": job.attempt, "executor": job.executor,
+              "command": job.command, "env": job.env, "max_restarts": job.max_restarts,
+              "container": job.extras.get("container")}
+    return _core().rank_variables(values, nodes, node.rank, _optuna_endpoint(job, cluster))
 
 
 def _optuna_endpoint(job: Job, cluster: ResolvedCluster) -> dict | None:
@@ -74,15 +69,4 @@ def _optuna_endpoint(job: Job, cluster: ResolvedCluster) -> dict | None:
 
 
 def render(template: str, variables: dict) -> str:
-    import jinja2
-
-    environment = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(ansible_dir() / "roles" / "launch" / "templates"),
-        trim_blocks=True,
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-    )
-    environment.filters["quote"] = lambda value: shlex.quote(str(value))
-    environment.filters["basename"] = lambda value: os.path.basename(str(value))
-    environment.tests["match"] = lambda value, pattern: re.match(pattern, str(value)) is not None
-    return environment.get_template(template).render(variables)
+    return _renderer().render(template, variables)

@@ -1,0 +1,82 @@
+"""Action of tsubmit.cluster.render_launch (documented in plugins/modules/render_launch.py).
+
+Run once, on the controller, between the probe and the launch: renders every
+rank's launch.sh and environment.sh in this one process, each template
+compiled once (plugin_utils/launch_render.py), and returns them as
+`scripts` ({host: {launch.sh, environment.sh}}), which the launch role
+registers (run_once: every host gets the result) and ships as data instead of
+rendering its templates in each host's worker, which costs 70-80 ms of
+controller CPU per host in ansible-core 2.19. A registered result, not a
+fact: ansible-runner keeps a fact cache among its artifacts, and the scripts
+hold the job's environment.
+
+A host whose variables name any launch_* role variable (an inventory that
+overrides one) is left out: the role renders that host's scripts itself, from
+its own variables, as a plain ansible-playbook run does.
+"""
+
+from ansible.errors import AnsibleActionFail
+from ansible.plugins.action import ActionBase
+
+from ansible_collections.tsubmit.cluster.plugins.plugin_utils import launch_render
+
+# What the role's defaults read from the host (roles/launch/defaults/main.yml).
+HOST_DEFAULTS = {
+    "python": ("tsubmit_python", "python3"),
+    "torchrun": ("tsubmit_torchrun", "torchrun"),
+    "host_env": ("tsubmit_env", {}),
+    "container_engine": ("tsubmit_container_engine", "docker"),
+    "container_run_args": ("tsubmit_container_run_args", []),
+}
+# The role's switch for this step and the fact it sets, never a host's override.
+OWN_VARIABLES = {"launch_render_on_controller", "launch_rendered"}
+FAILED = "cannot render the launch scripts on the controller"
+ARGUMENT_SPEC = {"hosts": {"type": "list", "elements": "str", "required": True}}
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+    _requires_connection = False  # it only renders, here
+
+    def run(self, tmp=None, task_vars=None):
+        result = super().run(tmp, task_vars)
+        _, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
+        hosts = args["hosts"]
+        hostvars = task_vars["hostvars"]
+        probes = task_vars["preflight_nodes"]
+        job = {key: self._templar.template(task_vars[f"tsubmit_job_{key}"])
+               for key in ("id", "name", "attempt", "executor", "command", "env", "max_restarts")}
+        job["container"] = self._templar.template(task_vars.get("tsubmit_job_container"))
+        try:
+            nodes = [self._node(hostvars[host], probes[host]) for host in hosts]
+            optuna = (hostvars[hosts[0]]["optuna_store_endpoint"] if job["executor"] == "optuna" else None)
+            renderer = launch_render.Renderer(self._templates())
+            rendered = {}
+            for rank, host in enumerate(hosts):
+                own = [name for name in hostvars[host]
+                       if name.startswith("launch_") and name not in OWN_VARIABLES]
+                if own or int(hostvars[host]["tsubmit_rank"]) != rank:
+                    continue  # the role renders this host's scripts from its own variables
+                rendered[host] = renderer.scripts(launch_render.rank_variables(job, nodes, rank, optuna))
+        except (KeyError, TypeError, ValueError) as error:
+            raise AnsibleActionFail(f"{FAILED}: {error!r}") from None
+        except Exception as error:  # a template error (jinja2's own exceptions)
+            raise AnsibleActionFail(f"{FAILED}: {error}") from None
+        # The scripts hold the job's environment, secrets included: callbacks
+        # (runner's job_events, -v output) see a censored result; what is
+        # registered is the whole. A failure above is reported in full (names only).
+        result.update(changed=False, scripts=rendered, _ansible_no_log=True,
+                      msg=f"rendered {len(rendered)} of {len(hosts)} ranks' scripts")
+        return result
+
+    def _node(self, variables, probe: dict) -> dict:
+        node = {"address": probe["address"], "gpus": probe["gpus"], "remote_root": probe["remote_root"],
+                "port": probe["port"], "has_gpus": probe["has_gpus"]}
+        for key, (name, default) in HOST_DEFAULTS.items():
+            node[key] = variables.get(name, default)
+        return node
+
+    def _templates(self) -> str:
+        # The role's templates/ folder, found as the role's own template lookup finds it.
+        found = self._find_needle("templates", launch_render.SCRIPTS["launch.sh"])
+        return found.rsplit("/", 1)[0]

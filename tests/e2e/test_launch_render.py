@@ -1,0 +1,180 @@
+"""The launch role's scripts rendered on the controller, once (render_launch),
+are byte for byte the scripts the role renders itself per host.
+
+The same job goes twice through the real launch role in a real
+ansible-playbook run (the collection's role, tsubmit's ansible.cfg and
+extra-vars file with the job's strings marked !unsafe): once as a plain
+ansible-playbook run renders it (the templates, per host), once with
+launch_render_on_controller as `tsubmit run` sets it. The probe's answers
+are fixed (set_fact), so the two runs differ in nothing else; the hosts are
+`ansible_connection: local`, since what is compared is the controller's work.
+The launch stops short of starting the rank (a pre-launch hook makes
+start_rank.sh only stage, and the hook step is skipped by tag), so what each
+host's attempt folder holds is exactly what the launch placed there.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tsubmit import ansible_env, archive
+from tsubmit.ansible_run import vars_yaml
+from tsubmit.job import Job, Rank
+from tsubmit.submit import extravars
+
+HOSTS = ["h0", "h1", "h2"]
+# The job's own strings: data, which neither way may evaluate.
+HOSTILE_COMMAND = ["python", "-c", "print('{{ 7 * 7 }}')", "it's", "$(touch /tmp/tsubmit-render-pwned)",
+                   "{% raw %}x", "line1\nline2", "ünï", ""]
+HOSTILE_ENV = {"TEMPLATE": "{{ lookup('pipe', 'touch /tmp/tsubmit-render-pwned') }}", "QUOTES": "it's \"x\"",
+               "NEWLINES": "a\nb\n", "EMPTY": "", "DOLLAR": "$HOME ${PATH}"}
+
+PLAYBOOK = """\
+- name: Launch with fixed probe answers
+  hosts: tsubmit_nodes
+  gather_facts: false
+  tasks:
+    - name: The probe's answers
+      ansible.builtin.set_fact:
+        preflight_nodes: "{{ test_probes }}"
+      run_once: true
+    - name: The head's study store
+      ansible.builtin.set_fact:
+        optuna_store_endpoint: "{{ test_optuna }}"
+      when: tsubmit_rank == 0
+    - name: Launch
+      ansible.builtin.import_role:
+        name: tsubmit.cluster.launch
+    - name: Which hosts' scripts came rendered from the controller
+      ansible.builtin.debug:
+        msg: >-
+          rendered on the controller: [{{ launch_rendered.scripts | default({}) | list | sort | join(',') }}]
+      run_once: true
+"""
+
+VARIANTS = {
+    "distributed": dict(executor="distributed", command=HOSTILE_COMMAND, env=HOSTILE_ENV, max_restarts=2),
+    "torchrun": dict(executor="torchrun", command=["python", "train.py", "--lr", "0.1"], env={"A": "1"}),
+    "container": dict(executor="distributed", command=["python", "train.py"], env={"B": "{{ b }}"},
+                      extras={"container": {"image": "img:{{ tag }}", "args": ["--shm-size", "1g", "-e X=$Y"],
+                                            "pull": "missing"}}),
+    "optuna": dict(executor="optuna", command=["python", "objective.py"], env={},
+                   extras={"optuna": {"study": "s", "storage": None, "trials": 4}}),
+}
+
+
+def inventory(tmp_path: Path, hook: Path) -> dict:
+    hosts = {}
+    for rank, name in enumerate(HOSTS):
+        hosts[name] = {
+            "ansible_connection": "local",
+            "ansible_python_interpreter": sys.executable,
+            "tsubmit_rank": rank,
+            "tsubmit_node_address": f"127.0.0.{rank + 1}",
+            "tsubmit_pre_launch_tasks": [str(hook)],
+            # The inventory's own values are templates, rendered by Ansible both ways.
+            "tsubmit_env": {"TOKEN": "{{ test_secret }}-{{ inventory_hostname }}", "NUMBER": 8,
+                            "LITERAL": "a b; $(x)"},
+        }
+    hosts["h0"]["tsubmit_python"] = "/opt/my env/bin/python"
+    hosts["h1"]["tsubmit_torchrun"] = "/opt/it's/bin/torchrun"
+    hosts["h1"]["tsubmit_container_engine"] = "podman"
+    hosts["h1"]["tsubmit_container_run_args"] = ["--ulimit", "nofile=1024", "--ipc=private"]
+    # A host that overrides a role variable keeps the role's own rendering.
+    hosts["h2"]["launch_torchrun"] = "/srv/{{ inventory_hostname }}/torchrun"
+    return {"all": {"vars": {"test_secret": "s3cr3t"}, "children": {"tsubmit_nodes": {"hosts": hosts}}}}
+
+
+def probes(tmp_path: Path, executor: str) -> dict:
+    answers = {}
+    for rank, name in enumerate(HOSTS):
+        root = tmp_path / "roots" / name
+        (root / ".archives").mkdir(parents=True, exist_ok=True)
+        picks_port = rank == 0 or executor == "optuna"
+        answers[name] = {"remote_root": str(root), "address": f"127.0.0.{rank + 1}", "gpus": rank + 1,
+                         "has_gpus": rank == 1, "port": 29400 + rank if picks_port else None,
+                         "archive_present": False, "tree_present": False}
+    return answers
+
+
+def run_launch(tmp_path: Path, job: Job, packed: archive.Archive, on_controller: bool) -> dict[str, dict]:
+    """Run the launch role; return each host's placed launch.sh and environment.sh, as bytes."""
+    shutil.rmtree(tmp_path / "roots", ignore_errors=True)
+    variables = {**extravars(job, packed), "test_probes": probes(tmp_path, job.executor),
+                 "test_optuna": {"study": "s", "storage_url": None, "host": "127.0.0.1", "port": 4242},
+                 "launch_render_on_controller": on_controller}
+    (tmp_path / "extravars.yml").write_text(vars_yaml(variables))
+    process = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-playbook"), "-v", "-i", str(tmp_path / "inventory.yml"),
+         "-e", f"@{tmp_path / 'extravars.yml'}", "--skip-tags", "pre_launch_hooks,post_launch_hooks",
+         str(tmp_path / "playbook.yml")],
+        env={**os.environ, **ansible_env.environment()}, capture_output=True, text=True, timeout=300)
+    assert process.returncode == 0, process.stdout + process.stderr
+    # h2 sets a launch_* variable of its own: the role renders its scripts itself.
+    expected = "[h0,h1]" if on_controller else "[]"
+    assert f"rendered on the controller: {expected}" in process.stdout, process.stdout
+    placed = {}
+    for rank, name in enumerate(HOSTS):
+        attempt = tmp_path / "roots" / name / job.id / f"rank-{rank}" / f"attempt-{job.attempt}"
+        placed[name] = {file: (attempt / file).read_bytes() for file in ("launch.sh", "environment.sh")}
+        assert not (attempt / "pid").exists()  # staged, never started
+    return placed
+
+
+@pytest.fixture(autouse=True)
+def no_injection():
+    marker = Path("/tmp/tsubmit-render-pwned")
+    marker.unlink(missing_ok=True)
+    yield
+    assert not marker.exists(), "a job's string was evaluated"
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_controller_rendering_is_byte_for_byte_the_roles(tmp_path, variant):
+    fields = dict(VARIANTS[variant])
+    hook = tmp_path / "hook.yml"
+    hook.write_text("- name: Nothing\n  ansible.builtin.meta: noop\n")
+    (tmp_path / "inventory.yml").write_text(yaml.safe_dump(inventory(tmp_path, hook), sort_keys=False))
+    (tmp_path / "playbook.yml").write_text(PLAYBOOK)
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "train.py").write_text("print('hi')\n")
+    packed = archive.pack(tree, tmp_path / "archives")
+    job = Job(id="abc123def0", name="job {{ name }}", cluster="c", inventory={}, workdir=str(tree),
+              ranks=[Rank(rank, name, f"127.0.0.{rank + 1}", None) for rank, name in enumerate(HOSTS)],
+              attempt=2, **fields)
+
+    by_role = run_launch(tmp_path, job, packed, on_controller=False)
+    on_controller = run_launch(tmp_path, job, packed, on_controller=True)
+
+    for name in HOSTS:
+        for file in ("launch.sh", "environment.sh"):
+            assert on_controller[name][file] == by_role[name][file], f"{name} {file} differs"
+    environment = by_role["h0"]["environment.sh"].decode()
+    assert "s3cr3t-h0" in environment  # the inventory's template was rendered
+    assert "lookup(" in environment or not fields["env"].get("TEMPLATE")  # the job's was not
+    if "container" not in job.extras:  # in a container the image's PATH holds
+        # h2's own launch_torchrun (rendered by Ansible: a template of the inventory) is on its PATH.
+        assert b"export PATH=/srv/h2:" in by_role["h2"]["environment.sh"]
+
+
+def test_the_rendered_scripts_leave_no_secret_in_runner_artifacts(cli, nodes, workdir):
+    # The scripts hold the job's environment: render_launch's result, which
+    # carries them to every host, is censored for the callbacks (job_events).
+    secret = "hunter2-" + os.urandom(4).hex()
+    cli.write_cluster("two", nodes, nodes.nodes[:2])
+    check = "import os, sys; sys.exit(not os.environ['SECRET'].startswith('hunter2-'))"
+    cli.ok("run", "-c", "two", "--executor", "distributed", "--env", f"SECRET={secret}", "--wait",
+           "--", "python", "-c", check, cwd=workdir)  # the rank got it: exit 0
+    state = cli.home / "state"
+    holding = [str(path) for path in state.rglob("*")
+               if path.is_file() and not path.name.startswith("jobs.sqlite")  # the store keeps --env
+               and secret.encode() in path.read_bytes()]
+    assert holding == []
+    events = list(state.glob("runs/*-submit-*/artifacts/*/job_events/*.json"))
+    assert any("Render every rank" in path.read_text() for path in events)  # the step ran, censored
