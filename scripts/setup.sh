@@ -32,8 +32,13 @@ fi
 [ -x .venv/bin/python ] || /usr/bin/python3 -m venv .venv
 # torch is pinned: an unpinned torch pulls a CUDA build of several GB.
 extras=""
+launchers=""
 $with_tests && extras="[test]"
-.venv/bin/python -m pip install -q "torch==2.13.0" numpy -e ".$extras"
+# The tests run jobs that bring their own launcher (Lightning, HF accelerate);
+# in the same pip call as the pinned torch, so pip keeps that torch.
+$with_tests && launchers="lightning accelerate"
+# shellcheck disable=SC2086  # one package per word
+.venv/bin/python -m pip install -q "torch==2.13.0" numpy $launchers -e ".$extras"
 # What an Optuna job needs on the nodes (here the nodes use this venv too).
 .venv/bin/python -m pip install -q "optuna>=4.2" grpcio protobuf optuna-dashboard "psycopg[binary]"
 
