@@ -1,0 +1,97 @@
+#!/usr/bin/env python3
+"""Side-by-side: `tsubmit run` from two checkouts, interleaved on the same nodes, run by hand.
+
+    git archive A | tar -x -C /tmp/a && git archive B | tar -x -C /tmp/b
+    .venv/bin/python bench/bench_ab.py /tmp/a /tmp/b --sizes 1,8,16 --rounds 5
+
+On a machine shared with other work the wall times of two runs of
+bench_submit.py made minutes apart move with the load; here every round
+runs raw ssh, then A and B (the order alternating), cold then warm, so each
+comparison is made under the same load. Prints medians of the wall time and
+of the controller's CPU seconds (the tsubmit process tree, from wait4), per
+submit and per node, and the ratios to raw ssh. Same nodes, working tree and
+commands as bench_submit.py's submit section (whose helpers it uses).
+"""
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench_submit as bench
+
+
+def checkout_env(checkout: Path, home: Path) -> dict:
+    return {**os.environ, "TSUBMIT_HOME": str(home), "NO_COLOR": "1", "PYTHONPATH": str(checkout)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("a", type=Path, help="a checkout (e.g. before a change)")
+    parser.add_argument("b", type=Path, help="another checkout (e.g. after it)")
+    parser.add_argument("--sizes", default="1,8,16")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--subnet", type=int, default=41)
+    args = parser.parse_args()
+    sizes = sorted({int(size) for size in args.sizes.split(",")})
+    if os.geteuid() != 0:
+        parser.error("run as root: the sshd nodes need it (see tests/harness/sshd.py)")
+    bench_dir = Path(tempfile.mkdtemp(prefix="tsb-ab-", dir="/tmp"))
+    bench_dir.chmod(0o755)
+    wd = bench.make_workdir(bench_dir)
+    nodes = bench.SshNodes(max(sizes), subnet=args.subnet)
+    checkouts = {"A": args.a.resolve(), "B": args.b.resolve()}
+    homes = {label: bench.new_home(bench_dir, label.lower()) for label in checkouts}
+    print(f"load average at start {bench.loadavg()}; A = {checkouts['A']}, B = {checkouts['B']}")
+    figures: dict = {}
+    try:
+        nodes.start()
+        for home in homes.values():
+            for n in sizes:
+                bench.write_cluster(home, f"c{n}", nodes, nodes.nodes[:n])
+        for n in sizes:
+            members = nodes.nodes[:n]
+            for round_index in range(args.rounds):
+                bench.bump_tree(wd)
+                archive = bench.archives.pack(wd, bench_dir / "raw-archives")
+                seconds, tag, pids = bench.raw_submit(nodes, members, archive.path.read_bytes())
+                bench.raw_cleanup(nodes, members, tag, pids)
+                figures.setdefault((n, "raw"), []).append((seconds, 0.0))
+                order = ["A", "B"] if round_index % 2 == 0 else ["B", "A"]
+                for label in order:
+                    env = checkout_env(checkouts[label], homes[label])
+                    for variant in ("cold", "warm"):
+                        if variant == "cold":
+                            bench.close_masters(homes[label])
+                        bench.bump_tree(wd)
+                        result = bench.run_timed([*bench.TSUBMIT, "run", "-c", f"c{n}", "--executor",
+                                                  "distributed", "--", *bench.SLEEP], env=env, cwd=wd)
+                        result.check(f"{label} tsubmit run (N={n})")
+                        runs = figures.setdefault((n, f"{label} {variant}"), [])
+                        runs.append((result.seconds, result.cpu_s))
+                        bench.delete_jobs(env, [bench.job_id_of(result)])
+                bench.log(f"N={n} round {round_index + 1}: raw {seconds:.2f} s, "
+                          + ", ".join(f"{key[1]} {values[-1][0]:.2f} s / {values[-1][1]:.2f} s CPU"
+                                      for key, values in figures.items() if key[0] == n and key[1] != "raw"))
+    finally:
+        for home in homes.values():
+            bench.close_masters(home)
+        nodes.stop()
+        bench.shutil.rmtree(bench_dir, ignore_errors=True)
+    rows = []
+    for (n, what), values in figures.items():
+        wall = bench.median([value[0] for value in values])
+        raw = bench.median([value[0] for value in figures[(n, "raw")]])
+        cpu = bench.median([value[1] for value in values])
+        rows.append([n, what, f"{wall:.2f}", f"{wall / raw:.2f}x", "-" if what == "raw" else f"{cpu:.2f}",
+                     "-" if what == "raw" else f"{cpu / n:.3f}"])
+    print(f"\nmedians of {args.rounds} rounds; load average at the end {bench.loadavg()}")
+    print(bench.table(["N", "run", "wall s", "/ raw", "controller CPU s", "CPU s per node"], rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
