@@ -66,8 +66,11 @@ class Plan:
         role_validation: what the scripts read is then the job's extra-vars,
         the probe's answers and the inventory's tsubmit_* variables, whose
         defaults the action applies as the role's defaults do. A host that sets
-        a launch_* variable keeps the role's own rendering anyway."""
-        return {"launch_render_on_controller": True} if self.role_validation() else {}
+        a launch_* variable keeps the role's own rendering anyway. On one node
+        there is nothing to share, and the step would be one task more."""
+        if len(self.cluster.nodes) < 2 or not self.role_validation():
+            return {}
+        return {"launch_render_on_controller": True}
 
 
 def unused_steps(job: Job, hook_kinds: set[str]) -> list[str]:

@@ -302,3 +302,33 @@ def test_dry_run_describes_every_rank_and_hides_env_values_in_extravars():
     assert description["extravars"]["tsubmit_job_env"] == {"SECRET": "<set>"}
     assert "hunter2" not in json.dumps(description["extravars"])
     assert "--node-rank=2" in description["ranks"][2]["command"]
+
+
+# --- where the launch scripts are rendered ------------------------------------------
+
+
+def test_the_scripts_are_rendered_on_the_controller_when_tsubmit_knows_every_input(monkeypatch):
+    monkeypatch.delenv("TSUBMIT_ANSIBLE_PATH", raising=False)
+    two = make_cluster(2, tsubmit_python="/usr/bin/python3")
+    assert Plan(make_job(two), two).controller_rendering() == {"launch_render_on_controller": True}
+    # one node: nothing to share, and one task more
+    one = make_cluster(1)
+    assert Plan(make_job(one), one).controller_rendering() == {}
+    # a launch_* variable of the inventory: the role renders (the action also leaves such a host to it)
+    overriding = make_cluster(2, launch_host_env={"A": "1"})
+    assert Plan(make_job(overriding), overriding).controller_rendering() == {}
+
+
+def test_the_dry_run_renders_with_the_collections_renderer():
+    import tsubmit.render as render_module
+
+    core = render_module._core()
+    assert Path(core.__file__).resolve() == (
+        TEMPLATES.parents[2] / "plugins" / "plugin_utils" / "launch_render.py").resolve()
+    cluster = make_cluster(2, gpus=2)
+    job = make_job(cluster, "distributed", env={"K": "v"})
+    renderer = core.Renderer(TEMPLATES)
+    for node in cluster.nodes:
+        values = variables(job, cluster, node.rank)
+        assert render("environment.sh.j2", values) == renderer.render("environment.sh.j2", values)
+        assert render("launch.sh.j2", values) == renderer.render("launch.sh.j2", values)
