@@ -259,7 +259,7 @@ def restart(store: JobStore, job: Job, *, on_event=None, verbose: int = 0) -> Jo
         hosts[rank.host].update(tsubmit_node_address=rank.address, tsubmit_nproc=rank.nproc or 0)
     archive = Archive(archive_path, job.archive, 0, archive_path.stat().st_size)
 
-    def roll_back(interrupted: bool) -> str:
+    def roll_back(failures: dict[str, str] | None) -> str:
         attempt = job.attempt
         acted = act(job, "rollback", [rank.host for rank in job.ranks], grace=ROLLBACK_GRACE,
                      attempt=attempt, verbose=verbose)
@@ -268,7 +268,7 @@ def restart(store: JobStore, job: Job, *, on_event=None, verbose: int = 0) -> Jo
         job.pending = pending
         job.message = describe(job) or before.message
         store.save(job)
-        what = "interrupted" if interrupted else "failed"
+        what = "interrupted" if failures is None else "failed"
         left = f"; still to roll back on {', '.join(acted.failures)}" if acted.failures else ""
         return (f"restart of job {job.id} as attempt {attempt} {what}; rolled back{left}, the job "
                 f"is {job.state} at attempt {job.attempt} as before")

@@ -197,13 +197,14 @@ def submit(the_plan: Plan, workdir, store: JobStore, *, on_event=None, verbose: 
     job.launcher = node_actions.launcher_identity()
     store.save(job)  # recorded before anything remote happens
 
-    def roll_back(was_interrupted: bool) -> str:
+    def roll_back(failures: dict[str, str] | None) -> str:
+        was_interrupted = failures is None
         acted = node_actions.act(job, "cleanup", [rank.host for rank in job.ranks],
                               grace=node_actions.ROLLBACK_GRACE, verbose=verbose)
         job.state = STOPPED if was_interrupted else FAILED
         job.ended_at, job.launcher = time.time(), None
         for rank in job.ranks:
-            rank.state = FAILED if rank.host in failed_hosts and not was_interrupted else STOPPED
+            rank.state = FAILED if rank.host in (failures or {}) else STOPPED
         store.save(job)
         left = (f"; {', '.join(acted.failures)} could not be cleaned up and stay pending "
                 f"(`tsubmit delete {job.id}` once they answer)" if acted.failures
@@ -212,9 +213,8 @@ def submit(the_plan: Plan, workdir, store: JobStore, *, on_event=None, verbose: 
             return f"interrupted: the launch of job {job.id} was rolled back{left}; recorded as stopped"
         return f"launch of job {job.id} failed{left}"
 
-    failed_hosts: set[str] = set()
     launch(job, store, _target(the_plan, archive), roll_back=roll_back, on_event=on_event,
-           verbose=verbose, failed_hosts=failed_hosts)
+           verbose=verbose)
     return job
 
 
@@ -237,28 +237,25 @@ def _target(the_plan: Plan, archive: archives.Archive) -> Target:
                   the_plan.skipped_steps(), cluster.ref.vault_password_file)
 
 
-def launch(job: Job, store: JobStore, target: Target, *, roll_back, on_event=None, verbose: int = 0,
-           failed_hosts: set[str] | None = None) -> None:
-    """Run submit.yml and record the started ranks. On any node's failure, or a
-    signal, ROLL_BACK(interrupted) undoes the launch everywhere once the play
-    has ended on every node, and returns the message to raise with; the
-    failing hosts are added to FAILED_HOSTS first."""
+def launch(job: Job, store: JobStore, target: Target, *, roll_back, on_event=None, verbose: int = 0) -> None:
+    """Run submit.yml and record the started ranks. On a failure, or a signal,
+    ROLL_BACK(failures by host, or None when interrupted) undoes the launch
+    everywhere once the play has ended on every node, and returns the message
+    to raise with."""
     with Deferred("rolling back once the launch has ended on every node") as interrupted:
         try:
             run = _submit_playbook(target, on_event=on_event, verbose=verbose, cancel=interrupted.forced)
         except Interrupted:  # a second signal: the play was cancelled
             run = None
         if interrupted or run is None:
-            raise Interrupted(roll_back(True))
+            raise Interrupted(roll_back(None))
         failures = run.failures()
         if run.status == "successful" and not failures:
             failures = unstarted(job, run)
         if failures or run.status != "successful":
             failures = failures or {"ansible": f"the submit playbook {run.status}; see "
                                                f"{run.data_dir}/artifacts"}
-            if failed_hosts is not None:
-                failed_hosts.update(failures)
-            message = roll_back(False)
+            message = roll_back(failures)
             job.message = "; ".join(f"{host}: {text}" for host, text in failures.items())
             store.save(job)
             raise LaunchError(message, failures)
