@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from tests.conftest import TSUBMIT
+from tests.e2e.test_lifecycle import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -42,15 +43,6 @@ def job_processes(job_id: str) -> list[str]:
         if any(marker in environ for marker in wanted):
             found.append(f"{pid} {cmdline}")
     return found
-
-
-def wait_until(predicate, timeout=60.0, interval=0.3):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return False
 
 
 def job_id_of(result) -> str:
