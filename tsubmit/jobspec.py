@@ -54,6 +54,11 @@ FIELDS = (
     Field("container_args", "list", "Extra arguments for the container engine's run command."),
     Field("pull", "string", "When to pull the image: missing, always or never.",
           ("missing", "always", "never")),
+    Field("setup", "string", "Run on every node before the rank starts (sh -c, in the workdir, with "
+          "the job's environment); skipped where it already succeeded with the same inputs."),
+    Field("setup_key", "list", "Files (relative to the workdir) whose content the setup's cache "
+          "follows (default: the requirements*.txt, pyproject.toml, uv.lock, environment.yml and "
+          "setup.py the workdir holds)."),
     Field("study", "string", "With executor optuna: the study's name (default: the job name)."),
     Field("direction", "string", "With executor optuna: minimize or maximize (default: minimize).",
           ("minimize", "maximize")),

@@ -56,7 +56,7 @@ def launch_variables(job: Job, cluster: ResolvedCluster, node: Node, nproc: int 
     } for n in cluster.nodes]
     values = {"id": job.id, "name": job.name, "attempt": job.attempt, "executor": job.executor,
               "command": job.command, "env": job.env, "max_restarts": job.max_restarts,
-              "container": job.extras.get("container")}
+              "container": job.extras.get("container"), "setup": job.extras.get("setup")}
     return _core().rank_variables(values, nodes, node.rank, _optuna_endpoint(job, cluster))
 
 

@@ -37,6 +37,11 @@ class RunRequest:
     pull: str = "missing"
     hooks: dict[str, list[str]] = field(default_factory=dict)
     optuna: dict | None = None  # {study, direction, storage, dashboard} with executor optuna
+    # --setup and --setup-key (None: the default key files); validation makes
+    # setup_step, what the nodes get (tsubmit/node_setup.py).
+    setup: str | None = None
+    setup_key: list[str] | None = None
+    setup_step: dict | None = None
 
     @property
     def container(self) -> dict | None:
@@ -76,6 +81,12 @@ def validate_request(request: RunRequest) -> RunRequest:
         raise UsageError(f"invalid job name {request.name!r}: it must be printable and not empty")
     for key, value in request.env.items():
         _check_env(key, value, "--env")
+    if request.setup is not None and request.image:
+        raise UsageError("--setup runs on the node, outside the container: install what the job "
+                         "needs in the image instead")
+    from .node_setup import settings
+
+    request.setup_step = settings(request.setup, request.setup_key, request.workdir)
     return request
 
 
@@ -194,6 +205,7 @@ def request_from_spec(spec: dict, asked_vault_file: str | None = None) -> tuple[
         image=spec.get("image"), container_args=list(spec.get("container_args") or []),
         pull=spec.get("pull") or "missing", hooks=dict(spec.get("hooks") or {}),
         optuna=_optuna_settings(spec),
+        setup=spec.get("setup"), setup_key=spec.get("setup_key"),
     ))
     timeout = parse_duration(spec["timeout"]) if spec.get("timeout") is not None else None
     if_running = spec.get("if_running") or "allow"

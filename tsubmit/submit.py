@@ -99,7 +99,8 @@ def plan(request: RunRequest) -> Plan:
         keep_going=request.keep_going,
         git_commit=archives.git_commit(request.workdir),
         extras={key: value for key, value in
-                (("container", request.container), ("hooks", request.hooks), ("optuna", request.optuna))
+                (("container", request.container), ("hooks", request.hooks), ("optuna", request.optuna),
+                 ("setup", request.setup_step))
                 if value},
         ranks=[Rank(node.rank, node.name, node.address, nproc=request.gpus or node.gpus)
                for node in cluster.nodes],
@@ -122,6 +123,7 @@ def extravars(job: Job, archive: archives.Archive | None) -> dict:
         "tsubmit_job_nodes": [rank.host for rank in job.ranks],
         "tsubmit_job_container": job.extras.get("container"),
         "tsubmit_job_optuna": job.extras.get("optuna"),
+        "tsubmit_job_setup": job.extras.get("setup"),
         **hooks.job_extravars(job.extras),
         "tsubmit_job_archive": str(archive.path) if archive else "<archive>",
         "tsubmit_job_archive_digest": archive.digest if archive else "<digest>",

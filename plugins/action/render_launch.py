@@ -47,6 +47,7 @@ class ActionModule(ActionBase):
         job = {key: self._templar.template(task_vars[f"tsubmit_job_{key}"])
                for key in ("id", "name", "attempt", "executor", "command", "env", "max_restarts")}
         job["container"] = self._templar.template(task_vars.get("tsubmit_job_container"))
+        job["setup"] = self._templar.template(task_vars.get("tsubmit_job_setup"))
         try:
             nodes = [self._node(hostvars[host], probes[host]) for host in hosts]
             optuna = (hostvars[hosts[0]]["optuna_store_endpoint"] if job["executor"] == "optuna" else None)

@@ -91,8 +91,8 @@ def rank_variables(job: dict, nodes: list[dict], rank: int, optuna: dict | None 
     """The launch_* variables of rank RANK, as roles/launch/vars/main.yml and
     defaults/main.yml define them.
 
-    JOB: id, name, attempt, executor, command, env, max_restarts, container
-    (the job's tsubmit_job_* values). NODES, in rank order, what the probe
+    JOB: id, name, attempt, executor, command, env, max_restarts, container,
+    setup (the job's tsubmit_job_* values). NODES, in rank order, what the probe
     found and the host's variables: address, gpus (processes on the node),
     remote_root, port, has_gpus, python, torchrun, host_env, container_engine,
     container_run_args. OPTUNA: the head's study store endpoint, or None.
@@ -137,4 +137,6 @@ def rank_variables(job: dict, nodes: list[dict], rank: int, optuna: dict | None 
         "launch_container_name": f"tsubmit-{job['id']}-r{rank}-a{job['attempt']}",
         "launch_container_env_file": f"{attempt_dir}/container.env",
         "launch_has_gpus": node["has_gpus"],
+        "launch_setup": job.get("setup") or None,
+        "launch_setup_dir": f"{node['remote_root']}/.setup/{job['setup']['key']}" if job.get("setup") else "",
     }

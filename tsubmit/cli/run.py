@@ -17,7 +17,7 @@ SPEC_KEYS = {
     "keep_going": "keep_going",
     "wait_": "wait", "follow": "follow", "timeout": "timeout", "if_running": "if_running",
     "image": "image", "pull": "pull", "study": "study", "direction": "direction",
-    "optuna_storage": "optuna_storage", "dashboard": "dashboard",
+    "optuna_storage": "optuna_storage", "dashboard": "dashboard", "setup": "setup",
 }
 
 
@@ -55,6 +55,14 @@ _JOB_OPTIONS = [
                  help="Extra argument for the engine's run command (repeatable), e.g. --shm-size=8g."),
     click.option("--pull", default="missing", show_default=True, metavar="POLICY",
                  help="Pull the image: missing, always or never."),
+    click.option("--setup", metavar="CMD", help="Run CMD (sh -c) on every node before the rank "
+                 "starts, in the workdir, with the job's environment; skipped on a node where it "
+                 "already succeeded with the same inputs. $TSUBMIT_SETUP_DIR is its folder there; a "
+                 "venv at $TSUBMIT_SETUP_DIR/venv goes first on the rank's PATH."),
+    click.option("--setup-key", "setup_keys", multiple=True, metavar="FILE",
+                 help="A file (relative to the workdir) whose content the setup's cache follows "
+                 "(repeatable; default: requirements*.txt, pyproject.toml, uv.lock, environment.yml, "
+                 "setup.py in the workdir)."),
     click.option("--study", help="With --executor optuna: the study (default: the job name); "
                  "running again with the same study continues it."),
     click.option("--direction", help="With --executor optuna: minimize (default) or maximize."),
@@ -182,6 +190,8 @@ def _spec(options: dict, command: tuple[str, ...]) -> dict:
         spec.setdefault("hooks", {}).setdefault(kind, []).extend(merged[kind])
     if options["container_args"]:
         spec["container_args"] = [*spec.get("container_args", []), *options["container_args"]]
+    if options["setup_keys"]:
+        spec["setup_key"] = [*spec.get("setup_key", []), *options["setup_keys"]]
     if options["env_pairs"]:
         spec["env"] = {**spec.get("env", {}), **parse_env_pairs(options["env_pairs"])}
     if command:

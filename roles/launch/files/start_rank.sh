@@ -12,7 +12,10 @@
 #    (an NFS home) never see a half-written tree (the first rename wins);
 # 3. job.json goes into the tree's .tsubmit/, launch.sh and environment.sh
 #    into ATTEMPT_DIR;
-# 4. with `start`, launch.sh starts the rank and prints "PID STARTTICKS EPOCH"
+# 4. with a setup (--setup: setup.vars, setup.sh and run_setup.sh came too),
+#    run_setup.sh runs it, or skips it where it already succeeded; the lock it
+#    leaves on fd 9 goes with the rank (see run_setup.sh);
+# 5. with `start`, launch.sh starts the rank and prints "PID STARTTICKS EPOCH"
 #    (`stage` stops before, for the pre-launch hooks). An attempt that already
 #    started prints its pid again instead.
 set -eu
@@ -38,6 +41,15 @@ mkdir -p "$attempt_dir"
 chmod 0700 "$attempt_dir"
 mv -f "$bundle/launch.sh" "$attempt_dir/launch.sh"
 mv -f "$bundle/environment.sh" "$attempt_dir/environment.sh"
+
+if [ -f "$bundle/setup.vars" ] && [ ! -s "$attempt_dir/pid" ]; then
+    read -r setup_key setup_marker <"$bundle/setup.vars" || [ -n "${setup_marker:-}" ]
+    mkdir -p "$root/.setup"
+    exec 9>>"$root/.setup/$setup_key.lock"
+    # The rank's marker: a rollback's stop finds the setup's processes too.
+    TSUBMIT_RANK_MARKER=$setup_marker /bin/sh "$bundle/run_setup.sh" \
+        "$root/.setup/$setup_key" "$bundle/setup.sh" "$attempt_dir" "$tree"
+fi
 
 if [ "$action" = start ]; then
     if [ -s "$attempt_dir/pid" ]; then
