@@ -63,6 +63,10 @@ VARIANTS = {
     "container": dict(executor="distributed", command=["python", "train.py"], env={"B": "{{ b }}"},
                       extras={"container": {"image": "img:{{ tag }}", "args": ["--shm-size", "1g", "-e X=$Y"],
                                             "pull": "missing"}}),
+    # The setup runs here too (start_rank.sh runs it before staging); its string is data.
+    "setup": dict(executor="distributed", command=["python", "train.py"], env={},
+                  extras={"setup": {"command": "echo '{{ 7 * 7 }}' > \"$TSUBMIT_SETUP_DIR/out\"",
+                                    "key": "0123456789abcdef0123", "key_files": []}}),
     "optuna": dict(executor="optuna", command=["python", "objective.py"], env={},
                    extras={"optuna": {"study": "s", "storage": None, "trials": 4}}),
 }

@@ -1,0 +1,182 @@
+"""`tsubmit run --setup` on real sshd nodes: a setup that counts its runs (once per
+node and inputs, again when requirements.txt changes), one shared by nodes on one
+folder and jobs started together, a venv with a locally built wheel that the rank
+uses, a setup that fails (exit 3, its last lines, everything rolled back), its log
+(`logs --setup`) and `gc` of setup folders.
+
+Each setup appends to a file in the node's remote root, outside the cache, so
+the tests count what really ran on each node."""
+
+import os
+import pwd
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TSUBMIT
+
+pytestmark = pytest.mark.e2e
+
+# Appends "start"/"end" lines around a pause, so runs that overlapped would show.
+COUNTING = ('echo "start $NODE_RANK $TSUBMIT_JOB_ID" >> "$TSUBMIT_SETUP_DIR/../../setup-runs"; '
+            'sleep {pause}; touch "$TSUBMIT_SETUP_DIR/ready"; '
+            'echo "end $NODE_RANK" >> "$TSUBMIT_SETUP_DIR/../../setup-runs"')
+# The rank fails unless the setup it follows was complete.
+USES_SETUP = ["--executor", "distributed", "--", "sh", "-c", 'test -f "$TSUBMIT_SETUP_DIR/ready"']
+
+
+def job_id(result) -> str:
+    return re.search(r"job (\w+) ", result.output).group(1)
+
+
+def runs_on(root: Path) -> list[str]:
+    path = root / "setup-runs"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def setup_dirs(root: Path) -> list[str]:
+    folder = root / ".setup"
+    return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+
+
+@pytest.fixture
+def fresh_roots(nodes):
+    """The nodes' remote roots without any setup cache or run count left by another test."""
+    for node in nodes.nodes:
+        shutil.rmtree(node.remote_root / ".setup", ignore_errors=True)
+        (node.remote_root / "setup-runs").unlink(missing_ok=True)
+    yield [node.remote_root for node in nodes.nodes]
+
+
+@pytest.fixture
+def pair(cli, nodes, fresh_roots):
+    cli.write_cluster("pair", nodes, nodes.nodes[:2])
+    return cli
+
+
+def test_a_setup_runs_once_per_node_and_again_when_requirements_change(pair, nodes, tmp_path):
+    cli = pair
+    (tmp_path / "requirements.txt").write_text("numpy==1.0\n")
+    setup = COUNTING.format(pause=0)
+    first = cli("run", "-c", "pair", "--wait", "--setup", setup, "--workdir", str(tmp_path), *USES_SETUP)
+    assert first.code == 0, first.output
+    second = cli("run", "-c", "pair", "--wait", "--setup", setup, "--workdir", str(tmp_path), *USES_SETUP)
+    assert second.code == 0, second.output
+    for rank, node in enumerate(nodes.nodes[:2]):
+        assert runs_on(node.remote_root) == [f"start {rank} {job_id(first)}", f"end {rank}"], \
+            "the second job with the same inputs skipped the setup"
+        log = node.remote_root / job_id(second) / f"rank-{rank}" / "attempt-1" / "setup.log"
+        assert "setup skipped: it already succeeded here with the same inputs" in log.read_text()
+    key = setup_dirs(nodes.nodes[0].remote_root)
+    assert len(key) == 1
+
+    (tmp_path / "requirements.txt").write_text("numpy==2.0\n")
+    third = cli("run", "-c", "pair", "--wait", "--setup", setup, "--workdir", str(tmp_path), *USES_SETUP)
+    assert third.code == 0, third.output
+    for rank, node in enumerate(nodes.nodes[:2]):
+        assert runs_on(node.remote_root)[2:] == [f"start {rank} {job_id(third)}", f"end {rank}"]
+        assert len(setup_dirs(node.remote_root)) == 2, "a new key, a folder of its own"
+
+    # --setup-key names the files the cache follows: requirements.txt no longer counts.
+    (tmp_path / "deps.lock").write_text("a\n")
+    keyed = ["--setup", setup, "--setup-key", "deps.lock", "--workdir", str(tmp_path)]
+    cli.ok("run", "-c", "pair", "--wait", *keyed, *USES_SETUP)
+    (tmp_path / "requirements.txt").write_text("numpy==3.0\n")
+    cli.ok("run", "-c", "pair", "--wait", *keyed, *USES_SETUP)
+    assert len(runs_on(nodes.nodes[0].remote_root)) == 6, "one more run for the new key, then none"
+
+
+def test_nodes_sharing_a_folder_and_jobs_started_together_run_the_setup_once(cli, nodes, tmp_path):
+    """Two nodes on one remote root (an NFS home) and two jobs submitted at the same
+    moment: four ranks want the same setup; one runs it, the others wait for it and
+    none starts before it is complete."""
+    owner = pwd.getpwnam(nodes.nodes[0].user)
+    shared = Path(tempfile.mkdtemp(prefix="shared-", dir=nodes.nodes[0].remote_root))
+    os.chown(shared, owner.pw_uid, owner.pw_gid)
+    shared.chmod(0o755)
+    cli.write_cluster("shared", nodes, nodes.nodes[:2], tsubmit_remote_root=str(shared))
+    (tmp_path / "requirements.txt").write_text("torch\n")
+    argv = [*TSUBMIT, "run", "-c", "shared", "--wait", "--setup", COUNTING.format(pause=3),
+            "--workdir", str(tmp_path), *USES_SETUP]
+    started = [subprocess.Popen(argv, env=cli.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True) for _ in range(2)]
+    outputs = [process.communicate(timeout=300)[0] for process in started]
+    assert [process.returncode for process in started] == [0, 0], outputs
+    runs = runs_on(shared)
+    assert len(runs) == 2 and runs[0].startswith("start ") and runs[1].startswith("end "), runs
+    logs = [path.read_text() for path in shared.glob("*/rank-*/attempt-1/setup.log")]
+    assert len(logs) == 4
+    assert sum("running the setup" in log for log in logs) == 1
+    assert sum("setup skipped" in log for log in logs) == 3
+    assert any("waiting: the same setup runs for another job" in log for log in logs), logs
+    for output in outputs:
+        cli.ok("delete", "--yes", job_id_of(output))
+    shutil.rmtree(shared, ignore_errors=True)
+
+
+def job_id_of(output: str) -> str:
+    return re.search(r"job (\w+) ", output).group(1)
+
+
+def test_a_setup_makes_a_venv_with_a_local_wheel_and_the_rank_uses_it(cli, nodes, fresh_roots, tmp_path):
+    """The wheel is built here, offline, with this venv's pip and setuptools, and
+    shipped in the job's tree; the setup installs it with --no-index."""
+    package = tmp_path / "probe-src"
+    (package / "setup_probe").mkdir(parents=True)
+    (package / "setup_probe" / "__init__.py").write_text("VALUE = 'from the wheel'\n")
+    (package / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n'
+        '[project]\nname = "setup-probe"\nversion = "1.0"\n[tool.setuptools]\npackages = ["setup_probe"]\n')
+    work = tmp_path / "work"
+    (work / "wheels").mkdir(parents=True)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-index", "--no-build-isolation",
+                    "--no-deps", "-q", "-w", str(work / "wheels"), str(package)], check=True)
+    (work / "requirements.txt").write_text("setup-probe\n")
+    (work / "show.py").write_text(
+        "import os, sys, setup_probe\n"
+        "print('value:', setup_probe.VALUE)\nprint('python:', sys.executable)\n"
+        "print('path0:', os.environ['PATH'].split(':')[0])\nprint('dir:', os.environ['TSUBMIT_SETUP_DIR'])\n")
+    cli.write_cluster("one", nodes, nodes.nodes[:1])
+    setup = ('python -m venv "$TSUBMIT_SETUP_DIR/venv" && '
+             '"$TSUBMIT_SETUP_DIR/venv/bin/pip" install -q --no-index --find-links wheels '
+             '-r requirements.txt')
+    run = cli("run", "-c", "one", "--wait", "--setup", setup, "--workdir", str(work),
+              "--executor", "distributed", "--", "python", "show.py")
+    assert run.code == 0, run.output
+    lines = dict(line.split(": ", 1) for line in cli.ok("logs", job_id(run)).stdout.splitlines()
+                 if ": " in line)
+    setup_dir = lines["dir"]
+    assert setup_dir.startswith(str(nodes.nodes[0].remote_root / ".setup") + "/")
+    assert lines["value"] == "from the wheel"
+    assert lines["path0"] == f"{setup_dir}/venv/bin"
+    assert lines["python"] == f"{setup_dir}/venv/bin/python"
+
+
+def test_a_failing_setup_fails_the_launch_with_its_last_lines_and_rolls_back(pair, nodes):
+    """The setup fails on rank 1 only, after leaving a process behind; rank 0's
+    setup succeeded and its rank started. Exit 3 names the host with the setup's
+    last lines; nothing runs anywhere, no job folder, no half-made setup folder."""
+    cli = pair
+    setup = ('if [ "$NODE_RANK" = 1 ]; then (sleep 301 &); '
+             'for i in 1 2 3 4 5 6 7; do echo "building step $i"; done; echo "error: no compiler" >&2; '
+             'exit 5; fi')
+    run = cli("run", "-c", "pair", "--setup", setup, "--executor", "distributed", "--", "sleep", "302")
+    assert run.code == 3, run.output
+    second = nodes.nodes[1].name
+    line = next(line for line in run.stderr.splitlines() if "the setup failed" in line)
+    assert line.strip().startswith(f"{second}: the setup failed with exit code 5"), run.stderr
+    assert ("building step 4 | building step 5 | building step 6 | building step 7 | "
+            "error: no compiler") in line
+    assert "building step 2" not in line, "the last lines only"
+    job = job_id(run)
+    for node in nodes.nodes[:2]:
+        assert not (node.remote_root / job).exists(), f"the job's folder is left on {node.name}"
+        assert nodes.processes_of(node, r"^sleep 30[12]") == [], f"something is left running on {node.name}"
+    assert setup_dirs(nodes.nodes[1].remote_root) == [], "the failed setup's folder is removed"
+    assert not list((nodes.nodes[1].remote_root / ".setup").glob("*.done"))
+    assert cli.job(job)["state"] == "failed"
