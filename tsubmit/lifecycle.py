@@ -296,17 +296,24 @@ def wait(store: JobStore, job: Job, *, timeout: float | None = None, interval: f
         time.sleep(interval if deadline is None else max(0.0, min(interval, deadline - time.monotonic())))
 
 
+SETUP_GC_TASK = "Remove the setup folders unused for a time"
+
+
 def collect_garbage(store: JobStore, older_than: float, *, dry_run: bool = False,
-                    verbose: int = 0) -> dict[str, list[str]]:
+                    setups_unused_for: float | None = None, verbose: int = 0) -> dict[str, list[str]]:
     """Remove finished jobs older than OLDER_THAN seconds: their directories on
     every node, their records, runner data dirs and archives no job needs.
-    Jobs that still run are never touched. Returns what was (or would be) removed."""
+    Jobs that still run are never touched. With SETUPS_UNUSED_FOR, also the
+    setup folders (run --setup) no rank used for that long, on the nodes of
+    every job recorded (collect_setups). Returns what was (or would be) removed."""
     import shutil
 
     from .paths import state_dir
 
     cutoff = time.time() - older_than
     refresh(store, store.jobs(), verbose=verbose)
+    # The nodes are taken before old jobs are forgotten: they are how gc finds them.
+    known = store.jobs()
     old = [job for job in store.jobs() if not job.may_run()
            and (job.ended_at or job.created_at) < cutoff]
     removed: dict[str, list[str]] = {"jobs": [], "runs": [], "archives": [], "kept": []}
@@ -325,4 +332,37 @@ def collect_garbage(store: JobStore, older_than: float, *, dry_run: bool = False
             removed[kind].append(path.name)
             if not dry_run:
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
+    if setups_unused_for is not None:
+        setups = collect_setups(known, setups_unused_for, dry_run=dry_run, verbose=verbose)
+        removed.update(setups=setups["removed"], setups_in_use=setups["in_use"],
+                       setup_failures=setups["failed"])
     return removed
+
+
+def collect_setups(jobs: list[Job], unused_for: float, *, dry_run: bool = False,
+                   verbose: int = 0) -> dict[str, list[str]]:
+    """Remove the setup folders under the remote root of every node of JOBS that
+    no rank used for UNUSED_FOR seconds, one playbook run for all of them; a
+    folder a setup writes or a running rank uses stays (playbooks/files/
+    remove_setups.sh). Returns "HOST: KEY" lists, removed and in_use, and
+    failed: {host: why} for the nodes where it could not be done."""
+    hosts = sorted({rank.host for job in jobs for rank in job.ranks})
+    found: dict = {"removed": [], "in_use": [], "failed": {}}
+    if not hosts:
+        return found
+    vault_files = {job.inventory.get("vault_password_file") for job in jobs} - {None}
+    run = run_playbook("gc_setups", _sources(jobs), {host: {} for host in hosts},
+                       {"gc_setup_age": int(unused_for), "gc_dry_run": dry_run}, verbose=verbose,
+                       vault_password_file=min(vault_files, default=None))
+    for host in hosts:
+        outcome = run.hosts[host]
+        if outcome.status != "ok":
+            found["failed"][host] = outcome.message
+            continue
+        for line in str(outcome.results.get(SETUP_GC_TASK, {}).get("stdout") or "").splitlines():
+            words = line.split()
+            if line.startswith("removed ") and len(words) >= 2:
+                found["removed"].append(f"{host}: {words[1]}")
+            elif line.startswith("in use ") and len(words) >= 3:
+                found["in_use"].append(f"{host}: {words[2]}")
+    return found

@@ -18,9 +18,14 @@ from .node_actions import job_hosts, run_for_job
 from .ssh_hints import host_key_hint
 
 LOG_TASK = "Read the rank's log"
+# A rank's logs, in its attempt's folder on the node: its command's output,
+# and the setup's (run --setup: roles/launch/files/run_setup.sh).
+OUTPUT_LOG = "output.log"
+SETUP_LOG = "setup.log"
 
 
-def fetch(job: Job, ranks: list[Rank], attempt: int, *, verbose: int = 0) -> dict[int, list[str]]:
+def fetch(job: Job, ranks: list[Rank], attempt: int, *, log: str = OUTPUT_LOG,
+          verbose: int = 0) -> dict[int, list[str]]:
     """Each rank's log lines, read on its node by a shell script (playbooks/logs.yml).
 
     A rank whose log cannot be read fails the command naming its host (exit 3),
@@ -33,7 +38,8 @@ def fetch(job: Job, ranks: list[Rank], attempt: int, *, verbose: int = 0) -> dic
                           " (or -i INVENTORY), then `tsubmit restart` it")
     wanted = {rank.host for rank in ranks}
     hosts = {host: vars_ for host, vars_ in job_hosts(job).items() if host in wanted}
-    run = run_for_job(job, "logs", {"tsubmit_job_attempt": attempt}, hosts=hosts, verbose=verbose)
+    run = run_for_job(job, "logs", {"tsubmit_job_attempt": attempt, "tsubmit_log_file": log}, hosts=hosts,
+                      verbose=verbose)
     failures = run.failures()
     missing = {rank.host: "no result from the logs playbook" for rank in ranks
                if rank.host not in failures and LOG_TASK not in run.hosts[rank.host].results}
@@ -66,7 +72,7 @@ def stream(job: Job, ranks: list[Rank], prefixed: bool, tail: int | None) -> Non
     streams = []
     for place in places(job, ranks):
         rank = place.rank
-        path = f"{place.root}/{job.id}/rank-{rank.rank}/attempt-{job.attempt}/output.log"
+        path = f"{place.root}/{job.id}/rank-{rank.rank}/attempt-{job.attempt}/{OUTPUT_LOG}"
         prefix = f"[rank {rank.rank} {rank.host}] " if prefixed else ""
         streams.append((prefix, follow_command(place.conn, path, rank.pid, tail)))
     follow(streams)

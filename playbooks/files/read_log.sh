@@ -11,6 +11,8 @@ if [ -r "$log" ] && [ -f "$log" ]; then
 fi
 if [ -e "$log" ]; then
   echo "cannot read the log $log: permission denied" >&2
+elif [ "${log##*/}" = setup.log ] && [ -d "$(dirname -- "$log")" ]; then
+  echo "no setup log at $log: this attempt ran no setup on this node" >&2
 elif [ -d "$(dirname -- "$(dirname -- "$log")")" ]; then
   echo "no log at $log: this attempt of the rank never started on this node" >&2
 else

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -180,3 +181,69 @@ def test_a_failing_setup_fails_the_launch_with_its_last_lines_and_rolls_back(pai
     assert setup_dirs(nodes.nodes[1].remote_root) == [], "the failed setup's folder is removed"
     assert not list((nodes.nodes[1].remote_root / ".setup").glob("*.done"))
     assert cli.job(job)["state"] == "failed"
+
+
+def test_logs_setup_shows_what_ran_or_that_it_was_skipped(pair, nodes, tmp_path):
+    cli = pair
+    setup = 'echo "installing for rank $NODE_RANK in $(pwd)"'
+    first = cli.ok("run", "-c", "pair", "--wait", "--setup", setup, "--workdir", str(tmp_path),
+                   "--executor", "distributed", "--", "true")
+    second = cli.ok("run", "-c", "pair", "--wait", "--setup", setup, "--workdir", str(tmp_path),
+                    "--executor", "distributed", "--", "true")
+    shown = cli.ok("logs", job_id(first), "--setup").stdout
+    workdir = nodes.nodes[0].remote_root / job_id(first) / "workdir"
+    assert f"installing for rank 0 in {workdir}" in shown
+    assert "[tsubmit] running the setup" in shown and "[tsubmit] setup done" in shown
+    every = cli.ok("logs", job_id(second), "--setup", "--all").stdout.splitlines()
+    for rank, node in enumerate(nodes.nodes[:2]):
+        prefix = f"[rank {rank} {node.name}] [tsubmit] setup skipped"
+        assert any(line.startswith(prefix) for line in every), every
+    assert not any("installing" in line for line in every)
+    assert "installing" not in cli.ok("logs", job_id(first)).stdout, "the rank's own log is apart"
+
+    plain = cli.ok("run", "-c", "pair", "--wait", "--workdir", str(tmp_path), "--executor", "distributed",
+                   "--", "true")
+    refused = cli("logs", job_id(plain), "--setup")
+    assert refused.code == 2 and f"job {job_id(plain)} has no setup" in refused.stderr
+    refused = cli("logs", job_id(first), "--setup", "-f")
+    assert refused.code == 2 and "drop -f" in refused.stderr
+
+
+def test_gc_removes_setup_folders_unused_for_a_time_but_never_one_in_use(cli, nodes, fresh_roots, tmp_path):
+    node = nodes.nodes[0]
+    cli.write_cluster("one", nodes, [node])
+
+    def run(setup: str, *command: str, wait: bool = True) -> str:
+        argv = ["run", "-c", "one", "--setup", COUNTING.format(pause=0) + f"; echo {setup}",
+                "--workdir", str(tmp_path), "--executor", "distributed"]
+        return job_id(cli.ok(*argv, *(["--wait"] if wait else []), "--", *command))
+
+    def key(job: str) -> str:
+        return cli.job(job)["extras"]["setup"]["key"]
+
+    old, in_use, recent = run("old", "true"), run("in-use", "sleep", "303", wait=False), None
+    cache = node.remote_root / ".setup"
+    hours_ago = time.time() - 2 * 3600
+    for job in (old, in_use):
+        os.utime(cache / f"{key(job)}.used", (hours_ago, hours_ago))
+    recent = run("recent", "true")
+
+    dry = cli.ok("gc", "--setups-unused-for", "1h", "--dry-run").stdout
+    assert f"setup {node.name}: {key(old)}" in dry and "would remove 1 setup folder(s)" in dry
+    assert (cache / key(old)).is_dir(), "a dry run removes nothing"
+
+    done = cli.ok("gc", "--setups-unused-for", "1h").stdout
+    assert f"  setup {node.name}: {key(old)}" in done
+    assert f"kept setup {node.name}: {key(in_use)} (in use)" in done, done
+    assert key(recent) not in done
+    assert not (cache / key(old)).exists() and not (cache / f"{key(old)}.done").exists()
+    assert (cache / key(in_use)).is_dir() and (cache / f"{key(in_use)}.done").exists()
+    assert (cache / key(recent)).is_dir()
+
+    cli.ok("stop", in_use)
+    again = cli.ok("gc", "--setups-unused-for", "1h").stdout
+    assert f"  setup {node.name}: {key(in_use)}" in again, again
+    assert not (cache / key(in_use)).exists()
+    runs = len(runs_on(node.remote_root))
+    run("old", "true")
+    assert len(runs_on(node.remote_root)) == runs + 2, "a removed setup runs again"

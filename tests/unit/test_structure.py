@@ -11,7 +11,8 @@ from tsubmit import check, lifecycle, node_actions, optuna, submit
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE = REPO / "tsubmit"
-TASK_NAMES = [*submit.START_TASKS, lifecycle.STATUS_TASK, node_actions.STOP_TASK, check.PROBE_TASK,
+TASK_NAMES = [*submit.START_TASKS, lifecycle.STATUS_TASK, lifecycle.SETUP_GC_TASK, node_actions.STOP_TASK,
+              check.PROBE_TASK,
               check.LISTEN_TASK, check.CONNECT_TASK, optuna.SUMMARY_TASK, optuna.SNAPSHOT_TASK,
               optuna.DASHBOARD_TASK]
 

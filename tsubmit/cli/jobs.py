@@ -5,7 +5,7 @@ import time
 
 import click
 
-from ..errors import EXIT_JOB_FAILED, UsageError
+from ..errors import EXIT_JOB_FAILED, LaunchError, UsageError
 
 LIST_WINDOW = 7 * 86400  # finished jobs older than this only show with --all
 
@@ -101,11 +101,17 @@ def status(obj, job_ref, output):
 @click.option("--tail", type=int, help="Only the last N lines of each rank.")
 @click.option("-f", "--follow", is_flag=True, help="Stream until the job ends; exit with its result.")
 @click.option("--attempt", type=int, help="An earlier attempt's log (default: the current one).")
+@click.option("--setup", "setup_log", is_flag=True, help="The setup's output (run --setup) on the "
+              "rank's node: what it ran, or that it was skipped.")
 @click.pass_obj
-def logs(obj, job_ref, rank_number, all_ranks, tail, follow, attempt):
+def logs(obj, job_ref, rank_number, all_ranks, tail, follow, attempt, setup_log):
     """Print a job's logs: rank 0 by default."""
     store = _store()
     job = store.find(job_ref)
+    if setup_log and not job.extras.get("setup"):
+        raise UsageError(f"job {job.id} has no setup (tsubmit run --setup CMD)")
+    if setup_log and follow:
+        raise UsageError("--setup shows the setup's log, complete before the rank starts: drop -f")
     ranks = select_ranks(job, rank_number, all_ranks)
     attempt = attempt or job.attempt
     if not 1 <= attempt <= job.attempt:
@@ -114,9 +120,9 @@ def logs(obj, job_ref, rank_number, all_ranks, tail, follow, attempt):
         raise UsageError("--tail must be 0 or more")
     if follow:
         sys.exit(follow_job(store, job, ranks, all_ranks, tail, obj["verbose"]))
-    from ..logs import fetch
+    from ..logs import OUTPUT_LOG, SETUP_LOG, fetch
 
-    lines = fetch(job, ranks, attempt, verbose=obj["verbose"])
+    lines = fetch(job, ranks, attempt, log=SETUP_LOG if setup_log else OUTPUT_LOG, verbose=obj["verbose"])
     for rank in ranks:
         shown = lines[rank.rank][-tail:] if tail else ([] if tail == 0 else lines[rank.rank])
         prefix = f"[rank {rank.rank} {rank.host}] " if all_ranks else ""
@@ -268,24 +274,42 @@ def delete(obj, job_refs, delete_all, yes, force):
 @click.command("gc")
 @click.option("--older-than", default="7d", show_default=True,
               help="Age of finished jobs to remove (e.g. 7d, 12h).")
+@click.option("--setups-unused-for", metavar="AGE", help="Also remove the setup folders (run "
+              "--setup) no rank used for AGE (e.g. 30d) on the nodes of the jobs tsubmit knows; one a "
+              "setup writes or a running rank uses stays.")
 @click.option("--dry-run", is_flag=True, help="Only print what would be removed.")
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
 @click.pass_obj
-def gc(obj, older_than, dry_run, output):
+def gc(obj, older_than, setups_unused_for, dry_run, output):
     """Remove old finished jobs: remote directories, runner data and records. Running jobs stay."""
     from .. import output as out
     from ..lifecycle import collect_garbage
     from ..spec import parse_duration
 
     removed = collect_garbage(_store(), parse_duration(older_than), dry_run=dry_run,
+                              setups_unused_for=(parse_duration(setups_unused_for)
+                                                 if setups_unused_for is not None else None),
                               verbose=obj["verbose"])
     if output == "json":
         click.echo(out.to_json({"dry_run": dry_run, **removed}))
-        return
+    else:
+        _print_removed(removed, dry_run)
+    if removed.get("setup_failures"):
+        raise LaunchError("cannot look for unused setup folders on every node; run gc again once "
+                          "they answer", removed["setup_failures"])
+
+
+def _print_removed(removed: dict, dry_run: bool) -> None:
     verb = "would remove" if dry_run else "removed"
     click.echo(f"{verb} {len(removed['jobs'])} job(s), {len(removed['runs'])} runner data dir(s), "
                f"{len(removed['archives'])} archive(s)")
     for job in removed["jobs"]:
         click.echo(f"  job {job}")
+    if "setups" in removed:
+        click.echo(f"{verb} {len(removed['setups'])} setup folder(s)")
+        for setup in removed["setups"]:
+            click.echo(f"  setup {setup}")
+        for setup in removed["setups_in_use"]:
+            click.echo(f"  kept setup {setup} (in use)")
     for kept in removed["kept"]:
         click.echo(f"  kept {kept} (a node could not be reached)", err=True)
