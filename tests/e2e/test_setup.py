@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import TSUBMIT
 
@@ -247,3 +248,44 @@ def test_gc_removes_setup_folders_unused_for_a_time_but_never_one_in_use(cli, no
     runs = len(runs_on(node.remote_root))
     run("old", "true")
     assert len(runs_on(node.remote_root)) == runs + 2, "a removed setup runs again"
+
+
+def holds_lock(lock: Path) -> bool:
+    """Whether some process holds LOCK (flock), as `tsubmit gc` would find it."""
+    return subprocess.run(["flock", "-n", "-x", str(lock), "true"]).returncode != 0
+
+
+def test_with_pre_launch_hooks_the_setup_runs_first_and_the_rank_holds_its_lock(cli, nodes, fresh_roots,
+                                                                                 tmp_path):
+    """With a pre-launch hook the start is a step of its own (start_staged.sh): the
+    setup ran before the hook, and the started rank holds the setup's lock as a
+    rank started at once does; the setup string is data (a template stays text)."""
+    node = nodes.nodes[0]
+    cli.write_cluster("one", nodes, [node])
+    hook = tmp_path / "pre.yml"
+    hook.write_text(yaml.safe_dump([{
+        "name": "Copy what the setup made: it ran before the hook",
+        "ansible.builtin.copy": {"src": "{{ launch_setup_dir }}/out", "remote_src": True,
+                                 "dest": "{{ launch_job_dir }}/hooked", "mode": "0644"}}]))
+    setup = "echo '{{ 7 * 7 }}' > \"$TSUBMIT_SETUP_DIR/out\""
+    run = cli.ok("run", "-c", "one", "--setup", setup, "--hook", f"pre_launch_tasks={hook}",
+                 "--workdir", str(tmp_path), "--executor", "distributed", "--", "sleep", "304")
+    job = job_id(run)
+    assert (node.remote_root / job / "hooked").read_text() == "{{ 7 * 7 }}\n"
+    key = cli.job(job)["extras"]["setup"]["key"]
+    setup_dir = node.remote_root / ".setup" / key
+    assert (setup_dir / "out").read_text() == "{{ 7 * 7 }}\n"
+    assert holds_lock(setup_dir.parent / f"{key}.lock"), "the staged rank holds the setup's lock"
+
+    # A rank started at once holds it too, and a restart takes the cached setup.
+    cli.ok("stop", job)
+    assert not holds_lock(setup_dir.parent / f"{key}.lock"), "a stopped rank lets go"
+    plain = job_id(cli.ok("run", "-c", "one", "--setup", setup, "--workdir", str(tmp_path),
+                          "--executor", "distributed", "--", "sleep", "305"))
+    assert holds_lock(setup_dir.parent / f"{key}.lock")
+    cli.ok("stop", plain)
+    cli.ok("restart", plain)
+    attempt = node.remote_root / plain / "rank-0" / "attempt-2" / "setup.log"
+    assert "setup skipped" in attempt.read_text()
+    assert holds_lock(setup_dir.parent / f"{key}.lock")
+    cli.ok("stop", plain)
