@@ -11,6 +11,7 @@ import os
 import pwd
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -289,3 +290,34 @@ def test_with_pre_launch_hooks_the_setup_runs_first_and_the_rank_holds_its_lock(
     assert "setup skipped" in attempt.read_text()
     assert holds_lock(setup_dir.parent / f"{key}.lock")
     cli.ok("stop", plain)
+
+
+def test_ctrl_c_twice_during_a_long_setup_stops_it_and_rolls_back(cli, nodes, fresh_roots, tmp_path):
+    """The first signal waits for the launch to end on every node (a setup is part
+    of it); the second cancels the play: the setup is stopped with the rest, left
+    incomplete (no done mark, its lock free) and the job's folders removed."""
+    node = nodes.nodes[0]
+    cli.write_cluster("one", nodes, [node])
+    started = node.remote_root / "setup-started"
+    setup = 'touch "$TSUBMIT_SETUP_DIR/../../setup-started"; sleep 307'
+    run = subprocess.Popen([*TSUBMIT, "run", "-c", "one", "--setup", setup, "--workdir", str(tmp_path),
+                            "--executor", "distributed", "--", "true"],
+                           env=cli.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not started.exists() and time.monotonic() < deadline and run.poll() is None:
+        time.sleep(0.2)
+    assert started.exists(), "the setup never started"
+    run.send_signal(signal.SIGINT)
+    time.sleep(1)
+    run.send_signal(signal.SIGINT)
+    stdout, stderr = run.communicate(timeout=120)
+    assert run.returncode == 130, stdout + stderr
+    assert "Traceback" not in stderr
+    job = next(job for job in cli.ok("list", "-o", "json").json())
+    assert job["state"] == "stopped"
+    assert nodes.processes_of(node, r"^sleep 307") == []
+    assert not (node.remote_root / job["id"]).exists()
+    cache = node.remote_root / ".setup"
+    assert not list(cache.glob("*.done"))
+    assert not any(holds_lock(lock) for lock in cache.glob("*.lock"))
+    started.unlink()
