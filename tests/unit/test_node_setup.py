@@ -80,3 +80,11 @@ def test_a_spec_file_takes_setup_and_setup_key(tmp_path):
                              capture_output=True, text=True,
                              env=_env(tmp_path))
     assert process.returncode == 2 and "line 2: 'setup' must be a string" in process.stderr, process.stderr
+
+
+def test_gc_refuses_a_bad_setup_age_before_asking_any_node(tmp_path):
+    process = subprocess.run([sys.executable, "-m", "tsubmit", "gc", "--setups-unused-for", "a month"],
+                             capture_output=True, text=True, env=_env(tmp_path))
+    assert process.returncode == 2, process.stderr
+    assert "invalid duration 'a month'" in process.stderr
+    assert not (tmp_path / "home" / "state" / "runs").exists(), "no playbook ran"

@@ -281,7 +281,10 @@ def delete(obj, job_refs, delete_all, yes, force):
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
 @click.pass_obj
 def gc(obj, older_than, setups_unused_for, dry_run, output):
-    """Remove old finished jobs: remote directories, runner data and records. Running jobs stay."""
+    """Remove old finished jobs: remote directories, runner data and records. Running jobs stay.
+
+    With --setups-unused-for, also the nodes' setup folders (run --setup) that no
+    rank used for that long; one in use stays."""
     from .. import output as out
     from ..lifecycle import collect_garbage
     from ..spec import parse_duration
