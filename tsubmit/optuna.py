@@ -14,6 +14,8 @@
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import json
 import os
 import re
@@ -26,7 +28,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from .errors import LaunchError, UsageError
-from .paths import config_dir, ensure_private_dir
+from .paths import ansible_dir, config_dir, ensure_private_dir
 
 STORAGES_FILE = "optuna-storages.yml"
 DIRECTIONS = ("minimize", "maximize")
@@ -42,14 +44,18 @@ DASHBOARD_TASK = "Make sure a dashboard serves the job's Optuna study"
 
 
 def mask_url(url: str) -> str:
-    """URL with its password replaced by ***, for printing."""
-    match = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/?#]*)@(.*)$", url, re.S)
-    if not match:
-        return url
-    scheme, userinfo, rest = match.groups()
-    if ":" in userinfo:
-        userinfo = userinfo.split(":", 1)[0] + ":***"
-    return f"{scheme}{userinfo}@{rest}"
+    """URL with its password replaced by ***, for printing: the head's own code
+    (roles/optuna_store/files/store_urls.py), so both sides mask a URL alike."""
+    return _node_urls().mask_url(url)
+
+
+@functools.cache
+def _node_urls():
+    path = ansible_dir() / "roles" / "optuna_store" / "files" / "store_urls.py"
+    spec = importlib.util.spec_from_file_location("tsubmit._optuna_store_urls", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def validate_storage_url(url: str) -> str:

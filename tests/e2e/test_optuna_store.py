@@ -5,9 +5,11 @@ the role directly: a small playbook that stands in for submit.yml (a fake
 preflight_nodes fact, then `role: optuna_store`) runs through tsubmit's own
 ansible-runner wrapper, and the workers are the example search run over real
 ssh on other nodes with the environment the launch role gives them. The
-maintenance task files (stop, release, summary, fetch, dashboard) run through
-the playbooks tsubmit will ship for them, whose content the module docstring
-of tsubmit/optuna.py names.
+maintenance steps run through the playbooks tsubmit ships: optuna_summary,
+optuna_fetch, optuna_dashboard and optuna_release (through tsubmit/optuna.py),
+stop.yml for the stop. The check and helper task files have no playbook of
+their own (submit.yml includes them through playbooks/tasks/optuna_store.yml),
+so two small test playbooks run each alone.
 """
 
 from __future__ import annotations
@@ -71,16 +73,13 @@ PLAYBOOKS = {
                  " hostvars[tsubmit_job_nodes[0]].optuna_store_endpoint.storage_url is not none}) }}")}},
         ],
     }],
-    **{name: [{
+    **{f"test_optuna_{entry}": [{
         "name": f"Optuna store: {entry}",
         "hosts": "tsubmit_nodes",
         "gather_facts": False,
         "tasks": [{"name": f"Run the optuna_store role's {entry} tasks",
                    "ansible.builtin.include_role": {"name": "optuna_store", "tasks_from": entry}}],
-    }] for name, entry in (("optuna_stop", "stop"), ("optuna_release", "release"),
-                           ("optuna_summary", "summary"), ("optuna_fetch", "fetch"),
-                           ("optuna_dashboard", "dashboard"), ("optuna_check", "check"),
-                           ("optuna_helper", "helper"))},
+    }] for entry in ("check", "helper")},
 }
 
 
@@ -144,7 +143,7 @@ class Cluster:
         return run_playbook(playbook, [str(self.inventory)], hosts, {"tsubmit_job_id": job_id, **extravars})
 
     def stop(self, job_id: str, members):
-        run = self.run_entry(job_id, members, "optuna_stop")
+        run = self.run_entry(job_id, members, "stop", tsubmit_job_executor="optuna")
         assert not run.failures(), run.failures()
         return run
 
@@ -155,7 +154,7 @@ class Cluster:
         for job_id, members in self.started:
             if store_processes(self.nodes, members[0], job_id):
                 with contextlib.suppress(Exception):
-                    self.run_entry(job_id, members[:1], "optuna_stop")
+                    self.run_entry(job_id, members[:1], "stop", tsubmit_job_executor="optuna")
 
 
 @pytest.fixture
@@ -294,6 +293,13 @@ def wait_until(condition, timeout: float = 30, interval: float = 0.2, message: s
     raise AssertionError(f"{message} not met within {timeout}s")
 
 
+def watchdog_saw(store: Path, line: str, timeout: float = 30) -> None:
+    """Wait until the store's watchdog logged LINE: it then judged the ranks' files
+    as the test left them, so a store still running afterwards stayed up on purpose."""
+    wait_until(lambda: line in (store / "watchdog.log").read_text(), timeout=timeout,
+               message=f"the watchdog logged {line!r}")
+
+
 def read_pid(path: Path) -> int:
     return int(path.read_text().split()[0])
 
@@ -305,6 +311,11 @@ def failure_line(run, host: str) -> str:
 
 
 # --------------------------------------------------------------------------- the head-node store
+
+
+def test_the_tests_own_playbooks_shadow_none_that_tsubmit_ships():
+    shipped = {path.stem for path in (REPO / "playbooks").glob("*.yml")}
+    assert not shipped & set(PLAYBOOKS)
 
 
 def test_store_serves_one_study_to_workers_on_other_nodes(cluster, nodes, tmp_path):
@@ -328,7 +339,7 @@ def test_store_serves_one_study_to_workers_on_other_nodes(cluster, nodes, tmp_pa
         assert not (node.remote_root / job_id / "optuna").exists()
 
     # the helper module, where the launch role puts it (tasks_from: helper) on every node
-    run = cluster.run_entry(job_id, [head, second, third], "optuna_helper")
+    run = cluster.run_entry(job_id, [head, second, third], "test_optuna_helper")
     assert not run.failures(), run.failures()
     for node in (second, third):
         helper = node.remote_root / job_id / "optuna-lib" / "tsubmit_optuna.py"
@@ -507,7 +518,7 @@ def test_the_store_stops_by_itself_once_every_worker_ended(cluster, nodes):
     for rank in (0, 1):
         attempt = head.remote_root / job_id / f"rank-{rank}" / "attempt-1"
         attempt.mkdir(parents=True)
-        time.sleep(2)
+        watchdog_saw(store, f"waiting for rank {rank}: starting")
         assert len(store_processes(nodes, head, job_id)) == 3, "a rank still runs"
         (attempt / "exit_code").write_text(f"0 {int(time.time())}\n")
     wait_until(lambda: store_processes(nodes, head, job_id) == [], timeout=30, message="the store stopped")
@@ -524,7 +535,7 @@ def test_the_store_stops_by_itself_once_every_worker_ended(cluster, nodes):
     attempt = head.remote_root / job_id / "rank-0" / "attempt-1"
     attempt.mkdir(parents=True)
     (attempt / "exit_code").write_text(f"0 {int(time.time())}\n")
-    time.sleep(3)
+    watchdog_saw(cluster.store_dir(job_id, head), "waiting for rank 1: its folder is not on this node")
     assert len(store_processes(nodes, head, job_id)) == 2
     from tsubmit import optuna as optuna_ctl
 
@@ -658,14 +669,14 @@ def test_missing_optuna_on_the_head_or_a_node_names_the_packages(cluster, nodes)
     assert store_processes(nodes, head, job_id) == []
     hosts = {node.name: {"tsubmit_rank": rank, "optuna_store_python": "/usr/bin/python3"}
              for rank, node in enumerate((head, second))}
-    run = run_playbook("optuna_check", [str(cluster.inventory)], hosts, {
+    run = run_playbook("test_optuna_check", [str(cluster.inventory)], hosts, {
         "tsubmit_job_id": job_id,
         "tsubmit_job_optuna": {"study": "s", "direction": "minimize", "storage": None}})
     for node in (head, second):
         message = failure_line(run, node.name)
         # (the system python has protobuf, not optuna or grpcio)
         assert "missing for /usr/bin/python3 on this node: optuna>=4.2, grpcio (pip install " in message
-    run = run_playbook("optuna_check", [str(cluster.inventory)],
+    run = run_playbook("test_optuna_check", [str(cluster.inventory)],
                        {head.name: {"tsubmit_rank": 0}}, {
                            "tsubmit_job_id": job_id,
                            "tsubmit_job_optuna": {"study": "s", "direction": "minimize", "storage": None}})

@@ -5,16 +5,20 @@ JSON is a list of {"key": ..., "job": JOB_ID, "rank": N, "attempt": N}. For
 each, the rank's attempt directory is read: pid ("PID STARTTICKS EPOCH"),
 exit_code ("CODE EPOCH") and the stopped marker the stop role leaves. A pid
 counts as ours only while its start ticks match, so a pid the OS reused for
-another process is never taken for the job. A rank also runs while any
-process of this user carries its marker (TSUBMIT_RANK_MARKER, exported by
-launch.sh), such as torchrun's workers after torchrun itself was killed;
-each report says how many such processes live ("processes").
+another process is never taken for the job, and a zombie counts as ended
+(tsubmit_procs.py, the node_lib role's, shipped beside this script). A rank
+also runs while any process of this user carries its marker
+(TSUBMIT_RANK_MARKER, exported by launch.sh), such as torchrun's workers after
+torchrun itself was killed; each report says how many such processes live
+("processes").
 """
 
 import json
 import os
 import subprocess
 import sys
+
+import tsubmit_procs
 
 
 def read_fields(path: str) -> list[str] | None:
@@ -23,27 +27,6 @@ def read_fields(path: str) -> list[str] | None:
             return handle.read().split()
     except OSError:
         return None
-
-
-def proc_stat(pid: str) -> list[str] | None:
-    """Fields of /proc/PID/stat after the command name (which may hold spaces)."""
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-
-
-def start_ticks(pid: str) -> str | None:
-    fields = proc_stat(pid)
-    return fields[19] if fields else None  # field 22: start time in clock ticks
-
-
-def group_alive(pgid: str) -> bool:
-    """Any process left in the group: workers may outlive the launch shell."""
-    return any(
-        (proc_stat(entry) or [None] * 3)[2] == pgid for entry in os.listdir("/proc") if entry.isdigit()
-    )
 
 
 MARKER = b"TSUBMIT_RANK_MARKER="
@@ -115,8 +98,8 @@ def _files_state(attempt_dir: str, processes: int) -> dict:
         if engine_state is not None:
             return {**report, **engine_state}
     pid, ticks = pid_fields[0], pid_fields[1]
-    leader_ticks = start_ticks(pid)
-    if leader_ticks == ticks or (leader_ticks is None and (processes or group_alive(pid))):
+    leader_ticks = tsubmit_procs.start_ticks(pid)  # None: gone, or a zombie
+    if leader_ticks == ticks or (leader_ticks is None and (processes or tsubmit_procs.group_alive(pid))):
         return {**report, "state": "running"}
     if stopped:
         return {**report, "state": "stopped", "ended": os.path.getmtime(os.path.join(attempt_dir, "stopped"))}

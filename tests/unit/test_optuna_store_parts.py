@@ -1,0 +1,281 @@
+"""The pure parts of the optuna_store role's node-side scripts, and the shape of
+the split: what the tasks ship is what the scripts import, no file over ~500
+lines, Optuna's private API behind one function."""
+
+import ast
+import json
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+FILES = REPO / "roles" / "optuna_store" / "files"
+NODE_LIB = REPO / "roles" / "node_lib" / "files"
+sys.path[:0] = [str(FILES), str(NODE_LIB)]
+
+import store_base  # noqa: E402 - the node-side modules, from the role's files
+import store_optuna  # noqa: E402
+import store_supervisor  # noqa: E402
+
+STORE_MODULES = sorted(path.name for path in FILES.glob("store_*.py"))
+
+
+def shipped_files() -> list[dict]:
+    variables = yaml.safe_load((REPO / "roles/optuna_store/vars/main.yml").read_text())
+    return variables["optuna_store_script_files"]
+
+
+def test_the_tasks_ship_every_module_the_store_imports():
+    shipped = shipped_files()
+    assert sorted(item["name"] for item in shipped) == sorted([*STORE_MODULES, "tsubmit_procs.py"])
+    role_path = str(REPO / "roles" / "optuna_store")
+    for item in shipped:
+        source = Path(item["src"].replace("{{ role_path }}", role_path)).resolve()
+        assert source.is_file() and source.name == item["name"], item
+    # and every module the entry and its modules import is either shipped or the standard library/Optuna
+    local = {Path(name).stem for name in [*STORE_MODULES, "tsubmit_procs.py", "optuna_store.py"]}
+    for path in [FILES / "optuna_store.py", *(FILES / name for name in STORE_MODULES)]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+            for name in names:
+                if name.startswith(("store_", "tsubmit")):
+                    assert name in local, f"{path.name} imports {name}, which no task ships"
+
+
+def test_every_task_running_the_store_ships_its_modules():
+    for path in (REPO / "roles/optuna_store/tasks").glob("*.yml"):
+        for task in _tasks(yaml.safe_load(path.read_text())):
+            action = task.get("tsubmit.cluster.run_script")
+            if action and action["script"] == "optuna_store.py":
+                assert action["files"] == "{{ optuna_store_script_files }}", path.name
+            assert "ansible.builtin.script" not in task, f"{path.name}: one SSH execution, run_script"
+
+
+def _tasks(tasks):
+    for task in tasks or []:
+        yield task
+        for key in ("block", "always", "rescue"):
+            yield from _tasks(task.get(key))
+
+
+@pytest.mark.parametrize("path", sorted([*FILES.glob("*.py"), *NODE_LIB.glob("*.py")]), ids=lambda p: p.name)
+def test_no_node_side_file_is_over_500_lines(path):
+    assert len(path.read_text().splitlines()) <= 500
+
+
+def test_optunas_private_api_is_used_by_one_function_only():
+    """Imports of optuna's underscore modules and underscore attributes of its
+    objects: only inside store_optuna.add_storage_service."""
+    found = []
+    for path in FILES.glob("*.py"):
+        if path.name in ("sitecustomize.py", "tsubmit_optuna.py"):
+            continue  # the workers' helpers, not the store
+        for part in ast.parse(path.read_text()).body:
+            name = part.name if isinstance(part, ast.FunctionDef | ast.ClassDef) else "<module>"
+            for node in ast.walk(part):
+                private = (isinstance(node, ast.ImportFrom) and (node.module or "").startswith("optuna")
+                           and any(part.startswith("_") for part in node.module.split(".")))
+                private = private or (isinstance(node, ast.Attribute) and node.attr.startswith("_")
+                                      and not node.attr.startswith("__"))
+                if private:
+                    found.append((path.name, name))
+    assert set(found) == {("store_optuna.py", "add_storage_service")}
+
+
+# --------------------------------------------------------------------------- store_base
+
+
+def test_study_key_keeps_safe_names_and_hashes_others():
+    assert store_base.study_key("resnet-lr.search_1") == "resnet-lr.search_1"
+    odd = store_base.study_key("../my study/ü")
+    assert odd.startswith("my_study") and "/" not in odd and len(odd) <= 71
+    assert odd != store_base.study_key("../my study/u")  # the hash tells them apart
+    assert store_base.study_key("...").startswith("study-")
+
+
+def test_grpc_target_brackets_ipv6():
+    assert store_base.grpc_target("127.0.0.1", 5) == "127.0.0.1:5"
+    assert store_base.grpc_target("::1", 5) == "[::1]:5"
+
+
+def test_bind_problem_names_a_taken_port_and_a_foreign_address():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        assert store_base.bind_problem("127.0.0.1", port) == (
+            f"port {port} on 127.0.0.1 is already in use by another process")
+    assert "is not an address of this node" in store_base.bind_problem("192.0.2.1", 0)
+    assert store_base.bind_problem("127.0.0.1", store_base.free_port("127.0.0.1")) is None
+
+
+def test_last_error_is_the_last_error_line(tmp_path):
+    log = tmp_path / "server.log"
+    log.write_text("2026 started\n2026 ERROR first\nnoise\n2026 ERROR port 5 is taken\ntraceback\n")
+    assert store_base.last_error(str(log)) == "port 5 is taken"
+    log.write_text("just this\n")
+    assert store_base.last_error(str(log)) == "just this"
+    assert store_base.last_error(str(tmp_path / "missing")) == "no output"
+
+
+def test_write_private_is_0600_and_atomic(tmp_path):
+    target = tmp_path / "store.json"
+    store_base.write_private(str(target), "one")
+    store_base.write_private(str(target), "two")
+    assert target.read_text() == "two"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["store.json"]
+
+
+def test_script_copy_keeps_every_module_and_the_copy_runs(tmp_path):
+    """The detached processes run from the job's folder once the task's copy is gone."""
+    shipped = tmp_path / "task"
+    shipped.mkdir()
+    for item in shipped_files():
+        source = Path(item["src"].replace("{{ role_path }}", str(REPO / "roles/optuna_store")))
+        shutil.copyfile(source, shipped / item["name"])
+    shutil.copyfile(FILES / "optuna_store.py", shipped / "optuna_store.py")
+    folder = tmp_path / "job" / "optuna"
+    folder.mkdir(parents=True)
+    code = "import store_base, sys; print(store_base.script_copy(sys.argv[1]))"
+    done = subprocess.run([sys.executable, "-c", code, str(folder)], cwd=shipped, capture_output=True,
+                          text=True, check=True, env={**os.environ, "PYTHONPATH": str(shipped)})
+    assert done.stdout.strip() == str(folder / "optuna_store.py")
+    assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in shipped.iterdir())
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in folder.iterdir())
+    shutil.rmtree(shipped)
+    checked = subprocess.run([sys.executable, str(folder / "optuna_store.py"), "check", "{}"],
+                             capture_output=True, text=True)
+    assert checked.returncode == 0 and json.loads(checked.stdout) == {"ok": True}, checked.stderr
+    usage = subprocess.run([sys.executable, str(folder / "optuna_store.py"), "nonsense"],
+                           capture_output=True, text=True)
+    assert usage.returncode == 1 and "optuna_store.py start JSON" in usage.stderr
+
+
+def test_need_config_names_the_missing_folder(tmp_path):
+    with pytest.raises(store_base.StoreError, match=r"no Optuna store for this job on this node \(.*optuna"):
+        store_base.need_config({"job_dir": str(tmp_path / "job")})
+
+
+def test_an_external_url_is_read_from_its_file_only(tmp_path):
+    with pytest.raises(store_base.StoreError, match="is missing or empty"):
+        store_base.read_url(str(tmp_path / "storage-url"))
+    (tmp_path / "storage-url").write_text("postgresql://u:pw@h/d\n")
+    config = {"kind": "external", "url_file": str(tmp_path / "storage-url")}
+    assert store_base.url_or_none(config) == "postgresql://u:pw@h/d"
+    assert store_base.url_or_none({"kind": "head"}) is None
+
+
+# --------------------------------------------------------------------------- workers_ended
+
+
+def _config(tmp_path, nodes=2) -> dict:
+    job_dir = tmp_path / "job"
+    (job_dir / "optuna").mkdir(parents=True)
+    return {"dir": str(job_dir / "optuna"), "job_dir": str(job_dir), "nodes": nodes, "attempt": 1}
+
+
+def _attempt(config, rank) -> Path:
+    folder = Path(config["job_dir"]) / f"rank-{rank}" / "attempt-1"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def test_workers_ended_waits_for_every_rank(tmp_path):
+    config = _config(tmp_path)
+    assert store_supervisor.workers_ended(config) is None  # no rank folder seen yet
+    (_attempt(config, 0) / "exit_code").write_text("0 1\n")
+    assert store_supervisor.workers_ended(config) is None  # rank 1 not seen (another node's disk)
+    (_attempt(config, 1) / "stopped").write_text("1\n")
+    assert store_supervisor.workers_ended(config) == "every worker ended"
+
+
+def test_a_rank_whose_process_is_gone_has_ended_and_a_live_one_has_not(tmp_path):
+    config = _config(tmp_path, nodes=1)
+    process = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        ticks = store_supervisor.start_ticks(process.pid)
+        (_attempt(config, 0) / "pid").write_text(f"{process.pid} {ticks} {int(time.time())}\n")
+        assert store_supervisor.workers_ended(config) is None
+    finally:
+        process.kill()
+        process.wait()
+    assert store_supervisor.workers_ended(config) == "every worker ended"
+
+
+def test_the_watchdog_says_which_rank_it_waits_for(tmp_path):
+    config = _config(tmp_path)
+    assert store_supervisor.workers_state(config) == (
+        None, "rank 0: its folder is not on this node (tsubmit reports when it ends)")
+    attempt = _attempt(config, 0)
+    assert store_supervisor.workers_state(config) == (None, "rank 0: starting")
+    (attempt / "pid").write_text(f"{os.getpid()} {store_supervisor.start_ticks(os.getpid())} 0\n")
+    assert store_supervisor.workers_state(config) == (None, f"rank 0: running (pid {os.getpid()})")
+    (attempt / "exit_code").write_text("0 1\n")
+    assert store_supervisor.workers_state(config)[1].startswith("rank 1: its folder is not on this node")
+
+
+def test_release_ends_the_workers_whatever_the_files_say(tmp_path):
+    config = _config(tmp_path)
+    (Path(config["dir"]) / "workers-ended").write_text("1\n")
+    assert store_supervisor.workers_ended(config) == "every worker ended (reported by tsubmit)"
+
+
+# --------------------------------------------------------------------------- store_optuna, on real Optuna
+
+
+@pytest.fixture
+def storage():
+    optuna = store_optuna.quiet_optuna()
+    return optuna.storages.InMemoryStorage()
+
+
+def test_ensure_study_refuses_the_other_direction(storage):
+    study_id = store_optuna.ensure_study(storage, "s", "minimize")
+    assert store_optuna.ensure_study(storage, "s", "minimize") == study_id
+    with pytest.raises(store_base.StoreError, match="already exists with direction minimize; run it with "
+                                                    "--direction minimize or choose another --study"):
+        store_optuna.ensure_study(storage, "s", "maximize")
+
+
+def test_fail_running_trials_only_the_jobs_when_asked(storage):
+    optuna = store_optuna.quiet_optuna()
+    study = optuna.create_study(storage=storage, study_name="s")
+    ours, theirs, done = study.ask(), study.ask(), study.ask()
+    study_id = storage.get_study_id_from_name("s")
+    for trial, job in ((ours, "job-a"), (theirs, "job-b")):
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+        storage.set_trial_system_attr(trial_id, "tsubmit:job", job)
+    study.tell(done, 1.0)
+    assert store_optuna.fail_running_trials(storage, "s", "job-a") == 1
+    states = {t.number: t.state.name for t in study.get_trials()}
+    assert states == {ours.number: "FAIL", theirs.number: "RUNNING", done.number: "COMPLETE"}
+    assert store_optuna.fail_running_trials(storage, "s", None) == 1
+    assert store_optuna.fail_running_trials(storage, "no such study", None) == 0
+
+
+@pytest.mark.parametrize(("direction", "best"), [("minimize", 1.0), ("maximize", 3.0)])
+def test_summarize_counts_states_and_picks_the_best(storage, direction, best):
+    optuna = store_optuna.quiet_optuna()
+    study = optuna.create_study(storage=storage, study_name="s", direction=direction)
+    for value in (2.0, 1.0, 3.0):
+        trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 10)})
+        study.tell(trial, value)
+    study.ask()
+    summary = store_optuna.summarize(storage, "s", direction)
+    assert summary["trials"] == {"COMPLETE": 3, "RUNNING": 1} and summary["total"] == 4
+    assert summary["best"]["value"] == best and set(summary["best"]["params"]) == {"x"}
+
+
+def test_a_missing_driver_names_its_pip_package():
+    assert store_optuna.driver_problem("postgresql+pg8000://u@h/d") in (None, "pg8000")
+    assert store_optuna.driver_problem("mysql+mysqldb://u@h/d") in (None, "mysqlclient")
