@@ -143,3 +143,21 @@ def test_rank_status_takes_a_live_launch_shell_for_running(tmp_path, sleeper):
     (attempt / "pid").write_text(f"{sleeper.pid} {ticks} {int(time.time())}\n")
     report = rank_status(tmp_path, "job2")
     assert report["state"] == "running" and report["pid"] == sleeper.pid
+
+
+def test_python_on_the_nodes_reads_proc_stat_in_one_place():
+    """Every node-side Python script asks tsubmit_procs.py; the shell ones (stop.sh,
+    launch.sh) run no Python by design and read field 22 themselves."""
+    readers = [path.relative_to(REPO) for path in (REPO / "roles").rglob("*.py")
+               if "/stat" in path.read_text()]
+    assert readers == [Path("roles/node_lib/files/tsubmit_procs.py")]
+
+
+def test_the_status_role_ships_the_helper_beside_rank_status():
+    import yaml
+
+    [task] = yaml.safe_load((REPO / "roles/status/tasks/main.yml").read_text())
+    [helper] = task["tsubmit.cluster.run_script"]["files"]
+    assert helper["name"] == "tsubmit_procs.py"
+    source = Path(helper["src"].replace("{{ role_path }}", str(REPO / "roles/status"))).resolve()
+    assert source == NODE_LIB / "tsubmit_procs.py"
