@@ -10,18 +10,22 @@ runs raw ssh, then A and B (the order alternating), cold then warm, so each
 comparison is made under the same load. Prints medians of the wall time and
 of the controller's CPU seconds (the tsubmit process tree, from wait4), per
 submit and per node, and the ratios to raw ssh. Same nodes, working tree and
-commands as bench_submit.py's submit section (whose helpers it uses).
+commands as bench_submit.py's submit section (whose helpers, in common.py
+and references.py, it uses).
 """
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import bench_submit as bench
+import common as bench
+from references import raw_cleanup, raw_submit
+from report import table
 
 
 def checkout_env(checkout: Path, home: Path) -> dict:
@@ -44,6 +48,8 @@ def main() -> int:
     wd = bench.make_workdir(bench_dir)
     nodes = bench.SshNodes(max(sizes), subnet=args.subnet)
     checkouts = {"A": args.a.resolve(), "B": args.b.resolve()}
+    for checkout in checkouts.values():
+        bench.compile_checkout(checkout)
     homes = {label: bench.new_home(bench_dir, label.lower()) for label in checkouts}
     print(f"load average at start {bench.loadavg()}; A = {checkouts['A']}, B = {checkouts['B']}")
     figures: dict = {}
@@ -57,8 +63,8 @@ def main() -> int:
             for round_index in range(args.rounds):
                 bench.bump_tree(wd)
                 archive = bench.archives.pack(wd, bench_dir / "raw-archives")
-                seconds, tag, pids = bench.raw_submit(nodes, members, archive.path.read_bytes())
-                bench.raw_cleanup(nodes, members, tag, pids)
+                seconds, tag, pids = raw_submit(nodes, members, archive.path.read_bytes())
+                raw_cleanup(nodes, members, tag, pids)
                 figures.setdefault((n, "raw"), []).append((seconds, 0.0))
                 order = ["A", "B"] if round_index % 2 == 0 else ["B", "A"]
                 for label in order:
@@ -80,7 +86,7 @@ def main() -> int:
         for home in homes.values():
             bench.close_masters(home)
         nodes.stop()
-        bench.shutil.rmtree(bench_dir, ignore_errors=True)
+        shutil.rmtree(bench_dir, ignore_errors=True)
     rows = []
     for (n, what), values in figures.items():
         wall = bench.median([value[0] for value in values])
@@ -89,7 +95,7 @@ def main() -> int:
         rows.append([n, what, f"{wall:.2f}", f"{wall / raw:.2f}x", "-" if what == "raw" else f"{cpu:.2f}",
                      "-" if what == "raw" else f"{cpu / n:.3f}"])
     print(f"\nmedians of {args.rounds} rounds; load average at the end {bench.loadavg()}")
-    print(bench.table(["N", "run", "wall s", "/ raw", "controller CPU s", "CPU s per node"], rows))
+    print(table(["N", "run", "wall s", "/ raw", "controller CPU s", "CPU s per node"], rows))
     return 0
 
 
