@@ -67,8 +67,9 @@ class Plan:
         the probe's answers and the inventory's tsubmit_* variables, whose
         defaults the action applies as the role's defaults do. A host that sets
         a launch_* variable keeps the role's own rendering anyway. On one node
-        there is nothing to share, and the step would be one task more."""
-        if len(self.cluster.nodes) < 2 or not self.role_validation():
+        too: the step is one task more, but its one render costs less than the
+        role's (measured: 0.22 against 0.37 s of controller CPU, issue 17)."""
+        if not self.role_validation():
             return {}
         return {"launch_render_on_controller": True}
 

@@ -311,9 +311,9 @@ def test_the_scripts_are_rendered_on_the_controller_when_tsubmit_knows_every_inp
     monkeypatch.delenv("TSUBMIT_ANSIBLE_PATH", raising=False)
     two = make_cluster(2, tsubmit_python="/usr/bin/python3")
     assert Plan(make_job(two), two).controller_rendering() == {"launch_render_on_controller": True}
-    # one node: nothing to share, and one task more
+    # one node too: the one render on the controller costs less than the role's
     one = make_cluster(1)
-    assert Plan(make_job(one), one).controller_rendering() == {}
+    assert Plan(make_job(one), one).controller_rendering() == {"launch_render_on_controller": True}
     # a launch_* variable of the inventory: the role renders (the action also leaves such a host to it)
     overriding = make_cluster(2, launch_host_env={"A": "1"})
     assert Plan(make_job(overriding), overriding).controller_rendering() == {}
