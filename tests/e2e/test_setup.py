@@ -131,33 +131,46 @@ def test_a_setup_makes_a_venv_with_a_local_wheel_and_the_rank_uses_it(cli, nodes
     shipped in the job's tree; the setup installs it with --no-index."""
     package = tmp_path / "probe-src"
     (package / "setup_probe").mkdir(parents=True)
-    (package / "setup_probe" / "__init__.py").write_text("VALUE = 'from the wheel'\n")
+    (package / "setup_probe" / "__init__.py").write_text(
+        "import os, sys\nVALUE = 'from the wheel'\n"
+        "def main():\n"
+        "    print('value:', VALUE)\n    print('python:', sys.executable)\n"
+        "    print('path0:', os.environ['PATH'].split(':')[0])\n"
+        "    print('dir:', os.environ['TSUBMIT_SETUP_DIR'])\n")
     (package / "pyproject.toml").write_text(
         '[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n'
-        '[project]\nname = "setup-probe"\nversion = "1.0"\n[tool.setuptools]\npackages = ["setup_probe"]\n')
+        '[project]\nname = "setup-probe"\nversion = "1.0"\n'
+        '[project.scripts]\nsetup-probe = "setup_probe:main"\n'
+        '[tool.setuptools]\npackages = ["setup_probe"]\n')
     work = tmp_path / "work"
     (work / "wheels").mkdir(parents=True)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-index", "--no-build-isolation",
                     "--no-deps", "-q", "-w", str(work / "wheels"), str(package)], check=True)
     (work / "requirements.txt").write_text("setup-probe\n")
-    (work / "show.py").write_text(
-        "import os, sys, setup_probe\n"
-        "print('value:', setup_probe.VALUE)\nprint('python:', sys.executable)\n"
-        "print('path0:', os.environ['PATH'].split(':')[0])\nprint('dir:', os.environ['TSUBMIT_SETUP_DIR'])\n")
+    (work / "show.py").write_text("from setup_probe import main\nmain()\n")
     cli.write_cluster("one", nodes, nodes.nodes[:1])
     setup = ('python -m venv "$TSUBMIT_SETUP_DIR/venv" && '
              '"$TSUBMIT_SETUP_DIR/venv/bin/pip" install -q --no-index --find-links wheels '
              '-r requirements.txt')
+    def check_used(job: str) -> None:
+        lines = dict(line.split(": ", 1) for line in cli.ok("logs", job).stdout.splitlines() if ": " in line)
+        setup_dir = lines["dir"]
+        assert setup_dir.startswith(str(nodes.nodes[0].remote_root / ".setup") + "/")
+        assert lines["value"] == "from the wheel"
+        assert lines["path0"] == f"{setup_dir}/venv/bin"
+        assert lines["python"].startswith(f"{setup_dir}/venv/bin/python")  # python or python3.11
+
+    # The command is the wheel's console script, which only the setup installs:
+    # it is not looked for before the setup runs.
     run = cli("run", "-c", "one", "--wait", "--setup", setup, "--workdir", str(work),
-              "--executor", "distributed", "--", "python", "show.py")
+              "--executor", "distributed", "--", "setup-probe")
     assert run.code == 0, run.output
-    lines = dict(line.split(": ", 1) for line in cli.ok("logs", job_id(run)).stdout.splitlines()
-                 if ": " in line)
-    setup_dir = lines["dir"]
-    assert setup_dir.startswith(str(nodes.nodes[0].remote_root / ".setup") + "/")
-    assert lines["value"] == "from the wheel"
-    assert lines["path0"] == f"{setup_dir}/venv/bin"
-    assert lines["python"] == f"{setup_dir}/venv/bin/python"
+    check_used(job_id(run))
+    # The same setup again is skipped; `python` is the venv's.
+    again = job_id(cli.ok("run", "-c", "one", "--wait", "--setup", setup, "--workdir", str(work),
+                          "--executor", "distributed", "--", "python", "show.py"))
+    assert "setup skipped" in cli.ok("logs", again, "--setup").stdout
+    check_used(again)
 
 
 def test_a_failing_setup_fails_the_launch_with_its_last_lines_and_rolls_back(pair, nodes):
