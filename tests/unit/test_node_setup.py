@@ -88,3 +88,20 @@ def test_gc_refuses_a_bad_setup_age_before_asking_any_node(tmp_path):
     assert process.returncode == 2, process.stderr
     assert "invalid duration 'a month'" in process.stderr
     assert not (tmp_path / "home" / "state" / "runs").exists(), "no playbook ran"
+
+
+def test_print_spec_carries_setup_and_setup_key_and_runs_back(tmp_path):
+    (tmp_path / "a.txt").write_text("a\n")
+    (tmp_path / "b.txt").write_text("b\n")
+    options = ["--workdir", str(tmp_path), "--setup", "pip install '{{ x }}'",
+               "--setup-key", "a.txt", "--setup-key", "b.txt"]
+    printed = subprocess.run([sys.executable, "-m", "tsubmit", "run", "--print-spec", *options,
+                              "--", "python", "x.py"], capture_output=True, text=True, env=_env(tmp_path))
+    assert printed.returncode == 0, printed.stderr
+    assert "setup: pip install '{{ x }}'" in printed.stdout
+    assert "setup_key:\n- a.txt\n- b.txt\n" in printed.stdout
+    spec = tmp_path / "job.yaml"
+    spec.write_text(printed.stdout)
+    again = subprocess.run([sys.executable, "-m", "tsubmit", "run", "--print-spec", "-f", str(spec)],
+                           capture_output=True, text=True, env=_env(tmp_path))
+    assert again.stdout == printed.stdout, "the spec file runs back to the same options"
