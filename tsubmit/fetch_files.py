@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from . import ssh
+from . import layout, ssh
 from .errors import LaunchError, TsubmitError, UsageError
 from .remote_access import Place, node_script, ssh_failure
 
@@ -122,7 +122,8 @@ def _receive(stream: Stream, paths: list[str]) -> None:
     """Run one node's stream to its end; the outcome is recorded in STREAM."""
     place = stream.place
     argv = ssh.command_argv(place.conn, node_script("fetch.sh"),
-                            [place.root, place.job.id, place.rank.host, *paths], tty=False)
+                            [place.root, layout.workdir(place.job.id), place.job.id, place.rank.host,
+                             *paths], tty=False)
     process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE)
     stream.process = process

@@ -21,7 +21,7 @@ import time
 from collections import defaultdict
 
 from . import job as states
-from . import submit
+from . import layout, submit
 from .ansible_run import run_playbook
 from .errors import UsageError
 from .job import Job
@@ -72,8 +72,9 @@ def _read(store: JobStore, jobs: list[Job], *, verbose: int = 0) -> dict[str, se
     wanted: dict[str, list[dict]] = defaultdict(list)
     for job in jobs:
         for rank in job.ranks:
-            wanted[rank.host].append({"key": f"{job.id}:{rank.rank}", "job": job.id,
-                                      "rank": rank.rank, "attempt": job.attempt})
+            wanted[rank.host].append({"key": f"{job.id}:{rank.rank}",
+                                      "dir": layout.attempt_dir(job.id, rank.rank, job.attempt),
+                                      "marker": layout.marker(job.id, rank.rank, job.attempt)})
     vault_files = {job.inventory.get("vault_password_file") for job in jobs} - {None}
     run = run_playbook("status", _sources(jobs),
                        {host: {"status_ranks": ranks} for host, ranks in wanted.items()},

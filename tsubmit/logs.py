@@ -11,7 +11,7 @@ import sys
 import threading
 
 from . import job as states
-from . import ssh
+from . import layout, ssh
 from .errors import LaunchError
 from .job import Job, Rank
 from .node_actions import job_hosts, run_for_job
@@ -20,8 +20,7 @@ from .ssh_hints import host_key_hint
 LOG_TASK = "Read the rank's log"
 # A rank's logs, in its attempt's folder on the node: its command's output,
 # and the setup's (run --setup: roles/launch/files/run_setup.sh).
-OUTPUT_LOG = "output.log"
-SETUP_LOG = "setup.log"
+OUTPUT_LOG, SETUP_LOG = layout.LOG, layout.SETUP_LOG
 
 
 def fetch(job: Job, ranks: list[Rank], attempt: int, *, log: str = OUTPUT_LOG,
@@ -36,10 +35,10 @@ def fetch(job: Job, ranks: list[Rank], attempt: int, *, log: str = OUTPUT_LOG,
                           f"{': ' + job.message if job.message else ''}. See why with "
                           f"`tsubmit status {job.id}`, check the nodes with `tsubmit cluster check`"
                           " (or -i INVENTORY), then `tsubmit restart` it")
-    wanted = {rank.host for rank in ranks}
-    hosts = {host: vars_ for host, vars_ in job_hosts(job).items() if host in wanted}
-    run = run_for_job(job, "logs", {"tsubmit_job_attempt": attempt, "tsubmit_log_file": log}, hosts=hosts,
-                      verbose=verbose)
+    files = {rank.host: layout.attempt_file(job.id, rank.rank, attempt, log) for rank in ranks}
+    hosts = {host: {**vars_, "tsubmit_log_path": files[host]}
+             for host, vars_ in job_hosts(job).items() if host in files}
+    run = run_for_job(job, "logs", {}, hosts=hosts, verbose=verbose)
     failures = run.failures()
     missing = {rank.host: "no result from the logs playbook" for rank in ranks
                if rank.host not in failures and LOG_TASK not in run.hosts[rank.host].results}
@@ -72,7 +71,7 @@ def stream(job: Job, ranks: list[Rank], prefixed: bool, tail: int | None) -> Non
     streams = []
     for place in places(job, ranks):
         rank = place.rank
-        path = f"{place.root}/{job.id}/rank-{rank.rank}/attempt-{job.attempt}/{OUTPUT_LOG}"
+        path = layout.attempt_file(job.id, rank.rank, job.attempt, layout.LOG, root=place.root)
         prefix = f"[rank {rank.rank} {rank.host}] " if prefixed else ""
         streams.append((prefix, follow_command(place.conn, path, rank.pid, tail)))
     follow(streams)

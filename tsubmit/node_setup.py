@@ -11,6 +11,7 @@ reaches the node as data: the node never hashes or parses the job's files.
 import hashlib
 from pathlib import Path
 
+from . import layout
 from .errors import UsageError
 
 # Files whose content a setup usually installs from; the key follows them
@@ -20,7 +21,7 @@ DEFAULT_KEY_FILES = ("requirements*.txt", "pyproject.toml", "uv.lock", "environm
 # keeps a venv's `#!` lines under the kernel's limit.
 KEY_LENGTH = 20
 # Folders under the remote root: the setup cache, beside the archive cache.
-SETUP_FOLDER = ".setup"
+SETUP_FOLDER = layout.SETUPS
 
 
 def default_key_files(workdir: Path) -> list[str]:

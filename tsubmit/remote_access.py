@@ -6,9 +6,8 @@ ssh command), because Ansible cannot hold an interactive session or a port
 forward. What runs on the node is a small POSIX sh script of
 tsubmit/node_scripts/, handed to `sh -c` with every value as a positional
 argument, so nothing a user typed is parsed by a shell. The job's files on a
-node are found as the roles lay them out: `<tsubmit_remote_root>/<job id>/`
-(README, "What happens on the nodes"); the nodes are asked, whatever the local
-record says.
+node are found by the layout of tsubmit/layout.py, whose paths the scripts
+receive as arguments; the nodes are asked, whatever the local record says.
 """
 
 from __future__ import annotations
@@ -24,13 +23,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import ssh
+from . import layout, ssh
 from .errors import LaunchError, UsageError
 from .job import Job, Rank
 from .ssh_hints import host_key_hint
 
 SCRIPTS = Path(__file__).resolve().parent / "node_scripts"
-DEFAULT_REMOTE_ROOT = "~/.tsubmit/jobs"
 # How long a forward may take to listen on its local port.
 FORWARD_TIMEOUT = 30.0
 
@@ -78,7 +76,7 @@ def places(job: Job, ranks: list[Rank]) -> list[Place]:
         variables = host_vars[rank.host]
         root = ssh.rendered(rank.host, variables, ["tsubmit_remote_root"]).get("tsubmit_remote_root")
         found.append(Place(job, rank, ssh.connection(rank.host, variables),
-                           str(root or DEFAULT_REMOTE_ROOT)))
+                           str(root or layout.DEFAULT_ROOT)))
     return found
 
 
@@ -98,9 +96,11 @@ def shell(place: Place, command: list[str]) -> int:
     COMMAND's exit code, or the interactive shell's. On a terminal the node gets one
     (ssh -t), so editors, pagers and Ctrl-C work there."""
     terminal = sys.stdin.isatty() and sys.stdout.isatty()
+    job, rank = place.job, place.rank
     argv = ssh.command_argv(place.conn, node_script("shell.sh"),
-                            [place.root, place.job.id,
-                             str(place.rank.rank), str(place.job.attempt), place.rank.host, *command],
+                            [place.root, layout.workdir(job.id),
+                             layout.attempt_file(job.id, rank.rank, job.attempt, layout.ENVIRONMENT),
+                             job.id, str(rank.rank), rank.host, *command],
                             tty=terminal)
     # stdin and stdout are the user's; stderr passes through a copy kept to
     # explain an ssh that could not connect.

@@ -1,13 +1,17 @@
 """The shape of the code that no e2e test sees at once: the controller reads
-task results by task name, and the package's imports flow one way."""
+task results by task name, the roles lay a job's files out as tsubmit/layout.py
+says, and the package's imports flow one way."""
 
 import ast
 import re
 from pathlib import Path
 
+import jinja2
+import jinja2.meta
 import pytest
+import yaml
 
-from tsubmit import check, lifecycle, node_actions, optuna, submit
+from tsubmit import check, layout, lifecycle, node_actions, optuna, submit
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE = REPO / "tsubmit"
@@ -29,6 +33,113 @@ def _task_names() -> set[str]:
 @pytest.mark.parametrize("name", TASK_NAMES)
 def test_every_task_name_the_controller_reads_exists(name):
     assert name in _task_names(), f"no task named {name!r} in playbooks/ or roles/"
+
+
+# ------------------------------------------------------------- the remote layout
+
+# Where the roles compose a path of the layout themselves (they write it, or an
+# exported project runs them without tsubmit), and what layout.py says it is.
+ROOT, JOB, RANK, ATTEMPT = "/R", "J", 1, 2
+ROLE_PATHS = {
+    ("launch", "vars", "launch_job_dir"): layout.job_dir(JOB, ROOT),
+    ("launch", "vars", "launch_attempt_dir"): layout.attempt_dir(JOB, RANK, ATTEMPT, ROOT),
+    ("launch", "vars", "launch_workdir"): layout.workdir(JOB, ROOT),
+    ("launch", "vars", "launch_hostfile"): f"{layout.job_dir(JOB, ROOT)}/{layout.HOSTFILE}",
+    ("launch", "vars", "launch_optuna_helper_dir"): f"{layout.job_dir(JOB, ROOT)}/{layout.OPTUNA_LIB}",
+    ("launch", "vars", "launch_container_env_file"):
+        layout.attempt_file(JOB, RANK, ATTEMPT, layout.CONTAINER_ENV, ROOT),
+    ("launch", "vars", "launch_setup_dir"): layout.setup_dir("K", ROOT),
+    ("optuna_store", "vars", "optuna_store_job_dir"): layout.job_dir(JOB, ROOT),
+    ("stop", "defaults", "stop_rank_dir"): layout.rank_dir(JOB, RANK, ROOT),
+    ("cleanup", "defaults", "cleanup_job_dir"): layout.job_dir(JOB, ROOT),
+}
+
+
+def _role_vars(role: str) -> dict:
+    found = {}
+    for kind in ("defaults", "vars"):
+        path = REPO / "roles" / role / kind / "main.yml"
+        if path.exists():
+            found.update(yaml.safe_load(path.read_text()) or {})
+    return found
+
+
+def _rendered(role: str, name: str, context: dict) -> str:
+    """NAME of ROLE rendered as Ansible would, the role's other variables resolved."""
+    variables = _role_vars(role)
+    environment = jinja2.Environment(undefined=jinja2.StrictUndefined)
+
+    def value(key: str, depth: int = 0):
+        if key in context:
+            return context[key]
+        assert depth < 10 and key in variables, f"{role}: cannot resolve {key}"
+        raw = variables[key]
+        if not isinstance(raw, str):
+            return raw
+        template = environment.from_string(raw)
+        needed = jinja2.meta.find_undeclared_variables(environment.parse(raw))
+        return template.render({dep: value(dep, depth + 1) for dep in needed})
+
+    return value(name)
+
+
+@pytest.mark.parametrize(("role", "kind", "name"), list(ROLE_PATHS))
+def test_the_roles_compose_the_layout_of_layout_py(role, kind, name):
+    assert name in yaml.safe_load((REPO / "roles" / role / kind / "main.yml").read_text())
+    # The remote root as preflight found it (launch, optuna_store), or the host variable.
+    context = {"launch_node": {"remote_root": ROOT}, "optuna_store_root": ROOT, "tsubmit_remote_root": ROOT,
+               "tsubmit_job_id": JOB, "tsubmit_rank": RANK, "tsubmit_job_attempt": ATTEMPT,
+               "launch_setup": {"key": "K"}}
+    assert _rendered(role, name, context) == ROLE_PATHS[role, kind, name]
+
+
+def test_every_remote_root_defaults_to_layout_py_s():
+    defaults = re.compile(r"tsubmit_remote_root \| default\('([^']*)'\)")
+    found = {path.relative_to(REPO).as_posix(): defaults.findall(path.read_text())
+             for folder in ("roles", "playbooks") for path in (REPO / folder).rglob("*.yml")}
+    found = {path: roots for path, roots in found.items() if roots}
+    assert "playbooks/logs.yml" in found and "roles/stop/defaults/main.yml" in found
+    assert {path: roots for path, roots in found.items() if set(roots) != {layout.DEFAULT_ROOT}} == {}
+
+
+# The files of a job and of an attempt: who writes each, who reads it, by the
+# name layout.py gives it.
+NODE_FILES = {
+    layout.ARCHIVES: ["preflight/files/probe.py"],
+    layout.WORKDIR: ["preflight/files/probe.py"],
+    layout.RANK_LIB: ["preflight/files/probe.py"],
+    layout.PID: ["launch/templates/launch.sh.j2", "status/files/rank_status.py", "stop/files/stop.sh"],
+    layout.EXIT_CODE: ["launch/templates/launch.sh.j2", "status/files/rank_status.py",
+                       "stop/files/stop.sh"],
+    layout.STOPPED: ["stop/files/stop.sh", "status/files/rank_status.py"],
+    layout.CONTAINER: ["launch/templates/launch.sh.j2", "status/files/rank_status.py",
+                       "stop/files/stop.sh"],
+    layout.LOG: ["launch/templates/launch.sh.j2"],
+    layout.SETUP_LOG: ["launch/files/run_setup.sh"],
+    layout.ENVIRONMENT: ["launch/templates/launch.sh.j2", "launch/files/start_rank.sh"],
+    layout.LAUNCH: ["launch/files/start_rank.sh"],
+}
+
+
+@pytest.mark.parametrize("name", list(NODE_FILES))
+def test_the_node_scripts_name_a_job_s_files_as_layout_py_does(name):
+    for script in NODE_FILES[name]:
+        text = (REPO / "roles" / script).read_text()
+        assert re.search(r"[/\"]" + re.escape(name) + r"([\"\s]|$)", text, re.MULTILINE), \
+            f"roles/{script} does not use {name!r}"
+
+
+def test_the_rank_marker_is_launch_sh_s():
+    text = (REPO / "roles" / "launch" / "templates" / "launch.sh.j2").read_text()
+    assert f"{layout.MARKER_VARIABLE}={{{{ launch_rank_marker | quote }}}}" in text
+    made = re.search(r"{% set launch_rank_marker = (.+?) %}", text)
+    assert made, "launch.sh.j2 no longer sets launch_rank_marker"
+    rendered = jinja2.Environment().from_string("{{ " + made.group(1) + " }}").render(
+        launch_job_id=JOB, launch_rank=RANK, launch_attempt=ATTEMPT)
+    assert rendered == layout.marker(JOB, RANK, ATTEMPT)
+
+
+# ------------------------------------------------------------- imports
 
 
 def _imports(path: Path) -> set[str]:

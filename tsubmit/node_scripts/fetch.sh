@@ -1,21 +1,22 @@
 # tsubmit fetch, on the node: check every PATH, then write them to stdout as one
 # tar stream (GNU tar: sparse files as sparse members, so their holes never
-# travel). Run as `sh -c SCRIPT tsubmit ROOT JOB HOST PATH...`: every argument
-# is data, never parsed by a shell.
-#   ROOT  the host's tsubmit_remote_root (a leading ~ is this user's home)
-#   JOB   the job id; its tree is ROOT/JOB/workdir
-#   HOST  the inventory name, for messages
+# travel). Run as `sh -c SCRIPT tsubmit ROOT WORKDIR JOB HOST PATH...`: every
+# argument is data, never parsed by a shell.
+#   ROOT     the host's tsubmit_remote_root (a leading ~ is this user's home)
+#   WORKDIR  the job's tree, relative to ROOT (tsubmit/layout.py)
+#   JOB      the job id, for messages
+#   HOST     the inventory name, for messages
 # Exit 65: a path leaves the workdir (itself, or a symbolic link under it,
 # resolves outside); 66: a path does not exist; 67: the job has no workdir
 # here. Otherwise tar's own code (1: a file changed while it was read).
 set -u
-root=$1 job=$2 host=$3
-shift 3
+root=$1 workdir=$2 job=$3 host=$4
+shift 4
 case $root in
     "~") root=$HOME ;;
     "~/"*) root=$HOME/${root#"~/"} ;;
 esac
-workdir=$root/$job/workdir
+workdir=$root/$workdir
 if [ ! -d "$workdir" ]; then
     echo "job $job has no folder $workdir on $host: its launch never reached the node, or the job was removed there" >&2
     exit 67

@@ -1,20 +1,22 @@
 # tsubmit shell, on the node: the rank's environment loaded, in the job's
 # workdir, then COMMAND (exec'd: its exit code is the session's) or the user's
-# shell. Run as `sh -c SCRIPT tsubmit ROOT JOB RANK ATTEMPT HOST [COMMAND...]`:
-# every argument is data, never parsed by a shell.
-#   ROOT  the host's tsubmit_remote_root (a leading ~ is this user's home)
+# shell. Run as `sh -c SCRIPT tsubmit ROOT WORKDIR ENVIRONMENT JOB RANK HOST
+# [COMMAND...]`: every argument is data, never parsed by a shell.
+#   ROOT         the host's tsubmit_remote_root (a leading ~ is this user's home)
+#   WORKDIR      the job's tree, relative to ROOT (tsubmit/layout.py)
+#   ENVIRONMENT  the attempt's environment.sh, relative to ROOT
 # The environment is the file launch.sh sources around the rank's command
 # (environment.sh beside it), so both see the same variables.
 # Exit 3 when the job's files are not on this node.
 set -u
-root=$1 job=$2 rank=$3 attempt=$4 host=$5
-shift 5
+root=$1 workdir=$2 environment=$3 job=$4 rank=$5 host=$6
+shift 6
 case $root in
     "~") root=$HOME ;;
     "~/"*) root=$HOME/${root#"~/"} ;;
 esac
-workdir=$root/$job/workdir
-environment=$root/$job/rank-$rank/attempt-$attempt/environment.sh
+workdir=$root/$workdir
+environment=$root/$environment
 if [ ! -d "$workdir" ]; then
     echo "tsubmit: job $job has no folder $workdir on $host: its launch never reached the node, or the job was removed there" >&2
     exit 3

@@ -1,13 +1,16 @@
 #!/bin/sh
-# Usage: remove_job.sh REMOTE_ROOT JOB_ID [ENGINE]
+# Usage: remove_job.sh JOB_DIR JOB_ID [ENGINE]
 # Remove a job from this node: with ENGINE, every container it left (found by
-# its tsubmit.job label), then its folder REMOTE_ROOT/JOB_ID. Plain sh, no
-# Python: it must work on a node whose Python is broken. Prints what it
-# removed; prints nothing when there was nothing.
+# its tsubmit.job label), then its folder JOB_DIR (the role passes it: the
+# layout is tsubmit/layout.py's). Plain sh, no Python: it must work on a node
+# whose Python is broken. Prints what it removed; prints nothing when there
+# was nothing.
 set -eu
-root=$1 job_id=$2 engine=${3:-}
-case $root in "~" | "~"/*) root=$HOME${root#"~"} ;; esac
+job_dir=$1 job_id=$2 engine=${3:-}
+case $job_dir in "~" | "~"/*) job_dir=$HOME${job_dir#"~"} ;; esac
 case $job_id in "" | *[!0-9a-zA-Z_-]*) echo "remove_job.sh: bad job id '$job_id'" >&2; exit 2 ;; esac
+# A folder that is not the job's own is never removed, whatever was passed.
+case $job_dir in */"$job_id") ;; *) echo "remove_job.sh: $job_dir is not the folder of job $job_id" >&2; exit 2 ;; esac
 if [ -n "$engine" ] && command -v "$engine" >/dev/null 2>&1; then
     ids=$("$engine" ps --all --quiet --filter "label=tsubmit.job=$job_id")
     if [ -n "$ids" ]; then
@@ -15,7 +18,7 @@ if [ -n "$engine" ] && command -v "$engine" >/dev/null 2>&1; then
         "$engine" rm --force $ids
     fi
 fi
-if [ -e "$root/$job_id" ]; then
-    rm -rf -- "${root:?}/$job_id"
-    echo "removed $root/$job_id"
+if [ -e "$job_dir" ]; then
+    rm -rf -- "$job_dir"
+    echo "removed $job_dir"
 fi

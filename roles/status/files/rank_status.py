@@ -1,8 +1,10 @@
 """Report the state of ranks on this node; print one JSON object.
 
 Usage: rank_status.py REMOTE_ROOT JSON
-JSON is a list of {"key": ..., "job": JOB_ID, "rank": N, "attempt": N}. For
-each, the rank's attempt directory is read: pid ("PID STARTTICKS EPOCH"),
+JSON is a list of {"key": ..., "dir": ATTEMPT_DIR, "marker": MARKER}, each an
+attempt of a rank as tsubmit lays it out (tsubmit/layout.py): its folder
+relative to REMOTE_ROOT and its TSUBMIT_RANK_MARKER value. For each, the
+attempt directory is read: pid ("PID STARTTICKS EPOCH"),
 exit_code ("CODE EPOCH") and the stopped marker the stop role leaves. A pid
 counts as ours only while its start ticks match, so a pid the OS reused for
 another process is never taken for the job, and a zombie counts as ended
@@ -111,10 +113,7 @@ def main() -> None:
     wanted = json.loads(sys.argv[2])
     marked = marked_processes()
     print(json.dumps({
-        item["key"]: rank_state(
-            os.path.join(root, item["job"], f"rank-{item['rank']}", f"attempt-{item['attempt']}"),
-            marked.get(f"{item['job']}.r{item['rank']}.a{item['attempt']}", 0),
-        )
+        item["key"]: rank_state(os.path.join(root, item["dir"]), marked.get(item["marker"], 0))
         for item in wanted
     }))
 

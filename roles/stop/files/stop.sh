@@ -1,8 +1,10 @@
 #!/bin/sh
-# Usage: stop.sh JOB_DIR JOB_ID RANK GRACE_SECONDS [ATTEMPT [remove]]
+# Usage: stop.sh RANK_DIR JOB_ID RANK GRACE_SECONDS [ATTEMPT [remove]]
 #
 # Stop this node's rank of a job: every attempt's, or only ATTEMPT's (with
 # `remove`, that attempt's folder is removed after: a restart rolled back).
+# RANK_DIR is the rank's folder, RANK_DIR/attempt-K one attempt's (the layout
+# of tsubmit/layout.py; the role passes it, this script composes no more).
 #
 # A rank's processes are every process of this user whose environment holds
 # the rank's marker, TSUBMIT_RANK_MARKER=JOB_ID.rRANK.aATTEMPT (launch.sh
@@ -18,8 +20,8 @@
 # Prints one line per attempt it acted on and a last line "left N"; prints
 # nothing when nothing of the rank ran. Exits 1 when processes survived.
 set -u
-job_dir=$1 job_id=$2 rank=$3 grace=$4 only_attempt=${5:-} remove=${6:-}
-case $job_dir in "~"/*) job_dir=$HOME/${job_dir#"~/"} ;; esac
+rank_dir=$1 job_id=$2 rank=$3 grace=$4 only_attempt=${5:-} remove=${6:-}
+case $rank_dir in "~"/*) rank_dir=$HOME/${rank_dir#"~/"} ;; esac
 case $job_id in "" | *[!0-9a-zA-Z_-]*) echo "stop.sh: bad job id '$job_id'" >&2; exit 2 ;; esac
 attempt_pattern=${only_attempt:-*}
 marker="TSUBMIT_RANK_MARKER=$job_id\.r$rank\.a"
@@ -44,7 +46,7 @@ alive() { [ -n "$(marked)" ] || { [ -n "$groups" ] && pgrep -g "$(echo $groups |
 
 groups=""
 acted=""
-for attempt_dir in "$job_dir/rank-$rank"/attempt-$attempt_pattern; do
+for attempt_dir in "$rank_dir"/attempt-$attempt_pattern; do
     [ -d "$attempt_dir" ] || continue
     # A rank in a container: the engine stops it (SIGTERM, then SIGKILL after
     # the grace period) and removes it; the launch shell then ends by itself.
@@ -100,6 +102,6 @@ if [ -n "$acted" ]; then
     fi
 fi
 if [ "$remove" = remove ] && [ -n "$only_attempt" ]; then
-    rm -rf "$job_dir/rank-$rank/attempt-$only_attempt"
+    rm -rf "$rank_dir/attempt-$only_attempt"
 fi
 exit 0
