@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from . import ssh
 from .ansible_run import HostResult, cluster_hosts, run_playbook
 from .clusters import Node, ResolvedCluster
+from .errors import UsageError
 from .ssh_hints import host_key_hint, known_hosts_files, without_next_step
 
 PLAYBOOK = "check"
@@ -308,19 +310,22 @@ def _arrival_times(data_dir: Path) -> dict[str, float]:
     return arrivals
 
 
+def _connection(node: Node) -> ssh.Connection:
+    """The node's connection as tsubmit's own ssh commands read it (tsubmit/ssh.py).
+    One tsubmit would not open itself (another connection plugin, a template that
+    needs facts) is Ansible's alone: named by the inventory's name."""
+    try:
+        return ssh.connection(node.name, node.vars)
+    except UsageError:
+        return ssh.Connection(node.name, local=False, address=node.name)
+
+
 def _ssh_target(node: Node) -> str:
-    if node.vars.get("ansible_connection") == "local":
-        return "local connection"
-    user = node.vars.get("ansible_user")
-    host = node.vars.get("ansible_host") or node.name
-    port = node.vars.get("ansible_port") or 22
-    return f"{user + '@' if user else ''}{host}:{port}"
+    return ssh.target(_connection(node))
 
 
 def _ssh_remedy(node: Node, message: str) -> str:
-    user = node.vars.get("ansible_user")
-    host = node.vars.get("ansible_host") or node.name
-    command = f"ssh -p {node.vars.get('ansible_port') or 22} {user + '@' if user else ''}{host}"
+    command = ssh.login_hint(_connection(node))
     ssh_args = " ".join(str(node.vars.get(key) or "")
                         for key in ("ansible_ssh_common_args", "ansible_ssh_extra_args"))
     hint = host_key_hint(message, ssh_args)

@@ -1,4 +1,5 @@
-"""Job lifecycle: refresh states from the nodes, stop, restart, delete, wait.
+"""Job lifecycle: refresh states from the nodes, stop, restart, delete, wait
+(and follow: the logs streamed while waiting).
 
 The nodes are the truth and the store is a cache of what they said:
 
@@ -17,14 +18,16 @@ run of status.yml over the union of their hosts, one task per host.
 
 import copy
 import json
+import threading
 import time
 from collections import defaultdict
 
 from . import job as states
-from . import layout, submit
+from . import layout, logs, submit
 from .ansible_run import run_playbook
 from .errors import UsageError
-from .job import Job
+from .interrupts import Interrupted
+from .job import Job, Rank
 from .node_actions import (
     FAILURE_GRACE,
     ROLLBACK_GRACE,
@@ -295,6 +298,35 @@ def wait(store: JobStore, job: Job, *, timeout: float | None = None, interval: f
         if deadline is not None and time.monotonic() >= deadline:
             return False
         time.sleep(interval if deadline is None else max(0.0, min(interval, deadline - time.monotonic())))
+
+
+def wait_for(store: JobStore, job: Job, *, timeout: float | None = None,
+             follow: list[Rank] | None = None, prefixed: bool = False, verbose: int = 0) -> bool:
+    """`run --wait`: block until the job ends, streaming FOLLOW's logs meanwhile
+    (prefixed `[rank N host]` when PREFIXED). Past TIMEOUT the job is stopped
+    and False returned. Ctrl-C stops the waiting, never the job."""
+    streamer = None
+    if follow:
+        streamer = threading.Thread(target=logs.stream, args=(job, follow, prefixed, None), daemon=True)
+        streamer.start()
+    try:
+        finished = wait(store, job, timeout=timeout, verbose=verbose)
+    except KeyboardInterrupt:
+        raise Interrupted(f"stopped waiting; job {job.id} goes on (tsubmit stop {job.id})") from None
+    if not finished:
+        stop(store, job, verbose=verbose)
+        return False
+    if streamer:
+        streamer.join(timeout=10)  # the last lines of a log that ended with its rank
+    return True
+
+
+def follow(store: JobStore, job: Job, ranks: list[Rank], *, prefixed: bool = False,
+           tail: int | None = None, verbose: int = 0) -> None:
+    """`logs -f`: stream RANKS' logs until their processes end, then wait for
+    the job's other ranks, so the job's state is its final one."""
+    logs.stream(job, ranks, prefixed, tail)
+    wait(store, job, verbose=verbose)
 
 
 SETUP_GC_TASK = "Remove the setup folders unused for a time"

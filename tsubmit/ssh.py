@@ -101,6 +101,19 @@ def connection(host: str, host_vars: dict) -> Connection:
     )
 
 
+def target(conn: Connection) -> str:
+    """Where ssh goes, for messages: `user@address:port` (22 when the inventory sets
+    no port), or `local connection`."""
+    if conn.local:
+        return "local connection"
+    return f"{conn.user + '@' if conn.user else ''}{conn.address}:{conn.port or 22}"
+
+
+def login_hint(conn: Connection) -> str:
+    """The ssh command a user types to try the connection by hand."""
+    return f"ssh -p {conn.port or 22} {conn.user + '@' if conn.user else ''}{conn.address}"
+
+
 def rendered(host: str, host_vars: dict, names: list[str]) -> dict:
     """HOST_VARS with the values of NAMES that are templates rendered against the host's
     variables. The inventory is code, as Ansible has it: `ansible_host: "{{ ... }}"`

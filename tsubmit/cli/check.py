@@ -36,28 +36,20 @@ def check(obj, name, inventory, group, vault_password_file, ask_vault_pass, outp
     """
     from .. import output as out
     from ..check import CHECKS, check_cluster
-    from ..clusters import ClusterRef, cluster_ref, resolve
+    from ..clusters import resolve, select_cluster
     from .options import asked_vault_password
 
+    # Unlike run, check has no default cluster: it names what it checks.
     if (name is None) == (inventory is None):
         raise UsageError("give either a cluster NAME or -i PATH (an inventory), not both")
-    if group is not None and inventory is None:
-        raise UsageError("-g/--group needs -i PATH; a named cluster has its own group")
     if vault_password_file and ask_vault_pass:
         raise UsageError("give either --vault-password-file or --ask-vault-pass, not both")
-    if vault_password_file and not Path(vault_password_file).is_file():
-        raise UsageError(f"vault password file {vault_password_file} does not exist")
-    if inventory is not None:
-        # Absolute: ansible-playbook runs in another folder than this command
-        # (a comma-separated host list is not a path).
-        source = inventory if "," in inventory else str(Path(inventory).expanduser().absolute())
-        ref = ClusterRef(name=str(inventory), sources=[source], group=group or "all")
-    else:
-        ref = cluster_ref(name)
+    ref = select_cluster(name, inventory, group, None, vault_password_file)
     with asked_vault_password(ask_vault_pass) as asked_file:
         password_file = asked_file or vault_password_file
         if password_file:
-            ref = ref.narrowed(None, str(Path(password_file).absolute()))
+            # Absolute, as run's: ansible-playbook runs in another folder than this command.
+            ref = ref.narrowed(None, str(Path(password_file).resolve()))
         report = check_cluster(resolve(ref), verbose=(obj or {}).get("verbose", 0))
 
     if output == "json":

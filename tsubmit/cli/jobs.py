@@ -119,7 +119,10 @@ def logs(obj, job_ref, rank_number, all_ranks, tail, follow, attempt, setup_log)
     if tail is not None and tail < 0:
         raise UsageError("--tail must be 0 or more")
     if follow:
-        sys.exit(follow_job(store, job, ranks, all_ranks, tail, obj["verbose"]))
+        from ..lifecycle import follow as follow_job
+
+        follow_job(store, job, ranks, prefixed=all_ranks, tail=tail, verbose=obj["verbose"])
+        sys.exit(result_code(job))
     from ..logs import OUTPUT_LOG, SETUP_LOG, fetch
 
     lines = fetch(job, ranks, attempt, log=SETUP_LOG if setup_log else OUTPUT_LOG, verbose=obj["verbose"])
@@ -140,51 +143,28 @@ def select_ranks(job, rank_number, all_ranks):
     return [job.ranks[rank_number]]
 
 
-def follow_job(store, job, ranks, prefixed, tail, verbose) -> int:
-    """Stream ranks' logs until they end, then report the job's result as an exit code."""
+def result_code(job) -> int:
+    """A finished job's exit code: 0 when it succeeded, 1 otherwise."""
     from ..job import SUCCEEDED
-    from ..lifecycle import wait
-    from ..logs import stream
 
-    stream(job, ranks, prefixed, tail)
-    wait(store, job, verbose=verbose)  # the followed ranks ended; others may still run
     return 0 if job.state == SUCCEEDED else EXIT_JOB_FAILED
 
 
 def wait_for_job(store, job, *, follow, all_ranks, timeout, verbose, summary=True) -> int:
-    """`run --wait`: block until the job ends (streaming logs with --follow), print
-    the per-rank summary, and return the exit code; stop the job past TIMEOUT."""
-    import threading
+    """`run --wait`: wait (lifecycle.wait_for), print the per-rank summary, and
+    return the exit code."""
+    from ..lifecycle import wait_for
 
-    from ..job import SUCCEEDED
-    from ..lifecycle import stop as stop_job
-    from ..lifecycle import wait
-
-    streamer = None
-    if follow:
-        ranks = job.ranks if all_ranks else job.ranks[:1]
-        from ..logs import stream
-
-        streamer = threading.Thread(target=stream, args=(job, ranks, all_ranks, None), daemon=True)
-        streamer.start()
-    try:
-        finished = wait(store, job, timeout=timeout, verbose=verbose)
-    except KeyboardInterrupt:
-        from ..interrupts import Interrupted
-
-        raise Interrupted(f"stopped waiting; job {job.id} goes on (tsubmit stop {job.id})") from None
-    if not finished:
-        stop_job(store, job, verbose=verbose)
+    ranks = (job.ranks if all_ranks else job.ranks[:1]) if follow else None
+    if not wait_for(store, job, timeout=timeout, follow=ranks, prefixed=all_ranks, verbose=verbose):
         click.echo(f"tsubmit: job {job.id} exceeded its timeout of {timeout:g}s and was stopped",
                    err=True)
         return EXIT_JOB_FAILED
-    if streamer:
-        streamer.join(timeout=10)
     if summary:
         print_summary(job)
         if not follow:
             click.echo(f"output: tsubmit logs {job.id} (--all for every rank)")
-    return 0 if job.state == SUCCEEDED else EXIT_JOB_FAILED
+    return result_code(job)
 
 
 @click.command()
