@@ -34,6 +34,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.harness.ci import missing  # scripts/setup.sh --test installs PostgreSQL: CI fails without
 from tsubmit import ansible_env
 from tsubmit.ansible_run import run_playbook
 from tsubmit.errors import UsageError
@@ -687,11 +688,6 @@ def test_missing_optuna_on_the_head_or_a_node_names_the_packages(cluster, nodes)
 
 
 PG_BIN = Path("/usr/lib/postgresql")
-
-
-def missing(reason: str):
-    """scripts/setup.sh --test installs PostgreSQL: on CI its absence is a failure, not a skip."""
-    (pytest.fail if os.environ.get("CI") else pytest.skip)(reason)
 
 
 def pg_bin(name: str) -> str:

@@ -152,3 +152,22 @@ def test_stop_cleans_up_processes_and_files() -> None:
     assert base_dir is not None and not base_dir.exists()
     assert not Path(f"/proc/{sshd_pid}").exists()
     assert ssh_nodes.processes_of(node, r"sleep 4343") == []
+
+
+@pytest.mark.parametrize(("ci", "outcome", "code"), [("true", "1 failed", 1), ("1", "1 failed", 1),
+                                                     (None, "1 skipped", 0), ("false", "1 skipped", 0)])
+def test_what_setup_installs_is_a_failure_when_missing_on_ci(tmp_path: Path, ci, outcome, code) -> None:
+    # The PostgreSQL secrecy tests call missing() when PostgreSQL is not there:
+    # a real pytest run shows what CI would see.
+    (tmp_path / "test_needs.py").write_text(
+        "from tests.harness.ci import missing\n\n\ndef test_needs_it():\n    missing('no such thing')\n")
+    repo = Path(__file__).resolve().parents[2]
+    env = {key: value for key, value in os.environ.items() if key not in ("CI", "PYTEST_ADDOPTS")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(repo), env.get("PYTHONPATH")]))
+    if ci is not None:
+        env["CI"] = ci
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfs",
+                          str(tmp_path / "test_needs.py")], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=120, check=False)
+    assert run.returncode == code, run.stdout + run.stderr
+    assert outcome in run.stdout and "no such thing" in run.stdout
