@@ -239,3 +239,23 @@ def test_what_may_replace_what_in_dest(tmp_path):
     (dest / "out").write_text("a file where a folder arrives")
     with pytest.raises(UsageError, match="out exists and is not a folder"):
         _plan_moves(scratch, dest, True)
+
+
+# --------------------------------------------------------------------------- cluster check's ssh target
+
+
+@pytest.mark.parametrize(("host_vars", "target", "hint"), [
+    (CONNECTION, "alice@10.0.0.7:2222", "ssh -p 2222 alice@10.0.0.7"),
+    # Ansible's aliases and the inventory's templates, as tsubmit's own ssh reads them
+    ({"ansible_ssh_host": "{{ net }}.9", "net": "10.1.2", "ansible_ssh_user": "bob"},
+     "bob@10.1.2.9:22", "ssh -p 22 bob@10.1.2.9"),
+    ({"ansible_connection": "local"}, "local connection", None),
+])
+def test_cluster_check_names_the_target_tsubmit_s_ssh_reaches(host_vars, target, hint):
+    from tsubmit import check
+    from tsubmit.clusters import Node
+
+    node = Node("gpu1", 0, "10.0.0.7", None, host_vars)
+    assert check._ssh_target(node) == target
+    if hint:
+        assert hint in check._ssh_remedy(node, "Permission denied (publickey)")
