@@ -171,6 +171,10 @@ def test_a_setup_makes_a_venv_with_a_local_wheel_and_the_rank_uses_it(cli, nodes
                           "--executor", "distributed", "--", "python", "show.py"))
     assert "setup skipped" in cli.ok("logs", again, "--setup").stdout
     check_used(again)
+    # A shell on the rank's node has the rank's environment: the venv first.
+    shell = cli.ok("shell", again, "--", "sh", "-c", 'command -v python; echo "$TSUBMIT_SETUP_DIR"').stdout
+    found, setup_dir = shell.split()
+    assert found == f"{setup_dir}/venv/bin/python"
 
 
 def test_a_failing_setup_fails_the_launch_with_its_last_lines_and_rolls_back(pair, nodes):
