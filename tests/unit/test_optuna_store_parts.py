@@ -29,16 +29,24 @@ STORE_MODULES = sorted(path.name for path in FILES.glob("store_*.py"))
 
 
 def shipped_files() -> list[dict]:
+    """optuna_store_script_files, each src as the role resolves it in tsubmit's own tree."""
     variables = yaml.safe_load((REPO / "roles/optuna_store/vars/main.yml").read_text())
-    return variables["optuna_store_script_files"]
+    assert "/node_lib/files/tsubmit_procs.py" in variables["optuna_store_procs_helper"]
+    role_path = str(REPO / "roles" / "optuna_store")
+
+    def resolved(src: str) -> str:
+        if src == "{{ optuna_store_procs_helper }}":
+            return str(NODE_LIB / "tsubmit_procs.py")
+        return src.replace("{{ role_path }}", role_path)
+
+    return [{**item, "src": resolved(item["src"])} for item in variables["optuna_store_script_files"]]
 
 
 def test_the_tasks_ship_every_module_the_store_imports():
     shipped = shipped_files()
     assert sorted(item["name"] for item in shipped) == sorted([*STORE_MODULES, "tsubmit_procs.py"])
-    role_path = str(REPO / "roles" / "optuna_store")
     for item in shipped:
-        source = Path(item["src"].replace("{{ role_path }}", role_path)).resolve()
+        source = Path(item["src"])
         assert source.is_file() and source.name == item["name"], item
     # and every module the entry and its modules import is either shipped or the standard library/Optuna
     local = {Path(name).stem for name in [*STORE_MODULES, "tsubmit_procs.py", "optuna_store.py"]}
@@ -141,8 +149,7 @@ def test_script_copy_keeps_every_module_and_the_copy_runs(tmp_path):
     shipped = tmp_path / "task"
     shipped.mkdir()
     for item in shipped_files():
-        source = Path(item["src"].replace("{{ role_path }}", str(REPO / "roles/optuna_store")))
-        shutil.copyfile(source, shipped / item["name"])
+        shutil.copyfile(item["src"], shipped / item["name"])
     shutil.copyfile(FILES / "optuna_store.py", shipped / "optuna_store.py")
     folder = tmp_path / "job" / "optuna"
     folder.mkdir(parents=True)
