@@ -2,6 +2,7 @@
 recorded still run", used by the Optuna store's scripts and rank_status.py:
 checked on real processes of this machine, a zombie included."""
 
+import json
 import os
 import subprocess
 import sys
@@ -113,11 +114,9 @@ def rank_status(root: Path, job: str) -> dict:
     folder.mkdir(exist_ok=True)
     for source in (REPO / "roles/status/files/rank_status.py", NODE_LIB / "tsubmit_procs.py"):
         (folder / source.name).write_text(source.read_text())
-    request = f'[{{"key": "k", "job": "{job}", "rank": 0, "attempt": 1}}]'
+    request = json.dumps([{"key": "k", "dir": f"{job}/rank-0/attempt-1", "marker": f"{job}.r0.a1"}])
     done = subprocess.run([sys.executable, str(folder / "rank_status.py"), str(root), request],
                           capture_output=True, text=True, check=True, env={"PATH": os.environ["PATH"]})
-    import json
-
     return json.loads(done.stdout)["k"]
 
 
