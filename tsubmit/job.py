@@ -5,7 +5,6 @@ import secrets
 import time
 from dataclasses import dataclass, field
 
-EXECUTORS = ("torchrun", "distributed", "docker", "optuna")
 PULL_POLICIES = ("missing", "always", "never")
 ENGINES = ("docker", "podman")
 
@@ -65,7 +64,7 @@ class Job:
     name: str
     cluster: str
     inventory: dict  # {"sources": [...], "group": str, "limit": str | None}
-    executor: str
+    executor: str  # a name of tsubmit/executors.py
     command: list[str]
     workdir: str
     env: dict[str, str] = field(default_factory=dict)

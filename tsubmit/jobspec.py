@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from . import executors
 from .errors import UsageError
 
 POLICIES = ("allow", "skip", "replace", "fail")
@@ -35,8 +36,8 @@ FIELDS = (
     Field("limit", "string", "Only the hosts matching this Ansible pattern."),
     Field("vault_password_file", "string", "Vault password file for the inventory.", path=True),
     Field("name", "string", "Job name; the overlap policy is keyed on it."),
-    Field("executor", "string", "How the command starts on each node (docker: distributed in a "
-          "container; optuna: one search worker per node).", ("torchrun", "distributed", "docker", "optuna")),
+    Field("executor", "string", "How the command starts on each node: " + executors.choices_help(),
+          executors.NAMES),
     Field("workdir", "string", "Directory shipped to every node (default: the spec's folder).",
           path=True),
     Field("command", "command", "The command: a list of arguments, or a string split like a shell."),

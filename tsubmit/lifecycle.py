@@ -22,8 +22,8 @@ import threading
 import time
 from collections import defaultdict
 
+from . import executors, layout, logs, submit
 from . import job as states
-from . import layout, logs, submit
 from .ansible_run import run_playbook
 from .errors import UsageError
 from .interrupts import Interrupted
@@ -124,7 +124,7 @@ def _settle(job: Job, verbose: int = 0) -> None:
     job.state = aggregate(job)
     if job.state in states.FINISHED_STATES and job.ended_at is None:
         job.ended_at = max((r.ended_at for r in job.ranks if r.ended_at), default=time.time())
-        if job.executor == "optuna":
+        if executors.get(job.executor).study_store:
             from .optuna import release_store
 
             release_store(job, verbose=verbose)  # nodes may not share a filesystem
@@ -280,7 +280,7 @@ def restart(store: JobStore, job: Job, *, on_event=None, verbose: int = 0) -> Jo
     # Hook steps are left to their `when`: the inventory's hooks are not read here.
     submit.launch(job, store, submit.Target(job.inventory["sources"], hosts,
                                             submit.extravars(job, archive),
-                                            [] if job.executor == "optuna" else ["optuna"],
+                                            [] if executors.get(job.executor).study_store else ["optuna"],
                                             job.inventory.get("vault_password_file")),
                   roll_back=roll_back, on_event=on_event, verbose=verbose)
     return job

@@ -9,7 +9,7 @@ import os
 import socket
 from dataclasses import dataclass, field
 
-from . import hooks
+from . import executors, hooks
 from .ansible_run import run_playbook
 from .job import Job
 from .paths import process_identity
@@ -30,7 +30,7 @@ def job_hosts(job: Job, extra: dict | None = None) -> dict[str, dict]:
 def run_for_job(job: Job, playbook: str, extravars: dict, *, hosts: dict | None = None, **options):
     """Run a playbook on the job's nodes with the job's inventory and vault password file."""
     return run_playbook(playbook, job.inventory["sources"], job_hosts(job) if hosts is None else hosts,
-                        {"tsubmit_job_id": job.id, "tsubmit_job_executor": job.executor,
+                        {"tsubmit_job_id": job.id, "tsubmit_job_executor": executors.get(job.executor).runs,
                          "tsubmit_job_container": job.extras.get("container"),
                          "tsubmit_job_optuna": job.extras.get("optuna"),
                          **hooks.job_extravars(job.extras), **extravars},

@@ -8,10 +8,10 @@ nvidia-smi, the remote root) are shown as <placeholders>.
 """
 
 import functools
-import importlib.util
-import sys
 
+from . import executors
 from .clusters import Node, ResolvedCluster
+from .collection import plugin_utils
 from .job import Job
 from .paths import ansible_dir
 
@@ -20,17 +20,9 @@ DETECTED = "<gpus>"
 REMOTE_ROOT = "<remote root>"
 
 
-@functools.cache
 def _core():
-    """plugins/plugin_utils/launch_render.py, loaded by path: it is part of the
-    collection (ansible_collections.tsubmit.cluster), not of this package."""
-    path = ansible_dir() / "ansible_collections" / "tsubmit" / "cluster" / "plugins" / "plugin_utils" \
-        / "launch_render.py"
-    spec = importlib.util.spec_from_file_location("tsubmit._launch_render", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    """plugins/plugin_utils/launch_render.py: the collection's, not this package's."""
+    return plugin_utils("launch_render")
 
 
 @functools.cache
@@ -40,12 +32,13 @@ def _renderer():
 
 def launch_variables(job: Job, cluster: ResolvedCluster, node: Node, nproc: int | None) -> dict:
     """The launch_* variables of NODE's rank, with placeholders for what the probe would find."""
-    optuna = job.executor == "optuna"  # each node is a group of its own, with a port of its own
+    executor = executors.get(job.executor)
+    own_port = executor.node_local_groups  # each node a group of its own, with a port of its own
     nodes = [{
         "address": n.address,
         "gpus": nproc or n.gpus or DETECTED,
         "remote_root": REMOTE_ROOT,
-        "port": PORT if optuna or n.rank == 0 else None,
+        "port": PORT if own_port or n.rank == 0 else None,
         # GPUs are counted at launch; a dry run takes a node that declares them at its word.
         "has_gpus": n.gpus is not None,
         "python": n.vars.get("tsubmit_python", "python3"),
@@ -54,7 +47,7 @@ def launch_variables(job: Job, cluster: ResolvedCluster, node: Node, nproc: int 
         "container_engine": n.vars.get("tsubmit_container_engine", "docker"),
         "container_run_args": n.vars.get("tsubmit_container_run_args") or [],
     } for n in cluster.nodes]
-    values = {"id": job.id, "name": job.name, "attempt": job.attempt, "executor": job.executor,
+    values = {"id": job.id, "name": job.name, "attempt": job.attempt, "executor": executor.runs,
               "command": job.command, "env": job.env, "max_restarts": job.max_restarts,
               "container": job.extras.get("container"), "setup": job.extras.get("setup")}
     return _core().rank_variables(values, nodes, node.rank, _optuna_endpoint(job, cluster))
@@ -62,7 +55,7 @@ def launch_variables(job: Job, cluster: ResolvedCluster, node: Node, nproc: int 
 
 def _optuna_endpoint(job: Job, cluster: ResolvedCluster) -> dict | None:
     settings = job.extras.get("optuna")
-    if job.executor != "optuna" or not settings:
+    if not executors.get(job.executor).study_store or not settings:
         return None
     return {"study": settings["study"], "storage_url": settings["storage"],
             "host": cluster.nodes[0].address, "port": "<store port>"}

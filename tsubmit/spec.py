@@ -10,9 +10,10 @@ from pathlib import Path
 
 import yaml
 
+from . import executors
 from .clusters import ClusterRef
 from .errors import UsageError
-from .job import EXECUTORS, PULL_POLICIES
+from .job import PULL_POLICIES
 
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _DOTENV_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$")
@@ -26,7 +27,7 @@ class RunRequest:
     command: list[str]
     cluster: ClusterRef
     workdir: Path
-    executor: str = "torchrun"
+    executor: str = executors.DEFAULT
     name: str | None = None
     env: dict[str, str] = field(default_factory=dict)
     gpus: int | None = None
@@ -54,13 +55,10 @@ class RunRequest:
 def validate_request(request: RunRequest) -> RunRequest:
     if not request.command or not request.command[0].strip():
         raise UsageError("no command given: put it after `--`, e.g. `tsubmit run -- python train.py`")
-    if request.executor not in EXECUTORS:
-        raise UsageError(f"unknown executor {request.executor!r}; choose one of {', '.join(EXECUTORS)}")
-    if request.executor == "docker":
-        # torch-submit's name for "distributed, inside a container".
-        if not request.image:
-            raise UsageError("--executor docker runs the command in a container: give --image IMAGE")
-        request.executor = "distributed"
+    if request.executor not in executors.NAMES:
+        raise UsageError(f"unknown executor {request.executor!r}; choose one of {', '.join(executors.NAMES)}")
+    if executors.get(request.executor).needs_image and not request.image:
+        raise UsageError(f"--executor {request.executor} runs the command in a container: give --image IMAGE")
     if request.image is not None and not _IMAGE.match(request.image):
         raise UsageError(f"invalid image name {request.image!r}: no spaces or shell characters "
                          "(e.g. registry.example/team/train:1.2)")
@@ -165,10 +163,12 @@ def parse_duration(text: str) -> float:
 
 def _optuna_settings(spec: dict) -> dict | None:
     keys = ("study", "direction", "optuna_storage", "dashboard")
-    if spec.get("executor") != "optuna":
+    executor = executors.BY_NAME.get(spec.get("executor") or executors.DEFAULT)
+    if not (executor and executor.study_store):  # an unknown executor is named by validate_request
         given = [key for key in keys if spec.get(key)]
         if given:
-            raise UsageError(f"--{given[0].replace('_', '-')} goes with --executor optuna")
+            searches = " or ".join(e.name for e in executors.TABLE if e.study_store)
+            raise UsageError(f"--{given[0].replace('_', '-')} goes with --executor {searches}")
         return None
     from .optuna import check_direction, resolve_storage
 
@@ -199,7 +199,7 @@ def request_from_spec(spec: dict, asked_vault_file: str | None = None) -> tuple[
     env.update(spec.get("env") or {})
     request = validate_request(RunRequest(
         command=list(spec.get("command") or []), cluster=ref, workdir=Path(spec.get("workdir", ".")),
-        executor=spec.get("executor") or "torchrun", name=spec.get("name"), env=env,
+        executor=spec.get("executor") or executors.DEFAULT, name=spec.get("name"), env=env,
         gpus=spec.get("gpus"), max_restarts=spec.get("max_restarts") or 0,
         keep_going=bool(spec.get("keep_going")),
         image=spec.get("image"), container_args=list(spec.get("container_args") or []),

@@ -4,7 +4,7 @@ import json
 import time
 from dataclasses import dataclass
 
-from . import ansible_env, hooks, node_actions
+from . import ansible_env, executors, hooks, node_actions
 from . import archive as archives
 from .ansible_run import PlaybookRun, cluster_hosts, run_playbook
 from .clusters import ResolvedCluster, resolve
@@ -75,7 +75,7 @@ class Plan:
 
 
 def unused_steps(job: Job, hook_kinds: set[str]) -> list[str]:
-    steps = [] if job.executor == "optuna" else ["optuna"]
+    steps = [] if executors.get(job.executor).study_store else ["optuna"]
     if not hook_kinds & {"pre_launch_roles", "pre_launch_tasks"}:
         steps.append("pre_launch_hooks")
     if "post_launch_tasks" not in hook_kinds:
@@ -117,7 +117,8 @@ def extravars(job: Job, archive: archives.Archive | None) -> dict:
         "tsubmit_job_id": job.id,
         "tsubmit_job_name": job.name,
         "tsubmit_job_attempt": job.attempt,
-        "tsubmit_job_executor": job.executor,
+        # What the roles run (`docker` runs distributed's template, in the container).
+        "tsubmit_job_executor": executors.get(job.executor).runs,
         "tsubmit_job_command": job.command,
         "tsubmit_job_env": job.env,
         "tsubmit_job_max_restarts": job.max_restarts,

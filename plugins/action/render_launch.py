@@ -18,7 +18,7 @@ its own variables, as a plain ansible-playbook run does.
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.tsubmit.cluster.plugins.plugin_utils import launch_render
+from ansible_collections.tsubmit.cluster.plugins.plugin_utils import executors, launch_render
 
 # What the role's defaults read from the host (roles/launch/defaults/main.yml).
 HOST_DEFAULTS = {
@@ -50,7 +50,8 @@ class ActionModule(ActionBase):
         job["setup"] = self._templar.template(task_vars.get("tsubmit_job_setup"))
         try:
             nodes = [self._node(hostvars[host], probes[host]) for host in hosts]
-            optuna = (hostvars[hosts[0]]["optuna_store_endpoint"] if job["executor"] == "optuna" else None)
+            optuna = (hostvars[hosts[0]]["optuna_store_endpoint"]
+                      if executors.traits(job["executor"])["study_store"] else None)
             renderer = launch_render.Renderer(self._templates())
             rendered = {}
             for rank, host in enumerate(hosts):

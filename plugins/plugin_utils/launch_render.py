@@ -1,10 +1,11 @@
 """The launch role's scripts rendered with jinja2 alone, as the role renders them.
 
-roles/launch/templates/ (launch.sh.j2, environment.sh.j2, command.sh.j2) are
-the role's interface: a plain ansible-playbook run renders them per host with
-Ansible's template lookup from the variables in roles/launch/vars/main.yml.
+roles/launch/templates/ (launch.sh.j2, environment.sh.j2, command.sh.j2 and
+each executor's executors/<name>.sh.j2) are the role's interface: a plain
+ansible-playbook run renders them per host with Ansible's template lookup
+from the variables in roles/launch/vars/main.yml.
 ansible-core 2.19 keeps no compiled template, so every forked worker compiles
-the three files and each `launch_*` variable's expression again: 70-80 ms of
+the templates and each `launch_*` variable's expression again: 70-80 ms of
 controller CPU per host. Here one process compiles each file once and renders
 every rank from plain values (rank_variables mirrors vars/main.yml), with the
 few filters and tests the templates use, behaving as Ansible's do.
@@ -14,7 +15,8 @@ probe and the launch) and by tsubmit's --dry-run, so the three agree; a test
 renders the same job through the role and through this module and compares
 the scripts byte for byte (tests/e2e/test_launch_render.py).
 
-Nothing here imports Ansible: tsubmit's dry run loads this file by path.
+Nothing here imports Ansible: tsubmit's dry run loads this folder by path
+(tsubmit/collection.py).
 """
 
 import os
@@ -22,6 +24,8 @@ import re
 import shlex
 
 import jinja2
+
+from . import executors
 
 # The files the launch step places beside each other (launch.sh sources environment.sh).
 SCRIPTS = {"launch.sh": "launch.sh.j2", "environment.sh": "environment.sh.j2"}
@@ -98,13 +102,15 @@ def rank_variables(job: dict, nodes: list[dict], rank: int, optuna: dict | None 
     container_run_args. OPTUNA: the head's study store endpoint, or None.
     """
     node, head = nodes[rank], nodes[0]
-    is_optuna = job["executor"] == "optuna"  # an Optuna worker is a group of its own
+    traits = executors.traits(job["executor"])
+    own_group = traits["group"] == "node"  # each node a torch group of its own
     slots = [item["gpus"] for item in nodes]
     known = all(isinstance(count, int) for count in slots)
     job_dir = f"{node['remote_root']}/{job['id']}"
     attempt_dir = f"{job_dir}/rank-{rank}/attempt-{job['attempt']}"
     return {
         "launch_executor": job["executor"],
+        "launch_executor_traits": traits,
         "launch_command": job["command"],
         "launch_python": node["python"],
         "launch_torchrun": node["torchrun"],
@@ -113,13 +119,13 @@ def rank_variables(job: dict, nodes: list[dict], rank: int, optuna: dict | None 
         "launch_nnodes": len(nodes),
         "launch_nproc": node["gpus"],
         "launch_node_slots": slots,
-        "launch_world_size": node["gpus"] if is_optuna else (
+        "launch_world_size": node["gpus"] if own_group else (
             sum(int(count) for count in slots) if known else UNKNOWN_WORLD_SIZE),
         "launch_node_address": node["address"],
         "launch_node_addresses": [item["address"] for item in nodes],
-        "launch_master_addr": "127.0.0.1" if is_optuna else head["address"],
-        "launch_master_port": node["port"] if is_optuna else head["port"],
-        "launch_optuna": optuna if is_optuna else None,
+        "launch_master_addr": "127.0.0.1" if own_group else head["address"],
+        "launch_master_port": node["port"] if own_group else head["port"],
+        "launch_optuna": optuna if traits["study_store"] else None,
         "launch_job_dir": job_dir,
         "launch_attempt_dir": attempt_dir,
         "launch_workdir": f"{job_dir}/workdir",

@@ -66,6 +66,7 @@ def list_jobs(obj, show_all, cluster, output):
 @click.pass_obj
 def status(obj, job_ref, output):
     """Show a job and the state of each rank."""
+    from .. import executors
     from .. import output as out
     from ..lifecycle import refresh
     from ..views import job_view
@@ -87,7 +88,7 @@ def status(obj, job_ref, output):
     if job.inventory.get("head_reason"):
         click.echo(f"head: {job.ranks[0].host} ({job.inventory['head_reason']})")
     print_summary(job)
-    if job.executor == "optuna":
+    if executors.get(job.executor).study_store:
         from ..optuna import format_summary, study_summary
 
         for line in format_summary(study_summary(job, verbose=obj["verbose"])):

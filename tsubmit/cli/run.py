@@ -6,8 +6,8 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
+from .. import executors
 from ..errors import UsageError
-from ..job import EXECUTORS
 
 # click parameter -> spec key (tsubmit/jobspec.py); the command argument is "command".
 SPEC_KEYS = {
@@ -33,10 +33,9 @@ _JOB_OPTIONS = [
     click.option("--vault-password-file", help="Vault password file for the inventory's encrypted "
                  "variables (remembered for the job's later commands)."),
     click.option("--name", help="Job name (default: a generated friendly name)."),
-    click.option("--executor", default="torchrun", show_default=True, type=click.Choice(EXECUTORS),
-                 help="torchrun; distributed (the command once per node, torch variables set); "
-                 "docker (distributed in a container, needs --image); optuna (one search worker "
-                 "per node)."),
+    click.option("--executor", default=executors.DEFAULT, show_default=True,
+                 type=click.Choice(executors.NAMES), help="How the command starts on each node: "
+                 + executors.choices_help()),
     click.option("--workdir", default=".", show_default=True, help="Directory shipped to every node."),
     click.option("--env", "env_pairs", multiple=True, metavar="KEY=VALUE",
                  help="Environment variable for the job (repeatable)."),
