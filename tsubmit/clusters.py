@@ -447,11 +447,12 @@ def _node(name: str, rank: int, host_vars: dict) -> Node:
     return Node(name, rank, address, int(gpus) if gpus is not None else None, host_vars)
 
 
-def host_variables(sources: list[str], names: list[str], vault_password_file: str | None = None
-                   ) -> dict[str, dict]:
-    """The merged variables of the named hosts, as ansible-playbook sees them."""
+def host_variables(sources: list[str], names: list[str], vault_password_file: str | None = None,
+                   *, reveal: bool = True) -> dict[str, dict]:
+    """The merged variables of the named hosts, as ansible-playbook sees them
+    (a vaulted value as VAULTED unless REVEAL)."""
     ref = ClusterRef("hosts", sources, vault_password_file=vault_password_file)
-    found = _plain_yaml_hosts(ref) or _ansible_hosts(ref, reveal=True)
+    found = _plain_yaml_hosts(ref) or _ansible_hosts(ref, reveal=reveal)
     for name in names:
         if name not in found.variables:
             raise UsageError(f"host {name} is no longer in {', '.join(sources)}")

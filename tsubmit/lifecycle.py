@@ -33,7 +33,6 @@ from .node_actions import (
     ROLLBACK_GRACE,
     Acted,
     act,
-    job_hosts,
     launcher_alive,
     launcher_identity,
 )
@@ -250,6 +249,7 @@ def restart(store: JobStore, job: Job, *, on_event=None, verbose: int = 0) -> Jo
     archive_path = state_dir() / "archives" / f"{job.archive}.tar.gz"
     if not archive_path.exists():
         raise UsageError(f"the archive of job {job.id} is gone from {archive_path}; submit it again")
+    the_plan = submit.replan(job)  # before anything changes: a host gone from the inventory is refused
     before = copy.deepcopy(job)
     job.attempt += 1
     job.state, job.message, job.ended_at = states.STARTING, "", None
@@ -258,9 +258,6 @@ def restart(store: JobStore, job: Job, *, on_event=None, verbose: int = 0) -> Jo
         rank.attempt = job.attempt
     job.launcher = launcher_identity()
     store.save(job)
-    hosts = job_hosts(job)
-    for rank in job.ranks:
-        hosts[rank.host].update(tsubmit_node_address=rank.address, tsubmit_nproc=rank.nproc or 0)
     archive = Archive(archive_path, job.archive, 0, archive_path.stat().st_size)
 
     def roll_back(failures: dict[str, str] | None) -> str:
@@ -277,12 +274,8 @@ def restart(store: JobStore, job: Job, *, on_event=None, verbose: int = 0) -> Jo
         return (f"restart of job {job.id} as attempt {attempt} {what}; rolled back{left}, the job "
                 f"is {job.state} at attempt {job.attempt} as before")
 
-    # Hook steps are left to their `when`: the inventory's hooks are not read here.
-    submit.launch(job, store, submit.Target(job.inventory["sources"], hosts,
-                                            submit.extravars(job, archive),
-                                            [] if executors.get(job.executor).study_store else ["optuna"],
-                                            job.inventory.get("vault_password_file")),
-                  roll_back=roll_back, on_event=on_event, verbose=verbose)
+    submit.launch(job, store, submit.target(the_plan, archive), roll_back=roll_back, on_event=on_event,
+                  verbose=verbose)
     return job
 
 

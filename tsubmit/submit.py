@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from . import ansible_env, executors, hooks, node_actions
 from . import archive as archives
 from .ansible_run import PlaybookRun, cluster_hosts, run_playbook
-from .clusters import ResolvedCluster, resolve
+from .clusters import ClusterRef, Node, ResolvedCluster, host_variables, resolve
 from .errors import LaunchError, UsageError
 from .interrupts import Deferred, Interrupted
 from .job import FAILED, RUNNING, STOPPED, Job, Rank, friendly_name, new_job_id
@@ -110,6 +110,22 @@ def plan(request: RunRequest) -> Plan:
     if job.extras.get("optuna") and not job.extras["optuna"]["study"]:
         job.extras["optuna"]["study"] = job.name  # the generated name
     return Plan(job, cluster)
+
+
+def replan(job: Job) -> Plan:
+    """The plan of a recorded job's next attempt: its own hosts, ranks,
+    addresses and processes per node, with the inventory's variables read
+    again, so that a restart launches with the same extra-vars, skipped steps
+    and rendering as `run`; a host gone from the inventory, or a hook file gone
+    from the controller, is refused before anything changes."""
+    inventory = job.inventory
+    ref = ClusterRef(job.cluster, inventory["sources"], inventory.get("group") or "all",
+                     inventory.get("limit"), inventory.get("vault_password_file"))
+    variables = host_variables(ref.sources, [rank.host for rank in job.ranks], ref.vault_password_file,
+                               reveal=False)
+    nodes = [Node(rank.host, rank.rank, rank.address, rank.nproc, variables[rank.host]) for rank in job.ranks]
+    hooks.check({node.name: node.vars for node in nodes}, hooks.job_extravars(job.extras))
+    return Plan(job, ResolvedCluster(ref, nodes, inventory.get("head_reason") or ""))
 
 
 def extravars(job: Job, archive: archives.Archive | None) -> dict:
@@ -217,7 +233,7 @@ def submit(the_plan: Plan, workdir, store: JobStore, *, on_event=None, verbose: 
             return f"interrupted: the launch of job {job.id} was rolled back{left}; recorded as stopped"
         return f"launch of job {job.id} failed{left}"
 
-    launch(job, store, _target(the_plan, archive), roll_back=roll_back, on_event=on_event,
+    launch(job, store, target(the_plan, archive), roll_back=roll_back, on_event=on_event,
            verbose=verbose)
     return job
 
@@ -233,7 +249,8 @@ class Target:
     vault_password_file: str | None
 
 
-def _target(the_plan: Plan, archive: archives.Archive) -> Target:
+def target(the_plan: Plan, archive: archives.Archive) -> Target:
+    """What run and restart launch with: the same extra-vars, skipped steps and rendering."""
     cluster = the_plan.cluster
     return Target(cluster.ref.sources, cluster_hosts(cluster, the_plan.host_vars()),
                   {**extravars(the_plan.job, archive), **the_plan.role_validation(),
@@ -269,7 +286,7 @@ def launch(job: Job, store: JobStore, target: Target, *, roll_back, on_event=Non
 
 
 def _run_submit_playbook(the_plan: Plan, archive: archives.Archive, **options) -> PlaybookRun:
-    return _submit_playbook(_target(the_plan, archive), **options)
+    return _submit_playbook(target(the_plan, archive), **options)
 
 
 def _submit_playbook(target: Target, **options) -> PlaybookRun:
