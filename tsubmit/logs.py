@@ -18,14 +18,12 @@ from .node_actions import job_hosts, run_for_job
 from .ssh_hints import host_key_hint
 
 LOG_TASK = "Read the rank's log"
-# A rank's logs, in its attempt's folder on the node: its command's output,
-# and the setup's (run --setup: roles/launch/files/run_setup.sh).
-OUTPUT_LOG, SETUP_LOG = layout.LOG, layout.SETUP_LOG
 
 
-def fetch(job: Job, ranks: list[Rank], attempt: int, *, log: str = OUTPUT_LOG,
+def fetch(job: Job, ranks: list[Rank], attempt: int, *, log: str = layout.LOG,
           verbose: int = 0) -> dict[int, list[str]]:
-    """Each rank's log lines, read on its node by a shell script (playbooks/logs.yml).
+    """Each rank's log lines, read on its node by a shell script (playbooks/logs.yml):
+    LOG is the file of the attempt's folder, its output or the setup's (layout.SETUP_LOG).
 
     A rank whose log cannot be read fails the command naming its host (exit 3),
     never an empty log."""

@@ -2,7 +2,7 @@
 
 The setup runs on every node before the rank starts (roles/launch/files/
 run_setup.sh, from start_rank.sh), once per node and inputs: its folder on
-the node, TSUBMIT_SETUP_DIR, is `<remote root>/.setup/<key>`, and a setup
+the node, TSUBMIT_SETUP_DIR, is `<remote root>/.setup/<key>` (layout.setup_dir), and a setup
 that succeeded there is skipped the next time. The key is computed here, on
 the controller, from the setup string and the content of the key files, and
 reaches the node as data: the node never hashes or parses the job's files.
@@ -11,7 +11,6 @@ reaches the node as data: the node never hashes or parses the job's files.
 import hashlib
 from pathlib import Path
 
-from . import layout
 from .errors import UsageError
 
 # Files whose content a setup usually installs from; the key follows them
@@ -20,8 +19,6 @@ DEFAULT_KEY_FILES = ("requirements*.txt", "pyproject.toml", "uv.lock", "environm
 # Hex digits of the key kept in the folder's name: 80 bits, and a short path
 # keeps a venv's `#!` lines under the kernel's limit.
 KEY_LENGTH = 20
-# Folders under the remote root: the setup cache, beside the archive cache.
-SETUP_FOLDER = layout.SETUPS
 
 
 def default_key_files(workdir: Path) -> list[str]:

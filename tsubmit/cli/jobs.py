@@ -124,9 +124,10 @@ def logs(obj, job_ref, rank_number, all_ranks, tail, follow, attempt, setup_log)
 
         follow_job(store, job, ranks, prefixed=all_ranks, tail=tail, verbose=obj["verbose"])
         sys.exit(result_code(job))
-    from ..logs import OUTPUT_LOG, SETUP_LOG, fetch
+    from ..layout import LOG, SETUP_LOG
+    from ..logs import fetch
 
-    lines = fetch(job, ranks, attempt, log=SETUP_LOG if setup_log else OUTPUT_LOG, verbose=obj["verbose"])
+    lines = fetch(job, ranks, attempt, log=SETUP_LOG if setup_log else LOG, verbose=obj["verbose"])
     for rank in ranks:
         shown = lines[rank.rank][-tail:] if tail else ([] if tail == 0 else lines[rank.rank])
         prefix = f"[rank {rank.rank} {rank.host}] " if all_ranks else ""
