@@ -108,6 +108,7 @@ NODE_FILES = {
     layout.ARCHIVES: ["preflight/files/probe.py"],
     layout.WORKDIR: ["preflight/files/probe.py"],
     layout.RANK_LIB: ["preflight/files/probe.py"],
+    layout.SETUPS: ["launch/files/start_rank.sh"],
     layout.PID: ["launch/templates/launch.sh.j2", "status/files/rank_status.py", "stop/files/stop.sh"],
     layout.EXIT_CODE: ["launch/templates/launch.sh.j2", "status/files/rank_status.py",
                        "stop/files/stop.sh"],
