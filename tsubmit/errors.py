@@ -2,7 +2,9 @@
 
 The exit codes are a public contract (README, "Exit codes"):
 0 success, 1 the job (or a rank) failed, 2 bad usage or input,
-3 the cluster could not be reached or the launch failed, 4 refused by policy.
+3 the cluster could not be reached or the launch failed, 4 refused by policy,
+5 the GPUs the job asks for are busy on some node (leased by other jobs),
+130 interrupted.
 """
 
 EXIT_OK = 0
@@ -10,6 +12,7 @@ EXIT_JOB_FAILED = 1
 EXIT_USAGE = 2
 EXIT_LAUNCH = 3
 EXIT_REFUSED = 4
+EXIT_BUSY = 5
 
 
 class TsubmitError(Exception):

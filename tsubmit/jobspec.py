@@ -43,7 +43,8 @@ FIELDS = (
     Field("command", "command", "The command: a list of arguments, or a string split like a shell."),
     Field("env", "mapping", "Environment variables for the job (string values)."),
     Field("env_file", "string", "YAML mapping or dotenv file of environment variables.", path=True),
-    Field("gpus", "integer", "Processes per node."),
+    Field("gpus", "integer", "GPUs leased per node, one process each (default: all of the node's; "
+          "0: none, one process). On a node without GPUs: processes per node."),
     Field("max_restarts", "integer", "Restarts of a failed rank."),
     Field("keep_going", "boolean", "Keep the other ranks running when one fails (default: they are "
           "stopped)."),
@@ -51,6 +52,8 @@ FIELDS = (
     Field("follow", "boolean", "Like wait, streaming rank 0's log."),
     Field("timeout", "string", "With wait: stop the job after this long (e.g. 90m)."),
     Field("if_running", "string", "What to do when a job of this name is running.", POLICIES),
+    Field("queue", "boolean", "Wait while the job's GPUs are busy on some node instead of exiting 5."),
+    Field("queue_timeout", "string", "With queue: give up (exit 5) after this long (e.g. 2h)."),
     Field("image", "string", "Run each rank's command in this container image."),
     Field("container_args", "list", "Extra arguments for the container engine's run command."),
     Field("pull", "string", "When to pull the image: missing, always or never.",

@@ -18,6 +18,8 @@ from .paths import ansible_dir
 PORT = "<port>"
 DETECTED = "<gpus>"
 REMOTE_ROOT = "<remote root>"
+# roles/launch/defaults/main.yml's launch_gpu_lease_dir when the host sets no tsubmit_gpu_lease_dir.
+DEFAULT_LEASE_DIR = "/dev/shm/tsubmit-gpu-leases"
 
 
 def _core():
@@ -41,6 +43,10 @@ def launch_variables(job: Job, cluster: ResolvedCluster, node: Node, nproc: int 
         "port": PORT if own_port or n.rank == 0 else None,
         # GPUs are counted at launch; a dry run takes a node that declares them at its word.
         "has_gpus": n.gpus is not None,
+        # A node that declares tsubmit_gpus leases them (all, or --gpus of them).
+        "gpu_ids": list(range(n.gpus or 0)),
+        "lease": (n.gpus if job.gpus is None else job.gpus) if n.gpus else 0,
+        "lease_dir": n.vars.get("tsubmit_gpu_lease_dir", DEFAULT_LEASE_DIR),
         "python": n.vars.get("tsubmit_python", "python3"),
         "torchrun": n.vars.get("tsubmit_torchrun", "torchrun"),
         "host_env": n.vars.get("tsubmit_env") or {},

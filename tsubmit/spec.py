@@ -71,8 +71,8 @@ def validate_request(request: RunRequest) -> RunRequest:
                                  "cannot carry")
     if not request.workdir.is_dir():
         raise UsageError(f"working directory {request.workdir} does not exist or is not a directory")
-    if request.gpus is not None and request.gpus < 1:
-        raise UsageError(f"--gpus must be at least 1 (processes per node), got {request.gpus}")
+    if request.gpus is not None and request.gpus < 0:
+        raise UsageError(f"--gpus must be 0 (no GPUs) or more (GPUs leased per node), got {request.gpus}")
     if request.max_restarts < 0:
         raise UsageError(f"--max-restarts must be 0 or more, got {request.max_restarts}")
     if request.name is not None and (not request.name.strip() or _CONTROL.search(request.name)):
@@ -186,6 +186,8 @@ class Behaviour:
     follow: bool = False
     timeout: float | None = None
     if_running: str = "allow"
+    queue: bool = False  # wait while the GPUs are busy instead of exiting 5
+    queue_timeout: float | None = None
 
 
 def request_from_spec(spec: dict, asked_vault_file: str | None = None) -> tuple[RunRequest, Behaviour]:
@@ -214,5 +216,9 @@ def request_from_spec(spec: dict, asked_vault_file: str | None = None) -> tuple[
     if if_running != "allow" and not request.name:
         raise UsageError(f"--if-running {if_running} is keyed on the job name: give --name")
     follow = bool(spec.get("follow"))
+    queue_timeout = parse_duration(spec["queue_timeout"]) if spec.get("queue_timeout") is not None else None
+    if queue_timeout is not None and not spec.get("queue"):
+        raise UsageError("--queue-timeout goes with --queue")
     return request, Behaviour(wait=bool(spec.get("wait")) or follow or timeout is not None,
-                              follow=follow, timeout=timeout, if_running=if_running)
+                              follow=follow, timeout=timeout, if_running=if_running,
+                              queue=bool(spec.get("queue")), queue_timeout=queue_timeout)

@@ -4,7 +4,7 @@ import json
 import time
 from dataclasses import dataclass
 
-from . import ansible_env, executors, hooks, node_actions
+from . import ansible_env, executors, gpu_leases, hooks, node_actions
 from . import archive as archives
 from .ansible_run import PlaybookRun, cluster_hosts, run_playbook
 from .clusters import ClusterRef, Node, ResolvedCluster, host_variables, resolve
@@ -138,6 +138,8 @@ def extravars(job: Job, archive: archives.Archive | None) -> dict:
         "tsubmit_job_command": job.command,
         "tsubmit_job_env": job.env,
         "tsubmit_job_max_restarts": job.max_restarts,
+        # GPUs leased per node: None all of the node's, 0 none (README, "Sharing a cluster").
+        "tsubmit_job_gpus": job.gpus,
         "tsubmit_job_nodes": [rank.host for rank in job.ranks],
         "tsubmit_job_container": job.extras.get("container"),
         "tsubmit_job_optuna": job.extras.get("optuna"),
@@ -152,6 +154,8 @@ def extravars(job: Job, archive: archives.Archive | None) -> dict:
             "git_commit": job.git_commit,
             "command": job.command,
             "executor": job.executor,
+            # Who holds the GPUs, in the rank's lease (roles/gpu_lease).
+            "submitted_by": gpu_leases.submitter(),
         },
     }
 
@@ -276,9 +280,14 @@ def launch(job: Job, store: JobStore, target: Target, *, roll_back, on_event=Non
         if failures or run.status != "successful":
             failures = failures or {"ansible": f"the submit playbook {run.status}; see "
                                                f"{run.data_dir}/artifacts"}
+            busy = gpu_leases.busy_nodes(failures)
             message = roll_back(failures)
             job.message = "; ".join(f"{host}: {text}" for host, text in failures.items())
+            if busy:
+                job.message = gpu_leases.busy_message(busy)
             store.save(job)
+            if busy:
+                raise gpu_leases.GpusBusy(f"{message}: {gpu_leases.busy_message(busy)}", busy)
             raise LaunchError(message, failures)
         record_started(job, run)
         job.launcher = None

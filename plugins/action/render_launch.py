@@ -27,6 +27,7 @@ HOST_DEFAULTS = {
     "host_env": ("tsubmit_env", {}),
     "container_engine": ("tsubmit_container_engine", "docker"),
     "container_run_args": ("tsubmit_container_run_args", []),
+    "lease_dir": ("tsubmit_gpu_lease_dir", "/dev/shm/tsubmit-gpu-leases"),
 }
 # The role's switch for this step and the fact it sets, never a host's override.
 OWN_VARIABLES = {"launch_render_on_controller", "launch_rendered"}
@@ -73,7 +74,8 @@ class ActionModule(ActionBase):
 
     def _node(self, variables, probe: dict) -> dict:
         node = {"address": probe["address"], "gpus": probe["gpus"], "remote_root": probe["remote_root"],
-                "port": probe["port"], "has_gpus": probe["has_gpus"]}
+                "port": probe["port"], "has_gpus": probe["has_gpus"], "gpu_ids": probe["gpu_ids"],
+                "lease": probe["lease"]}
         for key, (name, default) in HOST_DEFAULTS.items():
             node[key] = variables.get(name, default)
         return node

@@ -98,8 +98,9 @@ def rank_variables(job: dict, nodes: list[dict], rank: int, optuna: dict | None 
     JOB: id, name, attempt, executor, command, env, max_restarts, container,
     setup (the job's tsubmit_job_* values). NODES, in rank order, what the probe
     found and the host's variables: address, gpus (processes on the node),
-    remote_root, port, has_gpus, python, torchrun, host_env, container_engine,
-    container_run_args. OPTUNA: the head's study store endpoint, or None.
+    remote_root, port, has_gpus, gpu_ids, lease (GPUs the rank leases), python,
+    torchrun, host_env, container_engine, container_run_args, lease_dir. OPTUNA: the
+    head's study store endpoint, or None.
     """
     node, head = nodes[rank], nodes[0]
     traits = executors.traits(job["executor"])
@@ -145,4 +146,7 @@ def rank_variables(job: dict, nodes: list[dict], rank: int, optuna: dict | None 
         "launch_has_gpus": node["has_gpus"],
         "launch_setup": job.get("setup") or None,
         "launch_setup_dir": f"{node['remote_root']}/.setup/{job['setup']['key']}" if job.get("setup") else "",
+        "launch_gpu_ids": node["gpu_ids"],
+        "launch_gpu_lease": node["lease"],
+        "launch_gpu_lease_dir": node["lease_dir"],
     }

@@ -92,6 +92,7 @@ def inventory(tmp_path: Path, hook: Path) -> dict:
     hosts["h0"]["tsubmit_python"] = "/opt/my env/bin/python"
     hosts["h1"]["tsubmit_torchrun"] = "/opt/it's/bin/torchrun"
     hosts["h1"]["tsubmit_container_engine"] = "podman"
+    hosts["h1"]["tsubmit_gpu_lease_dir"] = "/run/team's leases"
     hosts["h1"]["tsubmit_container_run_args"] = ["--ulimit", "nofile=1024", "--ipc=private"]
     # A host that overrides a role variable keeps the role's own rendering.
     hosts["h2"]["launch_torchrun"] = "/srv/{{ inventory_hostname }}/torchrun"
@@ -106,7 +107,9 @@ def probes(tmp_path: Path, executor: str) -> dict:
         picks_port = rank == 0 or executor == "optuna"
         answers[name] = {"remote_root": str(root), "address": f"127.0.0.{rank + 1}", "gpus": rank + 1,
                          "has_gpus": rank == 1, "port": 29400 + rank if picks_port else None,
-                         "archive_present": False, "tree_present": False}
+                         "archive_present": False, "tree_present": False,
+                         # h0 has no GPUs, h1 leases its 2, h2 opts out of its 3 (--gpus 0)
+                         "gpu_ids": list(range(2 * rank - 1)) if rank else [], "lease": 2 if rank == 1 else 0}
     return answers
 
 

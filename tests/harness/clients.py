@@ -106,6 +106,9 @@ class NodeClients:
             "ansible_python_interpreter": self.python,
             "tsubmit_python": self.python,
             "tsubmit_remote_root": str(node.remote_root),
+            # Test nodes share one machine: each has its own GPU lease folder, so
+            # tests never contend for GPUs by accident.
+            "tsubmit_gpu_lease_dir": str(node.lease_dir),
         }
         if not interpreter:
             del host_vars["ansible_python_interpreter"]

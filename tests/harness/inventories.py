@@ -90,7 +90,8 @@ def write_ops_inventory(directory: Path, nodes: SshNodes, members: list[Node], b
         + f"  DB_PASSWORD: {_vaulted(SECRETS['db_password'], 4)}")
     for node in members:
         own = nodes.host_vars(node, interpreter=False)
-        values = {key: own[key] for key in ("ansible_host", "ansible_port", "tsubmit_remote_root")}
+        values = {key: own[key] for key in ("ansible_host", "ansible_port", "tsubmit_remote_root",
+                                              "tsubmit_gpu_lease_dir")}
         if node is head:
             values["tsubmit_head"] = True
         (directory / "host_vars" / f"{node.name}.yml").write_text(

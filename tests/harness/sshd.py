@@ -100,6 +100,12 @@ class Node:
         return self.dir / "sshd.log"
 
     @property
+    def lease_dir(self) -> Path:
+        """The node's GPU lease folder, which the lease helper creates (mode 1777)
+        inside a folder every user may write, as /dev/shm on a real machine."""
+        return self.dir / "shm" / "tsubmit-gpu-leases"
+
+    @property
     def marker(self) -> str:
         """Value of ``TSUBMIT_HARNESS_NODE`` in every session of this node."""
         return str(self.dir)
@@ -347,6 +353,9 @@ class SshNodes(NodeClients):
         remote_root.mkdir()
         os.chown(remote_root, account.pw_uid, account.pw_gid)
         remote_root.chmod(0o755)
+        shm = node_dir / "shm"  # the node's /dev/shm (see Node.lease_dir)
+        shm.mkdir()
+        shm.chmod(0o1777)
         host_key = node_dir / "ssh_host_ed25519_key"
         accounts.keygen(host_key, f"tsubmit-harness-{name}")
         node = Node(

@@ -7,6 +7,7 @@ shell hands the program must be exactly what the user typed.
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -275,7 +276,10 @@ def test_launch_script_runs_the_command_exactly(tmp_path, fake_torchrun, executo
     cluster = make_cluster(gpus=1, tsubmit_torchrun=fake_torchrun)
     job = make_job(cluster, executor, [sys.executable, "-c", DUMP_ARGV, *args],
                    env={"V_NEWLINES": "a\nb"})
-    values = {**variables(job, cluster), "launch_attempt_dir": str(attempt), "launch_workdir": str(work)}
+    values = {**variables(job, cluster), "launch_attempt_dir": str(attempt), "launch_workdir": str(work),
+              "launch_gpu_lease_dir": str(tmp_path / "leases")}
+    # The node declares a GPU: the rank leases it with the helper start_rank.sh puts beside launch.sh.
+    shutil.copy(Path(__file__).parents[2] / "roles" / "gpu_lease" / "files" / "gpu_lease.py", attempt)
     script = attempt / "launch.sh"
     script.write_text(ansible_like("launch.sh.j2", values))
     (attempt / "environment.sh").write_text(ansible_like("environment.sh.j2", values))

@@ -1,6 +1,7 @@
 """`tsubmit cluster check`."""
 
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -36,21 +37,9 @@ def check(obj, name, inventory, group, vault_password_file, ask_vault_pass, outp
     """
     from .. import output as out
     from ..check import CHECKS, check_cluster
-    from ..clusters import resolve, select_cluster
-    from .options import asked_vault_password
 
-    # Unlike run, check has no default cluster: it names what it checks.
-    if (name is None) == (inventory is None):
-        raise UsageError("give either a cluster NAME or -i PATH (an inventory), not both")
-    if vault_password_file and ask_vault_pass:
-        raise UsageError("give either --vault-password-file or --ask-vault-pass, not both")
-    ref = select_cluster(name, inventory, group, None, vault_password_file)
-    with asked_vault_password(ask_vault_pass) as asked_file:
-        password_file = asked_file or vault_password_file
-        if password_file:
-            # Absolute, as run's: ansible-playbook runs in another folder than this command.
-            ref = ref.narrowed(None, str(Path(password_file).resolve()))
-        report = check_cluster(resolve(ref), verbose=(obj or {}).get("verbose", 0))
+    with resolved_cluster(name, inventory, group, vault_password_file, ask_vault_pass) as cluster:
+        report = check_cluster(cluster, verbose=(obj or {}).get("verbose", 0))
 
     if output == "json":
         click.echo(out.to_json(report.as_dict()))
@@ -75,3 +64,24 @@ def check(obj, name, inventory, group, vault_password_file, ask_vault_pass, outp
             click.echo(f"\nall checks passed on {hosts} host(s)")
     if not report.ok:
         sys.exit(EXIT_LAUNCH)
+
+
+@contextmanager
+def resolved_cluster(name, inventory, group, vault_password_file, ask_vault_pass):
+    """The cluster NAME, or -i INVENTORY [-g GROUP], resolved while an asked vault
+    password lives (`cluster check`, `cluster usage`)."""
+    from ..clusters import resolve, select_cluster
+    from .options import asked_vault_password
+
+    # Unlike run, check and usage have no default cluster: they name what they read.
+    if (name is None) == (inventory is None):
+        raise UsageError("give either a cluster NAME or -i PATH (an inventory), not both")
+    if vault_password_file and ask_vault_pass:
+        raise UsageError("give either --vault-password-file or --ask-vault-pass, not both")
+    ref = select_cluster(name, inventory, group, None, vault_password_file)
+    with asked_vault_password(ask_vault_pass) as asked_file:
+        password_file = asked_file or vault_password_file
+        if password_file:
+            # Absolute, as run's: ansible-playbook runs in another folder than this command.
+            ref = ref.narrowed(None, str(Path(password_file).resolve()))
+        yield resolve(ref)

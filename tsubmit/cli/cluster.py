@@ -199,5 +199,51 @@ def remove(name):
     click.echo(f"cluster {name} removed")
 
 
+@cluster.command("usage")
+@click.argument("name", required=False)
+@click.option("-i", "--inventory", metavar="PATH", help="An Ansible inventory instead of a named cluster.")
+@click.option("-g", "--group", metavar="GROUP", help="With -i: the group of the cluster's hosts "
+              "(default: all).")
+@click.option("--vault-password-file", metavar="FILE",
+              help="Vault password file for the inventory's encrypted values.")
+@click.option("--ask-vault-pass", is_flag=True, help="Prompt for the vault password (not stored).")
+@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
+@click.pass_obj
+def usage(obj, name, inventory, group, vault_password_file, ask_vault_pass, output):
+    """Per node: GPUs, how many are free, and who leases the others (every user's jobs).
+
+    Read from the nodes' lease folders (tsubmit_gpu_lease_dir), so it shows the
+    jobs of every user and controller, not only this one's. Exit 3 when a node
+    cannot be read.
+
+    \b
+    tsubmit cluster usage gpus
+    tsubmit cluster usage -i hosts.yml -g trainers -o json
+    """
+    from .. import output as out
+    from ..errors import EXIT_LAUNCH
+    from ..gpu_leases import describe_lease
+    from ..gpu_leases import usage as read_usage
+    from .check import resolved_cluster
+
+    with resolved_cluster(name, inventory, group, vault_password_file, ask_vault_pass) as resolved:
+        nodes = read_usage(resolved, verbose=(obj or {}).get("verbose", 0))
+    if output == "json":
+        click.echo(out.to_json([node.as_dict() for node in nodes]))
+    else:
+        rows = []
+        for node in nodes:
+            if node.report is None:
+                rows.append([node.host, "-", "-", f"cannot read: {node.error}"])
+                continue
+            leases = node.report["leases"]
+            rows.append([node.host, len(node.report["gpus"]), len(node.report["free"]),
+                         describe_lease(leases[0]) if leases else "-"])
+            rows += [["", "", "", describe_lease(lease)] for lease in leases[1:]]
+        click.echo(out.table(["HOST", "GPUS", "FREE", "LEASES"], rows))
+    if any(node.report is None for node in nodes):
+        sys.exit(EXIT_LAUNCH)
+
+
 from .check import check  # noqa: E402, I001
 cluster.add_command(check)

@@ -16,6 +16,7 @@ SPEC_KEYS = {
     "workdir": "workdir", "env_file": "env_file", "gpus": "gpus", "max_restarts": "max_restarts",
     "keep_going": "keep_going",
     "wait_": "wait", "follow": "follow", "timeout": "timeout", "if_running": "if_running",
+    "queue": "queue", "queue_timeout": "queue_timeout",
     "image": "image", "pull": "pull", "study": "study", "direction": "direction",
     "optuna_storage": "optuna_storage", "dashboard": "dashboard", "setup": "setup",
 }
@@ -40,8 +41,9 @@ _JOB_OPTIONS = [
     click.option("--env", "env_pairs", multiple=True, metavar="KEY=VALUE",
                  help="Environment variable for the job (repeatable)."),
     click.option("--env-file", help="YAML mapping or dotenv file of environment variables (string values)."),
-    click.option("--gpus", type=int, help="Processes per node (default: the node's tsubmit_gpus, "
-                 "else its GPU count, else 1)."),
+    click.option("--gpus", type=int, help="GPUs leased per node, one process each (default: all of "
+                 "the node's: nvidia-smi's, else tsubmit_gpus; 0: none, one process). On a node "
+                 "without GPUs: processes per node (default 1)."),
     click.option("--max-restarts", type=int, default=0, show_default=True,
                  help="Restarts of a failed rank (torchrun's own, or tsubmit's for distributed)."),
     click.option("--keep-going", is_flag=True, help="When a rank fails, keep the other ranks "
@@ -49,6 +51,10 @@ _JOB_OPTIONS = [
     click.option("--if-running", default="allow", show_default=True, metavar="POLICY",
                  help="When a job of this name runs: allow, skip (exit 0), replace (stop it first), "
                  "fail (exit 4)."),
+    click.option("--queue", is_flag=True, help="While the GPUs are busy on some node, wait and start "
+                 "as soon as every node can lease (default: exit 5)."),
+    click.option("--queue-timeout", metavar="DURATION", help="With --queue: give up after this long "
+                 "(e.g. 2h) and exit 5."),
     click.option("--image", help="Run each rank's command inside this container image."),
     click.option("--container-arg", "container_args", multiple=True, metavar="ARG",
                  help="Extra argument for the engine's run command (repeatable), e.g. --shm-size=8g."),
@@ -139,7 +145,8 @@ def run(obj, command, **options):
                        "node(s)")
             return
         outcome = submit_with_policy(the_plan, request, behaviour,
-                                     submit=lambda store: _submit(obj, the_plan, request, store))
+                                     submit=lambda store: _submit(obj, the_plan, request, store,
+                                                                  behaviour))
     if outcome.skipped_for is not None:
         running = outcome.skipped_for
         if options["output"] == "json":
@@ -199,14 +206,20 @@ def _spec(options: dict, command: tuple[str, ...]) -> dict:
     return spec
 
 
-def _submit(obj, the_plan, request, store):
+def _submit(obj, the_plan, request, store, behaviour):
     from .. import output as out
+    from ..gpu_leases import submit_queued
     from ..progress import Progress
     from ..submit import submit
 
     hosts = [node.name for node in the_plan.cluster.nodes]
-    progress = Progress(hosts, live=out.interactive(click.get_text_stream("stderr")))
-    return submit(the_plan, request.workdir, store, on_event=progress, verbose=obj["verbose"])
+
+    def once():
+        progress = Progress(hosts, live=out.interactive(click.get_text_stream("stderr")))
+        return submit(the_plan, request.workdir, store, on_event=progress, verbose=obj["verbose"])
+
+    return submit_queued(once, the_plan, store, queue=behaviour.queue, timeout=behaviour.queue_timeout,
+                         verbose=obj["verbose"])
 
 
 def _describe_text(description: dict) -> str:

@@ -41,6 +41,10 @@ mkdir -p "$attempt_dir"
 chmod 0700 "$attempt_dir"
 mv -f "$bundle/launch.sh" "$attempt_dir/launch.sh"
 mv -f "$bundle/environment.sh" "$attempt_dir/environment.sh"
+# The GPU lease helper, when the rank leases GPUs (launch.sh runs it).
+if [ -f "$bundle/gpu_lease.py" ]; then
+    mv -f "$bundle/gpu_lease.py" "$attempt_dir/gpu_lease.py"
+fi
 
 if [ -f "$bundle/setup.vars" ] && [ ! -s "$attempt_dir/pid" ]; then
     read -r setup_key setup_marker <"$bundle/setup.vars" || [ -n "${setup_marker:-}" ]

@@ -2,7 +2,9 @@
 
 Usage: probe.py REQUEST_JSON, with keys: remote_root, address (the node's
 rendezvous address, reported back), head_address (empty unless this node is
-the head), nproc (0: count GPUs), archive_digest, job_id,
+the head), nproc (processes per node on a node without GPUs; 0: 1),
+gpus_declared (the host's tsubmit_gpus, 0 if unset), gpus_wanted (the job's
+--gpus: null for all of the node's GPUs, 0 for none), archive_digest, job_id,
 path_prefix, commands (each must be found on the job's PATH), container
 (null, or {engine, image, pull}), rank_order (true for torchrun: put
 rank_order.py, sent beside this script, in <job dir>/tsubmit-lib/ as
@@ -27,14 +29,23 @@ def fail(message: str) -> None:
     sys.exit(1)
 
 
-def count_gpus() -> int:
-    try:
-        listing = subprocess.run(
-            ["nvidia-smi", "--list-gpus"], capture_output=True, text=True, timeout=30
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return 0
-    return sum(line.startswith("GPU ") for line in listing.stdout.splitlines())
+def gpu_plan(request: dict) -> dict:
+    """The node's GPU ids (gpu_lease.py, sent beside this script), how many the
+    job leases here and how many processes it runs. A node with nothing to
+    lease runs nproc processes (1 when 0), as before GPU leases."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from gpu_lease import nvidia_gpus
+
+    real = nvidia_gpus()
+    ids = real or list(range(max(int(request.get("gpus_declared") or 0), 0)))
+    wanted = request.get("gpus_wanted")
+    if not ids:
+        return {"gpu_ids": [], "lease": 0, "gpus": int(request["nproc"]) or 1, "has_gpus": False}
+    lease = len(ids) if wanted is None else int(wanted)
+    if lease > len(ids):
+        fail(f"the job asks for {lease} GPUs per node (--gpus) but this node has {len(ids)} "
+             f"({','.join(map(str, ids))})")
+    return {"gpu_ids": ids, "lease": lease, "gpus": lease or 1, "has_gpus": bool(real)}
 
 
 def free_port(address: str) -> int:
@@ -122,13 +133,12 @@ def main() -> None:
             fail(f"the container engine {container['engine']} is not installed on this node; "
                  "install it or set tsubmit_container_engine")
         ensure_image(container["engine"], container["image"], container["pull"], dry)
-    gpus = count_gpus()
+    gpus = gpu_plan(request)
     archive = os.path.join(root, ".archives", f"{request['archive_digest']}.tar.gz")
     print(json.dumps({
         "remote_root": os.path.realpath(root),
         "address": request["address"],
-        "gpus": int(request["nproc"]) or gpus or 1,
-        "has_gpus": gpus > 0,
+        **gpus,  # gpu_ids, lease, gpus (processes), has_gpus (nvidia-smi lists some)
         "port": free_port(request["head_address"]) if request["head_address"] else None,
         "archive_present": os.path.isfile(archive),
         # Unpacked already: a restart, or nodes sharing a filesystem.

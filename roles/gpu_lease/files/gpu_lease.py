@@ -1,0 +1,194 @@
+"""GPU leases on a node, in a folder shared by every user of the machine.
+
+Usage:
+  gpu_lease.py ids DECLARED                 the node's GPU ids, comma-separated
+  gpu_lease.py take DIR LEASE COUNT IDS FD  lease COUNT of IDS (comma-separated) as file
+                                            DIR/LEASE, which the caller holds open on FD
+  gpu_lease.py usage DIR DECLARED           the node's GPUs and every live lease, as JSON
+
+A node's GPUs are the indexes `nvidia-smi --list-gpus` prints, else
+0..DECLARED-1 (the host variable tsubmit_gpus: CPU nodes in tests and demos).
+
+A lease is one file, DIR/<job id>.r<rank>.a<attempt>.lease (JSON: the job,
+the controller that submitted it, the GPUs, since when), and it is alive
+exactly while some process holds a shared flock(2) on it. The rank's launch
+script opens it on a descriptor (FD) that every process of the rank inherits,
+and `take` locks that open file: the lock belongs to the open file, so it
+stays after `take` exits and goes when the last process holding the
+descriptor ends, kill -9 and a crash included, with nobody's help. Readers
+test a lease with a non-blocking exclusive lock, which any user can take on a
+file they can read: it succeeds only on a dead lease. (torchrun's workers do
+not inherit it, Python's subprocess closes inherited descriptors; torchrun
+and the launch script, which outlive them, do.)
+
+DIR is sticky and world-writable (mode 1777, as /dev/shm): every user can
+lease, nobody can remove or overwrite another user's lease (mode 0644), and a
+dead lease counts as free whoever owns it; its owner's next `take` removes it.
+DIR/.lock serialises every take on the machine, so two submissions never get
+the same GPU; it is opened read-only, which flock(2) allows, since a file of
+another user in a sticky folder cannot be opened for writing with O_CREAT
+(fs.protected_regular).
+"""
+
+import fcntl
+import json
+import os
+import pwd
+import socket
+import subprocess
+import sys
+import time
+
+BUSY = 5  # the exit code tsubmit reports too (README, "Exit codes")
+
+
+def node_gpus(declared: int) -> list[int]:
+    return nvidia_gpus() or list(range(max(declared, 0)))
+
+
+def nvidia_gpus() -> list[int]:
+    try:
+        listing = subprocess.run(["nvidia-smi", "--list-gpus"], capture_output=True, text=True,
+                                 timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        listing = None
+    ids = []
+    for line in (listing.stdout.splitlines() if listing and listing.returncode == 0 else []):
+        head = line.split(":", 1)[0]  # "GPU 3: NVIDIA A100 (UUID: ...)"
+        if head.startswith("GPU ") and head[4:].strip().isdigit():
+            ids.append(int(head[4:]))
+    return ids
+
+
+def _lock_file(folder: str) -> int:
+    path = os.path.join(folder, ".lock")
+    try:
+        return os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        pass
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        os.fchmod(descriptor, 0o644)
+        return descriptor
+    except FileExistsError:  # another user made it meanwhile
+        return os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+
+
+def ensure_folder(folder: str) -> None:
+    try:
+        os.mkdir(folder, 0o1777)
+        os.chmod(folder, 0o1777)  # mkdir's mode passes through the umask
+    except FileExistsError:
+        pass
+    except OSError as error:
+        fail(f"cannot create the GPU lease folder {folder}: {error.strerror}; "
+             "set tsubmit_gpu_lease_dir to a folder every user of the node can write")
+    if not os.path.isdir(folder):
+        fail(f"the GPU lease folder {folder} is not a folder; set tsubmit_gpu_lease_dir")
+
+
+def live_leases(folder: str, skip: str = "") -> list[dict]:
+    """Every live lease in FOLDER; the caller's own dead ones are removed."""
+    leases = []
+    me = os.getuid()
+    for name in sorted(os.listdir(folder)):
+        if not name.endswith(".lease") or name == skip:
+            continue
+        path = os.path.join(folder, name)
+        try:
+            descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            continue  # removed meanwhile, or not ours to read
+        try:
+            info = os.fstat(descriptor)
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pass  # held: alive
+            else:  # nobody holds it: its rank has ended
+                if info.st_uid == me:
+                    os.unlink(path)
+                continue
+            try:
+                lease = json.loads(os.read(descriptor, 65536) or b"{}")
+            except ValueError:
+                lease = {}
+            if not isinstance(lease, dict) or not lease.get("gpus"):
+                continue  # still being written by a take, which holds the folder lock
+            try:
+                lease["user"] = pwd.getpwuid(info.st_uid).pw_name
+            except KeyError:
+                lease["user"] = str(info.st_uid)
+            lease["lease"] = name
+            leases.append(lease)
+        finally:
+            os.close(descriptor)
+    return leases
+
+
+def report(ids: list[int], leases: list[dict]) -> dict:
+    used = {gpu for lease in leases for gpu in lease["gpus"]}
+    return {"host": socket.gethostname(), "gpus": ids, "free": [gpu for gpu in ids if gpu not in used],
+            "leases": leases}
+
+
+def fail(message: str) -> None:
+    print(message, file=sys.stderr)
+    sys.exit(1)
+
+
+def take(folder: str, name: str, count: int, ids: list[int], descriptor: int, job_file: str) -> None:
+    ensure_folder(folder)
+    lock = _lock_file(folder)
+    fcntl.flock(lock, fcntl.LOCK_EX)  # one take at a time on this machine
+    try:
+        # Held from here on, before anyone can see the GPUs as taken.
+        fcntl.flock(descriptor, fcntl.LOCK_SH)
+        os.fchmod(descriptor, 0o644)  # every user reads it; only its owner writes it
+        state = report(ids, live_leases(folder, skip=name))
+        if len(state["free"]) < count:
+            print(json.dumps({**state, "wanted": count}))
+            sys.exit(BUSY)
+        try:
+            with open(job_file) as handle:
+                job = json.load(handle)
+        except (OSError, ValueError):
+            job = {}
+        chosen = state["free"][:count]
+        lease = {"job_id": job.get("id"), "job_name": job.get("name"),
+                 "submitted_by": job.get("submitted_by"), "gpus": chosen, "since": int(time.time())}
+        path = os.path.join(folder, name)
+        with open(path, "r+") as handle:  # the caller created it, empty
+            handle.write(json.dumps(lease))
+        print(",".join(map(str, chosen)))
+    finally:
+        os.close(lock)
+
+
+def usage(folder: str, declared: int) -> None:
+    ids = node_gpus(declared)
+    leases = []
+    if os.path.isdir(folder):
+        lock = _lock_file(folder)
+        fcntl.flock(lock, fcntl.LOCK_SH)  # no take is halfway
+        try:
+            leases = live_leases(folder)
+        finally:
+            os.close(lock)
+    print(json.dumps({**report(ids, leases), "lease_dir": folder}))
+
+
+def main(argv: list[str]) -> None:
+    if argv[:1] == ["ids"]:
+        print(",".join(map(str, node_gpus(int(argv[1])))))
+    elif argv[:1] == ["take"]:
+        folder, name, count, ids, descriptor, job_file = argv[1:7]
+        take(folder, name, int(count), [int(i) for i in ids.split(",") if i], int(descriptor), job_file)
+    elif argv[:1] == ["usage"]:
+        usage(argv[1], int(argv[2]))
+    else:
+        fail(__doc__)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,352 @@
+"""GPU leases on shared nodes (issue 19), on real sshd nodes that declare
+`tsubmit_gpus: 4` (CPU nodes: their GPUs are ids 0..3) and each have a lease
+folder of their own (the harness's `tsubmit_gpu_lease_dir`).
+
+Two controllers are two TSUBMIT_HOMEs, as two researchers' laptops are; what
+a rank leased is read where a user would look: CUDA_VISIBLE_DEVICES in its
+log, `cluster usage`, the exit code and message of the job that does not fit.
+"""
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TSUBMIT, Cli
+from tests.e2e.test_lifecycle import log_of, wait_until
+from tests.harness import SshNodes, xdist_subnet
+from tests.harness.sshd import DEFAULT_USER, ensure_test_user
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+HELPER = REPO / "roles" / "gpu_lease" / "files" / "gpu_lease.py"
+# A rank that prints what it was given, then holds its GPUs for a while.
+HOLD = ["python", "-c", "import os, time; print('CVD', os.environ.get('CUDA_VISIBLE_DEVICES'), "
+        "os.environ['NPROC_PER_NODE'], flush=True); time.sleep(600)"]
+
+
+@pytest.fixture
+def other_cli():
+    """A second controller: its own TSUBMIT_HOME, its own store, knows nothing of the first's jobs."""
+    home = Path(tempfile.mkdtemp(prefix="tsh-", dir="/tmp"))
+    yield Cli(home)
+    shutil.rmtree(home, ignore_errors=True)
+
+
+def start(cli, cluster, *args, command=HOLD) -> str:
+    run = cli.ok("run", "-c", cluster, "--executor", "distributed", *args, "--", *command)
+    return re.search(r"job (\w+) ", run.stdout).group(1)
+
+
+def leased(node, job_id, rank) -> tuple[set[int], int]:
+    """The GPU ids the rank's process saw, and its NPROC_PER_NODE."""
+    assert wait_until(lambda: "CVD " in log_of(node, job_id, rank)), log_of(node, job_id, rank)
+    ids, nproc = log_of(node, job_id, rank).split("CVD ", 1)[1].split()[:2]
+    return {int(i) for i in ids.split(",")}, int(nproc)
+
+
+def stderr_lines(process: subprocess.Popen) -> list[str]:
+    """PROCESS's stderr lines as they arrive (read by a thread)."""
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(process.stderr), daemon=True).start()
+    return lines
+
+
+def usage(cli, cluster) -> dict[str, dict]:
+    return {node["host"]: node for node in cli.ok("cluster", "usage", cluster, "-o", "json").json()}
+
+
+def test_two_controllers_get_disjoint_gpus_and_a_third_job_exits_5_naming_the_holder(
+        cli, other_cli, nodes, workdir):
+    members = nodes.nodes[:2]
+    for controller in (cli, other_cli):
+        controller.write_cluster("c", nodes, members, tsubmit_gpus=4)
+    first = start(cli, "c", "--gpus", "2", "--name", "alice-job", "--workdir", str(workdir))
+    second = start(other_cli, "c", "--gpus", "2", "--name", "bob-job", "--workdir", str(workdir))
+    try:
+        for rank, node in enumerate(members):
+            mine, theirs = leased(node, first, rank), leased(node, second, rank)
+            assert mine[1] == theirs[1] == 2  # NPROC_PER_NODE is the leased count
+            assert len(mine[0]) == len(theirs[0]) == 2 and not mine[0] & theirs[0]
+            assert mine[0] | theirs[0] == {0, 1, 2, 3}
+
+        third = cli("run", "-c", "c", "--executor", "distributed", "--gpus", "1", "--workdir",
+                    str(workdir), "--", "python", "-c", "print('never')")
+        assert third.code == 5, third.output
+        assert "GPUs busy" in third.stderr and "0 of 4 GPUs free" in third.stderr
+        # names a holder: its job id and name, its user on the node, its controller
+        assert (f"job {first} (alice-job)" in third.stderr or f"job {second} (bob-job)" in third.stderr)
+        assert f"of {DEFAULT_USER}, submitted from " in third.stderr
+        assert "@" in third.stderr.split("submitted from ", 1)[1].split(",")[0]
+        # the job that did not fit started nothing anywhere
+        assert all(nodes.processes_of(node, "never") == [] for node in members)
+
+        # `cluster usage` reads the nodes: both controllers' jobs, from either one
+        seen = usage(cli, "c")
+        for node in members:
+            assert seen[node.name]["gpus"] == [0, 1, 2, 3] and seen[node.name]["free"] == []
+            assert {lease["job_id"] for lease in seen[node.name]["leases"]} == {first, second}
+            assert {lease["user"] for lease in seen[node.name]["leases"]} == {DEFAULT_USER}
+        text = other_cli.ok("cluster", "usage", "c").stdout
+        assert first in text and second in text and "alice-job" in text
+        assert re.search(r"node1\s+4\s+0\s", text), text
+    finally:
+        cli.ok("stop", first)
+        other_cli.ok("stop", second)
+    assert all(node["free"] == [0, 1, 2, 3] for node in usage(cli, "c").values())
+
+
+def test_a_lease_half_taken_across_the_nodes_is_given_back(cli, other_cli, nodes, workdir):
+    members = nodes.nodes[:2]
+    cli.write_cluster("both", nodes, members, tsubmit_gpus=4)
+    other_cli.write_cluster("second", nodes, members[1:], tsubmit_gpus=4)
+    holder = start(other_cli, "second", "--workdir", str(workdir))  # all 4 GPUs of node2
+    try:
+        run = cli("run", "-c", "both", "--executor", "distributed", "--gpus", "2", "--workdir",
+                  str(workdir), "--", *HOLD)
+        assert run.code == 5, run.output
+        assert f"node2 has 0 of 4 GPUs free, the job wants 2; held by job {holder}" in run.stderr
+        # node1 had leased 2 GPUs: given back by the rollback, nothing of the job left there
+        seen = usage(cli, "both")
+        assert seen["node1"]["free"] == [0, 1, 2, 3] and seen["node1"]["leases"] == []
+        assert [lease["job_id"] for lease in seen["node2"]["leases"]] == [holder]
+        assert nodes.processes_of(members[0], "time.sleep") == []
+        assert cli.ok("list", "-o", "json").json()[0]["state"] == "failed"
+    finally:
+        other_cli.ok("stop", holder)
+
+
+def test_queue_starts_right_after_the_holder_ends(cli, other_cli, nodes, workdir):
+    node = nodes.nodes[0]
+    for controller in (cli, other_cli):
+        controller.write_cluster("c", nodes, [node], tsubmit_gpus=4)
+    holder = start(other_cli, "c", "--gpus", "3", "--workdir", str(workdir))
+    queued = subprocess.Popen(
+        [*TSUBMIT, "run", "-c", "c", "--executor", "distributed", "--gpus", "2", "--queue",
+         "--name", "waiter", "--workdir", str(workdir), "--", *HOLD],
+        env=cli.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # it waits, saying for what (a timestamped line: not a terminal), and is
+        # recorded only once it starts
+        err = stderr_lines(queued)
+        assert wait_until(lambda: any("queued:" in line for line in err), timeout=60), err
+        assert queued.poll() is None
+        assert cli.ok("list", "-o", "json").json() == []
+        other_cli.ok("stop", holder)
+        stopped_at = time.monotonic()
+        out = queued.communicate(timeout=120)[0]
+        err = "".join(err)
+        assert queued.returncode == 0, out + err
+        assert time.monotonic() - stopped_at < 30
+        assert re.search(r"^\d{4}-\d\d-\d\dT[\d:]+ tsubmit: queued: GPUs busy: node1 has 1 of 4 GPUs "
+                         rf"free, the job wants 2; held by job {holder}", err, re.M), err
+        job_id = re.search(r"job (\w+) \(waiter\)", out).group(1)
+        assert len(leased(node, job_id, 0)[0]) == 2
+    finally:
+        if queued.poll() is None:
+            queued.kill()
+        for job in cli.ok("list", "-o", "json").json():
+            cli.ok("stop", job["id"])
+
+
+def test_queue_timeout_exits_5_and_ctrl_c_while_queued_leaves_nothing(cli, nodes, workdir):
+    node = nodes.nodes[0]
+    cli.write_cluster("c", nodes, [node], tsubmit_gpus=4)
+    holder = start(cli, "c", "--workdir", str(workdir))
+    before = set(node.remote_root.iterdir())
+    try:
+        started = time.monotonic()
+        late = cli("run", "-c", "c", "--executor", "distributed", "--queue", "--queue-timeout", "5s",
+                   "--workdir", str(workdir), "--", "python", "-c", "print('never')")
+        assert late.code == 5, late.output
+        assert "--queue-timeout" in late.stderr and f"held by job {holder}" in late.stderr
+        assert time.monotonic() - started < 60
+
+        interrupted = subprocess.Popen(
+            [*TSUBMIT, "run", "-c", "c", "--executor", "distributed", "--queue", "--name", "ctrl-c",
+             "--workdir", str(workdir), "--", "python", "-c", "print('never')"],
+            env=cli.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            lines = stderr_lines(interrupted)
+            assert wait_until(lambda: any("queued:" in line for line in lines), timeout=60), lines
+            interrupted.send_signal(signal.SIGINT)
+            interrupted.wait(timeout=60)
+            time.sleep(0.5)
+            err = "".join(lines)
+        finally:
+            if interrupted.poll() is None:
+                interrupted.kill()
+        assert interrupted.returncode == 130, err
+        assert "nothing was started or recorded" in err
+        jobs = cli.ok("list", "-o", "json").json()
+        assert [job["id"] for job in jobs] == [holder]  # the queued job left no record
+        assert set(node.remote_root.iterdir()) == before  # nor any folder on the node
+        assert nodes.processes_of(node, "never") == []
+    finally:
+        cli.ok("stop", holder)
+
+
+def test_kill_9_of_every_process_of_a_job_frees_its_gpus(cli, other_cli, nodes, workdir):
+    node = nodes.nodes[0]
+    for controller in (cli, other_cli):
+        controller.write_cluster("c", nodes, [node], tsubmit_gpus=4)
+    # torchrun: the launch script, torchrun and its workers
+    run = cli.ok("run", "-c", "c", "--gpus", "2", "--workdir", str(workdir), "--", "python", "sleeper.py")
+    job_id = re.search(r"job (\w+) ", run.stdout).group(1)
+    assert wait_until(lambda: len(nodes.processes_of(node, r"sleeper\.py")) >= 3)
+    assert [lease["job_id"] for lease in usage(cli, "c")["node1"]["leases"]] == [job_id]
+    marker = f"TSUBMIT_RANK_MARKER={job_id}.".encode()
+    pids = [pid for pid in map(int, filter(str.isdigit, os.listdir("/proc")))
+            if marker in _environ(pid)]
+    assert len(pids) >= 4
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    assert wait_until(lambda: not any(marker in _environ(pid) for pid in pids), timeout=10)
+
+    # nobody released anything: the lease died with the processes
+    assert usage(other_cli, "c")["node1"]["free"] == [0, 1, 2, 3]
+    all_four = start(other_cli, "c", "--gpus", "4", "--workdir", str(workdir))
+    try:
+        assert leased(node, all_four, 0) == ({0, 1, 2, 3}, 4)
+    finally:
+        other_cli.ok("stop", all_four)
+
+
+def test_gpus_0_opts_out_and_a_node_without_gpus_runs_as_before(cli, nodes, workdir):
+    node = nodes.nodes[0]
+    cli.write_cluster("c", nodes, [node], tsubmit_gpus=4)
+    cli.write_cluster("plain", nodes, [node])
+    holder = start(cli, "c", "--workdir", str(workdir))  # every GPU of the node
+    try:
+        cpu = cli.ok("run", "-c", "c", "--executor", "distributed", "--gpus", "0", "--wait",
+                     "--workdir", str(workdir), "--", "sh", "-c",
+                     "echo \"cvd=[${CUDA_VISIBLE_DEVICES-unset}] nproc=$NPROC_PER_NODE\"")
+        job_id = re.search(r"job (\w+) ", cpu.stdout).group(1)
+        assert "cvd=[] nproc=1" in log_of(node, job_id, 0)
+        # no tsubmit_gpus, no nvidia-smi: nothing to lease, --gpus is processes per node
+        plain = cli.ok("run", "-c", "plain", "--executor", "distributed", "--gpus", "3", "--wait",
+                       "--workdir", str(workdir), "--", "sh", "-c",
+                       "echo \"cvd=[${CUDA_VISIBLE_DEVICES-unset}] nproc=$NPROC_PER_NODE\"")
+        job_id = re.search(r"job (\w+) ", plain.stdout).group(1)
+        assert "cvd=[unset] nproc=3" in log_of(node, job_id, 0)
+        too_many = cli("run", "-c", "c", "--gpus", "5", "--workdir", str(workdir), "--", "true")
+        assert too_many.code == 3, too_many.output
+        assert "asks for 5 GPUs per node (--gpus) but this node has 4 (0,1,2,3)" in too_many.stderr
+    finally:
+        cli.ok("stop", holder)
+
+
+FAKE_NVIDIA_SMI = """#!/bin/sh
+# A test double: no GPU can run here. Prints what nvidia-smi --list-gpus prints on a 3-GPU box.
+[ "$1" = --list-gpus ] || exit 9
+echo "GPU 0: NVIDIA A100-SXM4-80GB (UUID: GPU-0f5b6a41-1c1e-4d64-9d1b-1b6f2a0c7a10)"
+echo "GPU 1: NVIDIA A100-SXM4-80GB (UUID: GPU-7a1d3e52-2b2f-4e75-8e2c-2c7a3b1d8b21)"
+echo "GPU 2: NVIDIA A100-SXM4-80GB (UUID: GPU-9c3e5f63-3c3a-4f86-9f3d-3d8b4c2e9c32)"
+"""
+
+
+def test_a_fake_nvidia_smi_gives_the_node_its_gpu_ids(cli, workdir):
+    """nvidia-smi is a test double here (no GPU on CI): a script first on the node's PATH that
+    prints what the real one prints; tsubmit_gpus is not declared."""
+    with SshNodes(1, subnet=xdist_subnet(), first_host=240, stale_python=True) as gpu_nodes:
+        fake = gpu_nodes.shim_dir / "nvidia-smi"
+        fake.write_text(FAKE_NVIDIA_SMI)
+        fake.chmod(0o755)
+        node = gpu_nodes.nodes[0]
+        cli.write_cluster("g", gpu_nodes, [node])
+        assert usage(cli, "g")["node1"]["gpus"] == [0, 1, 2]
+        job_id = start(cli, "g", "--gpus", "2", "--workdir", str(workdir))
+        try:
+            assert leased(node, job_id, 0) == ({0, 1}, 2)
+            assert usage(cli, "g")["node1"]["free"] == [2]
+        finally:
+            cli.ok("stop", job_id)
+
+
+def _environ(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return b""
+
+
+SECOND_USER = "tsubmit-test2"
+
+
+def test_two_users_on_one_node_neither_steals_nor_frees_the_others_lease(tmp_path):
+    """The lease helper itself, as two real unprivileged users sharing one lease folder."""
+    ensure_test_user(DEFAULT_USER)
+    ensure_test_user(SECOND_USER)
+    shared = tmp_path / "shm"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    for parent in (tmp_path, *tmp_path.parents):
+        if parent == Path("/"):
+            break
+        parent.chmod(parent.stat().st_mode | 0o001)  # traversable by the test users
+    helper = tmp_path / "gpu_lease.py"
+    shutil.copy(HELPER, helper)
+    helper.chmod(0o644)
+    folder = shared / "leases"
+
+    def hold(user: str, name: str, count: int) -> subprocess.Popen:
+        script = (f'exec 9>"{folder}/{name}" && {sys.executable} {helper} take {folder} {name} '
+                  f'{count} 0,1,2,3 9 /nonexistent && exec sleep 600')
+        if not folder.exists():
+            subprocess.run(["runuser", "-u", user, "--", "mkdir", "-m", "1777", str(folder)], check=True)
+        return subprocess.Popen(["runuser", "-u", user, "--", "sh", "-c", script], start_new_session=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def kill(holder: subprocess.Popen) -> None:
+        """kill -9 of every process of the holder (runuser, its shell, sleep)."""
+        os.killpg(holder.pid, signal.SIGKILL)
+        holder.wait()
+
+    def as_user(user: str, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["runuser", "-u", user, "--", *args], capture_output=True, text=True)
+
+    def read(user: str) -> dict:
+        return json.loads(as_user(user, sys.executable, str(helper), "usage", str(folder), "4").stdout)
+
+    alice = hold(DEFAULT_USER, "a.r0.a1.lease", 2)
+    try:
+        assert alice.stdout.readline().strip() == "0,1"
+        # bob cannot have alice's GPUs: 3 do not fit, 2 do (the other two)
+        greedy = hold(SECOND_USER, "b.r0.a1.lease", 3)
+        assert greedy.wait(timeout=30) == 5
+        assert json.loads(greedy.stdout.read())["free"] == [2, 3]
+        bob = hold(SECOND_USER, "c.r0.a1.lease", 2)
+        try:
+            assert bob.stdout.readline().strip() == "2,3"
+            # nor free it: not remove it, not overwrite it, not truncate it
+            lease = folder / "a.r0.a1.lease"
+            assert as_user(SECOND_USER, "rm", "-f", str(lease)).returncode != 0
+            assert as_user(SECOND_USER, "sh", "-c", f"echo '{{}}' > {lease}").returncode != 0
+            assert as_user(SECOND_USER, "mv", str(lease), str(folder / "mine.lease")).returncode != 0
+            assert json.loads(lease.read_text())["gpus"] == [0, 1]
+            seen = read(SECOND_USER)
+            assert seen["free"] == [] and {x["user"]: x["gpus"] for x in seen["leases"]} == {
+                DEFAULT_USER: [0, 1], SECOND_USER: [2, 3]}
+        finally:
+            kill(bob)
+        # bob's lease died with his process: free for alice, though bob's file stays (his to remove)
+        assert (folder / "c.r0.a1.lease").exists()
+        seen = read(DEFAULT_USER)
+        assert seen["free"] == [2, 3] and [x["user"] for x in seen["leases"]] == [DEFAULT_USER]
+        again = hold(DEFAULT_USER, "d.r0.a1.lease", 2)
+        try:
+            assert again.stdout.readline().strip() == "2,3"
+        finally:
+            kill(again)
+    finally:
+        kill(alice)
