@@ -100,7 +100,7 @@ def build_report(cluster: ResolvedCluster, results: dict[str, HostResult], arriv
                 "reachable": reachable,
                 "python": _python(probe),
                 "torchrun": _torchrun(probe),
-                "gpus": _gpus(node, probe),
+                "gpus": _with_leases(_gpus(node, probe), results[node.name]),
                 "disk": _disk(probe),
                 "clock": _clock(probe, arrivals.get(node.name)),
                 "tcp": _tcp(node, head, results, probes),
@@ -180,6 +180,20 @@ def _gpus(node: Node, probe: dict) -> Outcome:
                        "(nvidia-smi --list-gpus)" if count else
                        "check the node's GPUs (nvidia-smi --list-gpus), or unset tsubmit_gpus")
     return Outcome(OK, f"{count} GPU(s) seen, tsubmit_gpus={declared}")
+
+
+def _with_leases(outcome: Outcome, result: HostResult) -> Outcome:
+    """The GPU check's detail, with who leases the node's GPUs now (every user's jobs)."""
+    from .gpu_leases import USAGE_TASK, describe_lease
+
+    usage = _last_json(result.results.get(USAGE_TASK))
+    if not usage or not usage.get("gpus"):
+        return outcome
+    leases = usage.get("leases") or []
+    held = "; ".join(f"leased by {describe_lease(lease)}" for lease in leases)
+    detail = f"{outcome.detail}; {len(usage['free'])} of {len(usage['gpus'])} free" + (f", {held}" if held
+                                                                                       else "")
+    return Outcome(outcome.status, detail, outcome.remedy)
 
 
 def _disk(probe: dict) -> Outcome:

@@ -130,7 +130,9 @@ def test_the_docker_command_line_for_a_gpu_node(cli, nodes, workdir):
     job_dir = f"<remote root>/{job}"
     assert f"--volume '{job_dir}:{job_dir}' --workdir '{job_dir}/workdir'" in command
     assert f"--env-file '<remote root>/{job}/rank-1/attempt-1/container.env'" in command
-    assert "--gpus all --pull never --runtime=nvidia --shm-size=16g nvcr.io/nvidia/pytorch:24.01 " in command
+    # only the GPUs the rank leased, in docker's quoted device list (gpu_lease.sh.j2 sets $leased_gpus)
+    assert ('--gpus "\\"device=$leased_gpus\\"" --pull never --runtime=nvidia --shm-size=16g '
+            "nvcr.io/nvidia/pytorch:24.01 ") in command
     assert command.endswith("torchrun --nnodes=2 --node-rank=1 --nproc-per-node=8 --rdzv-backend=c10d "
                             f"--rdzv-endpoint='{nodes.nodes[0].address}:<port>' --rdzv-id={job} "
                             f"--rdzv-conf=is_host=0 --local-addr={nodes.nodes[1].address} "

@@ -122,6 +122,10 @@ def test_a_lease_half_taken_across_the_nodes_is_given_back(cli, other_cli, nodes
         assert [lease["job_id"] for lease in seen["node2"]["leases"]] == [holder]
         assert nodes.processes_of(members[0], "time.sleep") == []
         assert cli.ok("list", "-o", "json").json()[0]["state"] == "failed"
+        # cluster check shows who leases the node's GPUs too
+        checked = cli.ok("cluster", "check", "both", "-o", "json").json()["hosts"]
+        assert f"0 of 4 free, leased by job {holder}" in checked["node2"]["gpus"]["detail"]
+        assert "4 of 4 free" in checked["node1"]["gpus"]["detail"]
     finally:
         other_cli.ok("stop", holder)
 

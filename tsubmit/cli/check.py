@@ -49,6 +49,13 @@ def check(obj, name, inventory, group, vault_password_file, ask_vault_pass, outp
         rows = [[host, *(MARKS[checks[c].status] for c in columns)]
                 for host, checks in report.hosts.items()]
         click.echo(out.table(["HOST", *(c.upper() for c in columns)], rows))
+        # Who leases each node's GPUs now (the gpus check's detail, every user's jobs).
+        leased = [(host, checks["gpus"].detail) for host, checks in report.hosts.items()
+                  if checks["gpus"].status == "ok" and " free" in checks["gpus"].detail]
+        if leased:
+            click.echo("")
+        for host, detail in leased:
+            click.echo(f"gpus {host}: {detail}")
         problems = report.problems()
         if problems:
             click.echo("")
