@@ -35,9 +35,17 @@ if grep -q "^$user:!" /etc/shadow; then
     usermod --password '*' "$user"
 fi
 
+# A second unprivileged user, for the tests of GPU leases shared by two users
+# of one node (tests/e2e/test_gpu_leases.py); it never logs in over ssh.
+second="${TSUBMIT_TEST_USER2:-tsubmit-test2}"
+if ! id "$second" >/dev/null 2>&1; then
+    useradd --system --user-group --create-home --home-dir "/var/lib/$second" \
+        --shell /bin/sh "$second"
+fi
+
 if ! runuser -u "$user" -- "$python" -c 'import torch' 2>/dev/null; then
     echo "setup-ssh-nodes: user $user cannot run '$python -c \"import torch\"';" \
         "every folder above the venv must be traversable (o+x) by that user" >&2
     exit 1
 fi
-echo "setup-ssh-nodes: ready (user $user, python $python)"
+echo "setup-ssh-nodes: ready (users $user and $second, python $python)"

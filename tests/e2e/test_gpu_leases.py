@@ -284,6 +284,7 @@ def _environ(pid: int) -> bytes:
         return b""
 
 
+# scripts/setup-ssh-nodes.sh creates it; the harness too when it is missing.
 SECOND_USER = "tsubmit-test2"
 
 
