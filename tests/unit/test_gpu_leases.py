@@ -32,7 +32,8 @@ def test_busy_only_when_every_failure_is_a_busy_node():
 
 
 def test_short_of_counts_what_each_node_can_lease_now():
-    usages = [NodeUsage("gpu1", {**REPORT, "free": [2, 3]}), NodeUsage("gpu2", {**REPORT, "free": [0, 1, 2, 3]}),
+    usages = [NodeUsage("gpu1", {**REPORT, "free": [2, 3]}),
+              NodeUsage("gpu2", {**REPORT, "free": [0, 1, 2, 3]}),
               NodeUsage("cpu", {**REPORT, "gpus": [], "free": []})]
     assert set(short_of(usages, 2)) == set()
     assert set(short_of(usages, 3)) == {"gpu1"}
