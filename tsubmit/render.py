@@ -38,7 +38,8 @@ def launch_variables(job: Job, cluster: ResolvedCluster, node: Node, nproc: int 
     own_port = executor.node_local_groups  # each node a group of its own, with a port of its own
     nodes = [{
         "address": n.address,
-        "gpus": nproc or n.gpus or DETECTED,
+        # Processes: the GPUs leased on a node that declares some (1 with --gpus 0), as the probe says.
+        "gpus": ((n.gpus if job.gpus is None else job.gpus) or 1) if n.gpus else (nproc or DETECTED),
         "remote_root": REMOTE_ROOT,
         "port": PORT if own_port or n.rank == 0 else None,
         # GPUs are counted at launch; a dry run takes a node that declares them at its word.
