@@ -42,7 +42,8 @@ def main(ctx: click.Context, verbose: int) -> None:
     """Submit and manage distributed PyTorch jobs on machines reachable over SSH.
 
     Exit codes: 0 ok, 1 job failed, 2 bad usage or input, 3 cluster unreachable
-    or launch failed, 4 refused by the overlap policy, 130 interrupted (rolled back).
+    or launch failed, 4 refused by the overlap policy, 5 GPUs busy (leased by other
+    jobs; --queue waits), 130 interrupted (rolled back).
     """
     ctx.obj = {"verbose": verbose}
 
