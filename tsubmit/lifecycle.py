@@ -280,11 +280,20 @@ def restart(store: JobStore, job: Job, *, on_event=None, verbose: int = 0) -> Jo
 
 
 def wait(store: JobStore, job: Job, *, timeout: float | None = None, interval: float = 2.0,
-         verbose: int = 0) -> bool:
-    """Block until the job ends; False when the timeout came first."""
+         verbose: int = 0, notice=None) -> bool:
+    """Block until the job ends; False when the timeout came first. A node that
+    stops answering does not end the wait (it may come back, its rank may run),
+    but NOTICE (a callable taking a line) hears of it each time the set of silent
+    nodes changes, so the wait is never silent about it."""
     deadline = None if timeout is None else time.monotonic() + timeout
+    silent: list[str] = []
     while True:
         refresh(store, [job], verbose=verbose)
+        now_silent = sorted({rank.host for rank in job.ranks if rank.state == states.UNREACHABLE})
+        if notice and now_silent != silent:
+            notice(f"tsubmit: no answer from {', '.join(now_silent)} about job {job.id}; still waiting"
+                   if now_silent else f"tsubmit: every node of job {job.id} answers again")
+        silent = now_silent
         if job.state in states.FINISHED_STATES and not any(
                 rank.state in states.LIVE_RANK_STATES for rank in job.ranks):
             return True
@@ -294,7 +303,8 @@ def wait(store: JobStore, job: Job, *, timeout: float | None = None, interval: f
 
 
 def wait_for(store: JobStore, job: Job, *, timeout: float | None = None,
-             follow: list[Rank] | None = None, prefixed: bool = False, verbose: int = 0) -> bool:
+             follow: list[Rank] | None = None, prefixed: bool = False, verbose: int = 0,
+             notice=None) -> bool:
     """`run --wait`: block until the job ends, streaming FOLLOW's logs meanwhile
     (prefixed `[rank N host]` when PREFIXED). Past TIMEOUT the job is stopped
     and False returned. Ctrl-C stops the waiting, never the job."""
@@ -303,7 +313,7 @@ def wait_for(store: JobStore, job: Job, *, timeout: float | None = None,
         streamer = threading.Thread(target=logs.stream, args=(job, follow, prefixed, None), daemon=True)
         streamer.start()
     try:
-        finished = wait(store, job, timeout=timeout, verbose=verbose)
+        finished = wait(store, job, timeout=timeout, verbose=verbose, notice=notice)
     except KeyboardInterrupt:
         raise Interrupted(f"stopped waiting; job {job.id} goes on (tsubmit stop {job.id})") from None
     if not finished:
@@ -315,11 +325,11 @@ def wait_for(store: JobStore, job: Job, *, timeout: float | None = None,
 
 
 def follow(store: JobStore, job: Job, ranks: list[Rank], *, prefixed: bool = False,
-           tail: int | None = None, verbose: int = 0) -> None:
+           tail: int | None = None, verbose: int = 0, notice=None) -> None:
     """`logs -f`: stream RANKS' logs until their processes end, then wait for
     the job's other ranks, so the job's state is its final one."""
     logs.stream(job, ranks, prefixed, tail)
-    wait(store, job, verbose=verbose)
+    wait(store, job, verbose=verbose, notice=notice)
 
 
 SETUP_GC_TASK = "Remove the setup folders unused for a time"
@@ -331,7 +341,9 @@ def collect_garbage(store: JobStore, older_than: float, *, dry_run: bool = False
     every node, their records, runner data dirs and archives no job needs.
     Jobs that still run are never touched. With SETUPS_UNUSED_FOR, also the
     setup folders (run --setup) no rank used for that long, on the nodes of
-    every job recorded (collect_setups). Returns what was (or would be) removed."""
+    every job recorded (collect_setups). Returns what was (or would be) removed,
+    and delete_failures: {host: why} for the old jobs a node kept (they stay
+    recorded, so the next gc tries again)."""
     import shutil
 
     from .paths import state_dir
@@ -342,12 +354,14 @@ def collect_garbage(store: JobStore, older_than: float, *, dry_run: bool = False
     known = store.jobs()
     old = [job for job in store.jobs() if not job.may_run()
            and (job.ended_at or job.created_at) < cutoff]
-    removed: dict[str, list[str]] = {"jobs": [], "runs": [], "archives": [], "kept": []}
+    removed: dict = {"jobs": [], "runs": [], "archives": [], "kept": [], "delete_failures": {}}
     for job in old:
         if not dry_run:
             failures = delete(store, job, verbose=verbose)
             if failures:
                 removed["kept"].append(f"{job.id}: {'; '.join(f'{h}: {m}' for h, m in failures.items())}")
+                for host, message in failures.items():
+                    removed["delete_failures"][host] = f"job {job.id}: {message}"
                 continue
         removed["jobs"].append(f"{job.id} ({job.name}, {job.state})")
     needed = {job.archive for job in store.jobs()}

@@ -230,6 +230,7 @@ def test_delete_without_yes_off_a_terminal_keeps_the_job(with_job):
         (["--rank", "-1"], "--rank -1 is out of range"),
         (["--attempt", "9"], "--attempt"),
         (["--tail", "-3"], "--tail"),
+        (["--rank", "0", "--all"], "--rank R or --all, not both"),
     ],
     ids=lambda value: " ".join(value) if isinstance(value, list) else None,
 )

@@ -241,6 +241,50 @@ def test_delete_force_forgets_a_job_whose_node_is_gone(cli, nodes, workdir):
         nodes.start_node(worker)
 
 
+def test_run_wait_names_a_node_that_stops_answering_and_goes_on_waiting(cli, nodes, workdir):
+    cli.write_cluster("c", nodes, nodes.nodes[:2])
+    waiting = subprocess.Popen([*TSUBMIT, "run", "-c", "c", "--executor", "distributed", "--name",
+                                "silent-node", "--wait", "--workdir", str(workdir), "--",
+                                "python", "sleeper.py"],
+                               env=cli.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    said: list[str] = []
+    reader = threading.Thread(target=lambda: said.extend(waiting.stderr), daemon=True)
+    reader.start()
+    worker = nodes.nodes[1]
+    try:
+        assert wait_until(lambda: '"running"' in cli("status", "silent-node", "-o", "json").stdout,
+                          timeout=120)
+        job_id = cli.job("silent-node")["id"]
+        nodes.stop_node(worker)  # a partition: its rank keeps running
+        assert wait_until(lambda: any("no answer from node2" in line for line in said), timeout=120), said
+        assert waiting.poll() is None, "a silent node does not end the wait"
+    finally:
+        nodes.start_node(worker)
+    assert wait_until(lambda: any("answers again" in line for line in said), timeout=120), said
+    cli.ok("stop", job_id, "--grace", "3")
+    assert waiting.wait(timeout=120) == 1
+    reader.join(timeout=10)
+    assert job_processes(job_id) == []
+
+
+def test_gc_with_a_node_down_keeps_the_old_job_and_exits_3_naming_the_node(cli, nodes, workdir):
+    cli.write_cluster("c", nodes, nodes.nodes[:2])
+    job_id = job_id_of(cli.ok("run", "-c", "c", "--executor", "distributed", "--wait",
+                              "--workdir", str(workdir), "--", "python", "-c", "print('done')"))
+    worker = nodes.nodes[1]
+    nodes.stop_node(worker)
+    try:
+        kept = cli("gc", "--older-than", "0s")
+        assert kept.code == 3, kept.output
+        assert "node2" in kept.stderr and job_id in kept.stderr
+        assert cli.job(job_id)["state"] == "succeeded", "the job stays recorded for the next gc"
+    finally:
+        nodes.start_node(worker)
+    cli.ok("gc", "--older-than", "0s")
+    assert cli("status", job_id).code == 2
+    assert not (worker.remote_root / job_id).exists()
+
+
 # ---------------------------------------------------------------- races and signals
 
 

@@ -113,6 +113,8 @@ def logs(obj, job_ref, rank_number, all_ranks, tail, follow, attempt, setup_log)
         raise UsageError(f"job {job.id} has no setup (tsubmit run --setup CMD)")
     if setup_log and follow:
         raise UsageError("--setup shows the setup's log, complete before the rank starts: drop -f")
+    from ..remote_access import select_ranks
+
     ranks = select_ranks(job, rank_number, all_ranks)
     attempt = attempt or job.attempt
     if not 1 <= attempt <= job.attempt:
@@ -122,7 +124,8 @@ def logs(obj, job_ref, rank_number, all_ranks, tail, follow, attempt, setup_log)
     if follow:
         from ..lifecycle import follow as follow_job
 
-        follow_job(store, job, ranks, prefixed=all_ranks, tail=tail, verbose=obj["verbose"])
+        follow_job(store, job, ranks, prefixed=all_ranks, tail=tail, verbose=obj["verbose"],
+                   notice=_say)
         sys.exit(result_code(job))
     from ..layout import LOG, SETUP_LOG
     from ..logs import fetch
@@ -135,14 +138,8 @@ def logs(obj, job_ref, rank_number, all_ranks, tail, follow, attempt, setup_log)
             click.echo(prefix + line)
 
 
-def select_ranks(job, rank_number, all_ranks):
-    if all_ranks:
-        return job.ranks
-    rank_number = rank_number or 0
-    if not 0 <= rank_number < len(job.ranks):
-        raise UsageError(f"--rank {rank_number} is out of range: job {job.id} has ranks "
-                         f"0 to {len(job.ranks) - 1}")
-    return [job.ranks[rank_number]]
+def _say(line: str) -> None:
+    click.echo(line, err=True)
 
 
 def result_code(job) -> int:
@@ -158,7 +155,8 @@ def wait_for_job(store, job, *, follow, all_ranks, timeout, verbose, summary=Tru
     from ..lifecycle import wait_for
 
     ranks = (job.ranks if all_ranks else job.ranks[:1]) if follow else None
-    if not wait_for(store, job, timeout=timeout, follow=ranks, prefixed=all_ranks, verbose=verbose):
+    if not wait_for(store, job, timeout=timeout, follow=ranks, prefixed=all_ranks, verbose=verbose,
+                    notice=_say):
         click.echo(f"tsubmit: job {job.id} exceeded its timeout of {timeout:g}s and was stopped",
                    err=True)
         return EXIT_JOB_FAILED
@@ -279,6 +277,9 @@ def gc(obj, older_than, setups_unused_for, dry_run, output):
         click.echo(out.to_json({"dry_run": dry_run, **removed}))
     else:
         _print_removed(removed, dry_run)
+    if removed["delete_failures"]:
+        raise LaunchError("cannot remove every old job from its nodes; they stay recorded, run gc "
+                          "again once the nodes answer", removed["delete_failures"])
     if removed.get("setup_failures"):
         raise LaunchError("cannot look for unused setup folders on every node; run gc again once "
                           "they answer", removed["setup_failures"])
