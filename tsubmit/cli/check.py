@@ -1,25 +1,17 @@
 """`tsubmit cluster check`."""
 
 import sys
-from contextlib import contextmanager
-from pathlib import Path
 
 import click
 
-from ..errors import EXIT_LAUNCH, UsageError
+from ..errors import EXIT_LAUNCH
+from .options import cluster_options, resolved_cluster
 
 MARKS = {"ok": "ok", "warn": "warn", "fail": "FAIL", "skipped": "-"}
 
 
 @click.command("check")
-@click.argument("name", required=False)
-@click.option("-i", "--inventory", metavar="PATH",
-              help="An Ansible inventory instead of a named cluster.")
-@click.option("-g", "--group", metavar="GROUP", help="With -i: the group of the cluster's hosts "
-              "(default: all).")
-@click.option("--vault-password-file", metavar="FILE",
-              help="Vault password file for the inventory's encrypted values.")
-@click.option("--ask-vault-pass", is_flag=True, help="Prompt for the vault password (not stored).")
+@cluster_options
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
 @click.pass_obj
 def check(obj, name, inventory, group, vault_password_file, ask_vault_pass, output):
@@ -71,24 +63,3 @@ def check(obj, name, inventory, group, vault_password_file, ask_vault_pass, outp
             click.echo(f"\nall checks passed on {hosts} host(s)")
     if not report.ok:
         sys.exit(EXIT_LAUNCH)
-
-
-@contextmanager
-def resolved_cluster(name, inventory, group, vault_password_file, ask_vault_pass):
-    """The cluster NAME, or -i INVENTORY [-g GROUP], resolved while an asked vault
-    password lives (`cluster check`, `cluster usage`)."""
-    from ..clusters import resolve, select_cluster
-    from .options import asked_vault_password
-
-    # Unlike run, check and usage have no default cluster: they name what they read.
-    if (name is None) == (inventory is None):
-        raise UsageError("give either a cluster NAME or -i PATH (an inventory), not both")
-    if vault_password_file and ask_vault_pass:
-        raise UsageError("give either --vault-password-file or --ask-vault-pass, not both")
-    ref = select_cluster(name, inventory, group, None, vault_password_file)
-    with asked_vault_password(ask_vault_pass) as asked_file:
-        password_file = asked_file or vault_password_file
-        if password_file:
-            # Absolute, as run's: ansible-playbook runs in another folder than this command.
-            ref = ref.narrowed(None, str(Path(password_file).resolve()))
-        yield resolve(ref)

@@ -5,6 +5,7 @@ import sys
 import click
 
 from ..errors import UsageError
+from .options import cluster_options
 
 
 @click.group()
@@ -200,13 +201,7 @@ def remove(name):
 
 
 @cluster.command("usage")
-@click.argument("name", required=False)
-@click.option("-i", "--inventory", metavar="PATH", help="An Ansible inventory instead of a named cluster.")
-@click.option("-g", "--group", metavar="GROUP", help="With -i: the group of the cluster's hosts "
-              "(default: all).")
-@click.option("--vault-password-file", metavar="FILE",
-              help="Vault password file for the inventory's encrypted values.")
-@click.option("--ask-vault-pass", is_flag=True, help="Prompt for the vault password (not stored).")
+@cluster_options
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
 @click.pass_obj
 def usage(obj, name, inventory, group, vault_password_file, ask_vault_pass, output):
@@ -224,7 +219,7 @@ def usage(obj, name, inventory, group, vault_password_file, ask_vault_pass, outp
     from ..errors import EXIT_LAUNCH
     from ..gpu_leases import describe_lease
     from ..gpu_leases import usage as read_usage
-    from .check import resolved_cluster
+    from .options import resolved_cluster
 
     with resolved_cluster(name, inventory, group, vault_password_file, ask_vault_pass) as resolved:
         nodes = read_usage(resolved, verbose=(obj or {}).get("verbose", 0))
