@@ -55,8 +55,10 @@ def test_a_spec_with_every_key_runs_the_same_job_as_the_flags(cli, nodes, workdi
         "workdir": ".", "command": "python count.py 2 0", "env": {"JOB_A": "a b"},
         "env_file": "job.env", "gpus": 1, "max_restarts": 1, "wait": True, "follow": False,
         "timeout": "10m", "if_running": "skip", "hooks": {"pre_launch_tasks": "hook.yml"},
-        "keep_going": True,
+        "keep_going": True, "queue": True, "queue_timeout": "5m",
     }
+    # --setup runs on the node, never in a container (refused with --image): its own half
+    setup = {"setup": "echo set up for $TSUBMIT_JOB_NAME", "setup_key": ["job.env"]}
     container = {"image": "localhost/train:1", "container_args": ["--shm-size=1g"], "pull": "never"}
     spec_file = workdir / "job.yaml"
     spec_file.write_text(yaml.safe_dump({**spec, **container}))
@@ -64,24 +66,29 @@ def test_a_spec_with_every_key_runs_the_same_job_as_the_flags(cli, nodes, workdi
              str(vault), "--name", "every-key", "--executor", "distributed", "--workdir", str(workdir),
              "--env", "JOB_A=a b", "--env-file", str(workdir / "job.env"), "--gpus", "1",
              "--max-restarts", "1", "--wait", "--timeout", "10m", "--if-running", "skip",
-             "--hook", f"pre_launch_tasks={hook}", "--keep-going", "--image", "localhost/train:1",
-             "--container-arg=--shm-size=1g", "--pull", "never"]
-    from_flags = cli.ok("run", "--dry-run", "-o", "json", *flags, "--", "python", "count.py", "2", "0")
-    from_spec = cli.ok("run", "--dry-run", "-o", "json", "-f", str(spec_file), cwd=tmp_path)
-    assert normalised(from_spec.json()) == normalised(from_flags.json())
+             "--hook", f"pre_launch_tasks={hook}", "--keep-going", "--queue", "--queue-timeout", "5m"]
+    container_flags = ["--image", "localhost/train:1", "--container-arg=--shm-size=1g", "--pull", "never"]
+    setup_flags = ["--setup", setup["setup"], "--setup-key", "job.env"]
+    for extra_keys, extra_flags in ((container, container_flags), (setup, setup_flags)):
+        spec_file.write_text(yaml.safe_dump({**spec, **extra_keys}))
+        from_flags = cli.ok("run", "--dry-run", "-o", "json", *flags, *extra_flags,
+                            "--", "python", "count.py", "2", "0")
+        from_spec = cli.ok("run", "--dry-run", "-o", "json", "-f", str(spec_file), cwd=tmp_path)
+        assert normalised(from_spec.json()) == normalised(from_flags.json())
     # every key but cluster, which excludes inventory: checked on its own
     optuna = {"study", "direction", "optuna_storage", "dashboard"}  # test_optuna_run.py
-    assert set(spec) | set(container) == {field["key"] for field in _fields()} - {"cluster"} - optuna
+    assert set(spec) | set(container) | set(setup) == {field["key"] for field in _fields()} - {"cluster"} - optuna
     cli.write_cluster("c", nodes, nodes.nodes[:2])
     spec_file.write_text(yaml.safe_dump({"cluster": "c", "name": "n", "command": ["python", "x.py"]}))
     assert normalised(cli.ok("run", "--dry-run", "-o", "json", "-f", str(spec_file)).json()) == \
         normalised(cli.ok("run", "--dry-run", "-o", "json", "-c", "c", "--name", "n", "--workdir",
                           str(workdir), "--", "python", "x.py").json())
-    spec_file.write_text(yaml.safe_dump(spec))  # the run itself on the nodes, without the image
+    spec_file.write_text(yaml.safe_dump({**spec, **setup}))  # the run itself on the nodes, no image
 
     run = cli("run", "-f", str(spec_file), cwd=tmp_path)
     assert run.code == 0, run.output
     assert "job" in run.stdout and "succeeded" in run.stdout
+    assert "set up for every-key" in cli.ok("logs", "every-key", "--setup").stdout
     # a second run of the same name while none runs is not skipped
     assert cli.ok("run", "-f", str(spec_file), "--executor", "distributed", cwd=tmp_path)
 
