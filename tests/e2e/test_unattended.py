@@ -77,7 +77,8 @@ def test_a_spec_with_every_key_runs_the_same_job_as_the_flags(cli, nodes, workdi
         assert normalised(from_spec.json()) == normalised(from_flags.json())
     # every key but cluster, which excludes inventory: checked on its own
     optuna = {"study", "direction", "optuna_storage", "dashboard"}  # test_optuna_run.py
-    assert set(spec) | set(container) | set(setup) == {field["key"] for field in _fields()} - {"cluster"} - optuna
+    every_key = {field["key"] for field in _fields()} - {"cluster"} - optuna
+    assert set(spec) | set(container) | set(setup) == every_key
     cli.write_cluster("c", nodes, nodes.nodes[:2])
     spec_file.write_text(yaml.safe_dump({"cluster": "c", "name": "n", "command": ["python", "x.py"]}))
     assert normalised(cli.ok("run", "--dry-run", "-o", "json", "-f", str(spec_file)).json()) == \
