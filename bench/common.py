@@ -106,47 +106,12 @@ def _kill_quietly(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
-class TreeSampler:
-    """Peak of the summed PSS of a process and its live descendants, sampled.
+class _Sampler:
+    """A reading of process PID from /proc every INTERVAL seconds, on a thread,
+    from watch() until stop(); subclasses say what one reading keeps (sample())."""
 
-    PSS splits shared pages (Ansible's forks share most of theirs with the
-    parent) among the processes, so the sum is the real footprint. Reading
-    smaps costs CPU, so it is only used in untimed runs.
-    """
-
-    def __init__(self, interval: float = 0.1):
+    def __init__(self, interval: float):
         self.interval = interval
-        self.peak_kib = 0
-        self.peak_processes = 0
-        self._root: int | None = None
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def watch(self, pid: int) -> None:
-        self._root = pid
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._done.set()
-        self._thread.join()
-
-    def _loop(self) -> None:
-        while not self._done.is_set():
-            pids = [*descendants(self._root), self._root]
-            total = sum(_pss_kib(pid) for pid in pids)
-            if total > self.peak_kib:
-                self.peak_kib, self.peak_processes = total, len(pids)
-            self._done.wait(self.interval)
-
-
-class SelfCpuSampler:
-    """The CPU seconds of a process itself (not its children), read from
-    /proc every 10 ms while it runs: the last reading before it exits is what
-    it spent, within 10 ms (wait4 gives only the whole tree)."""
-
-    def __init__(self, interval: float = 0.01):
-        self.interval = interval
-        self.seconds = 0.0
         self._pid: int | None = None
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -160,14 +125,52 @@ class SelfCpuSampler:
         self._thread.join()
 
     def _loop(self) -> None:
-        while not self._done.is_set():
-            try:
-                text = Path(f"/proc/{self._pid}/stat").read_text()
-                fields = text[text.rindex(")") + 2:].split()
-                self.seconds = (int(fields[11]) + int(fields[12])) / _TICK
-            except (OSError, ValueError, IndexError):
-                return
+        while not self._done.is_set() and self.sample(self._pid):
             self._done.wait(self.interval)
+
+    def sample(self, pid: int) -> bool:
+        """Take one reading; False once there is nothing more to read."""
+        raise NotImplementedError
+
+
+class TreeSampler(_Sampler):
+    """Peak of the summed PSS of a process and its live descendants, sampled.
+
+    PSS splits shared pages (Ansible's forks share most of theirs with the
+    parent) among the processes, so the sum is the real footprint. Reading
+    smaps costs CPU, so it is only used in untimed runs.
+    """
+
+    def __init__(self, interval: float = 0.1):
+        super().__init__(interval)
+        self.peak_kib = 0
+        self.peak_processes = 0
+
+    def sample(self, pid: int) -> bool:
+        pids = [*descendants(pid), pid]
+        total = sum(_pss_kib(each) for each in pids)
+        if total > self.peak_kib:
+            self.peak_kib, self.peak_processes = total, len(pids)
+        return True
+
+
+class SelfCpuSampler(_Sampler):
+    """The CPU seconds of a process itself (not its children), read from
+    /proc every 10 ms while it runs: the last reading before it exits is what
+    it spent, within 10 ms (wait4 gives only the whole tree)."""
+
+    def __init__(self, interval: float = 0.01):
+        super().__init__(interval)
+        self.seconds = 0.0
+
+    def sample(self, pid: int) -> bool:
+        try:
+            text = Path(f"/proc/{pid}/stat").read_text()
+            fields = text[text.rindex(")") + 2:].split()
+            self.seconds = (int(fields[11]) + int(fields[12])) / _TICK
+        except (OSError, ValueError, IndexError):
+            return False
+        return True
 
 
 _TICK = os.sysconf("SC_CLK_TCK")

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tsubmit import layout
+
 REPO = Path(__file__).resolve().parents[2]
 FILES = REPO / "roles" / "optuna_store" / "files"
 NODE_LIB = REPO / "roles" / "node_lib" / "files"
@@ -192,7 +194,9 @@ def _config(tmp_path, nodes=2) -> dict:
 
 
 def _attempt(config, rank) -> Path:
-    folder = Path(config["job_dir"]) / f"rank-{rank}" / "attempt-1"
+    # Where layout.py puts the attempt: the watchdog must find the ranks there.
+    job_dir = Path(config["job_dir"])
+    folder = Path(layout.attempt_dir(job_dir.name, rank, config["attempt"], str(job_dir.parent)))
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
@@ -225,9 +229,9 @@ def test_the_watchdog_says_which_rank_it_waits_for(tmp_path):
         None, "rank 0: its folder is not on this node (tsubmit reports when it ends)")
     attempt = _attempt(config, 0)
     assert store_supervisor.workers_state(config) == (None, "rank 0: starting")
-    (attempt / "pid").write_text(f"{os.getpid()} {store_supervisor.start_ticks(os.getpid())} 0\n")
+    (attempt / layout.PID).write_text(f"{os.getpid()} {store_supervisor.start_ticks(os.getpid())} 0\n")
     assert store_supervisor.workers_state(config) == (None, f"rank 0: running (pid {os.getpid()})")
-    (attempt / "exit_code").write_text("0 1\n")
+    (attempt / layout.EXIT_CODE).write_text("0 1\n")
     assert store_supervisor.workers_state(config)[1].startswith("rank 1: its folder is not on this node")
 
 
