@@ -35,8 +35,18 @@ marked() {
         [ -O "/proc/$pid" ] && [ "$pid" != "$$" ] && echo "$pid"
     done
 }
-is_ours() { # PID STARTTICKS: the process still is the one we started
-    [ -r "/proc/$1/stat" ] && [ "$(cut -d' ' -f22 "/proc/$1/stat" 2>/dev/null)" = "$2" ]
+# PID STARTTICKS: the pid still is the process we started, its start time
+# (field 22 of /proc/PID/stat) unchanged, so the OS has not reused it. The
+# fields are read after the command name's last ")", as tsubmit_procs.py reads
+# them: a name may hold spaces and parentheses. Unlike there, a zombie still
+# counts: the question is whether the pid was reused (a zombie's was not, and
+# its group may live on), not whether it runs.
+is_ours() {
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    expected=$2
+    # shellcheck disable=SC2086 # split into its fields on purpose (numbers and a state letter)
+    set -- ${stat##*") "}
+    [ "$#" -ge 20 ] && [ "${20}" = "$expected" ]
 }
 signal_all() { # SIGNAL: every marked process and the recorded groups
     for pid in $(marked); do kill "-$1" "$pid" 2>/dev/null; done
