@@ -103,3 +103,21 @@ def test_bad_optuna_input(cli, search_dir, args, message):
     run = cli("run", *args, "--workdir", str(search_dir), "--", "python", "search.py")
     assert run.code == 2, run.output
     assert message in run.stderr and "Traceback" not in run.output
+
+
+def test_check_shows_the_workers_view_and_starts_no_store(cli, nodes, search_dir):
+    """`run --check` on an Optuna job: the head's store is not started, so the
+    workers' view names the head and a placeholder port, as --dry-run does."""
+    cli.write_cluster("c", nodes, nodes.nodes[:2])
+    options = ["--executor", "optuna", "--study", "check-only", "--workdir", str(search_dir),
+               "--", "python", "search.py", "3"]
+    dry = cli.ok("run", "-c", "c", "--dry-run", "-o", "json", *options).json()
+    check = cli.ok("run", "-c", "c", "--check", *options).stdout
+    head = nodes.nodes[0]
+    assert check.count(f"export DATABASE_URI='grpc://{head.address}:<store port>'") == 2
+    for rank in dry["ranks"]:
+        assert f"export DATABASE_URI='grpc://{head.address}:<store port>'" in rank["environment"]
+    assert "check mode: nothing was launched" in check
+    assert nodes.processes_of(head, "optuna_store") == []
+    assert not (head.remote_root / "optuna-studies" / "check-only.db").exists()
+    assert cli.ok("list", "-o", "json").json() == []
