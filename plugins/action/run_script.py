@@ -32,6 +32,7 @@ FILE_OPTIONS = {
 ARGUMENT_SPEC = {
     "script": {"type": "str", "required": True},
     "executable": {"type": "str", "default": "/bin/sh"},
+    "executable_args": {"type": "list", "elements": "str", "default": []},
     "args": {"type": "list", "elements": "str", "default": []},
     "files": {"type": "list", "elements": "dict", "default": [], "options": FILE_OPTIONS,
               "mutually_exclusive": [["src", "content"]], "required_one_of": [["src", "content"]]},
@@ -115,7 +116,7 @@ def _command(script_name, args, folder, transferred, environment):
     made = f"b={shlex.quote(folder)}" if folder else f"b=$({_mktemp(args['tmpdir'])}) || exit 1"
     steps = ['tar -xf - -C "$b"'] + [f'chmod {item["mode"]:o} "$b"/{shlex.quote(item["name"])}'
                                      for item in transferred]
-    run = " ".join([environment.strip(), shlex.join(shlex.split(args["executable"])),
+    run = " ".join([environment.strip(), shlex.join([args["executable"], *args["executable_args"]]),
                     f'"$b"/{shlex.quote(script_name)}', shlex.join(args["args"])]).strip()
     return f'{made}; {" && ".join(steps)} && {run}; rc=$?; rm -rf "$b"; exit $rc'
 

@@ -22,9 +22,16 @@ options:
     type: str
     required: true
   executable:
-    description: What runs the script (C(python3) for a Python script).
+    description:
+      - What runs the script (C(python3) for a Python script), a name on the node's C(PATH) or a
+        path. One word, never split: a path with spaces is that path.
     type: str
     default: /bin/sh
+  executable_args:
+    description: Options given to I(executable) before the script (C([-S, -E]) for Python).
+    type: list
+    elements: str
+    default: []
   args:
     description: The script's arguments, each quoted for the shell.
     type: list

@@ -249,3 +249,17 @@ def test_a_worker_behind_a_bastion_runs_and_its_log_follows(cli, nodes, workdir,
     follow = cli("logs", job, "-f")
     assert follow.code == 0, follow.output
     assert follow.stdout.splitlines() == [f"line {i}" for i in range(5)]
+
+
+def test_a_python_path_with_a_space_is_one_path(cli, nodes, tmp_path):
+    """tsubmit_python is a path, never split into words (the probe runs with it)."""
+    node = nodes.nodes[0]
+    folder = node.remote_root / f"my env {tmp_path.name}" / "bin"
+    folder.mkdir(parents=True)
+    (folder / "python").symlink_to(nodes.python)
+    cli.write_cluster("c", nodes, [node], tsubmit_python=str(folder / "python"))
+    run = cli("run", "-c", "c", "--wait", "--executor", "distributed", "--workdir", str(tmp_path), "--",
+              "python", "-c", "import os; print('FIRST', os.environ['PATH'].split(':')[0])")
+    assert run.code == 0, run.output
+    job = re.search(r"job (\w+) ", run.stdout).group(1)
+    assert f"FIRST {folder}" in cli.ok("logs", job).stdout
