@@ -46,12 +46,14 @@ def shipped_files() -> list[dict]:
 
 def test_the_tasks_ship_every_module_the_store_imports():
     shipped = shipped_files()
-    assert sorted(item["name"] for item in shipped) == sorted([*STORE_MODULES, "tsubmit_procs.py"])
+    assert sorted(item["name"] for item in shipped) == sorted(
+        [*STORE_MODULES, "tsubmit_procs.py", "tsubmit_optuna_grpc.py"])
     for item in shipped:
         source = Path(item["src"])
         assert source.is_file() and source.name == item["name"], item
     # and every module the entry and its modules import is either shipped or the standard library/Optuna
-    local = {Path(name).stem for name in [*STORE_MODULES, "tsubmit_procs.py", "optuna_store.py"]}
+    local = {Path(name).stem for name in [*STORE_MODULES, "tsubmit_procs.py", "tsubmit_optuna_grpc.py",
+                                          "optuna_store.py"]}
     for path in [FILES / "optuna_store.py", *(FILES / name for name in STORE_MODULES)]:
         for node in ast.walk(ast.parse(path.read_text())):
             names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
@@ -82,23 +84,45 @@ def test_no_node_side_file_is_over_500_lines(path):
     assert len(path.read_text().splitlines()) <= 500
 
 
-def test_optunas_private_api_is_used_by_one_function_only():
+def test_the_helper_ships_every_module_the_workers_import():
+    """tsubmit_optuna.py and sitecustomize.py import tsubmit_optuna_grpc.py beside
+    them: tasks_from helper copies it whatever optuna_store_helper_files says."""
+    helper = yaml.safe_load((REPO / "roles/optuna_store/tasks/helper.yml").read_text())
+    loop = [task for task in _tasks(helper) if "loop" in task]
+    assert [task["loop"] for task in loop] == [
+        "{{ optuna_store_helper_files | union(optuna_store_helper_modules) }}"]
+    variables = yaml.safe_load((REPO / "roles/optuna_store/vars/main.yml").read_text())
+    defaults = yaml.safe_load((REPO / "roles/optuna_store/defaults/main.yml").read_text())
+    shipped = {*defaults["optuna_store_helper_files"], *variables["optuna_store_helper_modules"]}
+    for name in shipped:
+        assert (FILES / name).is_file(), name
+    for name in defaults["optuna_store_helper_files"]:
+        for node in ast.walk(ast.parse((FILES / name).read_text())):
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import) else [node.module])
+                for module in names:
+                    if (module or "").startswith("tsubmit"):
+                        assert f"{module}.py" in shipped, f"{name} imports {module}, not shipped"
+
+
+def test_optunas_private_api_is_in_one_file_one_piece_a_side():
     """Imports of optuna's underscore modules and underscore attributes of its
-    objects: only inside store_optuna.add_storage_service."""
+    objects, in every node-side file (the store's and the workers'): only in
+    tsubmit_optuna_grpc.py, the servicer (add_storage_service) and the patient
+    client (PatientProxy)."""
     found = []
     for path in FILES.glob("*.py"):
-        if path.name in ("sitecustomize.py", "tsubmit_optuna.py"):
-            continue  # the workers' helpers, not the store
         for part in ast.parse(path.read_text()).body:
             name = part.name if isinstance(part, ast.FunctionDef | ast.ClassDef) else "<module>"
             for node in ast.walk(part):
                 private = (isinstance(node, ast.ImportFrom) and (node.module or "").startswith("optuna")
                            and any(part.startswith("_") for part in node.module.split(".")))
                 private = private or (isinstance(node, ast.Attribute) and node.attr.startswith("_")
-                                      and not node.attr.startswith("__"))
+                                      and not node.attr.startswith("__") and node.attr != "_tsubmit")
                 if private:
                     found.append((path.name, name))
-    assert set(found) == {("store_optuna.py", "add_storage_service")}
+    assert set(found) == {("tsubmit_optuna_grpc.py", "add_storage_service"),
+                          ("tsubmit_optuna_grpc.py", "PatientProxy")}
 
 
 # --------------------------------------------------------------------------- store_base

@@ -23,7 +23,9 @@ The code, by concern (the role's tasks ship every file beside this one):
   store_actions.py     the one-shot actions above
   store_servers.py     the two servers (serve, serve-dashboard)
   store_supervisor.py  starting, proving, watching and stopping the store's processes
-  store_optuna.py      everything that imports Optuna (its private API in one function)
+  store_optuna.py      everything that imports Optuna, through its public API
+  tsubmit_optuna_grpc.py  Optuna's private gRPC API, the one home of it (the workers'
+                       helper ships it too)
   store_base.py        the store's folder and store.json, errors, ports
   store_urls.py        URLs with the password masked (the controller uses the same file)
   tsubmit_procs.py     is a recorded pid still ours (the node_lib role's, shared with status)

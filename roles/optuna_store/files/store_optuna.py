@@ -1,9 +1,9 @@
 """The study's storage, through Optuna: the SQLite file, the gRPC proxy, an external
 database, and what the store does to a study (create it, fail its running trials).
 
-Everything that imports optuna is here. Optuna's private API is used by one
-function only, add_storage_service (the gRPC servicer, to serve it without
-SO_REUSEPORT); everything else is Optuna's public API.
+Everything of the store that imports optuna is here, through Optuna's public
+API only; its private gRPC API (the servicer, to serve without SO_REUSEPORT) is
+tsubmit_optuna_grpc.add_storage_service, the file the workers' helper shares.
 """
 
 from __future__ import annotations
@@ -110,20 +110,6 @@ def served_storage(path: str):
     for study in storage.get_all_studies():
         storage.get_all_trials(storage.get_study_id_from_name(study.study_name), deepcopy=False)
     return storage
-
-
-def add_storage_service(server, storage) -> bool:
-    """Optuna's private API, here and nowhere else: put Optuna's gRPC storage service
-    for STORAGE on SERVER (a grpc.server), as run_grpc_proxy_server does, so the
-    caller chooses the server's options. False when this Optuna lays its internals
-    out otherwise (the caller then falls back to run_grpc_proxy_server)."""
-    try:
-        from optuna.storages._grpc.auto_generated import api_pb2_grpc
-        from optuna.storages._grpc.servicer import OptunaStorageProxyService
-    except ImportError:
-        return False
-    api_pb2_grpc.add_StorageServiceServicer_to_server(OptunaStorageProxyService(storage), server)
-    return True
 
 
 def direction_name(direction) -> str:

@@ -27,7 +27,6 @@ from store_base import (
     write_private,
 )
 from store_optuna import (
-    add_storage_service,
     external_storage,
     quiet_optuna,
     rdb_storage,
@@ -77,6 +76,7 @@ def serve(folder: str) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     import grpc
+    from tsubmit_optuna_grpc import add_storage_service  # imports optuna: only here, to serve
 
     storage = served_storage(path)
     server = grpc.server(ThreadPoolExecutor(max_workers=16), options=[("grpc.so_reuseport", 0)])

@@ -24,15 +24,17 @@ URI (TSUBMIT_OPTUNA_URI=off turns that off).
 
 The head-node store is reached through Optuna's GrpcStorageProxy; its calls
 wait for the store while it is being restarted by tsubmit's watchdog instead of
-failing at once. It needs optuna>=4.2, grpcio and protobuf on the node; an
-external database needs its driver (psycopg2-binary, PyMySQL, ...).
+failing at once (tsubmit_optuna_grpc.py, shipped beside this file, the one
+home of Optuna's private gRPC API, which the store's server uses too). It
+needs optuna>=4.2, grpcio and protobuf on the node; an external database needs
+its driver (psycopg2-binary, PyMySQL, ...).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import warnings
+
+import tsubmit_optuna_grpc  # Optuna's private gRPC API, shipped beside this file
 
 GRPC_SCHEME = "grpc://"
 JOB_ATTR = "tsubmit:job"
@@ -105,49 +107,9 @@ def load_study(*, sampler=None, pruner=None, tag_trials: bool = True):
 
 
 def _grpc_storage(host: str, port: int):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # GrpcStorageProxy is marked experimental
-        from optuna.storages import GrpcStorageProxy
-
-        try:
-            proxy = _PatientProxy(host=host, port=port)
-        except Exception:  # another Optuna layout: the stock client, which fails fast
-            proxy = GrpcStorageProxy(host=host, port=port)
+    proxy = tsubmit_optuna_grpc.patient_proxy(host, port, STORE_WAIT_SECONDS)
     proxy.wait_server_ready(timeout=STORE_WAIT_SECONDS)
     return proxy
-
-
-def _service_config() -> str:
-    return json.dumps({"methodConfig": [{
-        "name": [{}],  # every method
-        "waitForReady": True,
-        "timeout": f"{int(STORE_WAIT_SECONDS)}s",
-        "retryPolicy": {"maxAttempts": 5, "initialBackoff": "0.5s", "maxBackoff": "8s",
-                        "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]},
-    }]})
-
-
-try:
-    from optuna.storages import GrpcStorageProxy as _Base
-except ImportError:  # optuna < 4.2: load_study() says so when it is used
-    _Base = object
-
-
-class _PatientProxy(_Base):
-    """GrpcStorageProxy whose calls wait for the store (restarting) instead of failing."""
-
-    def _setup(self) -> None:
-        import grpc
-        from optuna.storages._grpc.auto_generated import api_pb2_grpc
-        from optuna.storages._grpc.client import GrpcClientCache
-
-        self._channel = grpc.insecure_channel(
-            f"{self._host}:{self._port}",
-            options=[("grpc.max_receive_message_length", -1), ("grpc.enable_retries", 1),
-                     ("grpc.service_config", _service_config())],
-        )
-        self._stub = api_pb2_grpc.StorageServiceStub(self._channel)
-        self._cache = GrpcClientCache(self._stub)
 
 
 def tag_new_trials(backend) -> None:

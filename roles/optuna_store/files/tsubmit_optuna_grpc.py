@@ -1,0 +1,102 @@
+"""Optuna's private gRPC API, here and nowhere else: the one file that reaches
+into optuna.storages._grpc, shipped both with the store's scripts (the server
+side, store_servers.py) and with the workers' helper (the client side,
+tsubmit_optuna.py), so an Optuna release that moves its internals is met in
+one place.
+
+One piece per side uses the private API, because the two sides need different
+parts of it:
+
+  add_storage_service(server, storage)   the servicer on a grpc.server of our
+                                         own (run_grpc_proxy_server's, with
+                                         SO_REUSEPORT off)
+  PatientProxy (by patient_proxy())      a GrpcStorageProxy whose calls wait
+                                         for the store (restarted by tsubmit's
+                                         watchdog) instead of failing at once;
+                                         a class, not a function, so that a
+                                         pickled proxy stays patient
+
+Each falls back to Optuna's public API when this Optuna lays its internals out
+otherwise. Importing this file imports optuna when there is one (the worker
+helper needs it anyway; the store's scripts import it only to serve).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+
+def service_config(wait: float) -> str:
+    """gRPC's service config for the store's client: every method waits up to WAIT
+    seconds for the store to be ready and retries while it is UNAVAILABLE."""
+    return json.dumps({"methodConfig": [{
+        "name": [{}],  # every method
+        "waitForReady": True,
+        "timeout": f"{int(wait)}s",
+        "retryPolicy": {"maxAttempts": 5, "initialBackoff": "0.5s", "maxBackoff": "8s",
+                        "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]},
+    }]})
+
+
+def channel_options(wait: float) -> list[tuple[str, object]]:
+    """The options of the client's channel: Optuna's own (no message size limit)
+    and the patient service config."""
+    return [("grpc.max_receive_message_length", -1), ("grpc.enable_retries", 1),
+            ("grpc.service_config", service_config(wait))]
+
+
+def add_storage_service(server, storage) -> bool:
+    """Put Optuna's gRPC storage service for STORAGE on SERVER (a grpc.server), as
+    run_grpc_proxy_server does, so the caller chooses the server's options. False
+    when this Optuna lays its internals out otherwise (the caller then falls back
+    to run_grpc_proxy_server)."""
+    try:
+        from optuna.storages._grpc.auto_generated import api_pb2_grpc
+        from optuna.storages._grpc.servicer import OptunaStorageProxyService
+    except ImportError:
+        return False
+    api_pb2_grpc.add_StorageServiceServicer_to_server(OptunaStorageProxyService(storage), server)
+    return True
+
+
+try:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # GrpcStorageProxy is marked experimental
+        from optuna.storages import GrpcStorageProxy as _Base
+except ImportError:  # optuna < 4.2, or none: patient_proxy says so when it is used
+    _Base = object
+
+
+class PatientProxy(_Base):
+    """GrpcStorageProxy whose calls wait for the store (restarting) instead of
+    failing: GrpcStorageProxy._setup, which __init__ and unpickling call, builds
+    the same stub and cache on a channel with channel_options."""
+
+    def __init__(self, *, host: str, port: int, wait: float) -> None:
+        self._tsubmit_wait = wait  # before __init__, which calls _setup; kept when pickled
+        super().__init__(host=host, port=port)
+
+    def _setup(self) -> None:
+        import grpc
+        from optuna.storages._grpc.auto_generated import api_pb2_grpc
+        from optuna.storages._grpc.client import GrpcClientCache
+
+        self._channel = grpc.insecure_channel(f"{self._host}:{self._port}",
+                                              options=channel_options(self._tsubmit_wait))
+        self._stub = api_pb2_grpc.StorageServiceStub(self._channel)
+        self._cache = GrpcClientCache(self._stub)
+
+
+def patient_proxy(host: str, port: int, wait: float):
+    """A proxy to the store at HOST:PORT whose calls wait up to WAIT seconds for it;
+    Optuna's stock GrpcStorageProxy (which fails fast) when this Optuna lays its
+    client out otherwise. ImportError for an Optuna without gRPC (< 4.2)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from optuna.storages import GrpcStorageProxy
+
+        try:
+            return PatientProxy(host=host, port=port, wait=wait)
+        except Exception:  # another Optuna layout: the stock client
+            return GrpcStorageProxy(host=host, port=port)

@@ -1,0 +1,89 @@
+"""tsubmit_optuna_grpc.py, the one home of Optuna's private gRPC API, shipped with
+the store's scripts and with the workers' helper: its pure parts, and both
+sides on real Optuna and a real gRPC server on 127.0.0.1."""
+
+import json
+import pickle
+import socket
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+import optuna
+
+FILES = Path(__file__).resolve().parents[2] / "roles" / "optuna_store" / "files"
+sys.path[:0] = [str(FILES)]
+
+import tsubmit_optuna_grpc  # noqa: E402 - the node-side module, from the role's files
+
+
+def test_the_service_config_waits_for_the_store_and_retries_unavailable():
+    config = json.loads(tsubmit_optuna_grpc.service_config(300.0))
+    (method,) = config["methodConfig"]
+    assert method["name"] == [{}]  # every method
+    assert method["waitForReady"] is True and method["timeout"] == "300s"
+    assert method["retryPolicy"]["retryableStatusCodes"] == ["UNAVAILABLE"]
+    options = dict(tsubmit_optuna_grpc.channel_options(7.5))
+    assert options["grpc.max_receive_message_length"] == -1  # Optuna's own option, kept
+    assert json.loads(options["grpc.service_config"])["methodConfig"][0]["timeout"] == "7s"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _serve(port: int, storage):
+    """Optuna's storage service on a server of our own, as store_servers.serve does."""
+    server = grpc.server(ThreadPoolExecutor(max_workers=4), options=[("grpc.so_reuseport", 0)])
+    assert tsubmit_optuna_grpc.add_storage_service(server, storage)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    return server
+
+
+def test_the_patient_proxy_reaches_the_served_storage():
+    storage, port = optuna.storages.InMemoryStorage(), _free_port()
+    server = _serve(port, storage)
+    try:
+        proxy = tsubmit_optuna_grpc.patient_proxy("127.0.0.1", port, 30)
+        assert isinstance(proxy, tsubmit_optuna_grpc.PatientProxy)
+        proxy.wait_server_ready(timeout=10)
+        study = optuna.create_study(storage=proxy, study_name="s")
+        study.tell(study.ask(), 1.0)
+        assert [t.value for t in optuna.load_study(study_name="s", storage=storage).trials] == [1.0]
+        proxy.close()
+    finally:
+        server.stop(grace=None)
+
+
+def test_a_call_waits_for_a_store_that_comes_back():
+    """What the watchdog's restart needs: a call made while nothing listens
+    succeeds once the store listens again (the stock proxy fails at once)."""
+    storage, port = optuna.storages.InMemoryStorage(), _free_port()
+    storage.create_new_study([optuna.study.StudyDirection.MINIMIZE], "s")
+    proxy = tsubmit_optuna_grpc.patient_proxy("127.0.0.1", port, 60)
+    servers = []
+    starter = threading.Timer(2.0, lambda: servers.append(_serve(port, storage)))
+    starter.start()
+    began = time.monotonic()
+    try:
+        assert proxy.get_study_id_from_name("s") == storage.get_study_id_from_name("s")
+        assert time.monotonic() - began >= 1.5  # it did wait for the server
+    finally:
+        starter.join()
+        for server in servers:
+            server.stop(grace=None)
+        proxy.close()
+
+
+def test_a_pickled_proxy_stays_patient():
+    proxy = tsubmit_optuna_grpc.patient_proxy("127.0.0.1", _free_port(), 42)
+    copy = pickle.loads(pickle.dumps(proxy))
+    assert type(copy) is tsubmit_optuna_grpc.PatientProxy and copy._tsubmit_wait == 42
+    proxy.close()
+    copy.close()
