@@ -27,6 +27,7 @@ sys.path.insert(0, str(REPO))
 import yaml  # noqa: E402
 
 from tests.harness import SshNodes  # noqa: E402
+from tests.harness.processes import node_processes  # noqa: E402
 from tests.harness.sshd import children_map, descendants  # noqa: E402
 from tsubmit import archive as archives  # noqa: E402
 
@@ -324,12 +325,12 @@ def delete_jobs(env: dict, job_ids: list[str]) -> None:
             log(f"warning: tsubmit delete exited {result.returncode}: {result.stderr.strip()[-500:]}")
 
 
-def kill_node_processes(nodes: SshNodes, members, pattern: str) -> int:
+def kill_node_processes(members, pattern: str) -> int:
     """SIGKILL the processes of these nodes whose command line matches (by pid)."""
     regex = re.compile(pattern)
     killed = 0
     for node in members:
-        for pid, cmd in nodes._node_processes(node):  # the repo's own harness
+        for pid, cmd in node_processes(node):  # the repo's own harness
             if regex.search(cmd):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)

@@ -130,7 +130,7 @@ def section_submit(ctx: Context, sizes: list[int]) -> None:
                             f"{result.seconds:.2f} s")
                 else:
                     ts_dirs_before = set(glob.glob("/tmp/torch_submit_job_*"))
-                    kill_node_processes(nodes, members, SLEEPERS)  # leftovers of any tool
+                    kill_node_processes(members, SLEEPERS)  # leftovers of any tool
                     result = torch_submit_run(ts, n, wd)
                     time.sleep(0.5)  # let the last node's detached command start
                     started = sum(bool(nodes.processes_of(node, r"train\.py")) for node in members)
@@ -145,7 +145,7 @@ def section_submit(ctx: Context, sizes: list[int]) -> None:
                         plain = [line for line in (result.stdout + result.stderr).splitlines()
                                  if line.strip() and line[0] not in "│╭╰"]
                         log("torch-submit said:\n  " + "\n  ".join(plain[-12:]))
-                    kill_node_processes(nodes, members, SLEEPERS + "|torch_submit_job_")
+                    kill_node_processes(members, SLEEPERS + "|torch_submit_job_")
                     # Its job folder is /tmp/torch_submit_job_<uuid> on every node (one
                     # filesystem here): remove the ones this run made.
                     for path in set(glob.glob("/tmp/torch_submit_job_*")) - ts_dirs_before:

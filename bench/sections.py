@@ -121,7 +121,7 @@ def section_list(ctx: Context, counts: list[int]) -> None:
     finally:
         # 50 deletes are 50 playbook runs; the jobs are stopped here by pid, and
         # stopping the nodes removes their folders.
-        killed = kill_node_processes(nodes, members, r"time\.sleep\(3600\)")
+        killed = kill_node_processes(members, r"time\.sleep\(3600\)")
         log(f"list: stopped {killed} processes of the list jobs")
 
 
