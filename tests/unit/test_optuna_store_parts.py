@@ -211,16 +211,30 @@ def test_an_external_url_is_read_from_its_file_only(tmp_path):
 # --------------------------------------------------------------------------- workers_ended
 
 
+ATTEMPT = 1
+
+
 def _config(tmp_path, nodes=2) -> dict:
-    job_dir = tmp_path / "job"
+    """What start saves for the watchdog, with the ranks' folders as the role names them."""
+    job_dir = tmp_path / "job%s"  # a % in the path is the path's, not the rank's
     (job_dir / "optuna").mkdir(parents=True)
-    return {"dir": str(job_dir / "optuna"), "job_dir": str(job_dir), "nodes": nodes, "attempt": 1}
+    pattern = _rendered_var("optuna_store_rank_attempt_dir", {
+        "optuna_store_job_dir": str(job_dir), "tsubmit_job_attempt": ATTEMPT})
+    return {"dir": str(job_dir / "optuna"), "job_dir": str(job_dir), "nodes": nodes,
+            "rank_attempt_dir": pattern}
+
+
+def _rendered_var(name: str, context: dict) -> str:
+    import jinja2
+
+    raw = yaml.safe_load((REPO / "roles/optuna_store/vars/main.yml").read_text())[name]
+    return jinja2.Environment(undefined=jinja2.StrictUndefined).from_string(raw).render(context)
 
 
 def _attempt(config, rank) -> Path:
     # Where layout.py puts the attempt: the watchdog must find the ranks there.
     job_dir = Path(config["job_dir"])
-    folder = Path(layout.attempt_dir(job_dir.name, rank, config["attempt"], str(job_dir.parent)))
+    folder = Path(layout.attempt_dir(job_dir.name, rank, ATTEMPT, str(job_dir.parent)))
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 

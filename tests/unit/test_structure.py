@@ -50,6 +50,8 @@ ROLE_PATHS = {
         layout.attempt_file(JOB, RANK, ATTEMPT, layout.CONTAINER_ENV, ROOT),
     ("launch", "vars", "launch_setup_dir"): layout.setup_dir("K", ROOT),
     ("optuna_store", "vars", "optuna_store_job_dir"): layout.job_dir(JOB, ROOT),
+    # every rank's attempt folder, the rank left as %d for the watchdog
+    ("optuna_store", "vars", "optuna_store_rank_attempt_dir"): layout.attempt_dir(JOB, "%d", ATTEMPT, ROOT),
     ("stop", "defaults", "stop_rank_dir"): layout.rank_dir(JOB, RANK, ROOT),
     ("cleanup", "defaults", "cleanup_job_dir"): layout.job_dir(JOB, ROOT),
 }

@@ -75,7 +75,8 @@ def start(options: dict) -> None:
     config = {
         "dir": folder, "job_dir": job_dir, "job_id": options["job_id"], "study": options["study"],
         "direction": options["direction"], "nodes": int(options["nodes"]),
-        "attempt": int(options.get("attempt") or 1), "boot_id": boot_id(),
+        # the ranks' folders as the role composes them (tsubmit/layout.py), %d the rank
+        "rank_attempt_dir": os.path.expanduser(options["rank_attempt_dir"]), "boot_id": boot_id(),
         "kind": "external" if options.get("url_file") else "head",
         "url_file": options.get("url_file"), "address": None, "port": None, "study_file": None,
         "dashboard": bool(options.get("dashboard")), "dashboard_port": None, "grace": grace,

@@ -197,15 +197,16 @@ def workers_state(config: dict) -> tuple[str | None, str | None]:
     """(why every worker of the job counts as ended, None), or (None, the rank the
     store waits for, said as the watchdog logs it).
 
-    A rank has ended when its attempt folder holds an exit code or the stop
-    marker, or its process is gone. Ranks whose folders this node cannot see
-    (no shared filesystem) count as running until the controller says
-    otherwise (`release`), or the job is stopped."""
-    folder, job_dir = config["dir"], config["job_dir"]
+    A rank has ended when its attempt folder (config["rank_attempt_dir"] % rank,
+    the folder the optuna_store role names as tsubmit/layout.py does) holds an
+    exit code or the stop marker, or its process is gone. Ranks whose folders
+    this node cannot see (no shared filesystem) count as running until the
+    controller says otherwise (`release`), or the job is stopped."""
+    folder = config["dir"]
     if os.path.exists(os.path.join(folder, "workers-ended")):
         return "every worker ended (reported by tsubmit)", None
     for rank in range(config["nodes"]):
-        attempt = os.path.join(job_dir, f"rank-{rank}", f"attempt-{config['attempt']}")
+        attempt = config["rank_attempt_dir"] % rank
         if not os.path.isdir(attempt):
             return None, f"rank {rank}: its folder is not on this node (tsubmit reports when it ends)"
         if any(os.path.exists(os.path.join(attempt, name)) for name in ("exit_code", "stopped")):
