@@ -112,19 +112,10 @@ def _start_head_store(config: dict, options: dict, started: dict, timeout: float
     config["study_file"] = os.path.join(studies_dir, study_key(config["study"]) + ".db")
     config["address"] = options["address"]
     wanted = int(options.get("port") or 0)
-    for _ in range(1 if wanted else 5):
-        config["port"] = wanted or free_port(config["address"])
-        save_config(config)
-        record = started["server"] = start_server(config)
-        problem = wait_ready(config, "server", record, timeout)
-        if problem is None:
-            break
-        started.pop("server")
-        if wanted or "already in use" not in problem:
-            raise StoreError(problem if not wanted else
-                             f"{problem}; choose another optuna_store_port or leave it unset")
-    else:
-        raise StoreError(problem)
+    problem = _start_on_a_port(config, "server", wanted, started, timeout)
+    if problem:
+        raise StoreError(f"{problem}; choose another optuna_store_port or leave it unset" if wanted
+                         else problem)
     config["study_id"] = prove_store(config, timeout)
     save_config(config)
 
@@ -137,20 +128,36 @@ def _start_dashboard_checked(config: dict, options: dict, started: dict, timeout
                          "install it there (pip install optuna-dashboard) or run without --dashboard"
                          ) from None
     wanted = int(options.get("dashboard_port") or 0)
-    for _ in range(1 if wanted else 5):
-        config["dashboard_port"] = wanted or free_port("127.0.0.1")
+    problem = _start_on_a_port(config, "dashboard", wanted, started, timeout)
+    if problem:
+        # The job runs on without a dashboard it could not have: store.json says none.
+        config["dashboard_port"] = None
         save_config(config)
-        record = started["dashboard"] = start_dashboard(config)
-        problem = wait_ready(config, "dashboard", record, timeout)
+        raise StoreError(f"the dashboard did not start: {problem}" +
+                         ("; choose another optuna_store_dashboard_port or leave it unset" if wanted else ""))
+
+
+def _start_on_a_port(config: dict, name: str, wanted: int, started: dict, timeout: float) -> str | None:
+    """Start NAME, the server (on config["address"], its port config["port"]) or the
+    dashboard (on 127.0.0.1, config["dashboard_port"]), on port WANTED, else on a
+    free port, tried up to five times: another process may take a free port between
+    the pick and the bind. The port is saved in store.json before the start (the
+    process reads it there); STARTED[NAME] holds its record. None once it is ready,
+    else why not, and what did not come up is stopped."""
+    start, address, key = ((start_server, config["address"], "port") if name == "server"
+                           else (start_dashboard, "127.0.0.1", "dashboard_port"))
+    problem = None
+    for _ in range(1 if wanted else 5):
+        config[key] = wanted or free_port(address)
+        save_config(config)
+        record = started[name] = start(config)  # start's rollback stops it, whatever happens
+        problem = wait_ready(config, name, record, timeout)
         if problem is None:
-            return
-        started.pop("dashboard")
+            return None
+        terminate(started.pop(name), 5)  # not ready within the timeout: it may still run
         if wanted or "already in use" not in problem:
             break
-    config["dashboard_port"] = None
-    save_config(config)
-    raise StoreError(f"the dashboard did not start: {problem}" +
-                     ("; choose another optuna_store_dashboard_port or leave it unset" if wanted else ""))
+    return problem
 
 
 def stop(options: dict) -> None:
