@@ -44,6 +44,20 @@ def test_a_running_process_with_its_start_time_is_ours(sleeper, tmp_path):
     assert tsubmit_procs.group_alive(sleeper.pid)  # its own session: pgid == pid
 
 
+def test_the_record_written_is_the_record_read(sleeper, tmp_path):
+    """pid_record writes the line read_pid and is_ours read (the store's spawn uses it)."""
+    pid_file = tmp_path / "pid"
+    pid_file.write_text(tsubmit_procs.pid_record(sleeper.pid))
+    assert tsubmit_procs.read_pid(str(pid_file)) == (sleeper.pid, tsubmit_procs.start_ticks(sleeper.pid))
+    assert tsubmit_procs.is_ours(tsubmit_procs.read_pid(str(pid_file)))
+    epoch = int(pid_file.read_text().split()[2])
+    assert abs(epoch - time.time()) < 5
+    sleeper.kill()
+    sleeper.wait()
+    assert tsubmit_procs.pid_record(sleeper.pid).split()[:2] == [str(sleeper.pid), "0"]
+    assert not tsubmit_procs.is_ours(tsubmit_procs.read_pid(str(pid_file)))
+
+
 def test_the_same_pid_with_another_start_time_is_not_ours(sleeper):
     """A pid the OS gave to another process is never taken for the recorded one."""
     ticks = tsubmit_procs.start_ticks(sleeper.pid)

@@ -16,6 +16,7 @@ exited, only its parent has not collected its exit status yet.
 from __future__ import annotations
 
 import os
+import time
 
 
 def proc_fields(pid: int | str) -> list[str] | None:
@@ -45,6 +46,12 @@ def group_alive(pgid: int | str) -> bool:
             if fields and fields[0] != "Z" and fields[2] == str(pgid):
                 return True
     return False
+
+
+def pid_record(pid: int) -> str:
+    """The pid file line of the running process PID, as read_pid reads it (launch.sh
+    writes the same line in shell); STARTTICKS 0 when PID is already gone."""
+    return f"{pid} {start_ticks(pid) or '0'} {int(time.time())}\n"
 
 
 def read_pid(path: str) -> tuple[int, str] | None:

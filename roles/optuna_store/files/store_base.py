@@ -78,9 +78,18 @@ def optuna_dir(job_dir: str) -> str:
     return os.path.join(os.path.expanduser(job_dir), "optuna")
 
 
+def read_config(folder: str) -> dict:
+    """The store.json of the store in FOLDER, which a daemon is started for."""
+    with open(os.path.join(folder, STORE_FILE)) as handle:
+        return json.load(handle)
+
+
 def load_config(job_dir: str) -> dict | None:
-    text = read_text(os.path.join(optuna_dir(job_dir), STORE_FILE))
-    return json.loads(text) if text else None
+    """The store.json of the job in JOB_DIR; None when the job has no store here."""
+    try:
+        return read_config(optuna_dir(job_dir))
+    except FileNotFoundError:
+        return None
 
 
 def save_config(config: dict) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import json
 import os
 import signal
 import sqlite3
@@ -18,11 +17,11 @@ import sys
 
 from store_base import (
     EXIT_BUSY,
-    STORE_FILE,
     StoreError,
     bind_problem,
     grpc_target,
     log,
+    read_config,
     read_url,
     write_private,
 )
@@ -33,11 +32,6 @@ from store_optuna import (
     served_storage,
     sqlite_url,
 )
-
-
-def _config(folder: str) -> dict:
-    with open(os.path.join(folder, STORE_FILE)) as handle:
-        return json.load(handle)
 
 
 def _hold_study_lock(config: dict):
@@ -63,7 +57,7 @@ def _hold_study_lock(config: dict):
 def serve(folder: str) -> None:
     """The gRPC storage proxy over the study file: what run_grpc_proxy_server does, with
     SO_REUSEPORT off, so no other server can share the port with it, nor it with another."""
-    config = _config(folder)
+    config = read_config(folder)
     address, port, path = config["address"], config["port"], config["study_file"]
     lock = _hold_study_lock(config)  # noqa: F841 - the lock lasts as long as the server
     problem = bind_problem(address, port)
@@ -106,7 +100,7 @@ def serve(folder: str) -> None:
 
 def serve_dashboard(folder: str) -> None:
     """optuna-dashboard over the study (the file, or the external database), on 127.0.0.1."""
-    config = _config(folder)
+    config = read_config(folder)
     port = config["dashboard_port"]
     url = read_url(config["url_file"]) if config["kind"] == "external" else None
     try:

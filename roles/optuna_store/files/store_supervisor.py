@@ -22,7 +22,6 @@ import sys
 import time
 
 from store_base import (
-    STORE_FILE,
     StoreError,
     boot_id,
     first_line,
@@ -30,12 +29,13 @@ from store_base import (
     listening,
     load_config,
     log,
+    read_config,
     url_or_none,
     write_private,
 )
 from store_optuna import config_storage, ensure_study, fail_running_trials, grpc_proxy
 from store_urls import scrub
-from tsubmit_procs import group_alive, is_ours, read_pid, start_ticks
+from tsubmit_procs import group_alive, is_ours, pid_record, read_pid, start_ticks
 
 NONCE_ATTR = "tsubmit:store"
 WATCH_INTERVAL = 1.0
@@ -51,9 +51,9 @@ def spawn(argv: list[str], log_path: str, pid_path: str, cwd: str,
             argv, stdin=subprocess.DEVNULL, stdout=output, stderr=output, cwd=cwd,
             start_new_session=True, close_fds=True, env=env,
         )
-    ticks = start_ticks(process.pid) or "0"
-    write_private(pid_path, f"{process.pid} {ticks} {int(time.time())}\n")
-    return process.pid, ticks
+    record = pid_record(process.pid)
+    write_private(pid_path, record)
+    return process.pid, record.split()[1]
 
 
 def spawn_entry(folder: str, daemon: str) -> tuple[int, str]:
@@ -227,8 +227,7 @@ def workers_ended(config: dict) -> str | None:
 def watch(folder: str) -> None:
     """The watchdog: restart the server (same port, same file) or the dashboard when it
     dies; stop the store once every worker ended or the job's folder is removed."""
-    with open(os.path.join(folder, STORE_FILE)) as handle:
-        config = json.load(handle)
+    config = read_config(folder)
     records = config["_records"] = {}
     stopping = {"now": False}
 
