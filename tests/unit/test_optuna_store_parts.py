@@ -194,6 +194,18 @@ def test_script_copy_keeps_every_module_and_the_copy_runs(tmp_path):
     assert usage.returncode == 1 and "optuna_store.py start JSON" in usage.stderr
 
 
+def test_the_starter_waits_for_the_ready_file_the_server_writes(tmp_path):
+    """store_servers marks itself ready (mark_ready); store_supervisor.wait_ready reads
+    the same file (ready_file), while the recorded process is still ours."""
+    config, me = {"dir": str(tmp_path)}, (os.getpid(), store_supervisor.start_ticks(os.getpid()))
+    assert store_supervisor.wait_ready(config, "server", me, 0.2) == (
+        f"the server did not start within 0.2s (see {tmp_path}/server.log)")
+    store_base.mark_ready(str(tmp_path), "server", 4242)
+    assert Path(store_base.ready_file(str(tmp_path), "server")).read_text() == f"{os.getpid()} 4242\n"
+    assert store_supervisor.wait_ready(config, "server", me, 5) is None
+    assert store_supervisor.wait_ready(config, "dashboard", me, 0.2) is not None  # its own file
+
+
 def test_need_config_names_the_missing_folder(tmp_path):
     with pytest.raises(store_base.StoreError, match=r"no Optuna store for this job on this node \(.*optuna"):
         store_base.need_config({"job_dir": str(tmp_path / "job")})

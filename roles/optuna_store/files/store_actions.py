@@ -24,6 +24,7 @@ from store_base import (
     need_config,
     optuna_dir,
     read_url,
+    ready_file,
     save_config,
     script_copy,
     study_key,
@@ -62,9 +63,10 @@ def start(options: dict) -> None:
     # A store left from an earlier attempt of this job: stop it first.
     if load_config(job_dir) is not None:
         stop_store(job_dir, grace, "a new attempt of the job started")
-    for marker in ("stopping", "ended", "workers-ended", "server.ready", "dashboard.ready"):
+    markers = [os.path.join(folder, name) for name in ("stopping", "ended", "workers-ended")]
+    for path in [*markers, ready_file(folder, "server"), ready_file(folder, "dashboard")]:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(os.path.join(folder, marker))
+            os.unlink(path)
     script_copy(folder)
     try:
         quiet_optuna()

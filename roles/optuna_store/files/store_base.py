@@ -96,6 +96,16 @@ def save_config(config: dict) -> None:
     write_private(os.path.join(config["dir"], STORE_FILE), json.dumps(config, indent=1) + "\n")
 
 
+def ready_file(folder: str, name: str) -> str:
+    """The file the server or the dashboard (NAME) of the store in FOLDER writes once
+    it listens, which its starter waits for."""
+    return os.path.join(folder, f"{name}.ready")
+
+
+def mark_ready(folder: str, name: str, port: int) -> None:
+    write_private(ready_file(folder, name), f"{os.getpid()} {port}\n")
+
+
 def need_config(options: dict) -> dict:
     config = load_config(options["job_dir"])
     if config is None:

@@ -21,9 +21,9 @@ from store_base import (
     bind_problem,
     grpc_target,
     log,
+    mark_ready,
     read_config,
     read_url,
-    write_private,
 )
 from store_optuna import (
     external_storage,
@@ -77,7 +77,7 @@ def serve(folder: str) -> None:
     if not add_storage_service(server, storage):
         # another Optuna layout: its own server, still proven by start's nonce check
         log(f"serving {path} on {grpc_target(address, port)} with run_grpc_proxy_server")
-        write_private(os.path.join(folder, "server.ready"), f"{os.getpid()} {port}\n")
+        mark_ready(folder, "server", port)
         optuna.storages.run_grpc_proxy_server(storage, host=address, port=port)
         return
     try:
@@ -92,7 +92,7 @@ def serve(folder: str) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    write_private(os.path.join(folder, "server.ready"), f"{os.getpid()} {port}\n")
+    mark_ready(folder, "server", port)
     log(f"serving study {config['study']} from {path} on {grpc_target(address, port)}")
     server.wait_for_termination()
     log("stopped")
@@ -137,7 +137,7 @@ def serve_dashboard(folder: str) -> None:
         threading.Thread(target=httpd.shutdown, daemon=True).start()
 
     signal.signal(signal.SIGTERM, stop)
-    write_private(os.path.join(folder, "dashboard.ready"), f"{os.getpid()} {port}\n")
+    mark_ready(folder, "dashboard", port)
     log(f"dashboard for study {config['study']} on http://127.0.0.1:{port}/")
     httpd.serve_forever()
     log("stopped")

@@ -30,6 +30,7 @@ from store_base import (
     load_config,
     log,
     read_config,
+    ready_file,
     url_or_none,
     write_private,
 )
@@ -61,7 +62,7 @@ def spawn_entry(folder: str, daemon: str) -> tuple[int, str]:
     name = {"serve": "server", "serve-dashboard": "dashboard", "watch": "watchdog"}[daemon]
     if name != "watchdog":
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(os.path.join(folder, f"{name}.ready"))
+            os.unlink(ready_file(folder, name))
     return spawn([sys.executable, os.path.join(folder, "optuna_store.py"), daemon, folder],
                  os.path.join(folder, f"{name}.log"), os.path.join(folder, f"{name}.pid"), folder)
 
@@ -103,11 +104,11 @@ def wait_ready(config: dict, name: str, record: tuple[int, str], timeout: float)
     folder = config["dir"]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if os.path.exists(os.path.join(folder, f"{name}.ready")) and is_ours(record):
+        if os.path.exists(ready_file(folder, name)) and is_ours(record):
             return None
         if not is_ours(record):
             time.sleep(0.1)  # the ready file may land just before the exit
-            if os.path.exists(os.path.join(folder, f"{name}.ready")) and is_ours(record):
+            if os.path.exists(ready_file(folder, name)) and is_ours(record):
                 return None
             return last_error(os.path.join(folder, f"{name}.log"))
         time.sleep(0.05)
