@@ -1,15 +1,14 @@
-"""The optuna_store role on real sshd nodes, with real Optuna, gRPC and PostgreSQL.
+"""The optuna_store role on real sshd nodes, with real Optuna and gRPC: the head-node store.
 
 `tsubmit run --executor optuna` is wired by the submit path; these tests drive
-the role directly: a small playbook that stands in for submit.yml (a fake
-preflight_nodes fact, then `role: optuna_store`) runs through tsubmit's own
-ansible-runner wrapper, and the workers are the example search run over real
-ssh on other nodes with the environment the launch role gives them. The
-maintenance steps run through the playbooks tsubmit ships: optuna_summary,
-optuna_fetch, optuna_dashboard and optuna_release (through tsubmit/optuna.py),
-stop.yml for the stop. The check and helper task files have no playbook of
-their own (submit.yml includes them through playbooks/tasks/optuna_store.yml),
-so two small test playbooks run each alone.
+the role directly (tests/e2e/optuna_support.py: a stand-in for submit.yml through
+tsubmit's own ansible-runner wrapper, and the example search as workers over real
+ssh on other nodes). The maintenance steps run through the playbooks tsubmit ships:
+optuna_summary, optuna_fetch, optuna_dashboard and optuna_release (through
+tsubmit/optuna.py), stop.yml for the stop. The check and helper task files have no
+playbook of their own (submit.yml includes them through
+playbooks/tasks/optuna_store.yml), so two small test playbooks run each alone.
+An external PostgreSQL storage: test_optuna_store_postgres.py.
 """
 
 from __future__ import annotations
@@ -17,15 +16,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import pwd
 import re
-import secrets
 import shlex
-import shutil
 import socket
 import subprocess
-import sys
-import tempfile
 import threading
 import time
 import urllib.request
@@ -34,282 +28,33 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.harness.ci import missing  # scripts/setup.sh --test installs PostgreSQL: CI fails without
-from tsubmit import ansible_env
+from tests.e2e import optuna_support
+from tests.e2e.optuna_support import (
+    PLAYBOOKS,
+    REPO,
+    ROLE_FILES,
+    accepting,
+    failure_line,
+    listener_address,
+    python_on,
+    read_pid,
+    run_worker,
+    store_processes,
+    trials_in_file,
+    unique_study,
+    wait_until,
+    watchdog_saw,
+    worker_command,
+    worker_env,
+)
 from tsubmit.ansible_run import run_playbook
 from tsubmit.errors import UsageError
-from tsubmit.job import Job, Rank
 
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parents[2]
-ROLE_FILES = REPO / "roles" / "optuna_store" / "files"
-EXAMPLE = REPO / "examples" / "optuna" / "search.py"
-START_TASK = "Start the store and create the study"
-ENDPOINT_TASK = "Read the endpoint as the launch role would"
-
-# The test stand-in for playbooks/submit.yml (preflight and launch replaced by
-# a fact and a folder), and the maintenance playbooks tsubmit ships.
-PLAYBOOKS = {
-    "optuna_store_test": [{
-        "name": "Start an Optuna store as the submit playbook does",
-        "hosts": "tsubmit_nodes",
-        "gather_facts": False,
-        "any_errors_fatal": True,
-        "pre_tasks": [
-            {"name": "Stand in for the preflight role",
-             "ansible.builtin.set_fact": {"preflight_nodes": (
-                 "{{ {inventory_hostname: {'remote_root': tsubmit_remote_root, 'gpus': 1,"
-                 " 'port': none}} }}")}},
-            {"name": "Create the job's folder as the launch role would",
-             "ansible.builtin.file": {"path": "{{ tsubmit_remote_root }}/{{ tsubmit_job_id }}",
-                                      "state": "directory", "mode": "0755"}},
-        ],
-        "roles": [{"role": "optuna_store"}],
-        "tasks": [
-            {"name": ENDPOINT_TASK,
-             "ansible.builtin.debug": {"msg": (
-                 "{{ hostvars[tsubmit_job_nodes[0]].optuna_store_endpoint | dict2items"
-                 " | rejectattr('key', 'eq', 'storage_url') | items2dict | combine({'has_storage_url':"
-                 " hostvars[tsubmit_job_nodes[0]].optuna_store_endpoint.storage_url is not none}) }}")}},
-        ],
-    }],
-    **{f"test_optuna_{entry}": [{
-        "name": f"Optuna store: {entry}",
-        "hosts": "tsubmit_nodes",
-        "gather_facts": False,
-        "tasks": [{"name": f"Run the optuna_store role's {entry} tasks",
-                   "ansible.builtin.include_role": {"name": "optuna_store", "tasks_from": entry}}],
-    }] for entry in ("check", "helper")},
-}
-
-
-@pytest.fixture
-def home(tmp_path_factory, monkeypatch):
-    """An isolated TSUBMIT_HOME, and tsubmit's playbook lookup extended with the test's."""
-    folder = Path(tempfile.mkdtemp(prefix="tso-", dir="/tmp"))
-    playbooks = folder / "playbooks"
-    playbooks.mkdir()
-    for name, content in PLAYBOOKS.items():
-        (playbooks / f"{name}.yml").write_text(yaml.safe_dump(content, sort_keys=False))
-    original = ansible_env.playbook
-    monkeypatch.setenv("TSUBMIT_HOME", str(folder))
-    monkeypatch.setattr(ansible_env, "playbook",
-                        lambda name: playbooks / f"{name}.yml" if name in PLAYBOOKS else original(name))
-    yield folder
-    shutil.rmtree(folder, ignore_errors=True)
-
-
-class Cluster:
-    """The harness nodes as one inventory, and jobs started on them."""
-
-    def __init__(self, nodes, home: Path):
-        self.nodes = nodes
-        self.home = home
-        self.inventory = home / "inventory.yml"
-        nodes.write_inventory(self.inventory)
-        self.started: list[tuple[str, list]] = []
-
-    def job(self, job_id: str, members) -> Job:
-        return Job(id=job_id, name=job_id, cluster="test", inventory={"sources": [str(self.inventory)]},
-                   executor="optuna", command=["python", "search.py"], workdir=str(REPO),
-                   ranks=[Rank(rank, node.name, node.address) for rank, node in enumerate(members)])
-
-    def start(self, members, *, study: str, job_id: str | None = None, direction: str = "minimize",
-              storage: str | None = None, dashboard: bool = False, attempt: int = 1, **role_vars):
-        """Run the role for a new job on MEMBERS (head first); (job id, run, endpoint or None)."""
-        job_id = job_id or secrets.token_hex(5)
-        hosts = {node.name: {"tsubmit_rank": rank, "tsubmit_node_address": node.address, **role_vars}
-                 for rank, node in enumerate(members)}
-        run = run_playbook("optuna_store_test", [str(self.inventory)], hosts, {
-            "tsubmit_job_id": job_id, "tsubmit_job_name": f"job-{job_id}",
-            "tsubmit_job_nodes": [node.name for node in members], "tsubmit_job_attempt": attempt,
-            "tsubmit_job_optuna": {"study": study, "direction": direction, "storage": storage,
-                                   "dashboard": dashboard},
-        })
-        self.started.append((job_id, list(members)))
-        endpoint = None
-        if not run.failures():
-            endpoint = json.loads(run.hosts[members[0].name].results[START_TASK]["stdout"])
-            # every node reads the head's fact, as the launch template does
-            for node in members:
-                seen = run.hosts[node.name].results[ENDPOINT_TASK]["msg"]
-                assert seen == {"host": endpoint["host"], "port": endpoint["port"], "study": study,
-                                "dashboard_port": endpoint["dashboard_port"],
-                                "has_storage_url": storage is not None}
-        return job_id, run, endpoint
-
-    def run_entry(self, job_id: str, members, playbook: str, **extravars):
-        hosts = {node.name: {"tsubmit_rank": rank} for rank, node in enumerate(members)}
-        return run_playbook(playbook, [str(self.inventory)], hosts, {"tsubmit_job_id": job_id, **extravars})
-
-    def stop(self, job_id: str, members):
-        run = self.run_entry(job_id, members, "stop", tsubmit_job_executor="optuna")
-        assert not run.failures(), run.failures()
-        return run
-
-    def store_dir(self, job_id: str, head) -> Path:
-        return head.remote_root / job_id / "optuna"
-
-    def cleanup(self) -> None:
-        for job_id, members in self.started:
-            if store_processes(self.nodes, members[0], job_id):
-                with contextlib.suppress(Exception):
-                    self.run_entry(job_id, members[:1], "stop", tsubmit_job_executor="optuna")
-
-
-@pytest.fixture
-def cluster(nodes, home):
-    made = Cluster(nodes, home)
-    yield made
-    made.cleanup()
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def unique_study(prefix: str = "study") -> str:
-    return f"{prefix}-{secrets.token_hex(3)}"
-
-
-def worker_dir(node, job_id: str, *, helper: bool = True) -> Path:
-    """The job's tree on a node: the example (and the helper module), readable by the test user."""
-    folder = node.remote_root / job_id / "workdir"
-    folder.mkdir(parents=True, exist_ok=True)
-    for source in (EXAMPLE, ROLE_FILES / "tsubmit_optuna.py") if helper else (EXAMPLE,):
-        shutil.copy(source, folder / source.name)
-    for path in (node.remote_root / job_id, folder):
-        path.chmod(0o755)
-    return folder
-
-
-def worker_env(endpoint: dict, job_id: str, rank: int, storage: str | None = None) -> dict[str, str]:
-    """What the launch role exports to an Optuna worker."""
-    env = {"STUDY_NAME": endpoint["study"], "OPTUNA_STUDY_NAME": endpoint["study"],
-           "TSUBMIT_JOB_ID": job_id, "NODE_RANK": str(rank), "WORLD_SIZE": "1",
-           "MASTER_ADDR": "localhost", "OMP_NUM_THREADS": "1"}
-    if storage:
-        env.update(DATABASE_URI=storage, OPTUNA_STORAGE=storage)
-    else:
-        env.update(DATABASE_URI=f"grpc://{endpoint['host']}:{endpoint['port']}",
-                   TSUBMIT_OPTUNA_GRPC_HOST=endpoint["host"],
-                   TSUBMIT_OPTUNA_GRPC_PORT=str(endpoint["port"]))
-    return env
-
-
-def worker_command(nodes, node, job_id: str, env: dict[str, str], trials: int, *, script: str = "search.py",
-                   pythonpath: str = ".") -> str:
-    """The worker's command; its environment comes from a private file, as the launch
-    script exports it, never on a command line (it may hold a database password)."""
-    folder = worker_dir(node, job_id, helper=pythonpath == ".")
-    env_file = folder / f"worker-{secrets.token_hex(4)}.env"
-    env_file.write_text("".join(f"export {key}={shlex.quote(value)}\n" for key, value in env.items()))
-    env_file.chmod(0o600)
-    os.chown(env_file, pwd.getpwnam(node.user).pw_uid, -1)
-    return (f"cd {shlex.quote(str(folder))} && . {shlex.quote(str(env_file))} && "
-            f"PYTHONPATH={shlex.quote(pythonpath)} "
-            f"exec {shlex.quote(nodes.python)} {script} {trials}")
-
-
-def run_worker(nodes, node, job_id: str, env: dict[str, str], trials: int, timeout: float = 240,
-               pythonpath: str = "."):
-    command = worker_command(nodes, node, job_id, env, trials, pythonpath=pythonpath)
-    result = nodes.ssh(node, command, check=False, timeout=timeout)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result
-
-
-def python_on(nodes, node, code: str, env: dict[str, str] | None = None, timeout: float = 60,
-              job_id: str | None = None) -> str:
-    """Run Python code on the node as the test user (so SQLite's -wal/-shm files stay the
-    store's), with ENV from a private file and the job's tree on PYTHONPATH."""
-    folder = worker_dir(node, job_id) if job_id else node.remote_root
-    script = folder / f"snippet-{secrets.token_hex(4)}.py"
-    script.write_text(code)
-    script.chmod(0o644)
-    command = f"{shlex.quote(nodes.python)} {shlex.quote(str(script))}"
-    if env or job_id:
-        command = worker_command(nodes, node, job_id or "scratch", env or {}, 0,
-                                 script=shlex.quote(str(script))).rsplit(" ", 1)[0]
-    result = nodes.ssh(node, command, check=False, timeout=timeout)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
-
-
-def trials_in_file(nodes, head, study_file: str, study: str) -> list[dict]:
-    """The study's trials, read from the SQLite file itself on the head."""
-    code = f"""
-import json, sqlite3
-db = sqlite3.connect({study_file!r}, timeout=30)
-rows = db.execute("SELECT t.trial_id, t.number, t.state FROM trials t JOIN studies s "
-                  "ON s.study_id = t.study_id WHERE s.study_name = ?", ({study!r},)).fetchall()
-attrs = dict(db.execute("SELECT trial_id, value_json FROM trial_user_attributes WHERE key = 'node'"))
-print(json.dumps([{{"number": n, "state": s, "node": json.loads(attrs[i]) if i in attrs else None}}
-                  for i, n, s in rows]))
-"""
-    return json.loads(python_on(nodes, head, code))
-
-
-def listener_address(port: int) -> str | None:
-    """The address a LISTEN socket on PORT is bound to (/proc/net/tcp and tcp6; gRPC
-    listens on an IPv4-mapped IPv6 socket, ::ffff:A.B.C.D, for an IPv4 address)."""
-    for table_name in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with open(table_name) as table:
-            next(table)
-            for fields in (line.split() for line in table):
-                address, _, hex_port = fields[1].partition(":")
-                if fields[3] != "0A" or int(hex_port, 16) != port:
-                    continue
-                raw = bytes.fromhex(address)
-                if len(raw) == 4:
-                    return socket.inet_ntoa(raw[::-1] if sys.byteorder == "little" else raw)
-                # /proc prints IPv6 as four host-order 32-bit words
-                words = b"".join(raw[i:i + 4][::-1] if sys.byteorder == "little" else raw[i:i + 4]
-                                 for i in range(0, 16, 4))
-                text = socket.inet_ntop(socket.AF_INET6, words)
-                return text.removeprefix("::ffff:")
-    return None
-
-
-def accepting(address: str, port: int) -> bool:
-    try:
-        with socket.create_connection((address, port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-def store_processes(nodes, head, job_id: str) -> list[str]:
-    return [cmd for cmd in nodes.processes_of(head, r"optuna_store\.py (serve|watch|serve-dashboard) ")
-            if f"/{job_id}/" in cmd]
-
-
-def wait_until(condition, timeout: float = 30, interval: float = 0.2, message: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"{message} not met within {timeout}s")
-
-
-def watchdog_saw(store: Path, line: str, timeout: float = 30) -> None:
-    """Wait until the store's watchdog logged LINE: it then judged the ranks' files
-    as the test left them, so a store still running afterwards stayed up on purpose."""
-    wait_until(lambda: line in (store / "watchdog.log").read_text(), timeout=timeout,
-               message=f"the watchdog logged {line!r}")
-
-
-def read_pid(path: Path) -> int:
-    return int(path.read_text().split()[0])
-
-
-def failure_line(run, host: str) -> str:
-    message = run.failures()[host]
-    assert "\n" not in message and "Traceback" not in message, message
-    return message
-
+# the shared fixtures, by name, so that pytest finds them in this module
+home = optuna_support.home
+cluster = optuna_support.cluster
 
 # --------------------------------------------------------------------------- the head-node store
 
@@ -682,169 +427,3 @@ def test_missing_optuna_on_the_head_or_a_node_names_the_packages(cluster, nodes)
                            "tsubmit_job_id": job_id,
                            "tsubmit_job_optuna": {"study": "s", "direction": "minimize", "storage": None}})
     assert not run.failures()
-
-
-# --------------------------------------------------------------------------- an external PostgreSQL
-
-
-PG_BIN = Path("/usr/lib/postgresql")
-
-
-def pg_bin(name: str) -> str:
-    found = sorted(PG_BIN.glob(f"*/bin/{name}"))
-    if not found:
-        missing("PostgreSQL is not installed (apt-get install -y postgresql)")
-    return str(found[-1])
-
-
-@pytest.fixture
-def postgres():
-    """A real PostgreSQL server on a loopback port, run as the postgres user: (url, password)."""
-    try:
-        pwd.getpwnam("postgres")
-    except KeyError:
-        missing("no postgres user (apt-get install -y postgresql)")
-    initdb, pg_ctl = pg_bin("initdb"), pg_bin("pg_ctl")
-    folder = Path(tempfile.mkdtemp(prefix="tsubmit-pg-", dir="/tmp"))
-    account = pwd.getpwnam("postgres")
-    os.chown(folder, account.pw_uid, account.pw_gid)
-    data, sockets, log = folder / "data", folder / "sock", folder / "server.log"
-
-    def as_postgres(*argv, **options):
-        return subprocess.run(["runuser", "-u", "postgres", "--", *argv], capture_output=True, text=True,
-                              timeout=120, check=True, **options)
-
-    as_postgres(initdb, "-D", str(data), "-U", "postgres", "--auth-local=trust",
-                "--auth-host=scram-sha-256", "--no-sync")
-    as_postgres("mkdir", "-m", "0700", str(sockets))
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    as_postgres(pg_ctl, "-D", str(data), "-l", str(log), "-w", "-t", "60", "-o",
-                f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
-    password = f"Pg-{secrets.token_hex(8)}"
-    try:
-        # the password goes over stdin, so no process listing of this test shows it either
-        as_postgres("psql", "-h", str(sockets), "-p", str(port), "-U", "postgres", "-v", "ON_ERROR_STOP=1",
-                    input=f"CREATE ROLE tsu LOGIN PASSWORD '{password}';\n"
-                          "CREATE DATABASE optuna OWNER tsu;\n")
-        yield f"postgresql://tsu:{password}@127.0.0.1:{port}/optuna", password
-    finally:
-        subprocess.run(["runuser", "-u", "postgres", "--", pg_ctl, "-D", str(data), "-m", "immediate",
-                        "stop"], capture_output=True, timeout=60, check=False)
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-class ProcessWatch:
-    """Samples every process's command line while it runs (`ps -eo args`)."""
-
-    def __init__(self):
-        self.seen: set[str] = set()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        while not self._stop.is_set():
-            listing = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=False)
-            self.seen.update(listing.stdout.splitlines())
-            self._stop.wait(0.1)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-
-
-def files_holding(folder: Path, secret: str) -> list[str]:
-    return [str(path) for path in folder.rglob("*")
-            if path.is_file() and secret.encode() in path.read_bytes()]
-
-
-def test_external_postgresql_storage_keeps_the_password_secret(cluster, nodes, postgres, home, tmp_path):
-    import psycopg
-
-    url, password = postgres
-    head, second, third = nodes.nodes
-    study = unique_study("pg")
-    members = [head, second, third]
-    with ProcessWatch() as watch:
-        job_id, run, endpoint = cluster.start(members, study=study, storage=url, dashboard=True)
-        assert not run.failures(), run.failures()
-        assert endpoint["host"] is None and endpoint["port"] is None and endpoint["study_file"] is None
-        store = cluster.store_dir(job_id, head)
-        assert oct((store / "storage-url").stat().st_mode & 0o777) == "0o600"
-        # only the dashboard and its watchdog run on the head; no gRPC store
-        assert len(store_processes(nodes, head, job_id)) == 2
-        with urllib.request.urlopen(f"http://127.0.0.1:{endpoint['dashboard_port']}/api/studies",
-                                    timeout=30) as answer:
-            assert study in answer.read().decode()
-
-        threads = [threading.Thread(target=run_worker, args=(nodes, node, job_id,
-                                                             worker_env(endpoint, job_id, rank, url), 3))
-                   for rank, node in ((1, second), (2, third))]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        # a trial this job left RUNNING, and one of another job on the same database
-        ask = "import tsubmit_optuna; tsubmit_optuna.load_study().ask(); print('ok')"
-        python_on(nodes, second, ask, worker_env(endpoint, job_id, 1, url), job_id=job_id)
-        python_on(nodes, third, ask, worker_env(endpoint, "otherjob", 2, url), job_id=job_id)
-
-        from tsubmit import optuna as optuna_ctl
-
-        job = cluster.job(job_id, members)
-        summary = optuna_ctl.study_summary(job)
-        assert summary["storage"] == "external" and summary["total"] == 8, summary
-        assert summary["trials"] == {"COMPLETE": 6, "RUNNING": 2}
-        fetched = optuna_ctl.fetch_study(job, tmp_path / "copy.db")
-        assert fetched["trials"] == 8
-        run = cluster.stop(job_id, [head])
-        report = json.loads(run.hosts[head.name].results["Stop the job's Optuna store"]["stdout"])
-        assert report["failed_trials"] == 1 and report["stopped"] == ["watchdog", "dashboard"]
-        assert store_processes(nodes, head, job_id) == []
-
-    with psycopg.connect(url) as database, database.cursor() as cursor:
-        cursor.execute("SELECT t.state, a.value_json FROM trials t JOIN studies s USING (study_id) "
-                       "LEFT JOIN trial_user_attributes a ON a.trial_id = t.trial_id AND a.key = 'node' "
-                       "WHERE s.study_name = %s", (study,))
-        rows = cursor.fetchall()
-    states = sorted(state for state, _ in rows)
-    assert states == ["COMPLETE"] * 6 + ["FAIL", "RUNNING"]  # the other job's trial is left alone
-    assert sorted(json.loads(node) for state, node in rows if state == "COMPLETE") == ["1"] * 3 + ["2"] * 3
-
-    # the password: never on a command line, in runner artifacts, or in the store's logs
-    assert not [line for line in watch.seen if password in line]
-    assert files_holding(home / "state", password) == []
-    assert files_holding(store, password) == [str(store / "storage-url")]
-    for node in members:
-        logs = [p for p in (node.remote_root / job_id).rglob("*.log")]
-        assert not [p for p in logs if password in p.read_text(errors="replace")]
-
-
-def test_an_unreachable_or_refusing_database_is_one_line_without_the_password(cluster, nodes, postgres,
-                                                                              home):
-    url, password = postgres
-    head, second = nodes.nodes[:2]
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        closed = probe.getsockname()[1]
-    port = re.search(r":(\d+)/", url).group(1)
-    unreachable = url.replace(f":{port}/", f":{closed}/")
-    job_id, run, _ = cluster.start([head, second], study=unique_study("pg"), storage=unreachable)
-    message = failure_line(run, head.name)
-    assert message.startswith(f"cannot reach the external Optuna storage postgresql://tsu:***@127.0.0.1:{closed}"
-                              "/optuna: ")
-    assert "Connection refused" in message and password not in message
-    assert not (head.remote_root / job_id / "optuna" / "watchdog.pid").exists()
-    wrong = url.replace(password, password[::-1])
-    job_id, run, _ = cluster.start([head, second], study=unique_study("pg"), storage=wrong)
-    message = failure_line(run, head.name)
-    assert "password authentication failed" in message, message
-    assert password[::-1] not in message and password not in message
-    assert store_processes(nodes, head, job_id) == []
-    assert files_holding(home / "state", password) == []
-    assert files_holding(home / "state", password[::-1]) == []
