@@ -43,6 +43,14 @@ def other_cli():
     shutil.rmtree(home, ignore_errors=True)
 
 
+def gpu_cluster(nodes, members, *controllers, name: str = "c") -> str:
+    """The cluster NAME of MEMBERS, each declaring 4 GPUs, known to every one of CONTROLLERS
+    (one or more TSUBMIT_HOMEs: what each researcher's laptop knows)."""
+    for controller in controllers:
+        controller.write_cluster(name, nodes, members, tsubmit_gpus=4)
+    return name
+
+
 def start(cli, cluster, *args, command=HOLD) -> str:
     run = cli.ok("run", "-c", cluster, "--executor", "distributed", *args, "--", *command)
     return re.search(r"job (\w+) ", run.stdout).group(1)
@@ -69,8 +77,7 @@ def usage(cli, cluster) -> dict[str, dict]:
 def test_two_controllers_get_disjoint_gpus_and_a_third_job_exits_5_naming_the_holder(
         cli, other_cli, nodes, workdir):
     members = nodes.nodes[:2]
-    for controller in (cli, other_cli):
-        controller.write_cluster("c", nodes, members, tsubmit_gpus=4)
+    gpu_cluster(nodes, members, cli, other_cli)
     first = start(cli, "c", "--gpus", "2", "--name", "alice-job", "--workdir", str(workdir))
     second = start(other_cli, "c", "--gpus", "2", "--name", "bob-job", "--workdir", str(workdir))
     try:
@@ -108,8 +115,8 @@ def test_two_controllers_get_disjoint_gpus_and_a_third_job_exits_5_naming_the_ho
 
 def test_a_lease_half_taken_across_the_nodes_is_given_back(cli, other_cli, nodes, workdir):
     members = nodes.nodes[:2]
-    cli.write_cluster("both", nodes, members, tsubmit_gpus=4)
-    other_cli.write_cluster("second", nodes, members[1:], tsubmit_gpus=4)
+    gpu_cluster(nodes, members, cli, name="both")
+    gpu_cluster(nodes, members[1:], other_cli, name="second")
     holder = start(other_cli, "second", "--workdir", str(workdir))  # all 4 GPUs of node2
     try:
         run = cli("run", "-c", "both", "--executor", "distributed", "--gpus", "2", "--workdir",
@@ -132,8 +139,7 @@ def test_a_lease_half_taken_across_the_nodes_is_given_back(cli, other_cli, nodes
 
 def test_queue_starts_right_after_the_holder_ends(cli, other_cli, nodes, workdir):
     node = nodes.nodes[0]
-    for controller in (cli, other_cli):
-        controller.write_cluster("c", nodes, [node], tsubmit_gpus=4)
+    gpu_cluster(nodes, [node], cli, other_cli)
     holder = start(other_cli, "c", "--gpus", "3", "--workdir", str(workdir))
     queued = subprocess.Popen(
         [*TSUBMIT, "run", "-c", "c", "--executor", "distributed", "--gpus", "2", "--queue",
@@ -165,7 +171,7 @@ def test_queue_starts_right_after_the_holder_ends(cli, other_cli, nodes, workdir
 
 def test_queue_timeout_exits_5_and_ctrl_c_while_queued_leaves_nothing(cli, nodes, workdir):
     node = nodes.nodes[0]
-    cli.write_cluster("c", nodes, [node], tsubmit_gpus=4)
+    gpu_cluster(nodes, [node], cli)
     holder = start(cli, "c", "--workdir", str(workdir))
     before = set(node.remote_root.iterdir())
     try:
@@ -202,8 +208,7 @@ def test_queue_timeout_exits_5_and_ctrl_c_while_queued_leaves_nothing(cli, nodes
 
 def test_kill_9_of_every_process_of_a_job_frees_its_gpus(cli, other_cli, nodes, workdir):
     node = nodes.nodes[0]
-    for controller in (cli, other_cli):
-        controller.write_cluster("c", nodes, [node], tsubmit_gpus=4)
+    gpu_cluster(nodes, [node], cli, other_cli)
     # torchrun: the launch script, torchrun and its workers
     run = cli.ok("run", "-c", "c", "--gpus", "2", "--workdir", str(workdir), "--", "python", "sleeper.py")
     job_id = re.search(r"job (\w+) ", run.stdout).group(1)
@@ -228,7 +233,7 @@ def test_kill_9_of_every_process_of_a_job_frees_its_gpus(cli, other_cli, nodes, 
 
 def test_gpus_0_opts_out_and_a_node_without_gpus_runs_as_before(cli, nodes, workdir):
     node = nodes.nodes[0]
-    cli.write_cluster("c", nodes, [node], tsubmit_gpus=4)
+    gpu_cluster(nodes, [node], cli)
     cli.write_cluster("plain", nodes, [node])
     holder = start(cli, "c", "--workdir", str(workdir))  # every GPU of the node
     try:
