@@ -1,12 +1,14 @@
 """Shared fixtures: real sshd nodes for the session, an isolated TSUBMIT_HOME
 per test, and a helper that runs the real `tsubmit` command."""
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,12 +109,22 @@ def ops_inventory(ops_nodes, tmp_path) -> OpsInventory:
     return write_ops_inventory(tmp_path / "ops", ops_nodes, members, bastion)
 
 
+@contextlib.contextmanager
+def fresh_cli() -> Iterator[Cli]:
+    """A Cli in a new TSUBMIT_HOME of its own, removed afterwards; for a second controller
+    or a home shared by a module's tests. A short path: SSH control sockets live under it
+    (see ansible_env.control_dir)."""
+    home = Path(tempfile.mkdtemp(prefix="tsh-", dir="/tmp"))
+    try:
+        yield Cli(home)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
 @pytest.fixture
 def cli():
-    # A short path: SSH control sockets live under it (see ansible_env.control_dir).
-    home = Path(tempfile.mkdtemp(prefix="tsh-", dir="/tmp"))
-    yield Cli(home)
-    shutil.rmtree(home, ignore_errors=True)
+    with fresh_cli() as made:
+        yield made
 
 
 @pytest.fixture

@@ -1,14 +1,11 @@
 """Every bad input a user can give: exit 2, one line naming the problem, no
 traceback, and nothing recorded or left half-done. None needs the sshd nodes."""
 
-import shutil
-import tempfile
-from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import Cli, Result
+from tests.conftest import Result, fresh_cli
 
 EXIT_USAGE = 2
 
@@ -43,17 +40,15 @@ def cluster_files(cli) -> list[str]:
 def with_job(tmp_path_factory):
     """A Cli whose home holds one finished job on the local cluster, shared by the
     tests below (each only fails against it, so none changes it)."""
-    home = Path(tempfile.mkdtemp(prefix="tsh-", dir="/tmp"))
-    cli = Cli(home)
-    workdir = tmp_path_factory.mktemp("work")
-    (workdir / "noop.py").write_text("")
-    run = cli("run", "--executor", "distributed", "--name", "recorded", "--wait", "--workdir",
-              str(workdir), "--", "python", "noop.py")
-    assert run.code == 0, run.output
-    job_id = cli.job("recorded")["id"]
-    yield cli, job_id
-    cli("delete", "--yes", job_id)  # also removes its directory on the node (this machine)
-    shutil.rmtree(home, ignore_errors=True)
+    with fresh_cli() as cli:
+        workdir = tmp_path_factory.mktemp("work")
+        (workdir / "noop.py").write_text("")
+        run = cli("run", "--executor", "distributed", "--name", "recorded", "--wait", "--workdir",
+                  str(workdir), "--", "python", "noop.py")
+        assert run.code == 0, run.output
+        job_id = cli.job("recorded")["id"]
+        yield cli, job_id
+        cli("delete", "--yes", job_id)  # also removes its directory on the node (this machine)
 
 
 # --- tsubmit run ---------------------------------------------------------------------

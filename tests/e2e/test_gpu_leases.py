@@ -14,14 +14,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import TSUBMIT, Cli
+from tests.conftest import TSUBMIT, fresh_cli
 from tests.e2e.test_lifecycle import log_of, wait_until
 from tests.harness import SshNodes, xdist_subnet
 from tests.harness.sshd import DEFAULT_USER, ensure_test_user
@@ -38,9 +37,8 @@ HOLD = ["python", "-c", "import os, time; print('CVD', os.environ.get('CUDA_VISI
 @pytest.fixture
 def other_cli():
     """A second controller: its own TSUBMIT_HOME, its own store, knows nothing of the first's jobs."""
-    home = Path(tempfile.mkdtemp(prefix="tsh-", dir="/tmp"))
-    yield Cli(home)
-    shutil.rmtree(home, ignore_errors=True)
+    with fresh_cli() as made:
+        yield made
 
 
 def gpu_cluster(nodes, members, *controllers, name: str = "c") -> str:

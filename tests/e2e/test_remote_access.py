@@ -9,11 +9,9 @@ import os
 import pty
 import re
 import select
-import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -21,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import TSUBMIT, Cli
+from tests.conftest import TSUBMIT, fresh_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -70,18 +68,16 @@ def workdir_on(node, job: str) -> Path:
 def outputs(nodes, tmp_path_factory):
     """A finished two-node job whose ranks each left results, a sparse file and links;
     shared by the tests that only read it."""
-    home = Path(tempfile.mkdtemp(prefix="tsh-", dir="/tmp"))
-    cli = Cli(home)
-    cli.write_cluster("pair", nodes, nodes.nodes[:2])
-    work = tmp_path_factory.mktemp("outputs")
-    (work / "make_outputs.py").write_text(MAKE_OUTPUTS)
-    run = cli("run", "-c", "pair", "--executor", "distributed", "--wait", "--name", "outputs",
-              "--env", "QUOTED=it's {{ x }} $HOME `id`", "--workdir", str(work), "--", "python",
-              "make_outputs.py")
-    assert run.code == 0, run.output
-    yield cli, job_id(run)
-    cli("delete", "--yes", job_id(run))
-    shutil.rmtree(home, ignore_errors=True)
+    with fresh_cli() as cli:
+        cli.write_cluster("pair", nodes, nodes.nodes[:2])
+        work = tmp_path_factory.mktemp("outputs")
+        (work / "make_outputs.py").write_text(MAKE_OUTPUTS)
+        run = cli("run", "-c", "pair", "--executor", "distributed", "--wait", "--name", "outputs",
+                  "--env", "QUOTED=it's {{ x }} $HOME `id`", "--workdir", str(work), "--", "python",
+                  "make_outputs.py")
+        assert run.code == 0, run.output
+        yield cli, job_id(run)
+        cli("delete", "--yes", job_id(run))
 
 
 # --------------------------------------------------------------------------- fetch
