@@ -261,14 +261,6 @@ def listener_address(port: int) -> str | None:
     return None
 
 
-def accepting(address: str, port: int) -> bool:
-    try:
-        with socket.create_connection((address, port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
 def store_processes(nodes, head, job_id: str) -> list[str]:
     return [cmd for cmd in nodes.processes_of(head, r"optuna_store\.py (serve|watch|serve-dashboard) ")
             if f"/{job_id}/" in cmd]

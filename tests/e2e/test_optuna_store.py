@@ -33,7 +33,6 @@ from tests.e2e.optuna_support import (
     PLAYBOOKS,
     REPO,
     ROLE_FILES,
-    accepting,
     failure_line,
     listener_address,
     python_on,
@@ -47,6 +46,7 @@ from tests.e2e.optuna_support import (
     worker_command,
     worker_env,
 )
+from tests.harness.processes import listening
 from tsubmit.ansible_run import run_playbook
 from tsubmit.errors import UsageError
 
@@ -128,7 +128,7 @@ def test_store_serves_one_study_to_workers_on_other_nodes(cluster, nodes, tmp_pa
 
     cluster.stop(job_id, [head])
     assert store_processes(nodes, head, job_id) == []
-    assert not accepting(head.address, endpoint["port"])
+    assert not listening(head.address, endpoint["port"])
     assert optuna_ctl.study_summary(job)["store"] == "stopped"
 
 
@@ -188,7 +188,7 @@ def test_watchdog_restarts_a_killed_server_and_the_search_finishes(cluster, node
         os.kill(killed, 9)
         restarted = wait_until(lambda: (read_pid(store / "server.pid") != killed
                                         and (store / "server.ready").exists()
-                                        and accepting(head.address, endpoint["port"])
+                                        and listening(head.address, endpoint["port"])
                                         and read_pid(store / "server.pid")),
                                timeout=60, message="the server restarted")
         assert listener_address(endpoint["port"]) == head.address  # the same port
@@ -226,7 +226,7 @@ def test_stop_fails_running_trials_and_leaves_nothing_listening(cluster, nodes):
     states = [t["state"] for t in trials_in_file(nodes, head, endpoint["study_file"], endpoint["study"])]
     assert states == ["FAIL", "FAIL"]
     assert store_processes(nodes, head, job_id) == []
-    assert not accepting(head.address, port) and not accepting("127.0.0.1", dashboard)
+    assert not listening(head.address, port) and not listening("127.0.0.1", dashboard)
     assert listener_address(port) is None and listener_address(dashboard) is None
     # stopping again does nothing and says nothing
     again = cluster.stop(job_id, [head, second])
@@ -270,8 +270,8 @@ def test_the_store_stops_by_itself_once_every_worker_ended(cluster, nodes):
     wait_until(lambda: store_processes(nodes, head, job_id) == [], timeout=30, message="the store stopped")
     ended = json.loads((store / "ended").read_text())
     assert ended["reason"] == "every worker ended" and ended["stopped"] == ["dashboard", "server"]
-    assert not accepting(head.address, endpoint["port"])
-    assert not accepting("127.0.0.1", endpoint["dashboard_port"])
+    assert not listening(head.address, endpoint["port"])
+    assert not listening("127.0.0.1", endpoint["dashboard_port"])
     assert Path(endpoint["study_file"]).exists()
 
     # The head alone finished, the other rank's files are elsewhere: it keeps serving
@@ -294,7 +294,7 @@ def test_the_store_stops_by_itself_once_every_worker_ended(cluster, nodes):
     assert not run.failures(), run.failures()
     nodes.ssh(head, f"rm -rf {shlex.quote(str(head.remote_root / job_id))}")
     wait_until(lambda: store_processes(nodes, head, job_id) == [], timeout=30, message="the store stopped")
-    assert not accepting(head.address, endpoint["port"])
+    assert not listening(head.address, endpoint["port"])
 
 
 def test_dashboard_over_an_ended_study_is_forwarded_over_ssh(cluster, nodes):
@@ -320,7 +320,7 @@ def test_dashboard_over_an_ended_study_is_forwarded_over_ssh(cluster, nodes):
         process.wait()
     optuna_ctl.close_dashboard(job)
     assert store_processes(nodes, head, job_id) == []
-    assert not accepting("127.0.0.1", opened["port"])
+    assert not listening("127.0.0.1", opened["port"])
 
     # a dashboard port that is taken: one clear line, nothing left running
     with socket.socket() as squatter:
