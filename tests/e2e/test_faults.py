@@ -58,6 +58,14 @@ def distributed(cli, cluster, workdir, *command, extra=()):
                  "--", *command)
 
 
+def sleeping_on_two_nodes(cli, nodes, workdir):
+    """A sleeper.py job on the first two nodes, every rank's processes up: (job id, the worker node)."""
+    cli.write_cluster("c", nodes, nodes.nodes[:2])
+    job_id = distributed(cli, "c", workdir, "python", "sleeper.py")
+    assert wait_until(lambda: len(job_processes(job_id)) >= 4)
+    return job_id, nodes.nodes[1]
+
+
 # ---------------------------------------------------------------- a failed rank
 
 
@@ -158,10 +166,7 @@ def test_delete_stops_the_workers_of_a_killed_torchrun(cli, nodes, workdir):
 
 
 def test_a_stop_that_could_not_reach_a_node_is_finished_when_it_answers(cli, nodes, workdir):
-    cli.write_cluster("c", nodes, nodes.nodes[:2])
-    job_id = distributed(cli, "c", workdir, "python", "sleeper.py")
-    worker = nodes.nodes[1]
-    assert wait_until(lambda: len(job_processes(job_id)) >= 4)
+    job_id, worker = sleeping_on_two_nodes(cli, nodes, workdir)
     nodes.stop_node(worker)  # a partition: its rank keeps running
     try:
         stop = cli("stop", job_id, "--grace", "3")
@@ -180,10 +185,7 @@ def test_a_stop_that_could_not_reach_a_node_is_finished_when_it_answers(cli, nod
 
 
 def test_a_node_that_dies_mid_job_fails_the_job_once_it_is_back(cli, nodes, workdir):
-    cli.write_cluster("c", nodes, nodes.nodes[:2])
-    job_id = distributed(cli, "c", workdir, "python", "sleeper.py")
-    worker = nodes.nodes[1]
-    assert wait_until(lambda: len(job_processes(job_id)) >= 4)
+    job_id, worker = sleeping_on_two_nodes(cli, nodes, workdir)
     nodes.stop_node(worker, kill_processes=True)  # a crash: its rank is gone with it
     try:
         assert cli.job(job_id)["ranks"][1]["state"] == "unreachable"
@@ -222,10 +224,7 @@ def test_a_restart_that_fails_on_one_node_is_rolled_back_and_can_be_retried(cli,
 
 
 def test_delete_force_forgets_a_job_whose_node_is_gone(cli, nodes, workdir):
-    cli.write_cluster("c", nodes, nodes.nodes[:2])
-    job_id = distributed(cli, "c", workdir, "python", "sleeper.py")
-    worker = nodes.nodes[1]
-    assert wait_until(lambda: len(job_processes(job_id)) >= 4)
+    job_id, worker = sleeping_on_two_nodes(cli, nodes, workdir)
     nodes.stop_node(worker, kill_processes=True)  # the machine is gone
     try:
         kept = cli("delete", job_id, "--yes")
