@@ -30,6 +30,15 @@ def discovering_inventory(path: Path, nodes, members, **extra) -> Path:
     return path
 
 
+def show_env_job(cli, nodes, members, workdir: Path, tmp_path: Path) -> str:
+    """The id of a finished show_env.py job on MEMBERS, run through a discovering inventory."""
+    inventory = discovering_inventory(tmp_path / "hosts.yml", nodes, members)
+    run = cli("run", "-i", str(inventory), "-g", "trainers", "--executor", "distributed", "--wait",
+              "--workdir", str(workdir), "--", "python", "show_env.py")
+    assert run.code == 0, run.output
+    return job_id_of(run.stdout)
+
+
 def env_lines(text: str) -> list[dict]:
     return [json.loads(line.split("ENV ", 1)[1]) for line in text.splitlines() if "ENV " in line]
 
@@ -39,11 +48,7 @@ def env_lines(text: str) -> list[dict]:
 
 def test_logs_and_delete_work_where_the_first_python_is_a_stale_shim(cli, nodes, workdir, tmp_path):
     members = nodes.nodes[:2]
-    inventory = discovering_inventory(tmp_path / "hosts.yml", nodes, members)
-    run = cli("run", "-i", str(inventory), "-g", "trainers", "--executor", "distributed", "--wait",
-              "--workdir", str(workdir), "--", "python", "show_env.py")
-    assert run.code == 0, run.output
-    job = job_id_of(run.stdout)
+    job = show_env_job(cli, nodes, members, workdir, tmp_path)
 
     logs = cli("logs", job, "--all")
     assert logs.code == 0, logs.output
@@ -59,11 +64,7 @@ def test_logs_and_delete_work_where_the_first_python_is_a_stale_shim(cli, nodes,
 
 def test_a_log_that_cannot_be_read_fails_naming_the_host(cli, nodes, workdir, tmp_path):
     members = nodes.nodes[:2]
-    inventory = discovering_inventory(tmp_path / "hosts.yml", nodes, members)
-    run = cli("run", "-i", str(inventory), "-g", "trainers", "--executor", "distributed", "--wait",
-              "--workdir", str(workdir), "--", "python", "show_env.py")
-    assert run.code == 0, run.output
-    job = job_id_of(run.stdout)
+    job = show_env_job(cli, nodes, members, workdir, tmp_path)
     (members[1].remote_root / job / "rank-1" / "attempt-1" / "output.log").unlink()
 
     logs = cli("logs", job, "--rank", "1")
