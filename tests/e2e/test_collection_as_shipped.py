@@ -140,9 +140,7 @@ def exit_code(attempt: Path, timeout: float = 120) -> int:
 
 def test_the_readmes_minimal_playbook_runs_a_job_on_the_nodes(shipped, nodes, workdir, tmp_path):
     members = nodes.nodes[:2]
-    inventory = tmp_path / "hosts.yml"
-    inventory.write_text(yaml.safe_dump({"all": {"children": {"trainers": {
-        "hosts": {node.name: nodes.host_vars(node) for node in members}}}}}))
+    nodes.write_inventory(tmp_path / "hosts.yml", group="trainers", members=members)
     (tmp_path / "site.yml").write_text(minimal_playbook())
     write_prepare_role(tmp_path / "roles" / "prepare_nodes")
     packed = subprocess.run([sys.executable, "-m", "tsubmit.archive_cli", str(workdir), str(tmp_path / "o")],
@@ -167,9 +165,7 @@ def test_the_readmes_minimal_playbook_runs_a_job_on_the_nodes(shipped, nodes, wo
 
 
 def test_the_minimal_playbook_names_a_missing_variable_before_anything_runs(shipped, nodes, tmp_path):
-    inventory = tmp_path / "hosts.yml"
-    inventory.write_text(yaml.safe_dump({"all": {"children": {"trainers": {
-        "hosts": {node.name: nodes.host_vars(node) for node in nodes.nodes[:1]}}}}}))
+    nodes.write_inventory(tmp_path / "hosts.yml", group="trainers", members=nodes.nodes[:1])
     (tmp_path / "site.yml").write_text(minimal_playbook())
     write_prepare_role(tmp_path / "roles" / "prepare_nodes")
     play = subprocess.run(

@@ -51,9 +51,7 @@ def write_script(path, nodes, members):
 
 
 def write_yaml(path, nodes, members):
-    path.write_text(yaml.safe_dump(
-        {"all": {"children": {"trainers": {"hosts": {n.name: nodes.host_vars(n) for n in members}}}}}))
-    return path
+    return nodes.write_inventory(path, group="trainers", members=members)
 
 
 @pytest.mark.parametrize("kind", ["ini", "yaml", "directory", "script"])

@@ -143,9 +143,7 @@ def run_example(inventory: Path, collections: Path, *extravars: str) -> subproce
 
 def test_the_example_playbook_launches_a_job_without_the_cli(installed, nodes, workdir, tmp_path):
     members = nodes.nodes[:2]
-    inventory = tmp_path / "hosts.yml"
-    inventory.write_text(yaml.safe_dump({"all": {"children": {"trainers": {
-        "hosts": {node.name: nodes.host_vars(node) for node in members}}}}}))
+    inventory = nodes.write_inventory(tmp_path / "hosts.yml", group="trainers", members=members)
     collections = installed / "tsubmit" / "_ansible"
     packed = subprocess.run(
         [sys.executable, "-m", "tsubmit.archive_cli", str(workdir), str(tmp_path / "out")],

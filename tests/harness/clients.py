@@ -133,15 +133,15 @@ class NodeClients:
         path.chmod(0o644)
         return path
 
-    def inventory(self, group: str | None = None) -> dict[str, Any]:
-        """A YAML-inventory shaped dict with every node (in ``group`` if given)."""
-        hosts = {node.name: self.host_vars(node) for node in self.nodes}
+    def inventory(self, group: str | None = None, *, members=None) -> dict[str, Any]:
+        """A YAML-inventory shaped dict with every node, or only ``members`` (in ``group`` if given)."""
+        hosts = {node.name: self.host_vars(node) for node in (self.nodes if members is None else members)}
         if group is None:
             return {"all": {"hosts": hosts}}
         return {"all": {"children": {group: {"hosts": hosts}}}}
 
-    def write_inventory(self, path: Path, group: str | None = None) -> Path:
+    def write_inventory(self, path: Path, group: str | None = None, *, members=None) -> Path:
         import yaml
 
-        path.write_text(yaml.safe_dump(self.inventory(group), sort_keys=False))
+        path.write_text(yaml.safe_dump(self.inventory(group, members=members), sort_keys=False))
         return path
