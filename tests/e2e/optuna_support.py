@@ -162,11 +162,18 @@ def unique_study(prefix: str = "study") -> str:
     return f"{prefix}-{secrets.token_hex(3)}"
 
 
+def helper_modules() -> list[Path]:
+    """The worker helper and what it imports beside itself (the role's
+    optuna_store_helper_modules: Optuna's private gRPC API), as tasks_from helper ships them."""
+    role_vars = yaml.safe_load((ROLE_FILES.parent / "vars" / "main.yml").read_text())
+    return [ROLE_FILES / name for name in ["tsubmit_optuna.py", *role_vars["optuna_store_helper_modules"]]]
+
+
 def worker_dir(node, job_id: str, *, helper: bool = True) -> Path:
-    """The job's tree on a node: the example (and the helper module), readable by the test user."""
+    """The job's tree on a node: the example (and the helper modules), readable by the test user."""
     folder = node.remote_root / job_id / "workdir"
     folder.mkdir(parents=True, exist_ok=True)
-    for source in (EXAMPLE, ROLE_FILES / "tsubmit_optuna.py") if helper else (EXAMPLE,):
+    for source in (EXAMPLE, *helper_modules()) if helper else (EXAMPLE,):
         shutil.copy(source, folder / source.name)
     for path in (node.remote_root / job_id, folder):
         path.chmod(0o755)

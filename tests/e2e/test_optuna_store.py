@@ -32,8 +32,8 @@ from tests.e2e import optuna_support
 from tests.e2e.optuna_support import (
     PLAYBOOKS,
     REPO,
-    ROLE_FILES,
     failure_line,
+    helper_modules,
     listener_address,
     python_on,
     read_pid,
@@ -88,8 +88,8 @@ def test_store_serves_one_study_to_workers_on_other_nodes(cluster, nodes, tmp_pa
     run = cluster.run_entry(job_id, [head, second, third], "test_optuna_helper")
     assert not run.failures(), run.failures()
     for node in (second, third):
-        helper = node.remote_root / job_id / "optuna-lib" / "tsubmit_optuna.py"
-        assert helper.read_text() == (ROLE_FILES / "tsubmit_optuna.py").read_text()
+        for module in helper_modules():
+            assert (node.remote_root / job_id / "optuna-lib" / module.name).read_text() == module.read_text()
 
     # two workers on the other nodes, in parallel, through GrpcStorageProxy
     threads = [threading.Thread(target=run_worker, args=(nodes, node, job_id,
