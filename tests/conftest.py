@@ -109,6 +109,16 @@ def ops_inventory(ops_nodes, tmp_path) -> OpsInventory:
     return write_ops_inventory(tmp_path / "ops", ops_nodes, members, bastion)
 
 
+@pytest.fixture
+def no_injection():
+    """Fails the test if a job's string was evaluated anywhere: the render tests' hostile
+    values (a command substitution, a Jinja lookup) would touch this file."""
+    marker = Path("/tmp/tsubmit-render-pwned")
+    marker.unlink(missing_ok=True)
+    yield
+    assert not marker.exists(), "a job's string was evaluated (a substitution or a template ran)"
+
+
 @contextlib.contextmanager
 def fresh_cli() -> Iterator[Cli]:
     """A Cli in a new TSUBMIT_HOME of its own, removed afterwards; for a second controller

@@ -31,6 +31,8 @@ from tsubmit.ansible_run import vars_yaml
 from tsubmit.job import Job, Rank
 from tsubmit.submit import extravars
 
+pytestmark = pytest.mark.usefixtures("no_injection")  # tests/conftest.py
+
 HOSTS = ["h0", "h1", "h2"]
 # The job's own strings: data, which neither way may evaluate.
 HOSTILE_COMMAND = ["python", "-c", "print('{{ 7 * 7 }}')", "it's", "$(touch /tmp/tsubmit-render-pwned)",
@@ -135,14 +137,6 @@ def run_launch(tmp_path: Path, job: Job, packed: archive.Archive, on_controller:
         placed[name] = {file: (attempt / file).read_bytes() for file in ("launch.sh", "environment.sh")}
         assert not (attempt / "pid").exists()  # staged, never started
     return placed
-
-
-@pytest.fixture(autouse=True)
-def no_injection():
-    marker = Path("/tmp/tsubmit-render-pwned")
-    marker.unlink(missing_ok=True)
-    yield
-    assert not marker.exists(), "a job's string was evaluated"
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
