@@ -98,5 +98,5 @@ def patient_proxy(host: str, port: int, wait: float):
 
         try:
             return PatientProxy(host=host, port=port, wait=wait)
-        except Exception:  # another Optuna layout: the stock client
+        except (ImportError, AttributeError, TypeError):  # another Optuna layout: the stock client
             return GrpcStorageProxy(host=host, port=port)
