@@ -8,9 +8,11 @@ description:
   - Used by the C(tsubmit.cluster.launch) role with C(run_once), between the probe (the fact
     C(preflight_nodes)) and the launch, when C(launch_render_on_controller) is true (C(tsubmit run)
     sets it). Renders the role's C(launch.sh.j2) and C(environment.sh.j2) for every host in one
-    process, each template compiled once, and returns them; the role registers the result
-    (C(launch_rendered), on every host with C(run_once)) and ships those scripts instead of rendering
-    its templates in each host's worker.
+    process, each template compiled once, and returns them within each host's arguments of the ship
+    task (C(launch_ship_by_role) in the role's vars: C(start_rank.sh)'s arguments, its tmpdir and
+    the files it receives); the role registers the result (C(launch_rendered), on every host with
+    C(run_once)) and sends it instead of rendering its templates and some 25 expressions in each
+    host's worker.
   - The result is censored for callbacks (the scripts hold the job's environment), and it is not a
     fact, so no fact cache keeps it.
   - The host variables the role's defaults read (C(tsubmit_python), C(tsubmit_torchrun),
@@ -38,8 +40,9 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
-scripts:
-  description: By host, C({launch.sh, environment.sh}); a host left to the role is absent.
+ship:
+  description: By host, C({args, tmpdir, files}) of the ship task, as the role computes them, the rendered
+    scripts among the files; a host left to the role is absent.
   returned: always
   type: dict
 """

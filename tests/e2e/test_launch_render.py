@@ -59,7 +59,7 @@ PLAYBOOK = """\
     - name: Which hosts' scripts came rendered from the controller
       ansible.builtin.debug:
         msg: >-
-          rendered on the controller: [{{ launch_rendered.scripts | default({}) | list | sort | join(',') }}]
+          rendered on the controller: [{{ launch_rendered.ship | default({}) | list | sort | join(',') }}]
       run_once: true
 """
 
@@ -116,7 +116,8 @@ def probes(tmp_path: Path, executor: str) -> dict:
 
 
 def run_launch(tmp_path: Path, job: Job, packed: archive.Archive, on_controller: bool) -> dict[str, dict]:
-    """Run the launch role; return each host's placed launch.sh and environment.sh, as bytes."""
+    """Run the launch role; return each host's remote root as the launch left
+    it: {relative path: (mode, bytes)} of every file, folder and link."""
     shutil.rmtree(tmp_path / "roots", ignore_errors=True)
     variables = {**extravars(job, packed), "test_probes": probes(tmp_path, job.executor),
                  "test_optuna": {"study": "s", "storage_url": None, "host": "127.0.0.1", "port": 4242},
@@ -134,9 +135,19 @@ def run_launch(tmp_path: Path, job: Job, packed: archive.Archive, on_controller:
     placed = {}
     for rank, name in enumerate(HOSTS):
         attempt = tmp_path / "roots" / name / job.id / f"rank-{rank}" / f"attempt-{job.attempt}"
-        placed[name] = {file: (attempt / file).read_bytes() for file in ("launch.sh", "environment.sh")}
+        root = tmp_path / "roots" / name
+        placed[name] = {str(path.relative_to(root)): _entry(path) for path in sorted(root.rglob("*"))}
+        for done in [path for path in placed[name] if path.startswith(".setup/") and path.endswith(".done")]:
+            placed[name][done] = placed[name][done][0], "the setup's finishing time"
         assert not (attempt / "pid").exists()  # staged, never started
     return placed
+
+
+def _entry(path: Path) -> tuple:
+    mode = path.lstat().st_mode
+    if path.is_symlink():
+        return mode, os.readlink(path)
+    return mode, path.read_bytes() if path.is_file() else None
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -157,15 +168,24 @@ def test_controller_rendering_is_byte_for_byte_the_roles(tmp_path, variant):
     by_role = run_launch(tmp_path, job, packed, on_controller=False)
     on_controller = run_launch(tmp_path, job, packed, on_controller=True)
 
+    # Every file the ship task sent (the scripts, job.json, the archive, the
+    # lease helper, the setup's), where start_rank.sh placed it, and its mode.
     for name in HOSTS:
-        for file in ("launch.sh", "environment.sh"):
-            assert on_controller[name][file] == by_role[name][file], f"{name} {file} differs"
-    environment = by_role["h0"]["environment.sh"].decode()
+        assert on_controller[name] == by_role[name], f"{name}: the launch placed different files"
+    attempt = f"{job.id}/rank-{{}}/attempt-{job.attempt}"
+    # h1 leases GPUs: only it gets the lease helper.
+    assert [f"{attempt.format(rank)}/gpu_lease.py" in by_role[name] for rank, name in enumerate(HOSTS)] == [
+        False, True, False]
+    meta = json.dumps(extravars(job, packed)["tsubmit_job_meta"], indent=4, sort_keys=True)
+    assert by_role["h0"][f"{job.id}/workdir/.tsubmit/job.json"][1] == (meta + "\n").encode()
+    scripts = {name: {file: by_role[name][f"{attempt.format(rank)}/{file}"][1]
+                      for file in ("launch.sh", "environment.sh")} for rank, name in enumerate(HOSTS)}
+    environment = scripts["h0"]["environment.sh"].decode()
     assert "s3cr3t-h0" in environment  # the inventory's template was rendered
     assert "lookup(" in environment or not fields["env"].get("TEMPLATE")  # the job's was not
     if "container" not in job.extras:  # in a container the image's PATH holds
         # h2's own launch_torchrun (rendered by Ansible: a template of the inventory) is on its PATH.
-        assert b"export PATH=/srv/h2:" in by_role["h2"]["environment.sh"]
+        assert b"export PATH=/srv/h2:" in scripts["h2"]["environment.sh"]
 
 
 def test_the_rendered_scripts_leave_no_secret_in_runner_artifacts(cli, nodes, workdir):
