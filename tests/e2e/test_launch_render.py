@@ -287,3 +287,96 @@ def test_a_restart_whose_host_left_the_inventory_is_refused_naming_it(cli, nodes
     assert f"host {nodes.nodes[1].name} is no longer in {cluster}" in refused.stderr
     job = cli.job(job_id)
     assert (job["attempt"], job["state"]) == (1, "succeeded")
+
+
+# --- the probe's request, computed once on the controller (probe_requests) ------
+
+PROBE_PLAYBOOK = """\
+- name: The probe's request, both ways
+  hosts: tsubmit_nodes
+  gather_facts: false
+  tasks:
+    # Only the role's variables (an imported role's are the play's); its tasks are skipped.
+    - name: The preflight role's variables
+      ansible.builtin.import_role:
+        name: tsubmit.cluster.preflight
+      when: false
+    - name: Every host's request at once, as the role's first task does
+      tsubmit.cluster.probe_requests:
+        hosts: "{{ ansible_play_hosts }}"
+      run_once: true
+      when: test_on_controller
+      register: preflight_requests
+    - name: What the probe task sends
+      ansible.builtin.copy:
+        content: "{{ preflight_request_json }}"
+        dest: "{{ test_out }}/{{ inventory_hostname }}.json"
+        mode: "0600"
+    - name: Which hosts' requests came from the controller
+      ansible.builtin.debug:
+        msg: >-
+          computed on the controller: [{{ preflight_requests.requests | default({}) | sort | join(',') }}]
+      run_once: true
+"""
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_the_probe_request_computed_on_the_controller_is_byte_for_byte_the_roles(tmp_path, variant):
+    fields = dict(VARIANTS[variant])
+    extras = dict(fields.pop("extras", {}))
+    hosts = inventory(tmp_path, tmp_path / "hook.yml")
+    members = hosts["all"]["children"]["tsubmit_nodes"]["hosts"]
+    # The role's defaults read these too; the inventory's templates stay templates.
+    members["h0"].update(tsubmit_remote_root="/srv/{{ inventory_hostname }}/jobs", tsubmit_gpus="2",
+                         tsubmit_nproc="{{ 1 + 1 }}")
+    members["h1"].update(tsubmit_gpus=4)
+    # A host that overrides a preflight_* variable keeps the role's own request.
+    members["h2"]["preflight_python"] = "/opt/{{ inventory_hostname }}/python"
+    (tmp_path / "inventory.yml").write_text(yaml.safe_dump(hosts, sort_keys=False))
+    (tmp_path / "playbook.yml").write_text(PROBE_PLAYBOOK)
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "train.py").write_text("print('hi')\n")
+    packed = archive.pack(tree, tmp_path / "archives")
+    job = Job(id="abc123def0", name="job", cluster="c", inventory={}, workdir=str(tree),
+              ranks=[Rank(rank, name, f"127.0.0.{rank + 1}", None) for rank, name in enumerate(HOSTS)],
+              attempt=1, extras={**extras, "gpus": 1} if variant == "torchrun" else extras, **fields)
+    sent = {}
+    for on_controller in (False, True):
+        out = tmp_path / f"out-{on_controller}"
+        out.mkdir()
+        variables = {**extravars(job, packed), "test_out": str(out), "test_on_controller": on_controller}
+        (tmp_path / "extravars.yml").write_text(vars_yaml(variables))
+        process = subprocess.run(
+            [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(tmp_path / "inventory.yml"),
+             "-e", f"@{tmp_path / 'extravars.yml'}", str(tmp_path / "playbook.yml")],
+            env={**os.environ, **ansible_env.environment()}, capture_output=True, text=True, timeout=300)
+        assert process.returncode == 0, process.stdout + process.stderr
+        expected = "[h0,h1]" if on_controller else "[]"
+        assert f"computed on the controller: {expected}" in process.stdout, process.stdout
+        sent[on_controller] = {name: (out / f"{name}.json").read_bytes() for name in HOSTS}
+    for name in HOSTS:
+        assert sent[True][name] == sent[False][name], f"{name}: the probe's request differs"
+    h0, h1, h2 = (json.loads(sent[True][name]) for name in HOSTS)
+    assert (h0["remote_root"], h0["nproc"], h0["gpus_declared"]) == ("/srv/h0/jobs", 2, 2)
+    assert h1["path_prefix"] == "/opt/it's/bin"
+    assert h2["path_prefix"] == "/opt/h2"  # its own preflight_python, rendered by Ansible
+    if variant == "distributed":
+        assert h0["commands"] == [HOSTILE_COMMAND[0]] and h0["head_address"] == "127.0.0.1"
+        assert h1["head_address"] == ""
+    if variant == "container":
+        assert h1["container"]["engine"] == "podman" and h1["commands"] == []
+
+
+def test_a_job_on_three_nodes_probes_with_the_requests_computed_on_the_controller(cli, nodes, workdir):
+    cli.write_cluster("three", nodes, nodes.nodes[:3])
+    run = cli.ok("run", "-c", "three", "--executor", "distributed", "--wait", "--workdir", str(workdir), "--",
+                 "python", "-c", "import os; print('rank', os.environ['RANK'])")
+    job_id = re.search(r"job (\w+)", run.stdout).group(1)
+    assert cli.ok("status", job_id, "-o", "json").json()["state"] == "succeeded"
+    (submit,) = (cli.home / "state" / "runs").glob("*-submit-*")
+    events = [json.loads(path.read_text()) for path in submit.glob("artifacts/*/job_events/*.json")]
+    task = "Compute every node's probe request on the controller"
+    ended = {event["event"] for event in events
+             if event["event"] in ENDED and event.get("event_data", {}).get("task") == task}
+    assert ended == {"runner_on_ok"}

@@ -312,6 +312,10 @@ def test_the_scripts_are_rendered_on_the_controller_when_tsubmit_knows_every_inp
     # one node too: the one render on the controller costs less than the role's
     one = make_cluster(1)
     assert Plan(make_job(one), one).controller_rendering() == {"launch_render_on_controller": True}
+    # from three nodes on, the probe requests too (one task more, less per host)
+    three = make_cluster(3)
+    assert Plan(make_job(three), three).controller_rendering() == {"launch_render_on_controller": True,
+                                                                  "preflight_requests_on_controller": True}
     # a launch_* variable of the inventory: the role renders (the action also leaves such a host to it)
     overriding = make_cluster(2, launch_host_env={"A": "1"})
     assert Plan(make_job(overriding), overriding).controller_rendering() == {}
