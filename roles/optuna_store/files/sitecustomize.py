@@ -52,6 +52,11 @@ def _patch(storages) -> None:
     storages.get_storage = get_storage
 
 
+# The import hook and _chain() below have a twin in roles/preflight/files/
+# rank_order.py, on purpose: each shim is shipped alone into a folder of its own
+# and runs in every Python the job starts, before anything else, so it imports
+# nothing but the standard library (a helper module missing or shadowed there
+# would turn into "Error in sitecustomize" in every process of the job).
 class _OptunaStoragesHook:
     """A meta path finder that patches optuna.storages once it is loaded."""
 

@@ -91,6 +91,11 @@ def _leave_pythonpath() -> None:
         os.environ.pop("PYTHONPATH", None)
 
 
+# The import hook and _chain() below have a twin in roles/optuna_store/files/
+# sitecustomize.py, on purpose: each shim is shipped alone into a folder of its
+# own and runs in every Python the job starts, before anything else, so it
+# imports nothing but the standard library (a helper module missing or shadowed
+# there would turn into "Error in sitecustomize" in every process of the job).
 class _RendezvousHook:
     """A meta path finder that patches torch's dynamic rendezvous once it is loaded."""
 
