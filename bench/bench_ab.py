@@ -14,51 +14,23 @@ commands as bench_submit.py's submit section (whose helpers, in common.py
 and references.py, it uses).
 """
 
-import argparse
-import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common as bench
+import side_by_side
 from references import raw_cleanup, raw_submit
 from report import table
 
 
-def checkout_env(checkout: Path, home: Path) -> dict:
-    return {**os.environ, "TSUBMIT_HOME": str(home), "NO_COLOR": "1", "PYTHONPATH": str(checkout)}
-
-
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("a", type=Path, help="a checkout (e.g. before a change)")
-    parser.add_argument("b", type=Path, help="another checkout (e.g. after it)")
-    parser.add_argument("--sizes", default="1,8,16")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--subnet", type=int, default=41)
-    args = parser.parse_args()
-    sizes = sorted({int(size) for size in args.sizes.split(",")})
-    if os.geteuid() != 0:
-        parser.error("run as root: the sshd nodes need it (see tests/harness/sshd.py)")
-    bench_dir = Path(tempfile.mkdtemp(prefix="tsb-ab-", dir="/tmp"))
-    bench_dir.chmod(0o755)
-    wd = bench.make_workdir(bench_dir)
-    nodes = bench.SshNodes(max(sizes), subnet=args.subnet)
-    checkouts = {"A": args.a.resolve(), "B": args.b.resolve()}
-    for checkout in checkouts.values():
-        bench.compile_checkout(checkout)
-    homes = {label: bench.new_home(bench_dir, label.lower()) for label in checkouts}
-    print(f"load average at start {bench.loadavg()}; A = {checkouts['A']}, B = {checkouts['B']}")
+    args = side_by_side.arguments(__doc__, sizes="1,8,16", rounds=5, subnet=41)
     figures: dict = {}
-    try:
-        nodes.start()
-        for home in homes.values():
-            for n in sizes:
-                bench.write_cluster(home, f"c{n}", nodes, nodes.nodes[:n])
-        for n in sizes:
+    with side_by_side.started(args, "tsb-ab-") as pair:
+        nodes, wd, bench_dir, homes = pair.nodes, pair.wd, pair.bench_dir, pair.homes
+        for n in args.sizes:
             members = nodes.nodes[:n]
             for round_index in range(args.rounds):
                 bench.bump_tree(wd)
@@ -68,7 +40,7 @@ def main() -> int:
                 figures.setdefault((n, "raw"), []).append((seconds, 0.0))
                 order = ["A", "B"] if round_index % 2 == 0 else ["B", "A"]
                 for label in order:
-                    env = checkout_env(checkouts[label], homes[label])
+                    env = pair.env(label)
                     for variant in ("cold", "warm"):
                         if variant == "cold":
                             bench.close_masters(homes[label])
@@ -82,11 +54,6 @@ def main() -> int:
                 bench.log(f"N={n} round {round_index + 1}: raw {seconds:.2f} s, "
                           + ", ".join(f"{key[1]} {values[-1][0]:.2f} s / {values[-1][1]:.2f} s CPU"
                                       for key, values in figures.items() if key[0] == n and key[1] != "raw"))
-    finally:
-        for home in homes.values():
-            bench.close_masters(home)
-        nodes.stop()
-        shutil.rmtree(bench_dir, ignore_errors=True)
     rows = []
     for (n, what), values in figures.items():
         wall = bench.median([value[0] for value in values])

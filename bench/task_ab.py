@@ -11,18 +11,14 @@ around them (tsubmit's own process, ansible-playbook's start-up and exit),
 so a change to one task is measured on that task under the same load.
 """
 
-import argparse
-import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common as bench
+import side_by_side
 from artifacts import read_task_cpu, task_cpu_env
-from bench_ab import checkout_env
 from report import table
 
 
@@ -38,36 +34,15 @@ def parts(record: dict) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("a", type=Path)
-    parser.add_argument("b", type=Path)
-    parser.add_argument("--sizes", default="1,8")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--subnet", type=int, default=43)
-    args = parser.parse_args()
-    sizes = sorted({int(size) for size in args.sizes.split(",")})
-    if os.geteuid() != 0:
-        parser.error("run as root: the sshd nodes need it (see tests/harness/sshd.py)")
-    bench_dir = Path(tempfile.mkdtemp(prefix="tsb-tab-", dir="/tmp"))
-    bench_dir.chmod(0o755)
-    wd = bench.make_workdir(bench_dir)
-    nodes = bench.SshNodes(max(sizes), subnet=args.subnet)
-    checkouts = {"A": args.a.resolve(), "B": args.b.resolve()}
-    for checkout in checkouts.values():
-        bench.compile_checkout(checkout)
-    homes = {label: bench.new_home(bench_dir, label.lower()) for label in checkouts}
-    print(f"load average at start {bench.loadavg()}; A = {checkouts['A']}, B = {checkouts['B']}")
+    args = side_by_side.arguments(__doc__, sizes="1,8", rounds=3, subnet=43)
     records: dict = {}
-    try:
-        nodes.start()
-        for home in homes.values():
-            for n in sizes:
-                bench.write_cluster(home, f"c{n}", nodes, nodes.nodes[:n])
-        for n in sizes:
+    with side_by_side.started(args, "tsb-tab-") as pair:
+        wd, bench_dir = pair.wd, pair.bench_dir
+        for n in args.sizes:
             for round_index in range(args.rounds + 1):  # the first round warms the masters, not counted
                 order = ["A", "B"] if round_index % 2 == 0 else ["B", "A"]
                 for label in order:
-                    env = checkout_env(checkouts[label], homes[label])
+                    env = pair.env(label)
                     bench.bump_tree(wd)
                     output = bench_dir / f"{label}-{n}-{round_index}.json"
                     own = bench.SelfCpuSampler()
@@ -80,13 +55,8 @@ def main() -> int:
                         records.setdefault((n, label), []).append(
                             parts(read_task_cpu(output, result.cpu_s, own.seconds)))
                 bench.log(f"N={n} round {round_index}, load {bench.loadavg()}")
-    finally:
-        for home in homes.values():
-            bench.close_masters(home)
-        nodes.stop()
-        shutil.rmtree(bench_dir, ignore_errors=True)
     print(f"\nmedians of {args.rounds} warm submits each; load average at the end {bench.loadavg()}")
-    for n in sizes:
+    for n in args.sizes:
         names = list(dict.fromkeys(name for label in "AB" for run in records[(n, label)] for name in run))
         rows = []
         for name in names:
