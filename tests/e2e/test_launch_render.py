@@ -150,6 +150,21 @@ def _entry(path: Path) -> tuple:
     return mode, path.read_bytes() if path.is_file() else None
 
 
+def packed_tree(tmp_path):
+    """A one-file working tree and its archive."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "train.py").write_text("print('hi')\n")
+    return tree, archive.pack(tree, tmp_path / "archives")
+
+
+def job_of(tree, **fields) -> Job:
+    """The job both ways launch, on the inventory's HOSTS in order."""
+    return Job(id="abc123def0", cluster="c", inventory={}, workdir=str(tree),
+               ranks=[Rank(rank, name, f"127.0.0.{rank + 1}", None) for rank, name in enumerate(HOSTS)],
+               **fields)
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_controller_rendering_is_byte_for_byte_the_roles(tmp_path, variant):
     fields = dict(VARIANTS[variant])
@@ -157,13 +172,8 @@ def test_controller_rendering_is_byte_for_byte_the_roles(tmp_path, variant):
     hook.write_text("- name: Nothing\n  ansible.builtin.meta: noop\n")
     (tmp_path / "inventory.yml").write_text(yaml.safe_dump(inventory(tmp_path, hook), sort_keys=False))
     (tmp_path / "playbook.yml").write_text(PLAYBOOK)
-    tree = tmp_path / "tree"
-    tree.mkdir()
-    (tree / "train.py").write_text("print('hi')\n")
-    packed = archive.pack(tree, tmp_path / "archives")
-    job = Job(id="abc123def0", name="job {{ name }}", cluster="c", inventory={}, workdir=str(tree),
-              ranks=[Rank(rank, name, f"127.0.0.{rank + 1}", None) for rank, name in enumerate(HOSTS)],
-              attempt=2, **fields)
+    tree, packed = packed_tree(tmp_path)
+    job = job_of(tree, name="job {{ name }}", attempt=2, **fields)
 
     by_role = run_launch(tmp_path, job, packed, on_controller=False)
     on_controller = run_launch(tmp_path, job, packed, on_controller=True)
@@ -334,13 +344,9 @@ def test_the_probe_request_computed_on_the_controller_is_byte_for_byte_the_roles
     members["h2"]["preflight_python"] = "/opt/{{ inventory_hostname }}/python"
     (tmp_path / "inventory.yml").write_text(yaml.safe_dump(hosts, sort_keys=False))
     (tmp_path / "playbook.yml").write_text(PROBE_PLAYBOOK)
-    tree = tmp_path / "tree"
-    tree.mkdir()
-    (tree / "train.py").write_text("print('hi')\n")
-    packed = archive.pack(tree, tmp_path / "archives")
-    job = Job(id="abc123def0", name="job", cluster="c", inventory={}, workdir=str(tree),
-              ranks=[Rank(rank, name, f"127.0.0.{rank + 1}", None) for rank, name in enumerate(HOSTS)],
-              attempt=1, extras={**extras, "gpus": 1} if variant == "torchrun" else extras, **fields)
+    tree, packed = packed_tree(tmp_path)
+    job = job_of(tree, name="job", attempt=1,
+                 extras={**extras, "gpus": 1} if variant == "torchrun" else extras, **fields)
     sent = {}
     for on_controller in (False, True):
         out = tmp_path / f"out-{on_controller}"
