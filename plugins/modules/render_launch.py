@@ -9,7 +9,7 @@ description:
     C(preflight_nodes)) and the launch, when C(launch_render_on_controller) is true (C(tsubmit run)
     sets it). Renders the role's C(launch.sh.j2) and C(environment.sh.j2) for every host in one
     process, each template compiled once, and returns them within each host's arguments of the ship
-    task (C(launch_ship_by_role) in the role's vars: C(start_rank.sh)'s arguments, its tmpdir and
+    task (C(launch_ship_by_role) in the role's vars, that is C(start_rank.sh)'s arguments, its tmpdir and
     the files it receives); the role registers the result (C(launch_rendered), on every host with
     C(run_once)) and sends it instead of rendering its templates and some 25 expressions in each
     host's worker.

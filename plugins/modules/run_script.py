@@ -24,7 +24,7 @@ options:
   executable:
     description:
       - What runs the script (C(python3) for a Python script), a name on the node's C(PATH) or a
-        path. One word, never split: a path with spaces is that path.
+        path. One word, never split, so a path with spaces is that path.
     type: str
     default: /bin/sh
   executable_args:
