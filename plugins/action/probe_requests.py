@@ -55,8 +55,8 @@ class ActionModule(ActionBase):
 def request(job: dict, traits: dict, variables, dry: bool) -> dict:
     """One host's preflight_request, as roles/preflight/vars/main.yml and
     defaults/main.yml define it (the same keys, in the same order)."""
-    python = variables.get("tsubmit_python", "python3")
-    torchrun = variables.get("tsubmit_torchrun", "torchrun")
+    python = launch_render.host_value(variables, "python")
+    torchrun = launch_render.host_value(variables, "torchrun")
     address = variables["tsubmit_node_address"]
     head = do_int(variables["tsubmit_rank"]) == 0
     container = job["container"]
@@ -75,5 +75,5 @@ def request(job: dict, traits: dict, variables, dry: bool) -> dict:
                     ([torchrun] if traits["torchrun"] else []) + [job["command"][0]],
         "rank_order": traits["torchrun"],
         "container": container and {**container,
-                                    "engine": variables.get("tsubmit_container_engine", "docker")},
+                                    "engine": launch_render.host_value(variables, "container_engine")},
     }

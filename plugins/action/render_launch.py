@@ -22,15 +22,6 @@ from ansible.plugins.filter.core import flatten, to_nice_json
 
 from ansible_collections.tsubmit.cluster.plugins.plugin_utils import executors, launch_render
 
-# What the role's defaults read from the host (roles/launch/defaults/main.yml).
-HOST_DEFAULTS = {
-    "python": ("tsubmit_python", "python3"),
-    "torchrun": ("tsubmit_torchrun", "torchrun"),
-    "host_env": ("tsubmit_env", {}),
-    "container_engine": ("tsubmit_container_engine", "docker"),
-    "container_run_args": ("tsubmit_container_run_args", []),
-    "lease_dir": ("tsubmit_gpu_lease_dir", "/dev/shm/tsubmit-gpu-leases"),
-}
 # The role's switch for this step and the fact it sets, never a host's override.
 OWN_VARIABLES = {"launch_render_on_controller", "launch_rendered"}
 FAILED = "cannot render the launch scripts on the controller"
@@ -79,8 +70,8 @@ class ActionModule(ActionBase):
         node = {"address": probe["address"], "gpus": probe["gpus"], "remote_root": probe["remote_root"],
                 "port": probe["port"], "has_gpus": probe["has_gpus"], "gpu_ids": probe["gpu_ids"],
                 "lease": probe["lease"]}
-        for key, (name, default) in HOST_DEFAULTS.items():
-            node[key] = variables.get(name, default)
+        for key in launch_render.HOST_DEFAULTS:
+            node[key] = launch_render.host_value(variables, key)
         return node
 
     def _ship(self, task_vars, variables, job, probe, rank, scripts) -> dict:

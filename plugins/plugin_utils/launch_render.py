@@ -86,6 +86,24 @@ class Renderer:
         return {name: self.render(template, variables) for name, template in SCRIPTS.items()}
 
 
+# What the roles' defaults read from the host (roles/launch/defaults/main.yml,
+# roles/preflight/defaults/main.yml): key: (host variable, default).
+HOST_DEFAULTS = {
+    "python": ("tsubmit_python", "python3"),
+    "torchrun": ("tsubmit_torchrun", "torchrun"),
+    "host_env": ("tsubmit_env", {}),
+    "container_engine": ("tsubmit_container_engine", "docker"),
+    "container_run_args": ("tsubmit_container_run_args", []),
+    "lease_dir": ("tsubmit_gpu_lease_dir", "/dev/shm/tsubmit-gpu-leases"),
+}
+
+
+def host_value(variables, key: str):
+    """The host's value of HOST_DEFAULTS[KEY], or the roles' default."""
+    name, default = HOST_DEFAULTS[key]
+    return variables.get(name, default)
+
+
 def path_prefix(python: str, torchrun: str) -> str:
     """The folders of python and torchrun, for the front of the job's PATH."""
     return ":".join(dict.fromkeys(os.path.dirname(path) for path in (python, torchrun) if "/" in path))
