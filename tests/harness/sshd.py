@@ -116,13 +116,16 @@ class Node:
 
 
 def xdist_subnet() -> int:
-    """0 without xdist, 1 + worker index with it (PYTEST_XDIST_WORKER=gwN).
+    """0 without xdist, 1 + worker index with it (PYTEST_XDIST_WORKER=gwN), plus
+    TSUBMIT_TEST_SUBNET when set.
 
     Each pytest-xdist worker runs its own session, so each gets its own
     127.0.S.0/24 and the nodes of two workers never share an address.
     """
     match = re.fullmatch(r"gw(\d+)", os.environ.get("PYTEST_XDIST_WORKER", ""))
-    return 1 + int(match.group(1)) if match else 0
+    # TSUBMIT_TEST_SUBNET shifts the whole range, so two pytest runs on one machine (two
+    # checkouts tested at once) never share an address either.
+    return int(os.environ.get("TSUBMIT_TEST_SUBNET", "0")) + (1 + int(match.group(1)) if match else 0)
 
 
 class SshNodes(NodeClients):
