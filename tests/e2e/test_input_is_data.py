@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from tests.conftest import EXAMPLES
+from tests.e2e.test_lifecycle import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -374,3 +375,34 @@ def test_an_exported_project_keeps_the_strings_data_for_plain_ansible_playbook(c
     [seen] = [json.loads(line.removeprefix("SEEN ")) for line in log.read_text().splitlines()
               if line.startswith("SEEN ")]
     assert seen == {"argv": hostile(marker), "name": name, "env": env, "study": None}
+
+
+# The job swaps its tree's .tsubmit/job.json, or .tsubmit itself, for a link to a file
+# outside the tree (in its job's folder, which the node's user may write).
+LINK_META = {
+    "file": "os.remove('.tsubmit/job.json'); os.symlink(victim, '.tsubmit/job.json')",
+    "folder": "shutil.rmtree('.tsubmit'); os.mkdir('../elsewhere'); "
+              "os.symlink(victim, '../elsewhere/job.json'); os.symlink('../elsewhere', '.tsubmit')",
+}
+
+
+@pytest.mark.parametrize("link", sorted(LINK_META))
+def test_a_restart_never_writes_job_json_through_a_link_the_job_made(cli, nodes, workdir, link):
+    cli.write_cluster("c", nodes, nodes.nodes[:1])
+    (workdir / "link_meta.py").write_text(
+        "import os, shutil, sys\n"
+        "victim = os.path.abspath('../victim')\n"
+        "if os.environ['TSUBMIT_ATTEMPT'] == '1':\n"
+        "    open(victim, 'w').write('the job wrote this')\n"
+        f"    {LINK_META[link]}\n")
+    run = cli.ok("run", "-c", "c", "--executor", "distributed", "--wait", "--workdir", str(workdir),
+                 "--", "python", "link_meta.py")
+    job_id = job_id_of(run)
+    tree = nodes.nodes[0].remote_root / job_id / "workdir"
+    assert (tree / ".tsubmit").is_symlink() or (tree / ".tsubmit" / "job.json").is_symlink()
+    cli.ok("restart", job_id)
+    assert wait_until(lambda: cli.job(job_id)["state"] == "succeeded")
+    assert (tree.parent / "victim").read_text() == "the job wrote this"
+    meta = tree / ".tsubmit" / "job.json"
+    assert not (tree / ".tsubmit").is_symlink() and not meta.is_symlink()
+    assert json.loads(meta.read_text())["id"] == job_id

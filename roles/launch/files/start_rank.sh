@@ -36,7 +36,14 @@ if [ ! -d "$tree" ]; then
     chmod 0755 "$staging"
     mv -T "$staging" "$tree" 2>/dev/null || [ -d "$tree" ]
 fi
-cp "$bundle/job.json" "$tree/.tsubmit/job.json"
+# The tree is the job's: by a restart, its .tsubmit or job.json may be a link
+# the job put there. Neither is followed: a .tsubmit that is not a folder is
+# replaced by one, and job.json is renamed over whatever is there.
+if [ -L "$tree/.tsubmit" ] || [ ! -d "$tree/.tsubmit" ]; then
+    rm -f "$tree/.tsubmit"
+    mkdir "$tree/.tsubmit"
+fi
+mv -fT "$bundle/job.json" "$tree/.tsubmit/job.json"
 mkdir -p "$attempt_dir"
 chmod 0700 "$attempt_dir"
 mv -f "$bundle/launch.sh" "$attempt_dir/launch.sh"
