@@ -57,6 +57,11 @@ def validate_request(request: RunRequest) -> RunRequest:
         raise UsageError("no command given: put it after `--`, e.g. `tsubmit run -- python train.py`")
     if request.executor not in executors.NAMES:
         raise UsageError(f"unknown executor {request.executor!r}; choose one of {', '.join(executors.NAMES)}")
+    launcher = torch_launcher(request.command)
+    if launcher and executors.get(request.executor).node["torchrun"]:
+        raise UsageError(f"the command starts {launcher} itself, but --executor {request.executor} already "
+                         "runs it under torchrun (a launcher in a launcher): use --executor distributed "
+                         "to run your launcher once per node, or drop it and give the script")
     if executors.get(request.executor).needs_image and not request.image:
         raise UsageError(f"--executor {request.executor} runs the command in a container: give --image IMAGE")
     if request.image is not None and not _IMAGE.match(request.image):
@@ -86,6 +91,30 @@ def validate_request(request: RunRequest) -> RunRequest:
 
     request.setup_step = settings(request.setup, request.setup_key, request.workdir)
     return request
+
+
+# Modules that are torch's launcher: `python -m torch.distributed.run` is torchrun.
+_LAUNCHER_MODULES = ("torch.distributed.run", "torch.distributed.launch")
+
+
+def torch_launcher(command: list[str]) -> str | None:
+    """The torch launcher COMMAND starts (`torchrun`, `python -m torch.distributed.run`
+    or `.launch`), as the user wrote it, or None."""
+    program = Path(command[0]).name
+    if program == "torchrun":
+        return command[0]
+    if not re.fullmatch(r"python[0-9.]*", program):
+        return None
+    arguments = iter(command[1:])
+    for argument in arguments:
+        if argument in ("-X", "-W"):
+            next(arguments, None)  # python's options that take a value
+        elif argument == "-m" or argument.startswith("-m"):
+            module = argument[2:] or next(arguments, "")
+            return f"{program} -m {module}" if module in _LAUNCHER_MODULES else None
+        elif argument.startswith("-c") or not argument.startswith("-"):
+            return None  # a program given as a string, or a script
+    return None
 
 
 def parse_env_pairs(pairs: tuple[str, ...] | list[str]) -> dict[str, str]:

@@ -68,6 +68,12 @@ def with_job(tmp_path_factory):
         (["--env", "NOEQUALS"], "malformed --env 'NOEQUALS'"),
         (["--env", "1X=a"], "invalid variable name '1X'"),
         (["--env", "A-B=a"], "invalid variable name 'A-B'"),
+        # tsubmit's own: the rank's leased GPUs, the marker stop finds its processes by
+        (["--gpus", "1", "--env", "CUDA_VISIBLE_DEVICES=0,1,2,3"],
+         "may not set CUDA_VISIBLE_DEVICES: tsubmit sets it to the GPUs each rank leased"),
+        (["--env", "CUDA_VISIBLE_DEVICES=0"], "may not set CUDA_VISIBLE_DEVICES"),
+        (["--env", "TSUBMIT_RANK_MARKER=x"], "may not set TSUBMIT_RANK_MARKER"),
+        (["--env", "TSUBMIT_JOB_ID=x"], "may not set TSUBMIT_JOB_ID"),
         (["--timeout", "abc"], "invalid duration 'abc'"),
         (["--timeout", "-5m"], "invalid duration"),
         (["--executor", "bogus"],
@@ -104,6 +110,22 @@ def test_run_rejects_a_bad_env_file(cli, workdir, tmp_path, text, keyword):
     result = cli("run", "--workdir", str(workdir), "--env-file", str(env_file), "--", "python", "x.py")
     message = assert_usage_error(result, keyword)
     assert str(env_file) in message
+    assert_nothing_recorded(cli)
+
+
+@pytest.mark.parametrize("source", ["env file", "spec"])
+def test_run_refuses_tsubmits_variables_from_an_env_file_or_a_spec(cli, workdir, tmp_path, source):
+    if source == "env file":
+        env_file = tmp_path / "job.env"
+        env_file.write_text("A=1\nTSUBMIT_RANK_MARKER=hidden\n")
+        args = ["--env-file", str(env_file), "--", "python", "x.py"]
+    else:
+        spec = tmp_path / "job.yml"
+        spec.write_text(yaml.safe_dump({"workdir": str(workdir), "command": ["python", "x.py"],
+                                        "gpus": 2, "env": {"CUDA_VISIBLE_DEVICES": "0,1,2,3"}}))
+        args = ["-f", str(spec)]
+    result = cli("run", "--workdir", str(workdir), *args)
+    assert_usage_error(result, "TSUBMIT_RANK_MARKER" if source == "env file" else "CUDA_VISIBLE_DEVICES")
     assert_nothing_recorded(cli)
 
 

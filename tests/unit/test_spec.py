@@ -183,12 +183,21 @@ def test_a_good_request_is_returned_unchanged(request_for):
         ({"name": ""}, "invalid job name"),
         ({"name": "   "}, "invalid job name"),
         ({"env": {"1X": "a"}}, "invalid variable name"),
+        ({"env": {"CUDA_VISIBLE_DEVICES": "0"}}, "may not set CUDA_VISIBLE_DEVICES"),
+        ({"env": {"CUDA_VISIBLE_DEVICES": "0"}, "gpus": 1}, "may not set CUDA_VISIBLE_DEVICES"),
+        ({"env": {"TSUBMIT_RANK_MARKER": "x"}}, "may not set TSUBMIT_RANK_MARKER"),
+        ({"env": {"TSUBMIT_SETUP_DIR": "x"}}, "may not set TSUBMIT_SETUP_DIR"),
     ],
 )
 def test_bad_requests_are_rejected(request_for, overrides, message):
     with pytest.raises(UsageError, match=message) as info:
         validate_request(request_for(**overrides))
     assert info.value.exit_code == EXIT_USAGE
+
+
+def test_gpus_0_lets_the_job_set_cuda_visible_devices_and_the_documented_switches(request_for):
+    env = {"CUDA_VISIBLE_DEVICES": "", "TSUBMIT_RANK_ORDER": "off", "TSUBMIT_OPTUNA_URI": "off"}
+    validate_request(request_for(env=env, gpus=0))
 
 
 def test_unknown_executor_lists_the_choices(request_for):
