@@ -90,6 +90,36 @@ def test_run_rejects_bad_options(cli, workdir, args, keyword):
     assert_nothing_recorded(cli)
 
 
+@pytest.mark.parametrize(
+    ("command", "launcher"),
+    [
+        (["torchrun", "--nproc-per-node", "2", "train.py"], "torchrun"),
+        (["/opt/venv/bin/torchrun", "train.py"], "/opt/venv/bin/torchrun"),
+        (["python", "-m", "torch.distributed.run", "train.py"], "python -m torch.distributed.run"),
+        (["python3", "-u", "-mtorch.distributed.launch", "train.py"], "python3 -m torch.distributed.launch"),
+    ],
+    ids=lambda value: " ".join(value) if isinstance(value, list) else None,
+)
+def test_run_refuses_a_torch_launcher_under_the_torchrun_executor(cli, workdir, tmp_path, command,
+                                                                    launcher):
+    """torchrun in torchrun would run one separate training per worker (issue 26, item 15)."""
+    for args in ([], ["--executor", "torchrun"]):
+        message = assert_usage_error(cli("run", "--workdir", str(workdir), *args, "--", *command),
+                                     "--executor distributed")
+        assert f"starts {launcher} itself" in message
+    spec = tmp_path / "job.yaml"
+    spec.write_text(yaml.safe_dump({"command": command, "workdir": str(workdir)}))
+    assert_usage_error(cli("run", "-f", str(spec)), "--executor distributed")
+    assert_nothing_recorded(cli)
+
+
+def test_run_takes_a_torch_launcher_under_the_distributed_executor(cli, workdir):
+    dry = cli("run", "--dry-run", "--executor", "distributed", "--workdir", str(workdir), "--",
+              "torchrun", "--nproc-per-node", "2", "train.py")
+    assert dry.code == 0, dry.output
+    assert_nothing_recorded(cli)
+
+
 def test_run_without_a_command(cli, workdir):
     assert_usage_error(cli("run", "--workdir", str(workdir), "--"), "no command given")
     assert_nothing_recorded(cli)
