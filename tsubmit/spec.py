@@ -20,6 +20,9 @@ _DOTENV_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _IMAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$")
 _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+# The TSUBMIT_* variables a job may set: switches the nodes' helpers read
+# (README: rank order, Optuna's URI). Every other TSUBMIT_* is tsubmit's own.
+JOB_SWITCHES = ("TSUBMIT_RANK_ORDER", "TSUBMIT_OPTUNA_URI")
 
 
 @dataclass
@@ -84,6 +87,7 @@ def validate_request(request: RunRequest) -> RunRequest:
         raise UsageError(f"invalid job name {request.name!r}: it must be printable and not empty")
     for key, value in request.env.items():
         _check_env(key, value, "--env")
+        _check_not_set_by_tsubmit(key, request.gpus)
     if request.setup is not None and request.image:
         raise UsageError("--setup runs on the node, outside the container: install what the job "
                          "needs in the image instead")
@@ -176,6 +180,20 @@ def _check_env(key: str, value: str, origin: str) -> None:
         raise UsageError(f"{origin}: invalid variable name {key!r} (letters, digits and _)")
     if "\x00" in value:
         raise UsageError(f"{origin}: the value of {key} contains a NUL byte")
+
+
+def _check_not_set_by_tsubmit(key: str, gpus: int | None) -> None:
+    """Refuse a variable tsubmit sets on the rank: overriding it would defeat the
+    GPU lease, or hide the rank's processes from stop and status."""
+    if key == "CUDA_VISIBLE_DEVICES" and gpus != 0:
+        raise UsageError("the job's environment (--env, --env-file, env) may not set CUDA_VISIBLE_DEVICES: "
+                         "tsubmit sets it to the GPUs each rank leased; choose how many with --gpus "
+                         "(--gpus 0 leases none and lets the job set it)")
+    if key.startswith("TSUBMIT_") and key not in JOB_SWITCHES:
+        raise UsageError(f"the job's environment (--env, --env-file, env) may not set {key}: tsubmit "
+                         "sets its TSUBMIT_* variables itself (the job's identity, and the marker by which "
+                         f"stop and status find a rank's processes); only {', '.join(JOB_SWITCHES)} are "
+                         "the job's to set")
 
 
 def parse_duration(text: str) -> float:
