@@ -21,8 +21,9 @@ import json
 import threading
 import time
 from collections import defaultdict
+from pathlib import Path
 
-from . import executors, layout, logs, submit
+from . import executors, kept_inventories, layout, logs, submit
 from . import job as states
 from .ansible_run import run_playbook
 from .errors import UsageError
@@ -354,7 +355,8 @@ def collect_garbage(store: JobStore, older_than: float, *, dry_run: bool = False
     known = store.jobs()
     old = [job for job in store.jobs() if not job.may_run()
            and (job.ended_at or job.created_at) < cutoff]
-    removed: dict = {"jobs": [], "runs": [], "archives": [], "kept": [], "delete_failures": {}}
+    removed: dict = {"jobs": [], "runs": [], "archives": [], "inventories": [], "kept": [],
+                     "delete_failures": {}}
     for job in old:
         if not dry_run:
             failures = delete(store, job, verbose=verbose)
@@ -364,8 +366,10 @@ def collect_garbage(store: JobStore, older_than: float, *, dry_run: bool = False
                     removed["delete_failures"][host] = f"job {job.id}: {message}"
                 continue
         removed["jobs"].append(f"{job.id} ({job.name}, {job.state})")
-    needed = {job.archive for job in store.jobs()}
-    for folder, kind in ((state_dir() / "runs", "runs"), (state_dir() / "archives", "archives")):
+    needed = {job.archive for job in store.jobs()} | {
+        Path(source).stem for job in store.jobs() for source in job.inventory["sources"]}
+    for folder, kind in ((state_dir() / "runs", "runs"), (state_dir() / "archives", "archives"),
+                         (kept_inventories.folder(), "inventories")):
         for path in sorted(folder.glob("*")) if folder.is_dir() else []:
             if path.stat().st_mtime >= cutoff or path.name.split(".")[0] in needed:
                 continue

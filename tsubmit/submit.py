@@ -4,7 +4,7 @@ import json
 import time
 from dataclasses import dataclass
 
-from . import ansible_env, executors, gpu_leases, hooks, node_actions
+from . import ansible_env, executors, gpu_leases, hooks, kept_inventories, node_actions
 from . import archive as archives
 from .ansible_run import PlaybookRun, cluster_hosts, run_playbook
 from .clusters import ClusterRef, Node, ResolvedCluster, host_variables, resolve
@@ -233,6 +233,8 @@ def submit(the_plan: Plan, workdir, store: JobStore, *, on_event=None, verbose: 
     if interrupted:
         raise Interrupted("interrupted before anything was recorded or started")
     job.launcher = node_actions.launcher_identity()
+    # The job keeps the connection details it was launched with, whatever becomes of its cluster.
+    job.inventory["sources"] = kept_inventories.keep(job.inventory["sources"])
     store.save(job)  # recorded before anything remote happens
 
     def roll_back(failures: dict[str, str] | None) -> str:

@@ -240,6 +240,18 @@ def test_delete_force_forgets_a_job_whose_node_is_gone(cli, nodes, workdir):
         nodes.start_node(worker)
 
 
+def test_a_job_keeps_the_connection_details_it_was_launched_with(cli, nodes, workdir):
+    job_id, _ = sleeping_on_two_nodes(cli, nodes, workdir)  # on ports other than 22
+    cli.ok("cluster", "remove", "c")
+    assert cli.job(job_id)["state"] == "running"
+    cli.ok("delete", job_id, "--yes")
+    assert job_processes(job_id) == []
+    assert not any((node.remote_root / job_id).exists() for node in nodes.nodes)
+    removed = cli.ok("gc", "--older-than", "0s", "-o", "json").json()
+    assert len(removed["inventories"]) == 1  # the copy no job names any more
+    assert not list((cli.home / "state" / "inventories").iterdir())
+
+
 def test_run_wait_names_a_node_that_stops_answering_and_goes_on_waiting(cli, nodes, workdir):
     cli.write_cluster("c", nodes, nodes.nodes[:2])
     waiting = subprocess.Popen([*TSUBMIT, "run", "-c", "c", "--executor", "distributed", "--name",
