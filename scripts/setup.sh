@@ -1,7 +1,8 @@
 #!/bin/sh
 # Set up this checkout on a fresh Debian/Ubuntu machine: system packages, a
 # virtualenv in .venv with tsubmit (editable) and torch, and with --test what
-# the test suite needs (sshd for the test nodes, the light test user).
+# the test suite needs (sshd for the test nodes, the light test user) and the
+# docs site's tools (the docs extra).
 #
 # Usage: scripts/setup.sh [--test]        (as root, or with sudo available)
 #
@@ -33,7 +34,7 @@ fi
 # torch is pinned: an unpinned torch pulls a CUDA build of several GB.
 extras=""
 launchers=""
-$with_tests && extras="[test]"
+$with_tests && extras="[test,docs]"
 # The tests run jobs that bring their own launcher (Lightning, HF accelerate);
 # in the same pip call as the pinned torch, so pip keeps that torch.
 $with_tests && launchers="lightning accelerate"

@@ -206,7 +206,7 @@ def carried_environment() -> dict[str, str]:
 
     carried = {}
     for variable, value in sorted(os.environ.items()):
-        # ANSIBLE_CONFIG is ignored by tsubmit (README, "Where tsubmit keeps its files").
+        # ANSIBLE_CONFIG is ignored by tsubmit (docs/reference/files.md).
         wanted = variable.startswith("TSUBMIT_") or variable in _LOCATION or (
             variable.startswith("ANSIBLE_") and variable != "ANSIBLE_CONFIG")
         if not wanted or variable == RUN_ID_VARIABLE or value == "":

@@ -1,10 +1,7 @@
 """Errors a user can act on, each with the exit code cron and scripts rely on.
 
-The exit codes are a public contract (README, "Exit codes"):
-0 success, 1 the job (or a rank) failed, 2 bad usage or input,
-3 the cluster could not be reached or the launch failed, 4 refused by policy,
-5 the GPUs the job asks for are busy on some node (leased by other jobs),
-130 interrupted.
+The exit codes are a public contract: EXIT_CODES says what each means, and
+the docs' reference (docs/reference/exit-codes.md) is generated from it.
 """
 
 EXIT_OK = 0
@@ -13,6 +10,21 @@ EXIT_USAGE = 2
 EXIT_LAUNCH = 3
 EXIT_REFUSED = 4
 EXIT_BUSY = 5
+EXIT_INTERRUPTED = 130
+
+EXIT_CODES = {
+    EXIT_OK: "success",
+    EXIT_JOB_FAILED: "the job (or one of its ranks) failed, or `--timeout` was exceeded",
+    EXIT_USAGE: "bad usage or input: the message names the problem; nothing was started",
+    EXIT_LAUNCH: "the cluster could not be reached or the launch failed on some node: one line per "
+                 "failing host; whatever had started was stopped and removed",
+    EXIT_REFUSED: "refused by the overlap policy (`--if-running fail` while a job of that name runs)",
+    EXIT_BUSY: "the GPUs are busy: some node has fewer free GPUs than the job asks (leased by other "
+               "jobs, named with their user and controller); nothing was started; `--queue` waits "
+               "instead, and exits 5 after `--queue-timeout`",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C or SIGTERM during `run`): whatever had started was stopped "
+                      "and removed, the job is recorded as `stopped`",
+}
 
 
 class TsubmitError(Exception):

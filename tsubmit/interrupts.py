@@ -12,9 +12,7 @@ import signal
 import sys
 import threading
 
-from .errors import TsubmitError
-
-EXIT_INTERRUPTED = 130
+from .errors import EXIT_INTERRUPTED, TsubmitError
 
 
 class Interrupted(TsubmitError):

@@ -152,7 +152,7 @@ def extravars(job: Job, archive: archives.Archive | None) -> dict:
         "tsubmit_job_command": job.command,
         "tsubmit_job_env": job.env,
         "tsubmit_job_max_restarts": job.max_restarts,
-        # GPUs leased per node: None all of the node's, 0 none (README, "Sharing a cluster").
+        # GPUs leased per node: None all of the node's, 0 none (docs/how-to/sharing-gpus.md).
         "tsubmit_job_gpus": job.gpus,
         "tsubmit_job_nodes": [rank.host for rank in job.ranks],
         "tsubmit_job_container": job.extras.get("container"),

@@ -6,7 +6,7 @@ import sys
 import click
 
 from .. import __version__
-from ..errors import EXIT_USAGE, TsubmitError
+from ..errors import EXIT_INTERRUPTED, EXIT_USAGE, TsubmitError
 from .ansible_info import ansible_info
 from .cluster import cluster
 from .cron import cron
@@ -31,7 +31,7 @@ class _Group(click.Group):
             sys.exit(error.exit_code)
         except KeyboardInterrupt:
             click.echo("tsubmit: interrupted", err=True)
-            sys.exit(130)
+            sys.exit(EXIT_INTERRUPTED)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -39,7 +39,7 @@ import subprocess
 import sys
 import time
 
-BUSY = 5  # the exit code tsubmit reports too (README, "Exit codes")
+BUSY = 5  # the exit code tsubmit reports too (tsubmit/errors.py, EXIT_CODES)
 
 
 def node_gpus(declared: int) -> list[int]:
