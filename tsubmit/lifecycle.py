@@ -269,7 +269,7 @@ def restart(store: JobStore, job: Job, *, on_event=None, verbose: int = 0) -> Jo
         job.__dict__.update(copy.deepcopy(before).__dict__)
         job.pending = pending
         job.message = describe(job) or before.message
-        store.save(job)
+        store.save(job, patient=True)
         what = "interrupted" if failures is None else "failed"
         left = f"; still to roll back on {', '.join(acted.failures)}" if acted.failures else ""
         return (f"restart of job {job.id} as attempt {attempt} {what}; rolled back{left}, the job "

@@ -124,7 +124,7 @@ class JobStore:
         self.path = path
         self.busy_timeout = busy_timeout if busy_timeout is not None else float(
             os.environ.get("TSUBMIT_STORE_TIMEOUT", DEFAULT_BUSY_TIMEOUT))
-        self._told_waiting = False
+        self._told_waiting = ""  # how long the last wait that was said would last
         ensure_private_dir(path.parent)
         if not path.exists():
             _create(path)
@@ -165,8 +165,8 @@ class JobStore:
                 )
 
     @contextmanager
-    def _transaction(self) -> Iterator[None]:
-        self._begin()
+    def _transaction(self, *, patient: bool = False) -> Iterator[None]:
+        self._begin(patient=patient)
         try:
             yield
         except BaseException:
@@ -174,9 +174,10 @@ class JobStore:
             raise
         self._db.execute("COMMIT")
 
-    def _begin(self) -> None:
-        """BEGIN IMMEDIATE, retried while another process writes, up to the busy timeout."""
-        deadline = time.monotonic() + self.busy_timeout
+    def _begin(self, *, patient: bool = False) -> None:
+        """BEGIN IMMEDIATE, retried while another process writes, up to the busy
+        timeout; PATIENT, for as long as it takes."""
+        deadline = None if patient else time.monotonic() + self.busy_timeout
         while True:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
@@ -184,21 +185,26 @@ class JobStore:
             except sqlite3.OperationalError as error:
                 if "locked" not in str(error) and "busy" not in str(error):
                     raise
-                if time.monotonic() >= deadline:
+                if deadline is not None and time.monotonic() >= deadline:
                     raise StoreError(
                         f"the job store {self.path} is locked by another process; waited "
                         f"{self.busy_timeout:g} s (TSUBMIT_STORE_TIMEOUT). Wait for it to finish, "
                         f"or find it with `fuser {self.path}`") from None
-                if not self._told_waiting:
-                    self._told_waiting = True
+                how_long = ("as long as it takes: it must record what the nodes run" if patient
+                            else f"up to {self.busy_timeout:g} s")
+                if self._told_waiting != how_long:
+                    self._told_waiting = how_long
                     print(f"tsubmit: waiting for the job store {self.path}, which another process "
-                          f"is writing (up to {self.busy_timeout:g} s)", file=sys.stderr)
+                          f"is writing ({how_long}; find the holder with `fuser {self.path}`)",
+                          file=sys.stderr, flush=True)
                 time.sleep(0.1)
 
     @_guarded
-    def save(self, *jobs: Job) -> None:
-        """Insert or replace the jobs and all their ranks, in one transaction."""
-        with self._transaction():
+    def save(self, *jobs: Job, patient: bool = False) -> None:
+        """Insert or replace the jobs and all their ranks, in one transaction.
+        PATIENT: wait for a locked store as long as it takes, for a record that
+        must be written because the nodes already run what it says (a launch)."""
+        with self._transaction(patient=patient):
             for job in jobs:
                 self._write(job)
 

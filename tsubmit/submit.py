@@ -245,7 +245,7 @@ def submit(the_plan: Plan, workdir, store: JobStore, *, on_event=None, verbose: 
         job.ended_at, job.launcher = time.time(), None
         for rank in job.ranks:
             rank.state = FAILED if rank.host in (failures or {}) else STOPPED
-        store.save(job)
+        store.save(job, patient=True)
         left = (f"; {', '.join(acted.failures)} could not be cleaned up and stay pending "
                 f"(`tsubmit delete {job.id}` once they answer)" if acted.failures
                 else "; nothing was left running")
@@ -301,13 +301,14 @@ def launch(job: Job, store: JobStore, target: Target, *, roll_back, on_event=Non
             job.message = "; ".join(f"{host}: {text}" for host, text in failures.items())
             if busy:
                 job.message = gpu_leases.busy_message(busy)
-            store.save(job)
+            store.save(job, patient=True)
             if busy:
                 raise gpu_leases.GpusBusy(f"{message}: {gpu_leases.busy_message(busy)}", busy)
             raise LaunchError(message, failures)
         record_started(job, run)
         job.launcher = None
-        store.save(job)
+        # The ranks run: their record is written however long another process holds the store.
+        store.save(job, patient=True)
 
 
 def _run_submit_playbook(the_plan: Plan, archive: archives.Archive, **options) -> PlaybookRun:

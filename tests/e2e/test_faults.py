@@ -415,6 +415,40 @@ def test_a_locked_store_waits_a_bounded_time_and_says_so(cli):
     cli.ok("list")
 
 
+def test_a_store_locked_during_a_launch_is_waited_for_and_the_running_job_recorded(cli, nodes, workdir):
+    cli.write_cluster("c", nodes, nodes.nodes[:2])
+    cli.ok("list")
+    cli.env["TSUBMIT_STORE_TIMEOUT"] = "1"
+    run = subprocess.Popen([*TSUBMIT, "run", "-c", "c", "--executor", "distributed", "--name", "locked",
+                            "--workdir", str(workdir), "--", "python", "sleeper.py"],
+                           env=cli.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    said: list[str] = []
+    holder = sqlite3.connect(store_file(cli), isolation_level=None)
+    try:
+        for line in run.stderr:  # progress lines off a terminal: "node1: connecting"
+            said.append(line)
+            if line.split(": ")[-1].strip() == "connecting":
+                break
+        holder.execute("BEGIN EXCLUSIVE")  # held past the launch and the store timeout
+        reader = threading.Thread(target=lambda: said.extend(run.stderr), daemon=True)
+        reader.start()
+        assert wait_until(lambda: run.poll() is not None or any("as long as it takes" in line
+                                                                 for line in said)), said
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    stdout = run.communicate(timeout=120)[0]
+    reader.join(timeout=10)
+    job = cli.job("locked")
+    try:
+        assert run.returncode == 0, stdout + "".join(said)
+        assert job["state"] == "running" and len(job_processes(job["id"])) >= 2
+        assert f"job {job['id']} (locked) running" in stdout
+    finally:
+        cli.ok("stop", job["id"], "--grace", "2")
+    assert job_processes(job["id"]) == []
+
+
 def test_a_newer_store_schema_is_refused_by_name(cli):
     cli.ok("list")
     with sqlite3.connect(store_file(cli)) as db:
