@@ -229,6 +229,35 @@ def test_kill_9_of_every_process_of_a_job_frees_its_gpus(cli, other_cli, nodes, 
         other_cli.ok("stop", all_four)
 
 
+def test_the_lease_outlives_a_torchrun_killed_9_while_its_workers_run(cli, other_cli, nodes, workdir):
+    """torchrun's workers do not hold the lease's descriptor: the rank keeps it
+    until no process carrying its marker is left, not until torchrun is gone."""
+    node = nodes.nodes[0]
+    gpu_cluster(nodes, [node], cli, other_cli)
+    run = cli.ok("run", "-c", "c", "--gpus", "2", "--workdir", str(workdir), "--", "python", "sleeper.py")
+    job_id = re.search(r"job (\w+) ", run.stdout).group(1)
+    attempt = node.remote_root / job_id / "rank-0" / "attempt-1"
+    assert wait_until(lambda: len(nodes.processes_of(node, r"^python\S* sleeper\.py")) == 2)
+    marker = f"TSUBMIT_RANK_MARKER={job_id}.r0.a1".encode()
+    marked = [pid for pid in map(int, filter(str.isdigit, os.listdir("/proc"))) if marker in _environ(pid)]
+    [torchrun] = [pid for pid in marked if b"--rdzv-backend" in _cmdline(pid)]
+    try:
+        os.kill(torchrun, signal.SIGKILL)
+        # the rank's command has ended (its launch script recorded it), its workers live on
+        assert wait_until(lambda: (attempt / "exit_code").exists()), log_of(node, job_id, 0)
+        assert len(nodes.processes_of(node, r"^python\S* sleeper\.py")) == 2
+        assert usage(other_cli, "c")["node1"]["free"] == [2, 3]
+        all_four = other_cli("run", "-c", "c", "--gpus", "4", "--executor", "distributed",
+                             "--workdir", str(workdir), "--", "true")
+        assert all_four.code == 5, all_four.output
+        assert f"job {job_id}" in all_four.stderr
+    finally:
+        cli.ok("stop", job_id)
+    # stopped: nothing of the rank is left, and its GPUs are free at once
+    assert not any(marker in _environ(pid) for pid in marked)
+    assert usage(other_cli, "c")["node1"]["free"] == [0, 1, 2, 3]
+
+
 def test_gpus_0_opts_out_and_a_node_without_gpus_runs_as_before(cli, nodes, workdir):
     node = nodes.nodes[0]
     gpu_cluster(nodes, [node], cli)
@@ -283,6 +312,13 @@ def test_a_fake_nvidia_smi_gives_the_node_its_gpu_ids(cli, workdir):
 def _environ(pid: int) -> bytes:
     try:
         return Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return b""
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return b""
 

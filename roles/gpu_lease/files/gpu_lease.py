@@ -5,6 +5,7 @@ Usage:
   gpu_lease.py take DIR LEASE COUNT IDS FD  lease COUNT of IDS (comma-separated) as file
                                             DIR/LEASE, which the caller holds open on FD
   gpu_lease.py usage DIR DECLARED           the node's GPUs and every live lease, as JSON
+  gpu_lease.py hold MARKER                  return once no other process of the rank is left
 
 A node's GPUs are the indexes `nvidia-smi --list-gpus` prints, else
 0..DECLARED-1 (the host variable tsubmit_gpus: CPU nodes in tests and demos).
@@ -17,9 +18,11 @@ and `take` locks that open file: the lock belongs to the open file, so it
 stays after `take` exits and goes when the last process holding the
 descriptor ends, kill -9 and a crash included, with nobody's help. Readers
 test a lease with a non-blocking exclusive lock, which any user can take on a
-file they can read: it succeeds only on a dead lease. (torchrun's workers do
-not inherit it, Python's subprocess closes inherited descriptors; torchrun
-and the launch script, which outlive them, do.)
+file they can read: it succeeds only on a dead lease. torchrun's workers do
+not inherit it (Python's subprocess closes inherited descriptors), and may
+outlive torchrun (kill -9): so when the rank's command ends, the launch script
+runs `hold`, which keeps the descriptor open until no process carrying the
+rank's marker (TSUBMIT_RANK_MARKER, as stop and status find them) is left.
 
 DIR is sticky and world-writable (mode 1777, as /dev/shm): every user can
 lease, nobody can remove or overwrite another user's lease (mode 0644), and a
@@ -178,6 +181,38 @@ def usage(folder: str, declared: int) -> None:
     print(json.dumps({**report(ids, leases), "lease_dir": folder}))
 
 
+MARKER = b"TSUBMIT_RANK_MARKER="
+
+
+def marked(marker: str) -> list[int]:
+    """This user's live processes whose environment holds the rank's MARKER. (As the
+    node_lib role's helpers find them; this helper is shipped alone.)"""
+    wanted = MARKER + marker.encode()
+    uid = os.getuid()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.stat(f"/proc/{entry}").st_uid != uid:
+                continue
+            with open(f"/proc/{entry}/environ", "rb") as handle:
+                environ = handle.read()  # a zombie's is empty
+        except OSError:
+            continue
+        if wanted in environ.split(b"\0"):
+            found.append(int(entry))
+    return found
+
+
+def hold(marker: str, poll: float = 0.5) -> None:
+    """Return once no process of the rank is left but this one and the launch
+    script that waits for it: the lease descriptor both hold stays open until then."""
+    ours = {os.getpid(), os.getppid()}
+    while any(pid not in ours for pid in marked(marker)):
+        time.sleep(poll)
+
+
 def main(argv: list[str]) -> None:
     if argv[:1] == ["ids"]:
         print(",".join(map(str, node_gpus(int(argv[1])))))
@@ -186,6 +221,8 @@ def main(argv: list[str]) -> None:
         take(folder, name, int(count), [int(i) for i in ids.split(",") if i], int(descriptor), job_file)
     elif argv[:1] == ["usage"]:
         usage(argv[1], int(argv[2]))
+    elif argv[:1] == ["hold"]:
+        hold(argv[1])
     else:
         fail(__doc__)
 
