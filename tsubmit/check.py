@@ -78,13 +78,14 @@ def check_cluster(cluster: ResolvedCluster, *, verbose: int = 0) -> Report:
                        {"check_head_host": cluster.nodes[0].name}, verbose=verbose,
                        vault_password_file=cluster.ref.vault_password_file)
     no_result = f"no result from the check playbook ({run.status}; see {run.data_dir}/artifacts)"
-    return build_report(cluster, run.hosts, _arrival_times(run.data_dir), no_result=no_result)
+    return build_report(cluster, run.hosts, _probe_windows(run.data_dir), no_result=no_result)
 
 
-def build_report(cluster: ResolvedCluster, results: dict[str, HostResult], arrivals: dict[str, float],
+def build_report(cluster: ResolvedCluster, results: dict[str, HostResult],
+                 windows: dict[str, tuple[float, float]],
                  *, no_result: str = "no result from the check playbook") -> Report:
-    """Outcomes from the playbook's per-host results and the controller time each probe
-    result arrived at (epoch seconds)."""
+    """Outcomes from the playbook's per-host results and, per host, the controller's
+    times (epoch seconds) when its probe started and when its result arrived."""
     head = cluster.nodes[0]
     probes = {node.name: _last_json(results[node.name].results.get(PROBE_TASK)) for node in cluster.nodes}
     report = Report(cluster)
@@ -102,7 +103,7 @@ def build_report(cluster: ResolvedCluster, results: dict[str, HostResult], arriv
                 "torchrun": _torchrun(probe),
                 "gpus": _with_leases(_gpus(node, probe), results[node.name]),
                 "disk": _disk(probe),
-                "clock": _clock(probe, arrivals.get(node.name)),
+                "clock": _clock(probe, windows.get(node.name)),
                 "tcp": _tcp(node, head, results, probes),
                 "container": _container(probe),
             }
@@ -210,12 +211,16 @@ def _disk(probe: dict) -> Outcome:
     return Outcome(OK, detail)
 
 
-def _clock(probe: dict, arrived: float | None) -> Outcome:
+def _clock(probe: dict, window: tuple[float, float] | None) -> Outcome:
+    """The node read its clock while the probe ran: after the controller started
+    the task and before the answer arrived. Only a time outside that window is
+    skew; the window itself is latency (a loaded controller, a slow link)."""
     node_time = probe.get("time")
-    if arrived is None or not isinstance(node_time, int | float):
+    if window is None or not isinstance(node_time, int | float):
         return Outcome(SKIPPED, "no timestamp to compare")
-    skew = float(node_time) - arrived
-    detail = f"{skew:+.2f}s against this machine"
+    started, arrived = window
+    skew = max(float(node_time) - arrived, 0.0) + min(float(node_time) - started, 0.0)
+    detail = f"{skew:+.2f}s against this machine ({arrived - started:.2f}s round trip)"
     if abs(skew) > MAX_CLOCK_SKEW:
         return Outcome(FAIL, detail, "synchronise the clocks (chrony, systemd-timesyncd or ntpd on "
                        "the node and here): logs and timeouts compare times across nodes")
@@ -303,16 +308,17 @@ def _last_json(result: dict | None) -> dict | None:
     return None
 
 
-def _arrival_times(data_dir: Path) -> dict[str, float]:
-    """When each probe's result reached the controller: its runner event's `created`."""
-    arrivals = {}
+def _probe_windows(data_dir: Path) -> dict[str, tuple[float, float]]:
+    """When each host's probe started and when its result reached the controller:
+    the `created` of its runner events (runner_on_start, runner_on_ok)."""
+    times: dict[str, dict[str, float]] = {}
     for path in data_dir.glob("artifacts/*/job_events/*.json"):
         try:
             event = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
         data = event.get("event_data") or {}
-        if event.get("event") != "runner_on_ok" or data.get("task") != PROBE_TASK:
+        if event.get("event") not in ("runner_on_start", "runner_on_ok") or data.get("task") != PROBE_TASK:
             continue
         try:
             created = datetime.fromisoformat(event["created"])
@@ -320,8 +326,9 @@ def _arrival_times(data_dir: Path) -> dict[str, float]:
             continue
         if created.tzinfo is None:  # older runners wrote naive UTC times
             created = created.replace(tzinfo=UTC)
-        arrivals[data.get("host")] = created.timestamp()
-    return arrivals
+        times.setdefault(data.get("host"), {})[event["event"]] = created.timestamp()
+    return {host: (seen.get("runner_on_start", seen["runner_on_ok"]), seen["runner_on_ok"])
+            for host, seen in times.items() if "runner_on_ok" in seen}
 
 
 def _connection(node: Node) -> ssh.Connection:

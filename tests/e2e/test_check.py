@@ -257,8 +257,9 @@ def probe(**changes) -> dict:
 
 
 def judge(probes: list[dict], connections: list[dict | None] | None = None, *, port=29400,
-          arrivals: list[float] | None = None):
-    """The report for a head and workers h0, h1... with these probe and connection results."""
+          windows: list[tuple[float, float]] | None = None):
+    """The report for a head and workers h0, h1... with these probe and connection
+    results, each probe started and answered at NOW unless WINDOWS says when."""
     nodes = [Node(f"h{rank}", rank, f"10.0.0.{rank + 1}", None, {"ansible_host": f"10.0.0.{rank + 1}"})
              for rank in range(len(probes))]
     cluster = ResolvedCluster(ClusterRef("c", []), nodes, "first host of group all")
@@ -270,7 +271,7 @@ def judge(probes: list[dict], connections: list[dict | None] | None = None, *, p
         elif connections and connections[rank - 1] is not None:
             outputs[CONNECT_TASK] = {"stdout": json_line(connections[rank - 1])}
         results[nodes[rank].name] = HostResult("ok", "", outputs)
-    times = {f"h{rank}": t for rank, t in enumerate(arrivals or [NOW] * len(probes))}
+    times = {f"h{rank}": window for rank, window in enumerate(windows or [(NOW, NOW)] * len(probes))}
     return build_report(cluster, results, times)
 
 
@@ -300,6 +301,21 @@ def test_clock_skew_above_five_seconds_fails():
     clock = report.hosts["h2"]["clock"]
     assert clock.status == "fail" and clock.detail.startswith("-7.50s")
     assert "synchronise the clocks" in clock.remedy
+
+
+def test_a_node_time_within_the_probes_round_trip_is_latency_not_skew():
+    """A loaded controller or a slow link: the probe started 20 s before its
+    answer arrived. A node clock read anywhere in between is right; only one
+    outside it is skew, by how far it is outside."""
+    window = (NOW - 20, NOW)
+    report = judge([probe(time=NOW - 17.7), probe(time=NOW - 30), probe(time=NOW + 6)],
+                   [{"status": "ok"}] * 2, windows=[window] * 3)
+    clock = report.hosts["h0"]["clock"]
+    assert clock.status == "ok" and clock.detail == "+0.00s against this machine (20.00s round trip)"
+    assert report.hosts["h1"]["clock"].status == "fail"
+    assert report.hosts["h1"]["clock"].detail.startswith("-10.00s")
+    assert report.hosts["h2"]["clock"].status == "fail"
+    assert report.hosts["h2"]["clock"].detail.startswith("+6.00s")
 
 
 def test_less_than_a_gib_free_fails_and_a_different_torch_only_warns():
