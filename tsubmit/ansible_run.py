@@ -179,6 +179,8 @@ def run_playbook(
         for command_file in data_dir.glob("artifacts/*/command"):
             command_file.unlink()
     if runner.status == "canceled":
+        if cancel is None:  # the signal itself, once runner ended the play: callers' waits handle it
+            raise KeyboardInterrupt
         raise Interrupted("interrupted")
     for result in results.values():
         if result.status == "pending":

@@ -89,6 +89,14 @@ class UnsafeTree(OSError):
     """The tree holds an entry that would make a node write outside the job's tree."""
 
 
+class TreeChanged(OSError):
+    """A file of the tree was written to while it was packed: the archive would not be its digest's."""
+
+    def __init__(self, path: str):
+        super().__init__(f"{path} changed while it was packed; pack again once nothing writes to it, "
+                         "or add it to .tsubmitignore")
+
+
 def pack(workdir: Path, dest_dir: Path) -> Archive:
     """Digest the tree; reuse dest_dir/<digest>.tar.gz if present, else write it atomically.
 
@@ -99,10 +107,11 @@ def pack(workdir: Path, dest_dir: Path) -> Archive:
     dest_dir.mkdir(parents=True, exist_ok=True)
     entries = _walk(root, prune=_inner_rel(root, dest_dir))
     _check_meta_folder(root, entries)
-    digest = _digest(entries)
+    records = _records(entries)
+    digest = _digest(records)
     final = dest_dir / f"{digest}.tar.gz"
     if not final.exists():
-        _write_atomically(entries, digest, final)
+        _write_atomically(entries, records, final)
     return Archive(path=final, digest=digest, files=len(entries), size=final.stat().st_size)
 
 
@@ -268,8 +277,16 @@ def _chunks(f: BinaryIO) -> Iterator[bytes]:
         yield chunk
 
 
-def _digest(entries: list[_Entry]) -> str:
+def _digest(records: list[bytes]) -> str:
     tree = hashlib.sha256(_DIGEST_SALT)
+    for record in records:
+        tree.update(record)
+    return tree.hexdigest()
+
+
+def _records(entries: list[_Entry]) -> list[bytes]:
+    """Each entry's part of the digest, in order (see _record)."""
+    records = []
     for e in entries:
         content = hashlib.sha256()
         executable = e.kind == "dir"
@@ -280,8 +297,8 @@ def _digest(entries: list[_Entry]) -> str:
                     content.update(chunk)
         elif e.kind == "link":
             content.update(os.fsencode(os.readlink(e.path)))
-        tree.update(_record(e, executable, content.digest()))
-    return tree.hexdigest()
+        records.append(_record(e, executable, content.digest()))
+    return records
 
 
 class _HashingReader:
@@ -377,7 +394,7 @@ class _SparseReader:
             while left:
                 data = f.read(min(left, _CHUNK))
                 if not data:
-                    raise RuntimeError(f"{f.name} shrank while it was packed; try again")
+                    raise TreeChanged(f.name)
                 self._sha.update(data)
                 left -= len(data)
                 yield data
@@ -403,16 +420,16 @@ class _SparseReader:
         return b"".join(out)
 
 
-def _write_atomically(entries: list[_Entry], digest: str, final: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{digest}.", suffix=".tmp", dir=final.parent)
+def _write_atomically(entries: list[_Entry], records: list[bytes], final: Path) -> None:
+    """Write the archive under a temporary name, renamed to FINAL only once
+    complete and true to RECORDS; removed on any error or interrupt."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
     try:
         with os.fdopen(fd, "wb") as out:
-            written = _write_tar(entries, out)
+            _write_tar(entries, records, out)
             # A truncated archive under its digest name would be reused forever.
             out.flush()
             os.fsync(out.fileno())
-        if written != digest:
-            raise RuntimeError(f"files changed while packing {final.parent}; try again")
         os.chmod(tmp, 0o644)
         os.replace(tmp, final)
     except BaseException:
@@ -421,15 +438,15 @@ def _write_atomically(entries: list[_Entry], digest: str, final: Path) -> None:
         raise
 
 
-def _write_tar(entries: list[_Entry], out: BinaryIO) -> str:
-    """Write the archive and return the digest of what was actually written."""
-    tree = hashlib.sha256(_DIGEST_SALT)
+def _write_tar(entries: list[_Entry], records: list[bytes], out: BinaryIO) -> None:
+    """Write the archive; raise TreeChanged naming the first entry whose
+    content is not what its record in RECORDS (the digest's) says."""
     # mtime=0 and no filename in the gzip header: same tree, same bytes.
     with (
         gzip.GzipFile(filename="", mode="wb", fileobj=out, mtime=0, compresslevel=6) as gz,
         tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
     ):
-        for e in entries:
+        for e, record in zip(entries, records, strict=True):
             info = tarfile.TarInfo(e.rel)
             info.uid = info.gid = 0
             info.uname = info.gname = ""  # the remote user owns what it unpacks
@@ -447,7 +464,12 @@ def _write_tar(entries: list[_Entry], out: BinaryIO) -> str:
                     else:
                         reader = _SparseReader(f, regions, st.st_size)
                         _as_sparse_member(info, regions)
-                    tar.addfile(info, reader)  # type: ignore[arg-type]
+                    try:
+                        tar.addfile(info, reader)  # type: ignore[arg-type]
+                    except OSError as error:
+                        if isinstance(error, TreeChanged) or error.errno is not None:
+                            raise  # not tarfile's "unexpected end of data" (the file shrank)
+                        raise TreeChanged(e.path) from error
                     content = reader.sha
             else:
                 st = os.lstat(e.path)
@@ -460,5 +482,5 @@ def _write_tar(entries: list[_Entry], out: BinaryIO) -> str:
                     info.type, info.mode, info.linkname = tarfile.SYMTYPE, 0o777, target
                     content.update(os.fsencode(target))
                 tar.addfile(info)
-            tree.update(_record(e, executable, content.digest()))
-    return tree.hexdigest()
+            if _record(e, executable, content.digest()) != record:
+                raise TreeChanged(e.path)

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from .archive import pack
-from .errors import EXIT_USAGE
+from .errors import EXIT_INTERRUPTED, EXIT_USAGE
 from .paths import ensure_private_dir, state_dir
 
 
@@ -37,9 +37,12 @@ def main(argv: list[str] | None = None) -> int:
     dest = args.dest or ensure_private_dir(state_dir() / "archives")
     try:
         archive = pack(args.workdir, dest)
-    except (OSError, RuntimeError) as error:
+    except OSError as error:
         print(f"archive_cli: cannot archive {args.workdir}: {error}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:  # the half-written archive was removed
+        print(f"archive_cli: interrupted while packing {args.workdir}; nothing was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
     print(json.dumps({
         "tsubmit_job_archive": str(archive.path.resolve()),
         "tsubmit_job_archive_digest": archive.digest,

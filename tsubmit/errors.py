@@ -22,8 +22,10 @@ EXIT_CODES = {
     EXIT_BUSY: "the GPUs are busy: some node has fewer free GPUs than the job asks (leased by other "
                "jobs, named with their user and controller); nothing was started; `--queue` waits "
                "instead, and exits 5 after `--queue-timeout`",
-    EXIT_INTERRUPTED: "interrupted (Ctrl-C or SIGTERM during `run`): whatever had started was stopped "
-                      "and removed, the job is recorded as `stopped`",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C or SIGTERM, in any command): a launch in flight is rolled "
+                      "back (whatever had started was stopped and removed, the job is recorded as "
+                      "`stopped`); a wait (`run --wait`, `--queue`) ends and leaves the job as it is; "
+                      "the message says which",
 }
 
 

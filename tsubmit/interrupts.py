@@ -1,4 +1,8 @@
-"""Ctrl-C and SIGTERM while a launch is in flight.
+"""Ctrl-C and SIGTERM: one interrupt, exit 130 (the exit-code table's promise).
+
+From tsubmit's first line on, SIGTERM raises KeyboardInterrupt as Ctrl-C does
+(interrupt_on_signals), so a wait, a queue or a load of tsubmit's modules that
+is interrupted ends with a message and 130, never silently by the signal.
 
 Killing the submit playbook at once would leave nodes half done: a node whose
 ssh command was already sent goes on and starts its rank after tsubmit has
@@ -17,6 +21,17 @@ from .errors import EXIT_INTERRUPTED, TsubmitError
 
 class Interrupted(TsubmitError):
     exit_code = EXIT_INTERRUPTED
+
+
+def interrupt_on_signals() -> None:
+    """SIGINT and SIGTERM raise KeyboardInterrupt in the main thread."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
+def exit_interrupted() -> None:
+    print("tsubmit: interrupted", file=sys.stderr, flush=True)
+    sys.exit(EXIT_INTERRUPTED)
 
 
 class Deferred:

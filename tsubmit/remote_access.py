@@ -13,7 +13,6 @@ receive as arguments; the nodes are asked, whatever the local record says.
 from __future__ import annotations
 
 import contextlib
-import signal
 import socket
 import subprocess
 import sys
@@ -218,57 +217,39 @@ def _listening_here(port: int) -> bool:
                for fields in (line.split() for line in table.splitlines()[1:]) if len(fields) > 3)
 
 
-@contextlib.contextmanager
-def _sigterm_as_interrupt():
-    """SIGTERM ends a forward like Ctrl-C does, so its ssh is never left behind."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(*_):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def forward(place: Place, port: int, local_port: int | None, ready: Callable[[str, int], None]) -> None:
     """Forward 127.0.0.1:LOCAL_PORT here to 127.0.0.1:PORT on the rank's node until
-    interrupted (Ctrl-C or SIGTERM raise KeyboardInterrupt, the ssh is ended first).
+    interrupted (Ctrl-C or SIGTERM raise KeyboardInterrupt, interrupts.py; the ssh is ended first).
     READY(url, local port) is called once the local port listens. LOCAL_PORT
     defaults to PORT when that is free here, else to a free port."""
     check_port(port, "PORT")
     if local_port is not None:
         check_port(local_port, "--local-port")
-    with _sigterm_as_interrupt():
-        remote_listener(place, port)
-        if place.conn.local:
-            # The rank runs on this machine: its port is here already.
-            if local_port not in (None, port):
-                raise UsageError(f"{place.where} runs on this machine "
-                                 f"(ansible_connection=local): its port {port} is reachable as it is; "
-                                 "leave out --local-port")
-            ready(f"http://127.0.0.1:{port}/", port)
-            while True:
-                time.sleep(3600)
-        if local_port is None:
-            local_port = port if local_port_free(port) else free_local_port()
-        elif not local_port_free(local_port):
-            raise UsageError(f"local port {local_port} is already in use on this machine: choose another "
-                             "with --local-port, or leave it out for a free one")
-        argv = ssh.forward_argv(place.conn, local_port, port)
-        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.PIPE, text=True, errors="replace")
-        try:
-            _wait_listening(place, process, argv, local_port)
-            ready(f"http://127.0.0.1:{local_port}/", local_port)
-            process.wait()
-            raise _forward_ended(place, process, argv, "the forward ended")
-        finally:
-            _end(process)
+    remote_listener(place, port)
+    if place.conn.local:
+        # The rank runs on this machine: its port is here already.
+        if local_port not in (None, port):
+            raise UsageError(f"{place.where} runs on this machine "
+                             f"(ansible_connection=local): its port {port} is reachable as it is; "
+                             "leave out --local-port")
+        ready(f"http://127.0.0.1:{port}/", port)
+        while True:
+            time.sleep(3600)
+    if local_port is None:
+        local_port = port if local_port_free(port) else free_local_port()
+    elif not local_port_free(local_port):
+        raise UsageError(f"local port {local_port} is already in use on this machine: choose another "
+                         "with --local-port, or leave it out for a free one")
+    argv = ssh.forward_argv(place.conn, local_port, port)
+    process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True, errors="replace")
+    try:
+        _wait_listening(place, process, argv, local_port)
+        ready(f"http://127.0.0.1:{local_port}/", local_port)
+        process.wait()
+        raise _forward_ended(place, process, argv, "the forward ended")
+    finally:
+        _end(process)
 
 
 def _wait_listening(place: Place, process: subprocess.Popen, argv: list[str], local_port: int) -> None:

@@ -228,10 +228,10 @@ def check(the_plan: Plan, workdir, *, verbose: int = 1) -> dict[str, dict]:
 def submit(the_plan: Plan, workdir, store: JobStore, *, on_event=None, verbose: int = 0) -> Job:
     """Pack, record, launch on every node; roll back everything on a failure or an interrupt."""
     job = the_plan.job
-    with Deferred("nothing was started yet") as interrupted:
+    try:  # packing touches no node: an interrupt ends it at once, and nothing is cached
         archive = pack(the_plan, workdir)
-    if interrupted:
-        raise Interrupted("interrupted before anything was recorded or started")
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted while packing {workdir}; nothing was recorded or started") from None
     job.launcher = node_actions.launcher_identity()
     # The job keeps the connection details it was launched with, whatever becomes of its cluster.
     job.inventory["sources"] = kept_inventories.keep(job.inventory["sources"])

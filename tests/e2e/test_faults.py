@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from tests.conftest import TSUBMIT
+from tests.e2e.test_interrupts import catches
 from tests.e2e.test_lifecycle import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -342,8 +343,8 @@ def test_ctrl_c_during_a_submit_rolls_back_every_node(cli, nodes, workdir, tmp_p
                             "--workdir", str(workdir), "--", "python", "sleeper.py"],
                            env=cli.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     seen = []
-    if moment is None:
-        time.sleep(0.3)
+    if moment is None:  # as soon as tsubmit handles signals: its first line (tsubmit/__main__.py)
+        assert wait_until(lambda: catches(run.pid, signal.SIGTERM), interval=0.01)
     else:  # progress lines, one per change off a terminal: "node1: launching"
         for line in run.stderr:
             seen.append(line)

@@ -327,8 +327,15 @@ def test_tree_changing_while_packing_leaves_nothing_behind(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     tree = make(tmp_path / "tree", {"a.txt": "a"})
-    monkeypatch.setattr(archive, "_digest", lambda entries: "0" * 64)  # stale digest
-    with pytest.raises(RuntimeError, match="changed while packing"):
+    real_records = archive._records
+
+    def records_then_write(entries):
+        records = real_records(entries)
+        (tree / "a.txt").write_text("written meanwhile")
+        return records
+
+    monkeypatch.setattr(archive, "_records", records_then_write)
+    with pytest.raises(archive.TreeChanged, match=f"^{tree / 'a.txt'} changed while it was packed"):
         pack(tree, tmp_path / "dest")
     assert os.listdir(tmp_path / "dest") == []
 
@@ -479,6 +486,6 @@ def test_a_sparse_file_that_changes_while_packed_leaves_nothing(tmp_path: Path, 
         return found
 
     monkeypatch.setattr(archive, "_sparse_regions", regions_then_write)
-    with pytest.raises(RuntimeError, match="changed while packing"):
+    with pytest.raises(archive.TreeChanged, match=f"^{data} changed while it was packed"):
         pack(root, tmp_path / "dest")
     assert list((tmp_path / "dest").iterdir()) == []

@@ -6,7 +6,8 @@ import sys
 import click
 
 from .. import __version__
-from ..errors import EXIT_INTERRUPTED, EXIT_USAGE, TsubmitError
+from ..errors import EXIT_USAGE, TsubmitError
+from ..interrupts import exit_interrupted
 from .ansible_info import ansible_info
 from .cluster import cluster
 from .cron import cron
@@ -21,6 +22,12 @@ class _Group(click.Group):
         kwargs.setdefault("prog_name", "tsubmit")
         return super().main(*args, **kwargs)
 
+    def make_context(self, *args, **kwargs):
+        try:
+            return super().make_context(*args, **kwargs)
+        except KeyboardInterrupt:  # click's own answer would be "Aborted!" and 1
+            exit_interrupted()
+
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
@@ -30,8 +37,7 @@ class _Group(click.Group):
                 click.echo(f"  {host}: {message}", err=True)
             sys.exit(error.exit_code)
         except KeyboardInterrupt:
-            click.echo("tsubmit: interrupted", err=True)
-            sys.exit(EXIT_INTERRUPTED)
+            exit_interrupted()
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
