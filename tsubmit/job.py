@@ -20,7 +20,10 @@ UNREACHABLE = "unreachable"
 # A job whose stop could not reach every node: it stays refreshable, and the
 # next stop, status or list finishes the stop there once the node answers.
 STOPPING = "stopping"
-FINISHED_STATES = frozenset({SUCCEEDED, FAILED, STOPPED, LOST})
+# A job whose pending delete was finished by a refresh: gone from the store,
+# this copy is the last word on it.
+DELETED = "deleted"
+FINISHED_STATES = frozenset({SUCCEEDED, FAILED, STOPPED, LOST, DELETED})
 # A rank in one of these may still have processes on its node.
 LIVE_RANK_STATES = frozenset({STARTING, RUNNING, UNREACHABLE})
 
@@ -82,7 +85,7 @@ class Job:
     # A failed rank stops the job's other ranks unless the job asked to keep going.
     keep_going: bool = False
     # What tsubmit still owes some nodes because they could not be reached:
-    # {"action": "stop" | "cleanup" | "rollback", "hosts": [...], "grace": s, "attempt": K}.
+    # {"action": "stop" | "cleanup" | "rollback" | "delete", "hosts": [...], "grace": s, "attempt": K}.
     pending: dict | None = None
     # The controller process launching the job right now ({host, pid, start});
     # while it lives, a rank without files on its node is starting, not lost.
@@ -99,3 +102,23 @@ class Job:
         """Whether any rank may still have processes: such a job stays refreshable
         whatever its aggregate state says."""
         return bool(self.pending) or any(rank.state in LIVE_RANK_STATES for rank in self.ranks)
+
+
+# Pending actions by how much they do: a delete (or a cleanup) stops and removes
+# every attempt, a stop stops every attempt, a rollback only the one it undoes.
+_PENDING_STRENGTH = {"rollback": 0, "stop": 1, "cleanup": 2, "delete": 3}
+
+
+def merged_pending(stored: dict | None, read: dict | None, ours: dict | None) -> dict | None:
+    """The pending action to keep when a copy of a job that read READ as its
+    pending action now holds OURS, and another process saved STORED meanwhile.
+    What either owes a node is kept: a finished action is dropped only when
+    nobody changed it meanwhile, and two actions become the stronger one on
+    the union of their hosts."""
+    if ours is None:
+        return None if stored == read else stored
+    if stored is None or stored == read:
+        return ours
+    stronger = max(stored, ours, key=lambda p: _PENDING_STRENGTH.get(p["action"], 1))
+    return {**stronger, "hosts": sorted(set(stored["hosts"]) | set(ours["hosts"])),
+            "grace": min(stored["grace"], ours["grace"])}

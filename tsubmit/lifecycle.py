@@ -54,18 +54,21 @@ def _sources(jobs: list[Job]) -> list[str]:
 def refresh(store: JobStore, jobs: list[Job], *, verbose: int = 0) -> list[Job]:
     """Bring the jobs among JOBS that may still run up to date with their nodes:
     finish what is pending on nodes that answer again, read every rank, and
-    stop the other ranks of a job that failed (unless it keeps going)."""
+    stop the other ranks of a job that failed (unless it keeps going).
+    Returns JOBS but those whose pending delete was finished: they are
+    forgotten, and their copies say so (state DELETED)."""
     live = [job for job in jobs if job.may_run()]
     if not live:
         return jobs
     for job in live:
         if job.pending:
-            _finish_pending(job, verbose=verbose)
-    leftovers = _read(store, live, verbose=verbose)
+            _finish_pending(store, job, verbose=verbose)
+    live = [job for job in live if job.state != states.DELETED]
+    leftovers = _read(store, live, verbose=verbose) if live else {}
     for job in live:
         if _should_stop_the_rest(job, leftovers[job.id]):
             _stop_the_rest(store, job, leftovers[job.id], verbose=verbose)
-    return jobs
+    return [job for job in jobs if job.state != states.DELETED]
 
 
 def _read(store: JobStore, jobs: list[Job], *, verbose: int = 0) -> dict[str, set[str]]:
@@ -97,7 +100,11 @@ def _read(store: JobStore, jobs: list[Job], *, verbose: int = 0) -> dict[str, se
                 if rank.state in states.FINISHED_STATES and report.get("processes"):
                     leftovers[job.id].add(rank.host)
         _settle(job, verbose)
-    store.save_if_unchanged(*jobs)  # one transaction: one disk sync for every job refreshed
+    # One transaction: one disk sync for every job refreshed.
+    for job in store.save_if_unchanged(*jobs):
+        if job.pending:  # kept from this read, merged: the state and message say so
+            job.state, job.message = aggregate(job), describe(job)
+            store.save_if_unchanged(job)
     return leftovers
 
 
@@ -157,6 +164,9 @@ def aggregate(job: Job) -> str:
 def describe(job: Job) -> str:
     parts = []
     for rank in job.ranks:
+        if rank.state == states.FAILED and rank.exit_code is None:
+            parts.append(f"rank {rank.rank} on {rank.host} could not be started")
+            break
         if rank.state == states.FAILED:
             parts.append(f"rank {rank.rank} on {rank.host} exited with {rank.exit_code}")
             break
@@ -182,10 +192,18 @@ def shown_state(job: Job) -> str:
     return job.state
 
 
-def _finish_pending(job: Job, *, verbose: int = 0) -> None:
+def _finish_pending(store: JobStore, job: Job, *, verbose: int = 0) -> None:
     pending = job.pending
     act(job, pending["action"], pending["hosts"], grace=pending["grace"],
          attempt=pending.get("attempt"), verbose=verbose)
+    if pending["action"] == "delete" and not job.pending:
+        store.delete(job.id)
+        for rank in job.ranks:
+            if rank.state in states.LIVE_RANK_STATES:
+                rank.state = states.STOPPED
+        job.state = states.DELETED
+        job.message = (f"deleted: its cleanup, pending on {', '.join(pending['hosts'])}, "
+                       "was finished once they answered")
 
 
 def _should_stop_the_rest(job: Job, leftover_hosts: set[str]) -> bool:
@@ -223,10 +241,15 @@ def delete(store: JobStore, job: Job, *, force: bool = False, verbose: int = 0) 
     """Stop what runs, remove the job's directories on every node and its record.
     Returns the hosts where that could not be done; without FORCE the record
     is then kept, marked as pending that cleanup."""
-    acted = act(job, "cleanup", [rank.host for rank in job.ranks], grace=10, verbose=verbose)
+    acted = act(job, "delete", [rank.host for rank in job.ranks], grace=10, verbose=verbose)
     if not acted.failures or force:
         store.delete(job.id)
     else:
+        now = time.time()
+        for rank in job.ranks:  # gone from the nodes that answered: stopped, not lost
+            if rank.host not in acted.failures and rank.state in states.LIVE_RANK_STATES:
+                rank.state, rank.ended_at = states.STOPPED, now
+        _settle(job, verbose)
         store.save(job)
     return acted.failures
 
@@ -239,6 +262,8 @@ def restart(store: JobStore, job: Job, *, on_event=None, verbose: int = 0) -> Jo
     from .paths import state_dir
 
     refresh(store, [job], verbose=verbose)
+    if job.state == states.DELETED:
+        raise UsageError(f"job {job.id} is {job.message}; submit it again")
     if job.pending:
         raise UsageError(f"job {job.id}: {job.message}; run `tsubmit stop {job.id}` once "
                          f"{', '.join(job.pending['hosts'])} answers, then restart it")

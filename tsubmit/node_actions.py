@@ -20,7 +20,9 @@ STOP_TASK = "Stop every process of the rank"
 FAILURE_GRACE = 10
 ROLLBACK_GRACE = 5
 # Each pending action, and the playbook that carries it out.
-_ACTION_PLAYBOOKS = {"stop": "stop", "cleanup": "cleanup", "rollback": "stop"}
+# A delete is a cleanup after which the job is forgotten; a launch rolled back
+# cleans up and keeps its record.
+_ACTION_PLAYBOOKS = {"stop": "stop", "cleanup": "cleanup", "rollback": "stop", "delete": "cleanup"}
 
 
 def job_hosts(job: Job, extra: dict | None = None) -> dict[str, dict]:

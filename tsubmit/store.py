@@ -18,7 +18,7 @@ from functools import wraps
 from pathlib import Path
 
 from .errors import UsageError
-from .job import Job, Rank
+from .job import Job, Rank, merged_pending
 
 SCHEMA_VERSION = 3
 # Seconds a command waits for another tsubmit process that holds the store.
@@ -124,6 +124,9 @@ class JobStore:
         self.path = path
         self.busy_timeout = busy_timeout if busy_timeout is not None else float(
             os.environ.get("TSUBMIT_STORE_TIMEOUT", DEFAULT_BUSY_TIMEOUT))
+        # The pending action of each (job, revision) this process read or wrote:
+        # what save_if_unchanged tells a copy's own change of it by.
+        self._pending_read: dict[tuple[str, int], dict | None] = {}
         self._told_waiting = ""  # how long the last wait that was said would last
         ensure_private_dir(path.parent)
         if not path.exists():
@@ -211,7 +214,9 @@ class JobStore:
     @_guarded
     def save_if_unchanged(self, *jobs: Job) -> list[Job]:
         """Save each job only if nobody saved it since it was read; reload the
-        others in place (they hold newer knowledge). Returns the reloaded ones."""
+        others in place (they hold newer knowledge), except for what this copy
+        owes the nodes: a pending action it changed is merged into the stored
+        one (job.merged_pending), never dropped. Returns the reloaded ones."""
         reloaded = []
         with self._transaction():
             for job in jobs:
@@ -223,12 +228,17 @@ class JobStore:
                     continue
                 current = self._load(self._db.execute("SELECT * FROM jobs WHERE id = ?",
                                                       (job.id,)).fetchone())
+                read = self._pending_read.get((job.id, job.revision))
+                if job.pending != read:
+                    current.pending = merged_pending(current.pending, read, job.pending)
+                    self._write(current)
                 job.__dict__.update(current.__dict__)
                 reloaded.append(job)
         return reloaded
 
     def _write(self, job: Job) -> None:
         job.revision = self._db.execute("SELECT COALESCE(MAX(revision), 0) + 1 FROM jobs").fetchone()[0]
+        self._pending_read[(job.id, job.revision)] = job.pending
         row = asdict(job)
         ranks = row.pop("ranks")
         for column in _JSON_COLUMNS:
@@ -267,6 +277,7 @@ class JobStore:
         ).fetchall()
         ranks = [Rank(**{c: r[c] for c in _RANK_COLUMNS}) for r in rank_rows]
         values["keep_going"] = bool(values["keep_going"])
+        self._pending_read[(values["id"], values["revision"])] = values["pending"]
         return Job(**values, ranks=ranks)
 
     def find(self, ref: str) -> Job:

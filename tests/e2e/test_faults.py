@@ -185,6 +185,78 @@ def test_a_stop_that_could_not_reach_a_node_is_finished_when_it_answers(cli, nod
     assert job_processes(job_id) == []
 
 
+def test_a_pending_stop_survives_a_status_saved_meanwhile(cli, nodes, workdir):
+    job_id, worker = sleeping_on_two_nodes(cli, nodes, workdir)
+    looping = threading.Event()
+    looping.set()
+
+    def keep_asking():  # a user's `while :; do tsubmit status J; done`
+        while looping.is_set():
+            cli("status", job_id)
+
+    asker = threading.Thread(target=keep_asking)
+    nodes.stop_node(worker)  # a partition: its rank keeps running
+    try:
+        asker.start()
+        before = cli.status_runs()
+        stop = cli("stop", job_id, "--grace", "3")
+        assert stop.code == 3 and "node2" in stop.stderr, stop.output
+        assert cli.status_runs() > before + 1  # the loop saved the job during the stop
+        looping.clear()
+        asker.join()
+        job = cli.job(job_id)
+        assert job["pending"]["action"] == "stop" and job["pending"]["hosts"] == ["node2"], job
+        assert job["state"] == "stopping", job
+    finally:
+        looping.clear()
+        if asker.is_alive():
+            asker.join()
+        nodes.start_node(worker)
+    cli.ok("list")
+    job = cli.job(job_id)
+    assert job["state"] == "stopped" and job["pending"] is None, job
+    assert job_processes(job_id) == []
+
+
+def test_a_delete_pending_on_a_silent_node_forgets_the_job_once_it_answers(cli, nodes, workdir):
+    job_id, worker = sleeping_on_two_nodes(cli, nodes, workdir)
+    nodes.stop_node(worker)
+    try:
+        kept = cli("delete", job_id, "--yes")
+        assert kept.code == 3 and "node2" in kept.stderr, kept.output
+        job = cli.job(job_id)
+        assert job["message"].startswith("delete pending on node2"), job
+        assert [r["state"] for r in job["ranks"]] == ["stopped", "unreachable"]
+    finally:
+        nodes.start_node(worker)
+    assert [job["id"] for job in cli.ok("list", "-o", "json").json()] == []
+    assert job_processes(job_id) == []
+    assert not any((node.remote_root / job_id).exists() for node in nodes.nodes)
+    assert cli("status", job_id).code == 2
+
+
+def test_a_launch_that_failed_on_a_cut_off_node_names_it_and_is_cleaned_once_it_answers(cli, nodes,
+                                                                                       workdir):
+    cli.write_cluster("c", nodes, nodes.nodes[:2])
+    worker = nodes.nodes[1]
+    nodes.stop_node(worker)
+    try:
+        run = cli("run", "-c", "c", "--executor", "distributed", "--workdir", str(workdir), "--",
+                  "python", "sleeper.py")
+        assert run.code == 3 and "node2" in run.stderr, run.output
+        job_id = job_id_of(run)
+        for shown in (cli.ok("status", job_id).stdout, cli.ok("list").stdout, cli.job(job_id)["message"]):
+            assert "None" not in shown, shown
+        assert "rank 1 on node2 could not be started" in cli.job(job_id)["message"]
+    finally:
+        nodes.start_node(worker)
+    job = cli.job(job_id)
+    assert job["state"] == "failed" and job["pending"] is None, job
+    assert job["message"] == "rank 1 on node2 could not be started"
+    assert job_processes(job_id) == []
+    assert not any((node.remote_root / job_id).exists() for node in nodes.nodes)
+
+
 def test_a_node_that_dies_mid_job_fails_the_job_once_it_is_back(cli, nodes, workdir):
     job_id, worker = sleeping_on_two_nodes(cli, nodes, workdir)
     nodes.stop_node(worker, kill_processes=True)  # a crash: its rank is gone with it
@@ -230,7 +302,7 @@ def test_delete_force_forgets_a_job_whose_node_is_gone(cli, nodes, workdir):
     try:
         kept = cli("delete", job_id, "--yes")
         assert kept.code == 3 and "node2" in kept.stderr and "--force" in kept.stderr
-        assert cli.job(job_id)["pending"]["action"] == "cleanup"
+        assert cli.job(job_id)["pending"]["action"] == "delete"
         forced = cli("delete", job_id, "--yes", "--force")
         assert forced.code == 0, forced.output
         assert "node2" in forced.stderr and f"/{job_id}" in forced.stderr

@@ -215,3 +215,68 @@ def test_a_new_store_is_private_from_its_first_byte(tmp_path):
     JobStore(path).close()
     assert path.parent.stat().st_mode & 0o777 == 0o700
     assert path.stat().st_mode & 0o777 == 0o600
+
+
+# --- what is pending on the nodes ---------------------------------------------------
+
+
+def stop_pending(*hosts: str, action: str = "stop") -> dict:
+    return {"action": action, "hosts": list(hosts), "grace": 30, "attempt": None}
+
+
+def test_a_pending_stop_survives_a_refresh_saved_meanwhile(store):
+    store.save(make_job("abc1234567"))
+    stopping = store.find("abc1234567")  # `stop` reads the job...
+    refreshing = store.find("abc1234567")  # ...and so does a `status` loop
+    refreshing.ranks[0].state = "unreachable"
+    assert store.save_if_unchanged(refreshing) == []
+    stopping.pending = stop_pending("node1")  # node1 did not answer the stop
+    assert store.save_if_unchanged(stopping) == [stopping]
+    assert stopping.pending == stop_pending("node1")
+    assert stopping.ranks[0].state == "unreachable"  # the newer read is kept too
+    assert store.find("abc1234567").pending == stop_pending("node1")
+
+
+def test_a_refresh_that_read_no_pending_action_never_drops_one_saved_meanwhile(store):
+    store.save(make_job("abc1234567"))
+    refreshing = store.find("abc1234567")
+    stopping = store.find("abc1234567")
+    stopping.pending = stop_pending("node1")
+    store.save(stopping)
+    assert store.save_if_unchanged(refreshing) == [refreshing]
+    assert store.find("abc1234567").pending == stop_pending("node1")
+
+
+def test_a_finished_pending_action_is_dropped_unless_another_was_saved_meanwhile(store):
+    job = make_job("abc1234567")
+    job.pending = stop_pending("node1")
+    store.save(job)
+    finishing = store.find("abc1234567")
+    other = store.find("abc1234567")
+    other.ranks[1].state = "succeeded"
+    store.save_if_unchanged(other)
+    finishing.pending = None  # node1 answered
+    store.save_if_unchanged(finishing)
+    assert store.find("abc1234567").pending is None
+
+    job.pending = stop_pending("node1")
+    store.save(job)
+    finishing = store.find("abc1234567")
+    deleting = store.find("abc1234567")
+    deleting.pending = stop_pending("node0", action="delete")
+    store.save(deleting)
+    finishing.pending = None
+    store.save_if_unchanged(finishing)
+    assert store.find("abc1234567").pending == stop_pending("node0", action="delete")
+
+
+def test_two_pending_actions_become_the_stronger_one_on_every_host(store):
+    store.save(make_job("abc1234567"))
+    stopping = store.find("abc1234567")
+    deleting = store.find("abc1234567")
+    deleting.pending = {**stop_pending("node1", action="delete"), "grace": 10}
+    store.save(deleting)
+    stopping.pending = stop_pending("node0")
+    store.save_if_unchanged(stopping)
+    assert store.find("abc1234567").pending == {**stop_pending("node0", "node1", action="delete"),
+                                                "grace": 10}

@@ -49,7 +49,7 @@ def list_jobs(obj, show_all, cluster, output):
     if not show_all:
         horizon = time.time() - LIST_WINDOW
         jobs = [j for j in jobs if j.may_run() or (j.ended_at or j.created_at) >= horizon]
-    refresh(store, jobs, verbose=obj["verbose"])
+    jobs = refresh(store, jobs, verbose=obj["verbose"])
     if output == "json":
         click.echo(out.to_json([job_view(job) for job in jobs]))
         return
