@@ -351,10 +351,10 @@ def wait_for(store: JobStore, job: Job, *, timeout: float | None = None,
 
 
 def follow(store: JobStore, job: Job, ranks: list[Rank], *, prefixed: bool = False,
-           tail: int | None = None, verbose: int = 0, notice=None) -> None:
-    """`logs -f`: stream RANKS' logs until their processes end, then wait for
-    the job's other ranks, so the job's state is its final one."""
-    logs.stream(job, ranks, prefixed, tail)
+           tail: int | None = None, verbose: int = 0, notice=None, select=None) -> None:
+    """`logs -f`: stream RANKS' logs (the lines SELECT keeps) until their processes
+    end, then wait for the job's other ranks, so the job's state is its final one."""
+    logs.stream(job, ranks, prefixed, tail, select)
     wait(store, job, verbose=verbose, notice=notice)
 
 

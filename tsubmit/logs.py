@@ -18,6 +18,20 @@ from .node_actions import job_hosts, run_for_job
 from .ssh_hints import host_key_hint
 
 LOG_TASK = "Read the rank's log"
+# Under torchrun each worker's lines start with its global rank (torch's
+# TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE, set by roles/launch/templates/
+# environment.sh.j2), so `logs --worker N` can pick one out of its node's log.
+WORKER_PREFIX = "[worker {}] "
+
+
+def worker_lines(worker: int):
+    """A line filter for `--worker N`: its line without the prefix, None for the others'."""
+    prefix = WORKER_PREFIX.format(worker)
+
+    def select(line: str) -> str | None:
+        return line[len(prefix):] if line.startswith(prefix) else None
+
+    return select
 
 
 def fetch(job: Job, ranks: list[Rank], attempt: int, *, log: str = layout.LOG,
@@ -62,8 +76,9 @@ def follow_command(conn: ssh.Connection, log_path: str, pid: int | None, tail: i
                             tty=False, shared=False)
 
 
-def stream(job: Job, ranks: list[Rank], prefixed: bool, tail: int | None) -> None:
-    """Follow RANKS' logs of the current attempt until their processes end."""
+def stream(job: Job, ranks: list[Rank], prefixed: bool, tail: int | None, select=None) -> None:
+    """Follow RANKS' logs of the current attempt until their processes end; with
+    SELECT (worker_lines), only the lines it keeps, as it returns them."""
     from .remote_access import places
 
     streams = []
@@ -72,11 +87,12 @@ def stream(job: Job, ranks: list[Rank], prefixed: bool, tail: int | None) -> Non
         path = layout.attempt_file(job.id, rank.rank, job.attempt, layout.LOG, root=place.root)
         prefix = f"[rank {rank.rank} {rank.host}] " if prefixed else ""
         streams.append((prefix, follow_command(place.conn, path, rank.pid, tail)))
-    follow(streams)
+    follow(streams, select=select)
 
 
-def follow(streams: list[tuple[str, list[str]]], out=None) -> list[int]:
-    """Run each (prefix, argv) and copy its lines to OUT with the prefix, until all end.
+def follow(streams: list[tuple[str, list[str]]], out=None, select=None) -> list[int]:
+    """Run each (prefix, argv) and copy its lines to OUT with the prefix, until all end;
+    with SELECT, only the lines it keeps, as it returns them.
 
     An ssh that could not connect (exit 255: a changed host key, a node down)
     is reported on stderr at once, naming the host, and fails the command
@@ -94,6 +110,8 @@ def follow(streams: list[tuple[str, list[str]]], out=None) -> list[int]:
         reader = threading.Thread(target=lambda: errors.extend(process.stderr), daemon=True)
         reader.start()
         for line in process.stdout:
+            if select is not None and (line := select(line)) is None:
+                continue
             with lock:
                 out.write(prefix + line)
                 out.flush()

@@ -278,6 +278,9 @@ def test_delete_without_yes_off_a_terminal_keeps_the_job(with_job):
         (["--attempt", "9"], "--attempt"),
         (["--tail", "-3"], "--tail"),
         (["--rank", "0", "--all"], "--rank R or --all, not both"),
+        (["--worker", "-1"], "--worker must be 0 or more"),
+        (["--worker", "1", "--rank", "0"], "drop --rank, --all and --setup"),
+        (["--worker", "0"], "--worker goes with the torchrun executor"),
     ],
     ids=lambda value: " ".join(value) if isinstance(value, list) else None,
 )

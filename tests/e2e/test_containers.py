@@ -136,7 +136,8 @@ def test_the_docker_command_line_for_a_gpu_node(cli, nodes, workdir):
     assert command.endswith("torchrun --nnodes=2 --node-rank=1 --nproc-per-node=8 --rdzv-backend=c10d "
                             f"--rdzv-endpoint='{nodes.nodes[0].address}:<port>' --rdzv-id={job} "
                             f"--rdzv-conf=is_host=0 --local-addr={nodes.nodes[1].address} "
-                            "--max-restarts=0 --no-python python train.py")
+                            f"--max-restarts=0 --tee=3 --log-dir='<remote root>/{job}/rank-1/attempt-1/"
+                            "workers' --no-python python train.py")
     assert "-e " not in command and "JOB" not in command
     assert "container.env" in worker["environment"]
     assert head["command"].startswith(f"docker run --name tsubmit-{job}-r0-a1 ")

@@ -2,10 +2,12 @@
 stop, restart, delete and the refresh of many jobs in one playbook run."""
 
 import os
+import queue
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -78,23 +80,46 @@ def test_a_job_ignoring_sigterm_is_killed_after_the_grace_period(cli, nodes, wor
     assert cli.job(job_id)["state"] == "stopped"
 
 
+def open_gate(node, job_id, name="go"):
+    """Let a gated.py job of JOB_ID on NODE go on."""
+    (node.remote_root / job_id / "workdir" / name).touch()
+
+
+def line_reader(stream) -> "queue.Queue[str]":
+    """STREAM's lines as they come (then "" at its end), read by a thread of their own."""
+    lines: queue.Queue[str] = queue.Queue()
+
+    def pump():
+        for line in stream:
+            lines.put(line)
+        lines.put("")
+
+    threading.Thread(target=pump, daemon=True).start()
+    return lines
+
+
 def test_logs_follow_streams_until_the_job_ends_with_its_code(cli, nodes, workdir):
+    """The job waits at its gate until the follow printed its first lines, however
+    loaded the machine; the follow ends, and is ended if the test fails."""
     cli.write_cluster("c", nodes, nodes.nodes[:1])
     job_id = submit(cli, "-c", "c", "--executor", "distributed", "--workdir", str(workdir), "--",
-                    "python", "count.py", "12", "3")
+                    "python", "gated.py", "6", "3", "go")
     follow = subprocess.Popen([sys.executable, "-m", "tsubmit", "logs", job_id, "-f"], env=cli.env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    first = follow.stdout.readline()
-    assert first.startswith("line ")
-    # it streams: the first line arrives while the job still runs. Read from the
-    # node, at once: a `tsubmit status` takes a playbook run, longer than the job
-    # has left on a loaded machine.
-    attempt = nodes.nodes[0].remote_root / job_id / "rank-0" / "attempt-1"
-    assert not (attempt / "exit_code").exists() and "line 11" not in log_of(nodes.nodes[0], job_id, 0)
-    # read() drains what readline() already buffered; communicate() would skip it
-    rest = follow.stdout.read()
-    assert follow.wait(timeout=120) == 1, follow.stderr.read()
-    assert (first + rest).splitlines() == [f"line {i}" for i in range(12)]
+    try:
+        lines = line_reader(follow.stdout)
+        # it streams: the first lines arrive while the job waits at its gate, unflushed
+        first = [lines.get(timeout=120) for _ in range(7)]
+        assert first == [f"line {i} of worker 0\n" for i in range(6)] + ["to stderr from worker 0\n"]
+        open_gate(nodes.nodes[0], job_id)
+        rest = iter(lambda: lines.get(timeout=120), "")
+        assert [line.rstrip("\n") for line in rest] == [f"line {i} of worker 0" for i in range(6, 12)]
+        assert follow.wait(timeout=120) == 1, follow.stderr.read()
+    finally:
+        if follow.poll() is None:
+            follow.kill()
+            follow.wait()
+        cli("stop", job_id, "--grace", "2")
 
 
 def test_restart_runs_attempt_2_and_keeps_attempt_1_logs(cli, nodes, workdir):
@@ -213,6 +238,6 @@ def test_an_unreachable_node_is_reported_as_such_not_as_a_failed_job(cli, nodes,
         assert "unreachable: node2" in job["message"]
     finally:
         nodes.start_node(worker)
-    assert wait_until(lambda: cli.job(job_id)["ranks"][1]["state"] == "running", timeout=30)
+    assert wait_until(lambda: cli.job(job_id)["ranks"][1]["state"] == "running", timeout=120)
     cli.ok("stop", job_id, "--grace", "5")
     assert nodes.processes_of(worker, r"sleeper\.py") == []

@@ -137,6 +137,7 @@ def test_dry_run_shows_each_rank_command_and_runs_nothing(cli, nodes, workdir):
     assert f"head: {head.name} (first host of group all)" in run.stdout
     assert (f"torchrun --nnodes=2 --node-rank=1 --nproc-per-node=2 --rdzv-backend=c10d "
             f"--rdzv-endpoint='{head.address}:<port>'") in run.stdout
-    assert "--max-restarts=2 --no-python python train.py --lr 0.1" in run.stdout
+    assert "--max-restarts=2 --tee=3 --log-dir=" in run.stdout
+    assert "/workers' --no-python python train.py --lr 0.1" in run.stdout
     assert f"--local-addr={worker.address}" in run.stdout
     assert cli.ok("list", "-o", "json").json() == []

@@ -9,6 +9,8 @@ import re
 
 import pytest
 
+from tests.e2e.test_lifecycle import log_of, wait_until
+
 pytestmark = pytest.mark.e2e
 
 RANKS_JOB = '''
@@ -74,8 +76,8 @@ def test_the_head_holds_global_ranks_0_to_p_minus_1_whatever_the_addresses(cli, 
             assert report["world"] == 6 and report["sum"] == 15
             assert report["sitecustomize"] is False or "tsubmit-lib" not in report["sitecustomize"]
             assert "tsubmit-lib" not in (report["PYTHONPATH"] or "")
-        assert all(f"[rank {tsubmit_rank} {node.name}] RANKS " in line
-                   for line in logs.splitlines() if f'"NODE_RANK": "{tsubmit_rank}"' in line)
+        assert all(f"[rank {tsubmit_rank} {node.name}] [worker {report['rank']}] RANKS " in logs
+                   for report in mine)
     # `tsubmit logs JOB` (rank 0, the head) shows torch's rank 0.
     assert 0 in {r["rank"] for r in reports(cli.ok("logs", job).stdout)}
 
@@ -90,7 +92,7 @@ def test_max_restarts_restarts_every_node_and_keeps_the_order(cli, nodes, workdi
     # again (two starts each), and the second round kept the order.
     for tsubmit_rank, node in enumerate(members):
         starts = [line for line in logs.splitlines()
-                  if line.startswith(f"[rank {tsubmit_rank} {node.name}] START ")]
+                  if re.match(rf"\[rank {tsubmit_rank} {node.name}\] \[worker \d\] START ", line)]
         assert sorted(line.split()[-2:] for line in starts) == [
             [str(tsubmit_rank), "0"], [str(tsubmit_rank), "0"], [str(tsubmit_rank), "1"],
             [str(tsubmit_rank), "1"]], logs
@@ -111,3 +113,34 @@ def test_turned_off_torch_orders_by_address(cli, nodes, workdir):
     assert run.code == 0, run.output
     head = [r for r in reports(cli.ok("logs", job, "--all").stdout) if r["NODE_RANK"] == "0"]
     assert {r["GROUP_RANK"] for r in head} == {"1"}
+
+
+def test_each_workers_lines_carry_its_rank_as_they_are_printed_and_logs_picks_one(cli, nodes, workdir):
+    """Under torchrun a node's workers write one log: each line starts with the
+    worker's global rank, and arrives unflushed (PYTHONUNBUFFERED is the job's
+    default); `logs --worker N` shows worker N alone, whichever node it is on."""
+    members = nodes.nodes[:2]
+    cli.write_cluster("c", nodes, members, tsubmit_gpus=2)
+    run = cli.ok("run", "-c", "c", "--workdir", str(workdir), "--", "python", "gated.py", "2", "0", "go")
+    job = re.search(r"job (\w{10})\b", run.output).group(1)
+    try:
+        expected = {f"[worker {worker}] {text} of worker {worker}" for worker in range(4)
+                    for text in ("line 0", "line 1")}
+        expected |= {f"[worker {worker}] to stderr from worker {worker}" for worker in range(4)}
+        def logged():
+            return [log_of(node, job, rank) for rank, node in enumerate(members)]
+
+        assert wait_until(lambda: expected <= {line for log in logged() for line in log.splitlines()},
+                          timeout=120), logged()
+        third = cli.ok("logs", job, "--worker", "3").stdout.splitlines()
+        assert sorted(third) == ["line 0 of worker 3", "line 1 of worker 3", "to stderr from worker 3"]
+        for node in members:
+            (node.remote_root / job / "workdir" / "go").touch()
+        assert wait_until(lambda: cli.job(job)["state"] == "succeeded")
+        first = cli.ok("logs", job, "--worker", "0").stdout.splitlines()
+        assert first[-2:] == ["line 2 of worker 0", "line 3 of worker 0"]
+        assert cli.ok("logs", job, "--worker", "2", "--tail", "1").stdout == "line 3 of worker 2\n"
+        missing = cli.ok("logs", job, "--worker", "4")
+        assert missing.stdout == "" and "no line of worker 4" in missing.stderr
+    finally:
+        cli("stop", job, "--grace", "2")

@@ -149,6 +149,8 @@ def test_torchrun_flags(rank):
         f"--rdzv-conf=is_host={1 if rank == 0 else 0}",
         f"--local-addr=10.0.0.{rank + 1}",
         "--max-restarts=2",
+        "--tee=3",
+        f"--log-dir=<remote root>/abc123def0/rank-{rank}/attempt-1/workers",
         "--no-python",
         "python",
         "train.py",

@@ -99,13 +99,15 @@ def status(obj, job_ref, output):
 @click.argument("job_ref", metavar="JOB")
 @click.option("--rank", "rank_number", type=int, help="Rank to show (default 0).")
 @click.option("--all", "all_ranks", is_flag=True, help="Every rank, lines prefixed [rank N host].")
+@click.option("--worker", type=int, help="Under the torchrun executor: only the lines of the worker "
+              "of this global rank (torch's RANK), read from every node.")
 @click.option("--tail", type=int, help="Only the last N lines of each rank.")
 @click.option("-f", "--follow", is_flag=True, help="Stream until the job ends; exit with its result.")
 @click.option("--attempt", type=int, help="An earlier attempt's log (default: the current one).")
 @click.option("--setup", "setup_log", is_flag=True, help="The setup's output (run --setup) on the "
               "rank's node: what it ran, or that it was skipped.")
 @click.pass_obj
-def logs(obj, job_ref, rank_number, all_ranks, tail, follow, attempt, setup_log):
+def logs(obj, job_ref, rank_number, all_ranks, worker, tail, follow, attempt, setup_log):
     """Print a job's logs: rank 0 by default."""
     store = _store()
     job = store.find(job_ref)
@@ -113,9 +115,14 @@ def logs(obj, job_ref, rank_number, all_ranks, tail, follow, attempt, setup_log)
         raise UsageError(f"job {job.id} has no setup (tsubmit run --setup CMD)")
     if setup_log and follow:
         raise UsageError("--setup shows the setup's log, complete before the rank starts: drop -f")
+    from ..logs import worker_lines
     from ..remote_access import select_ranks
 
-    ranks = select_ranks(job, rank_number, all_ranks)
+    select = None
+    if worker is not None:
+        _check_worker(job, worker, rank_number, all_ranks, setup_log)
+        select = worker_lines(worker)
+    ranks = job.ranks if worker is not None else select_ranks(job, rank_number, all_ranks)
     attempt = attempt or job.attempt
     if not 1 <= attempt <= job.attempt:
         raise UsageError(f"--attempt must be between 1 and {job.attempt} for job {job.id}")
@@ -125,17 +132,36 @@ def logs(obj, job_ref, rank_number, all_ranks, tail, follow, attempt, setup_log)
         from ..lifecycle import follow as follow_job
 
         follow_job(store, job, ranks, prefixed=all_ranks, tail=tail, verbose=obj["verbose"],
-                   notice=_say)
+                   notice=_say, select=select)
         sys.exit(result_code(job))
     from ..layout import LOG, SETUP_LOG
     from ..logs import fetch
 
     lines = fetch(job, ranks, attempt, log=SETUP_LOG if setup_log else LOG, verbose=obj["verbose"])
+    if select is not None:
+        lines = {number: [kept for line in found if (kept := select(line)) is not None]
+                 for number, found in lines.items()}
+        if not any(lines.values()):
+            _say(f"tsubmit: no line of worker {worker} in job {job.id}'s logs (attempt {attempt}): "
+                 "workers are numbered 0 to WORLD_SIZE - 1")
     for rank in ranks:
         shown = lines[rank.rank][-tail:] if tail else ([] if tail == 0 else lines[rank.rank])
         prefix = f"[rank {rank.rank} {rank.host}] " if all_ranks else ""
         for line in shown:
             click.echo(prefix + line)
+
+
+def _check_worker(job, worker: int, rank_number, all_ranks: bool, setup_log: bool) -> None:
+    """--worker N needs torchrun's prefixed lines, and stands for --rank and --all."""
+    if worker < 0:
+        raise UsageError(f"--worker must be 0 or more (a worker's global rank), got {worker}")
+    if rank_number is not None or all_ranks or setup_log:
+        raise UsageError("--worker N reads every rank's log: drop --rank, --all and --setup")
+    from .. import executors
+
+    if not executors.get(job.executor).node["torchrun"]:
+        raise UsageError(f"--worker goes with the torchrun executor, whose workers' lines carry their "
+                         f"rank; job {job.id} ran under {job.executor}: use --rank R")
 
 
 def _say(line: str) -> None:
