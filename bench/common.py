@@ -284,8 +284,10 @@ def tsubmit_env(home: Path) -> dict:
     # The tsubmit measured is the checkout this file lives in, whatever the
     # venv's editable install points to (run the bench from a snapshot of a
     # commit while others edit the working tree).
+    # Every runner data dir kept: the bench reads the runs' events (tsubmit keeps failed ones only).
     path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH", "")]))
-    return {**os.environ, "TSUBMIT_HOME": str(home), "NO_COLOR": "1", "PYTHONPATH": path}
+    return {**os.environ, "TSUBMIT_HOME": str(home), "NO_COLOR": "1", "PYTHONPATH": path,
+            "TSUBMIT_KEEP_RUNS": "1"}
 
 
 def close_masters(home: Path) -> int:

@@ -40,7 +40,7 @@ class Pair:
     def env(self, label: str) -> dict:
         """The environment of a `tsubmit` from checkout LABEL, with its own home."""
         return {**os.environ, "TSUBMIT_HOME": str(self.homes[label]), "NO_COLOR": "1",
-                "PYTHONPATH": str(self.checkouts[label])}
+                "PYTHONPATH": str(self.checkouts[label]), "TSUBMIT_KEEP_RUNS": "1"}
 
 
 @contextlib.contextmanager

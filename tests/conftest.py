@@ -42,7 +42,9 @@ class Cli:
 
     def __init__(self, home: Path):
         self.home = home
-        self.env = {**os.environ, "TSUBMIT_HOME": str(home), "NO_COLOR": "1"}
+        # Every runner data dir kept (tsubmit keeps failed runs only): the tests
+        # read them as the record of which playbooks ran and how.
+        self.env = {**os.environ, "TSUBMIT_HOME": str(home), "NO_COLOR": "1", "TSUBMIT_KEEP_RUNS": "1"}
 
     def __call__(self, *args: str, cwd: Path | None = None, timeout: float = 300,
                  input: str | None = None) -> Result:

@@ -32,7 +32,16 @@ from . import ansible_env
 from .clusters import ResolvedCluster
 from .errors import TsubmitError
 from .interrupts import Interrupted
-from .paths import RUN_OWNER_FILE, ensure_private_dir, process_identity, remove_stale_run_secrets, state_dir
+from .paths import (
+    RUN_OUTCOME_FILE,
+    RUN_OWNER_FILE,
+    SUCCESSFUL,
+    ensure_private_dir,
+    process_identity,
+    prune_runs,
+    remove_stale_run_secrets,
+    state_dir,
+)
 
 NODES_GROUP = "tsubmit_nodes"
 # What ssh itself adds to a remote command's stderr.
@@ -178,6 +187,9 @@ def run_playbook(
         # this process, which may hold a user's credentials.
         for command_file in data_dir.glob("artifacts/*/command"):
             command_file.unlink()
+    failed = [host for host, result in results.items() if result.status in ("failed", "unreachable")]
+    outcome = runner.status if runner.status != SUCCESSFUL else "failed" if failed else SUCCESSFUL
+    (data_dir / RUN_OUTCOME_FILE).write_text(outcome)
     if runner.status == "canceled":
         if cancel is None:  # the signal itself, once runner ended the play: callers' waits handle it
             raise KeyboardInterrupt
@@ -191,6 +203,7 @@ def run_playbook(
 def _new_data_dir(name: str) -> Path:
     runs = ensure_private_dir(state_dir() / "runs")
     remove_stale_run_secrets()
+    prune_runs()
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for attempt in range(100):
         path = runs / f"{stamp}-{name}-{attempt}"

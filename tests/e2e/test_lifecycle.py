@@ -11,6 +11,7 @@ import threading
 import time
 
 import pytest
+import yaml
 
 pytestmark = pytest.mark.e2e
 
@@ -241,3 +242,34 @@ def test_an_unreachable_node_is_reported_as_such_not_as_a_failed_job(cli, nodes,
     assert wait_until(lambda: cli.job(job_id)["ranks"][1]["state"] == "running", timeout=120)
     cli.ok("stop", job_id, "--grace", "5")
     assert nodes.processes_of(worker, r"sleeper\.py") == []
+
+
+def test_the_state_folder_keeps_what_a_failed_run_needs_and_no_successful_run(cli, nodes, workdir):
+    """Every playbook run used to keep its runner folder (2,365 folders, 348 MB in a
+    45-minute soak): now a successful one goes, a failed one stays, without secrets."""
+    del cli.env["TSUBMIT_KEEP_RUNS"]
+    cli.write_cluster("c", nodes, nodes.nodes[:1])
+    down = {**nodes.host_vars(nodes.nodes[1]), "ansible_port": 1}  # nothing listens there
+    (cli.home / "config" / "clusters" / "down.yml").write_text(
+        yaml.safe_dump({"all": {"hosts": {nodes.nodes[1].name: down}}}))
+    assert cli("cluster", "check", "down").code == 3
+    runs = cli.home / "state" / "runs"
+    seen = []
+    for _ in range(2):
+        job_id = submit(cli, "-c", "c", "--executor", "distributed", "--wait", "--env", "SECRET=hunter2",
+                        "--workdir", str(workdir), "--", "python", "-c", "print('done')")
+        cli.ok("status", job_id)
+        seen.append({path.name: (path / "outcome").read_text() for path in runs.iterdir()})
+    first, outcomes = seen
+    failed = [name for name, outcome in outcomes.items() if outcome != "successful"]
+    assert len(failed) == 1 and "-check-" in failed[0], outcomes
+    # the last command's own runs stay until the next command (it may still read
+    # them); the first job's went with the second's
+    ran_first = {name for name, outcome in first.items() if outcome == "successful"}
+    assert ran_first and not ran_first & set(outcomes), seen
+    (kept,) = failed
+    files = [path for path in (runs / kept).rglob("*") if path.is_file()]
+    assert any("job_events" in str(path) for path in files)
+    assert not [path for path in files if path.name in ("extravars", "command")]
+    assert "hunter2" not in "".join(path.read_text(errors="replace") for path in runs.rglob("*")
+                                    if path.is_file())
