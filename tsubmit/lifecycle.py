@@ -51,10 +51,12 @@ def _sources(jobs: list[Job]) -> list[str]:
 # ---------------------------------------------------------------- refresh
 
 
-def refresh(store: JobStore, jobs: list[Job], *, verbose: int = 0) -> list[Job]:
+def refresh(store: JobStore, jobs: list[Job], *, skip_hosts: frozenset[str] = frozenset(),
+            verbose: int = 0) -> list[Job]:
     """Bring the jobs among JOBS that may still run up to date with their nodes:
     finish what is pending on nodes that answer again, read every rank, and
     stop the other ranks of a job that failed (unless it keeps going).
+    SKIP_HOSTS are not asked: what is recorded of them stays, pending there.
     Returns JOBS but those whose pending delete was finished: they are
     forgotten, and their copies say so (state DELETED)."""
     live = [job for job in jobs if job.may_run()]
@@ -62,35 +64,41 @@ def refresh(store: JobStore, jobs: list[Job], *, verbose: int = 0) -> list[Job]:
         return jobs
     for job in live:
         if job.pending:
-            _finish_pending(store, job, verbose=verbose)
+            _finish_pending(store, job, skip_hosts, verbose=verbose)
     live = [job for job in live if job.state != states.DELETED]
-    leftovers = _read(store, live, verbose=verbose) if live else {}
+    leftovers = _read(store, live, skip_hosts, verbose=verbose) if live else {}
     for job in live:
         if _should_stop_the_rest(job, leftovers[job.id]):
             _stop_the_rest(store, job, leftovers[job.id], verbose=verbose)
     return [job for job in jobs if job.state != states.DELETED]
 
 
-def _read(store: JobStore, jobs: list[Job], *, verbose: int = 0) -> dict[str, set[str]]:
-    """One status run over the jobs' nodes; the reports become the jobs' states.
-    Returns, by job, the hosts where a rank that ended left processes behind
-    (the workers of a torchrun killed with -9, a daemon)."""
+def _read(store: JobStore, jobs: list[Job], skip_hosts: frozenset[str] = frozenset(), *,
+          verbose: int = 0) -> dict[str, set[str]]:
+    """One status run over the jobs' nodes but SKIP_HOSTS; the reports become
+    the jobs' states. Returns, by job, the hosts where a rank that ended left
+    processes behind (the workers of a torchrun killed with -9, a daemon)."""
     wanted: dict[str, list[dict]] = defaultdict(list)
     for job in jobs:
         for rank in job.ranks:
-            wanted[rank.host].append({"key": f"{job.id}:{rank.rank}",
-                                      "dir": layout.attempt_dir(job.id, rank.rank, job.attempt),
-                                      "marker": layout.marker(job.id, rank.rank, job.attempt)})
-    vault_files = {job.inventory.get("vault_password_file") for job in jobs} - {None}
-    run = run_playbook("status", _sources(jobs),
-                       {host: {"status_ranks": ranks} for host, ranks in wanted.items()},
-                       {}, verbose=verbose, vault_password_file=min(vault_files, default=None))
+            if rank.host not in skip_hosts:
+                wanted[rank.host].append({"key": f"{job.id}:{rank.rank}",
+                                          "dir": layout.attempt_dir(job.id, rank.rank, job.attempt),
+                                          "marker": layout.marker(job.id, rank.rank, job.attempt)})
+    outcomes = {}
+    if wanted:
+        vault_files = {job.inventory.get("vault_password_file") for job in jobs} - {None}
+        outcomes = run_playbook("status", _sources(jobs),
+                                {host: {"status_ranks": ranks} for host, ranks in wanted.items()},
+                                {}, verbose=verbose, vault_password_file=min(vault_files, default=None)).hosts
+        store.note_contact({host for host, outcome in outcomes.items() if outcome.status != "unreachable"},
+                           {host for host, outcome in outcomes.items() if outcome.status == "unreachable"})
     leftovers: dict[str, set[str]] = {job.id: set() for job in jobs}
     for job in jobs:
         in_flight = launcher_alive(job)
         for rank in job.ranks:
-            outcome = run.hosts[rank.host]
-            if outcome.status != "ok":
+            outcome = outcomes.get(rank.host)
+            if outcome is None or outcome.status != "ok":
                 if rank.state in states.LIVE_RANK_STATES:
                     rank.state = states.UNREACHABLE
                 continue
@@ -184,18 +192,40 @@ def describe(job: Job) -> str:
     return "; ".join(parts)
 
 
-def shown_state(job: Job) -> str:
-    """The state as a user reads it: a failed job whose ranks still run says so."""
+def shown_state(job: Job, *, pending: bool = False) -> str:
+    """The state as a user reads it: a failed job whose ranks still run says so,
+    and with PENDING, what is pending where (a list shows no message)."""
     live = sum(rank.state in (states.RUNNING, states.STARTING) for rank in job.ranks)
+    shown = job.state
     if job.state in states.FINISHED_STATES and live:
-        return f"{job.state} ({live} rank{'s' if live > 1 else ''} still running)"
-    return job.state
+        shown = f"{job.state} ({live} rank{'s' if live > 1 else ''} still running)"
+    if pending and job.pending:
+        shown += f" ({job.pending['action']} pending on {', '.join(job.pending['hosts'])})"
+    return shown
 
 
-def _finish_pending(store: JobStore, job: Job, *, verbose: int = 0) -> None:
+# Seconds `list` leaves alone a host whose last try found it silent: it shows
+# what is recorded there, pending, instead of waiting for it on every run.
+SILENT_RETRY = 60.0
+
+
+def recently_silent(store: JobStore) -> dict[str, float]:
+    """{host: silent since} of the hosts whose last try, under SILENT_RETRY
+    seconds ago, found them silent."""
+    now = time.time()
+    return {host: since for host, (since, tried) in store.silent_hosts().items()
+            if now - tried < SILENT_RETRY}
+
+
+def _finish_pending(store: JobStore, job: Job, skip_hosts: frozenset[str], *, verbose: int = 0) -> None:
     pending = job.pending
-    act(job, pending["action"], pending["hosts"], grace=pending["grace"],
-         attempt=pending.get("attempt"), verbose=verbose)
+    hosts = [host for host in pending["hosts"] if host not in skip_hosts]
+    if not hosts:
+        return
+    acted = _act(store, job, pending["action"], hosts, grace=pending["grace"],
+                 attempt=pending.get("attempt"), verbose=verbose)
+    still = sorted(set(acted.failures) | set(pending["hosts"]) - set(hosts))
+    job.pending = {**pending, "hosts": still} if still else None
     if pending["action"] == "delete" and not job.pending:
         store.delete(job.id)
         for rank in job.ranks:
@@ -204,6 +234,13 @@ def _finish_pending(store: JobStore, job: Job, *, verbose: int = 0) -> None:
         job.state = states.DELETED
         job.message = (f"deleted: its cleanup, pending on {', '.join(pending['hosts'])}, "
                        "was finished once they answered")
+
+
+def _act(store: JobStore, job: Job, action: str, hosts: list[str], **options) -> Acted:
+    """node_actions.act, noting which hosts answered (recently_silent)."""
+    acted = act(job, action, hosts, **options)
+    store.note_contact(set(hosts) - set(acted.failures), set(acted.failures))
+    return acted
 
 
 def _should_stop_the_rest(job: Job, leftover_hosts: set[str]) -> bool:
@@ -218,7 +255,7 @@ def _stop_the_rest(store: JobStore, job: Job, leftover_hosts: set[str], *, verbo
     a node, and what ended ranks left behind."""
     live = [rank for rank in job.ranks if rank.state in (states.RUNNING, states.STARTING)]
     hosts = sorted({rank.host for rank in live} | leftover_hosts)
-    acted = act(job, "stop", hosts, grace=FAILURE_GRACE, verbose=verbose)
+    acted = _act(store, job, "stop", hosts, grace=FAILURE_GRACE, verbose=verbose)
     now = time.time()
     for rank in live:
         if rank.host not in acted.failures:
@@ -232,7 +269,7 @@ def _stop_the_rest(store: JobStore, job: Job, leftover_hosts: set[str], *, verbo
 def stop(store: JobStore, job: Job, *, grace: int = 30, verbose: int = 0) -> Acted:
     """Stop every rank on every node, whatever the record says (idempotent).
     Nodes that could not be reached are in the result and stay pending."""
-    acted = act(job, "stop", [rank.host for rank in job.ranks], grace=grace, verbose=verbose)
+    acted = _act(store, job, "stop", [rank.host for rank in job.ranks], grace=grace, verbose=verbose)
     _read(store, [job], verbose=verbose)
     return acted
 
@@ -241,7 +278,7 @@ def delete(store: JobStore, job: Job, *, force: bool = False, verbose: int = 0) 
     """Stop what runs, remove the job's directories on every node and its record.
     Returns the hosts where that could not be done; without FORCE the record
     is then kept, marked as pending that cleanup."""
-    acted = act(job, "delete", [rank.host for rank in job.ranks], grace=10, verbose=verbose)
+    acted = _act(store, job, "delete", [rank.host for rank in job.ranks], grace=10, verbose=verbose)
     if not acted.failures or force:
         store.delete(job.id)
     else:

@@ -20,7 +20,7 @@ from pathlib import Path
 from .errors import UsageError
 from .job import Job, Rank, merged_pending
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # Seconds a command waits for another tsubmit process that holds the store.
 DEFAULT_BUSY_TIMEOUT = 30.0
 
@@ -65,6 +65,11 @@ CREATE TABLE ranks (
     attempt INTEGER NOT NULL,
     PRIMARY KEY (job_id, rank)
 );
+CREATE TABLE silent_hosts (
+    host TEXT PRIMARY KEY,
+    since REAL NOT NULL,
+    tried REAL NOT NULL
+);
 """
 
 # Each step brings a store of the previous version up to the next.
@@ -74,6 +79,7 @@ _MIGRATIONS = {
         "ALTER TABLE jobs ADD COLUMN pending TEXT NOT NULL DEFAULT 'null'",
         "ALTER TABLE jobs ADD COLUMN launcher TEXT NOT NULL DEFAULT 'null'",
         "ALTER TABLE jobs ADD COLUMN revision INTEGER NOT NULL DEFAULT 0"],
+    3: ["CREATE TABLE silent_hosts (host TEXT PRIMARY KEY, since REAL NOT NULL, tried REAL NOT NULL)"],
 }
 _JSON_COLUMNS = ("inventory", "command", "env", "extras", "pending", "launcher")
 _JOB_COLUMNS = [f.name for f in fields(Job) if f.name != "ranks"]
@@ -259,6 +265,26 @@ class JobStore:
     def delete(self, job_id: str) -> None:
         with self._transaction():
             self._db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+
+    @_guarded
+    def note_contact(self, answered: set[str], silent: set[str]) -> None:
+        """Which hosts answered a playbook run, and which did not (since when
+        they have not, and when they were last tried)."""
+        if not answered and not silent:
+            return
+        now = time.time()
+        with self._transaction():
+            self._db.executemany("DELETE FROM silent_hosts WHERE host = ?", [(h,) for h in answered])
+            self._db.executemany(
+                "INSERT INTO silent_hosts (host, since, tried) VALUES (?, ?, ?) "
+                "ON CONFLICT (host) DO UPDATE SET tried = excluded.tried",
+                [(host, now, now) for host in silent])
+
+    @_guarded
+    def silent_hosts(self) -> dict[str, tuple[float, float]]:
+        """{host: (silent since, last tried)} of the hosts whose last try found them silent."""
+        return {row["host"]: (row["since"], row["tried"])
+                for row in self._db.execute("SELECT * FROM silent_hosts")}
 
     @_guarded
     def jobs(self, *, where: str = "1", params: tuple = ()) -> list[Job]:

@@ -229,10 +229,42 @@ def test_a_delete_pending_on_a_silent_node_forgets_the_job_once_it_answers(cli, 
         assert [r["state"] for r in job["ranks"]] == ["stopped", "unreachable"]
     finally:
         nodes.start_node(worker)
+    assert f"job {job_id} ({job['name']}): deleted" in cli.ok("status", job_id).stdout
     assert [job["id"] for job in cli.ok("list", "-o", "json").json()] == []
     assert job_processes(job_id) == []
     assert not any((node.remote_root / job_id).exists() for node in nodes.nodes)
     assert cli("status", job_id).code == 2
+
+
+def runs_since(cli, before: list[str]) -> list[str]:
+    """The playbook runs (their data dirs' names: STAMP-PLAYBOOK-N) made since BEFORE."""
+    return [path.name for path in sorted((cli.home / "state" / "runs").iterdir()) if path.name not in before]
+
+
+def asked(cli, run: str) -> str:
+    return (cli.home / "state" / "runs" / run / "inventory" / "tsubmit.yml").read_text()
+
+
+def test_list_does_not_wait_on_a_node_that_did_not_answer_recently(cli, nodes, workdir):
+    job_id, worker = sleeping_on_two_nodes(cli, nodes, workdir)
+    nodes.stop_node(worker)
+    try:
+        assert cli("delete", job_id, "--yes").code == 3  # the delete stays pending on node2
+        before = runs_since(cli, [])
+        listed = cli.ok("list")
+        made = runs_since(cli, before)
+        assert not [run for run in made if "-cleanup-" in run], made
+        assert not [run for run in made if "node2" in asked(cli, run)], made
+        assert "delete pending on node2" in listed.stdout
+        assert "node2 has not answered since" in listed.stderr and "status" in listed.stderr
+        before = runs_since(cli, [])
+        cli.ok("status", job_id)  # asks at once
+        assert any("-cleanup-" in run and "node2" in asked(cli, run) for run in runs_since(cli, before))
+    finally:
+        nodes.start_node(worker)
+    assert "deleted" in cli.ok("status", job_id).stdout
+    assert job_processes(job_id) == []
+    assert not any((node.remote_root / job_id).exists() for node in nodes.nodes)
 
 
 def test_a_launch_that_failed_on_a_cut_off_node_names_it_and_is_cleaned_once_it_answers(cli, nodes,

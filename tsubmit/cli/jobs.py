@@ -41,7 +41,7 @@ def print_summary(job) -> None:
 def list_jobs(obj, show_all, cluster, output):
     """List jobs, newest first (states refreshed from the nodes in one playbook run)."""
     from .. import output as out
-    from ..lifecycle import refresh, shown_state
+    from ..lifecycle import recently_silent, refresh, shown_state
     from ..views import job_view
 
     store = _store()
@@ -49,12 +49,17 @@ def list_jobs(obj, show_all, cluster, output):
     if not show_all:
         horizon = time.time() - LIST_WINDOW
         jobs = [j for j in jobs if j.may_run() or (j.ended_at or j.created_at) >= horizon]
-    jobs = refresh(store, jobs, verbose=obj["verbose"])
+    silent = recently_silent(store)
+    jobs = refresh(store, jobs, skip_hosts=frozenset(silent), verbose=obj["verbose"])
+    for host in sorted({r.host for j in jobs if j.may_run() for r in j.ranks} & set(silent)):
+        since = time.strftime("%H:%M:%S", time.localtime(silent[host]))
+        click.echo(f"tsubmit: {host} has not answered since {since}; its ranks are shown as last "
+                   "recorded and asked again in a minute (`tsubmit status JOB` asks now)", err=True)
     if output == "json":
         click.echo(out.to_json([job_view(job) for job in jobs]))
         return
     now = time.time()
-    rows = [[j.id, j.name, j.cluster, j.executor, len(j.ranks), shown_state(j),
+    rows = [[j.id, j.name, j.cluster, j.executor, len(j.ranks), shown_state(j, pending=True),
              out.duration(now - j.created_at),
              out.duration((j.ended_at or now) - (j.ranks[0].started_at or j.created_at))] for j in jobs]
     click.echo(out.table(["ID", "NAME", "CLUSTER", "EXECUTOR", "NODES", "STATE", "AGE", "RUNTIME"], rows))
