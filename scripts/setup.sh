@@ -41,7 +41,7 @@ $with_tests && launchers="lightning accelerate"
 # shellcheck disable=SC2086  # one package per word
 .venv/bin/python -m pip install -q "torch==2.13.0" numpy $launchers -e ".$extras"
 # What an Optuna job needs on the nodes (here the nodes use this venv too).
-.venv/bin/python -m pip install -q "optuna>=4.2" grpcio protobuf optuna-dashboard "psycopg[binary]"
+.venv/bin/python -m pip install -q "optuna>=4.3" grpcio protobuf optuna-dashboard "psycopg[binary]"
 
 if $with_tests; then
     as_root sh scripts/setup-ssh-nodes.sh "$PWD/.venv/bin/python"

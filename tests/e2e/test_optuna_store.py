@@ -411,7 +411,7 @@ def test_missing_optuna_on_the_head_or_a_node_names_the_packages(cluster, nodes)
                                    optuna_store_python="/usr/bin/python3")
     message = failure_line(run, head.name)
     assert "optuna is not installed for /usr/bin/python3 on this node" in message
-    assert "optuna>=4.2, grpcio and protobuf" in message
+    assert "optuna>=4.3, grpcio and protobuf" in message
     assert store_processes(nodes, head, job_id) == []
     hosts = {node.name: {"tsubmit_rank": rank, "optuna_store_python": "/usr/bin/python3"}
              for rank, node in enumerate((head, second))}
@@ -421,7 +421,7 @@ def test_missing_optuna_on_the_head_or_a_node_names_the_packages(cluster, nodes)
     for node in (head, second):
         message = failure_line(run, node.name)
         # (the system python has protobuf, not optuna or grpcio)
-        assert "missing for /usr/bin/python3 on this node: optuna>=4.2, grpcio (pip install " in message
+        assert "missing for /usr/bin/python3 on this node: optuna>=4.3, grpcio (pip install " in message
     run = run_playbook("test_optuna_check", [str(cluster.inventory)],
                        {head.name: {"tsubmit_rank": 0}}, {
                            "tsubmit_job_id": job_id,

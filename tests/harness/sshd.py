@@ -128,6 +128,14 @@ def xdist_subnet() -> int:
     return int(os.environ.get("TSUBMIT_TEST_SUBNET", "0")) + (1 + int(match.group(1)) if match else 0)
 
 
+def node_python() -> str:
+    """The Python the nodes run jobs with: TSUBMIT_TEST_NODE_PYTHON when set, else
+    this one. The compatibility job (scripts/compat.sh) runs tsubmit on another
+    Python, without torch, and its nodes on the main venv's, as a user's
+    controller and nodes differ."""
+    return os.environ.get("TSUBMIT_TEST_NODE_PYTHON") or sys.executable
+
+
 class SshNodes(NodeClients):
     """A set of real sshd nodes on loopback addresses (context manager).
 
@@ -155,7 +163,7 @@ class SshNodes(NodeClients):
         first_host: int = 2,
         port: int = 2222,
         user: str = DEFAULT_USER,
-        python: str = sys.executable,
+        python: str | None = None,
         extra_config: Sequence[str] = (),
         stale_python: bool = False,
         slow_rc: float = 0.0,
@@ -173,7 +181,7 @@ class SshNodes(NodeClients):
         self.first_host = first_host
         self.port = port
         self.user = user
-        self.python = python
+        self.python = python or node_python()
         self.extra_config = list(extra_config)
         self.stale_python = stale_python
         self.slow_rc = slow_rc

@@ -50,7 +50,11 @@ from store_supervisor import (
 )
 from tsubmit_procs import is_ours, read_pid
 
-NOT_INSTALLED = "install optuna>=4.2, grpcio and protobuf there"
+
+def _not_installed() -> str:
+    from tsubmit_optuna_grpc import OPTUNA_REQUIREMENT
+
+    return f"install {OPTUNA_REQUIREMENT}, grpcio and protobuf there"
 
 
 def start(options: dict) -> None:
@@ -72,7 +76,7 @@ def start(options: dict) -> None:
         quiet_optuna()
     except ImportError as error:
         raise StoreError(f"{error.name or 'optuna'} is not installed for {sys.executable} on this node; "
-                         f"{NOT_INSTALLED}") from None
+                         f"{_not_installed()}") from None
 
     config = {
         "dir": folder, "job_dir": job_dir, "job_id": options["job_id"], "study": options["study"],
@@ -253,8 +257,10 @@ def dashboard(options: dict) -> None:
 def check(options: dict) -> None:
     """The modules a worker imports, for the node's python: optuna and grpcio with the
     head-node store, optuna and the database's driver with an external one."""
+    from tsubmit_optuna_grpc import OPTUNA_REQUIREMENT, optuna_too_old
+
     scheme = options.get("scheme") or ""
-    wanted = [("optuna", "optuna>=4.2")]
+    wanted = [("optuna", OPTUNA_REQUIREMENT)]
     if not scheme:
         wanted += [("grpc", "grpcio"), ("google.protobuf", "protobuf")]
     missing = []
@@ -270,4 +276,8 @@ def check(options: dict) -> None:
     if missing:
         fail(f"missing for {sys.executable} on this node: {', '.join(missing)} "
              f"(pip install {' '.join(repr(p) if '[' in p or '>' in p else p for p in missing)})")
+    too_old = None if scheme else optuna_too_old()
+    if too_old:
+        fail(f"{too_old} for {sys.executable} on this node, which tsubmit's store needs "
+             f"(pip install '{OPTUNA_REQUIREMENT}')")
     print(json.dumps({"ok": True}))

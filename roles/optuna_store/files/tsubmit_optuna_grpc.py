@@ -24,7 +24,29 @@ helper needs it anyway; the store's scripts import it only to serve).
 from __future__ import annotations
 
 import json
+import re
 import warnings
+
+# The oldest Optuna whose layout this file knows: optuna.storages._grpc.servicer,
+# GrpcStorageProxy._setup and close() came in 4.3. scripts/compat.sh tests this
+# file on it, the main test venv on the newest; the head-node store and its
+# workers refuse an older one (store_actions.check), which would fall back
+# silently to a proxy that does not wait for a restarting store.
+OLDEST_OPTUNA = (4, 3)
+OPTUNA_REQUIREMENT = "optuna>=" + ".".join(map(str, OLDEST_OPTUNA))
+
+
+def optuna_too_old() -> str | None:
+    """What is wrong with this Python's Optuna for the head-node store: None when it
+    is recent enough, or not installed (the caller says that)."""
+    try:
+        import optuna
+    except ImportError:
+        return None
+    version = tuple(int(part) for part in re.findall(r"\d+", optuna.__version__)[:2])
+    if version < OLDEST_OPTUNA:
+        return f"optuna {optuna.__version__} is older than {OPTUNA_REQUIREMENT.removeprefix('optuna>=')}"
+    return None
 
 
 def service_config(wait: float) -> str:
@@ -64,7 +86,7 @@ try:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # GrpcStorageProxy is marked experimental
         from optuna.storages import GrpcStorageProxy as _Base
-except ImportError:  # optuna < 4.2, or none: patient_proxy says so when it is used
+except ImportError:  # an Optuna without gRPC (< 4.2), or none: patient_proxy says so when used
     _Base = object
 
 
