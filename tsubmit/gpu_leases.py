@@ -31,12 +31,14 @@ QUEUE_POLL = 2.0
 
 
 class GpusBusy(LaunchError):
-    """The job's GPUs are leased by other jobs on some node (exit 5)."""
+    """The job's GPUs are leased by other jobs on some node (exit 5); what each
+    busy node has and who holds its GPUs is printed one node a line (host_errors)."""
 
     exit_code = EXIT_BUSY
 
     def __init__(self, message: str, reports: dict[str, dict]):
-        super().__init__(message)
+        super().__init__(f"{message}: GPUs busy on {', '.join(reports)}",
+                         {host: node_busy(report) for host, report in reports.items()})
         self.reports = reports  # the busy nodes' reports, by host
 
 
@@ -153,8 +155,7 @@ def submit_queued(submit_once: Callable, the_plan, store, *, queue: bool, timeou
             while short:
                 say(f"queued: {busy_message(short)}")
                 if deadline is not None and time.monotonic() >= deadline:
-                    raise GpusBusy(f"still queued after --queue-timeout; nothing was started: "
-                                   f"{busy_message(short)}", short)
+                    raise GpusBusy("still queued after --queue-timeout; nothing was started", short)
                 time.sleep(poll if deadline is None else max(0.0, min(poll, deadline - time.monotonic())))
                 short = short_of(usage(the_plan.cluster, verbose=verbose), the_plan.job.gpus)
         except KeyboardInterrupt:

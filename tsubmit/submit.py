@@ -303,7 +303,7 @@ def launch(job: Job, store: JobStore, target: Target, *, roll_back, on_event=Non
                 job.message = gpu_leases.busy_message(busy)
             store.save(job, patient=True)
             if busy:
-                raise gpu_leases.GpusBusy(f"{message}: {gpu_leases.busy_message(busy)}", busy)
+                raise gpu_leases.GpusBusy(message, busy)
             raise LaunchError(message, failures)
         record_started(job, run)
         job.launcher = None

@@ -89,6 +89,12 @@ def test_two_controllers_get_disjoint_gpus_and_a_third_job_exits_5_naming_the_ho
                     str(workdir), "--", "python", "-c", "print('never')")
         assert third.code == 5, third.output
         assert "GPUs busy" in third.stderr and "0 of 4 GPUs free" in third.stderr
+        # one line per busy node, after one naming them
+        (error,) = [line for line in third.stderr.splitlines() if line.startswith("tsubmit: ")]
+        assert error.endswith(f": GPUs busy on {members[0].name}, {members[1].name}"), third.stderr
+        for node in members:
+            assert [line for line in third.stderr.splitlines()
+                    if line.startswith(f"  {node.name}: has 0 of 4 GPUs free, the job wants 1; held by ")]
         # names a holder: its job id and name, its user on the node, its controller
         assert (f"job {first} (alice-job)" in third.stderr or f"job {second} (bob-job)" in third.stderr)
         assert f"of {DEFAULT_USER}, submitted from " in third.stderr

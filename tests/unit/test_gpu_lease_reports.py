@@ -5,7 +5,7 @@ import json
 import pytest
 
 from tsubmit.errors import LaunchError
-from tsubmit.gpu_leases import BUSY_MARK, NodeUsage, busy_message, busy_nodes, busy_report, short_of
+from tsubmit.gpu_leases import BUSY_MARK, GpusBusy, NodeUsage, busy_message, busy_nodes, busy_report, short_of
 
 LEASE = {"job_id": "abc123def0", "job_name": "resnet", "submitted_by": "alice@laptop", "gpus": [0, 1],
          "since": 0, "user": "alice", "lease": "abc123def0.r1.a2.lease"}
@@ -21,6 +21,15 @@ def test_a_busy_node_names_the_holder_its_user_and_controller():
     message = busy_message({"gpu1": busy_report(busy_failure(REPORT))})
     assert message.startswith("GPUs busy: gpu1 has 2 of 4 GPUs free, the job wants 4; held by ")
     assert "job abc123def0 (resnet) rank 1 of alice, submitted from alice@laptop, GPUs 0,1 since " in message
+
+
+def test_the_busy_error_names_the_nodes_and_gives_each_its_own_line():
+    """It was one ~600-character line for two nodes (issue 26, item 19)."""
+    error = GpusBusy("nothing was started", {"gpu1": REPORT, "gpu2": {**REPORT, "free": []}})
+    assert str(error) == "nothing was started: GPUs busy on gpu1, gpu2"
+    assert list(error.host_errors) == ["gpu1", "gpu2"]
+    assert error.host_errors["gpu2"].startswith("has 0 of 4 GPUs free, the job wants 4; held by job ")
+    assert all("\n" not in line and "gpu1" not in line for line in error.host_errors.values())
 
 
 def test_busy_only_when_every_failure_is_a_busy_node():
