@@ -37,6 +37,7 @@ from .node_actions import (
     launcher_alive,
     launcher_identity,
 )
+from .output import state_phrase
 from .store import JobStore
 
 # Job states during which a job of the same name counts as running (overlap policy).
@@ -335,7 +336,7 @@ def restart(store: JobStore, job: Job, *, on_event=None, verbose: int = 0) -> Jo
         what = "interrupted" if failures is None else "failed"
         left = f"; still to roll back on {', '.join(acted.failures)}" if acted.failures else ""
         return (f"restart of job {job.id} as attempt {attempt} {what}; rolled back{left}, the job "
-                f"is {job.state} at attempt {job.attempt} as before")
+                f"{state_phrase(job.state)} at attempt {job.attempt} as before")
 
     submit.launch(job, store, submit.target(the_plan, archive), roll_back=roll_back, on_event=on_event,
                   verbose=verbose)

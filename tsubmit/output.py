@@ -40,3 +40,13 @@ def duration(seconds: float | None) -> str:
 
 def timestamp(epoch: float | None) -> str:
     return "-" if epoch is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
+
+
+def counted(count: int, noun: str, plural: str | None = None) -> str:
+    """'1 file', '3 files': COUNT and NOUN as a sentence says them."""
+    return f"{count} {noun if count == 1 else plural or noun + 's'}"
+
+
+def state_phrase(state: str) -> str:
+    """A job's or rank's state in a sentence: 'has succeeded', 'has failed', 'is stopped'."""
+    return f"has {state}" if state in ("succeeded", "failed") else f"is {state}"

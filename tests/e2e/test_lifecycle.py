@@ -152,6 +152,9 @@ def test_restart_increments_the_attempt_seen_by_the_job(cli, nodes, workdir):
     assert wait_until(lambda: cli.job(job_id)["state"] == "succeeded")
     assert cli.ok("logs", job_id).stdout == "attempt 2\n"
     assert cli.ok("logs", job_id, "--attempt", "1").stdout == "attempt 1\n"
+    # said as a sentence says it, not "is succeeded" (issue 26, item 19)
+    assert f"({cli.job(job_id)['name']}) has succeeded; nothing of it was running" in cli.ok(
+        "stop", job_id).stdout
 
 
 def test_delete_removes_remote_directories_and_the_record(cli, nodes, workdir):

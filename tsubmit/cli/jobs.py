@@ -6,6 +6,7 @@ import time
 import click
 
 from ..errors import EXIT_JOB_FAILED, LaunchError, UsageError
+from ..output import counted, state_phrase
 
 LIST_WINDOW = 7 * 86400  # finished jobs older than this only show with --all
 
@@ -222,9 +223,11 @@ def stop(obj, job_ref, grace):
                           f"stays pending there: run `tsubmit stop {job.id}` again once they answer",
                           acted.failures)
     if acted.stopped:
-        click.echo(f"job {job.id} ({job.name}) stopped; {acted.left} processes left on its nodes")
+        click.echo(f"job {job.id} ({job.name}) stopped; {counted(acted.left, 'process', 'processes')} "
+                   "left on its nodes")
     else:
-        click.echo(f"job {job.id} ({job.name}) is {job.state}; nothing of it was running on its nodes")
+        click.echo(f"job {job.id} ({job.name}) {state_phrase(job.state)}; nothing of it was running on "
+                   "its nodes")
 
 
 @click.command()

@@ -26,6 +26,7 @@ def fetch(job_ref, paths, rank_number, all_ranks, dest, overwrite):
     PATHs are relative to the job's workdir on the node. One stream per node;
     sparse files stay sparse, executable bits are kept; running jobs too."""
     from ..fetch_files import ProgressLine, check_paths, fetch, size_text
+    from ..output import counted
 
     check_paths(paths)  # before the store and the inventory are read
     found = _places(job_ref, rank_number, all_ranks)
@@ -39,7 +40,7 @@ def fetch(job_ref, paths, rank_number, all_ranks, dest, overwrite):
         for warning in result.warnings:
             click.echo(f"tsubmit: warning: {warning}", err=True)
         click.echo(f"rank {result.place.rank.rank} ({result.place.rank.host}): {', '.join(paths)} -> "
-                   f"{result.folder} ({result.files} files, {size_text(result.size)})")
+                   f"{result.folder} ({counted(result.files, 'file')}, {size_text(result.size)})")
 
 
 @click.command()
