@@ -103,7 +103,7 @@ def _default(option: dict) -> str:
     return _code(option["default"]) if "default" in option else "unset"
 
 
-def host_variables() -> str:
+def host_variable_specs() -> dict[str, tuple[dict, list[str]]]:
     """The variables an inventory sets per host or group: the options whose description
     starts "Host variable", once each, with the roles that read them."""
     found: dict[str, tuple[dict, list[str]]] = {}
@@ -114,6 +114,11 @@ def host_variables() -> str:
                     readers = found.setdefault(name, (option, []))[1]
                     if role not in readers:
                         readers.append(role)
+    return found
+
+
+def host_variables() -> str:
+    found = host_variable_specs()
 
     def meaning(option: dict) -> str:
         return _cell(re.sub(r"^Host variable[,:]?\s*", "", _description(option)))

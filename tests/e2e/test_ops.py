@@ -108,15 +108,22 @@ def test_a_source_checkout_reaches_the_collection_through_its_links(tmp_path):
         assert link.resolve() == (REPO / name).resolve(), name
 
 
-def test_ansible_galaxy_builds_the_collection_from_the_repository(tmp_path):
-    subprocess.run([str(BIN / "ansible-galaxy"), "collection", "build", "--output-path", str(tmp_path)],
-                   cwd=REPO, check=True, capture_output=True, text=True)
+def test_the_build_script_builds_the_collection_with_its_own_readme(tmp_path):
+    """scripts/build-collection.sh: the artifact Galaxy imports, whose README.md (the one
+    Galaxy shows) is the collection's, not tsubmit's."""
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    subprocess.run(["sh", str(REPO / "scripts" / "build-collection.sh"), str(tmp_path)],
+                   cwd=tmp_path, env=env, check=True, capture_output=True, text=True)
     [artifact] = tmp_path.glob("tsubmit-cluster-*.tar.gz")
     assert artifact.name == f"tsubmit-cluster-{VERSION}.tar.gz"
     with tarfile.open(artifact) as tar:
         names = set(tar.getnames())
         manifest = json.load(tar.extractfile("MANIFEST.json"))
+        readme = tar.extractfile("README.md").read().decode()
     assert manifest["collection_info"]["version"] == VERSION
+    assert manifest["collection_info"]["readme"] == "README.md"
+    assert readme == (REPO / "ansible_collections" / "tsubmit" / "cluster" / "README.md").read_text()
+    assert "## Role Variables" in readme and "## Example Playbook" in readme
     for name in ("meta/runtime.yml", "README.md", "playbooks/submit.yml", "playbooks/tasks/on_stop_hooks.yml",
                  "roles/launch/tasks/main.yml", "roles/launch/templates/launch.sh.j2",
                  "roles/stop/files/stop.sh", "plugins/action/run_script.py"):

@@ -2,6 +2,7 @@
 references, generated from the code, hold every command, option and spec key."""
 
 import html
+import importlib.util
 import re
 import subprocess
 import sys
@@ -17,6 +18,15 @@ from tsubmit.errors import EXIT_CODES
 
 REPO = Path(__file__).resolve().parents[2]
 MKDOCS = Path(sys.executable).parent / "mkdocs"
+COLLECTION_README = REPO / "ansible_collections" / "tsubmit" / "cluster" / "README.md"
+
+
+def docs_hooks():
+    """scripts/docs_hooks.py, the site's generators (a script, not a package)."""
+    spec = importlib.util.spec_from_file_location("docs_hooks", REPO / "scripts" / "docs_hooks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="module")
@@ -80,3 +90,16 @@ def test_the_host_variables_are_those_of_the_roles_argument_specs(site):
     roles = page_text(site, "reference/role-variables")
     for role in (REPO / "roles").glob("*/meta/argument_specs.yml"):
         assert f"tsubmit.cluster.{role.parents[1].name}" in roles, role
+
+
+def test_the_collections_readme_names_every_role_and_host_variable():
+    """The collection's README (Galaxy's page, written by hand) against the roles' argument
+    specs, which the docs site's references are generated from."""
+    assert not COLLECTION_README.is_symlink()
+    readme = COLLECTION_README.read_text()
+    for section in ("## Requirements", "## Role Variables", "## Example Playbook", "## How tsubmit calls"):
+        assert section in readme, section
+    for role in (REPO / "roles").iterdir():
+        assert f"tsubmit.cluster.{role.name}`" in readme, role.name
+    for name in docs_hooks().host_variable_specs():
+        assert f"`{name}`" in readme, f"host variable {name} is not in the collection's README"
