@@ -134,20 +134,27 @@ def short_of(usages: list[NodeUsage], wanted: int | None) -> dict[str, dict]:
 
 
 def submit_queued(submit_once: Callable, the_plan, store, *, queue: bool, timeout: float | None,
-                  say: Callable[[str], None] | None = None, poll: float = QUEUE_POLL, verbose: int = 0):
+                  say: Callable[[str], None] | None = None, poll: float = QUEUE_POLL, verbose: int = 0,
+                  started: Callable | None = None):
     """SUBMIT_ONCE(), and with QUEUE, while the GPUs are busy: wait until every
     node can lease, then submit again; exit 5 after TIMEOUT seconds. A queued
     job is recorded only once it starts: the record of a try that lost is
-    removed, so Ctrl-C while queued leaves nothing."""
+    removed, so Ctrl-C while queued leaves nothing. STARTED(job) hears of a
+    job that started after waiting."""
     if not queue:
         return submit_once()
     say = say or _Waiting()
     pristine = copy.deepcopy(the_plan.job)
     deadline = None if timeout is None else time.monotonic() + timeout
+    waited = False
     while True:
         try:
-            return submit_once()
+            job = submit_once()
+            if waited and started:
+                started(job)
+            return job
         except GpusBusy as busy:
+            waited = True
             store.delete(the_plan.job.id)
             the_plan.job.__dict__.update(copy.deepcopy(pristine).__dict__)
             short = busy.reports

@@ -59,6 +59,21 @@ class Rank:
     started_at: float | None = None
     ended_at: float | None = None
     attempt: int = 1
+    # Why a failed rank failed, where its node could tell more than the exit
+    # code: under torchrun {worker_rank, local_rank, exit_code (the worker's),
+    # launcher_exit_code (torchrun's), error?} (roles/status/files/rank_status.py).
+    cause: dict | None = None
+
+    def reason(self) -> str:
+        """Why the rank failed, in a few words: "exited with 7 (worker rank 1, local rank 0)"."""
+        if self.state == LOST:
+            return "ended without an exit code"
+        if self.exit_code is None:
+            return "could not be started"
+        cause = self.cause or {}
+        worker = (f" (worker rank {cause['worker_rank']}, local rank {cause['local_rank']})"
+                  if "worker_rank" in cause else "")
+        return f"exited with {self.exit_code}{worker}"
 
 
 @dataclass
@@ -97,6 +112,13 @@ class Job:
     @property
     def head(self) -> Rank:
         return self.ranks[0]
+
+    def first_failure(self) -> Rank | None:
+        """The rank that failed first (the earliest end; a lost rank, whose end
+        is not known, after those that failed), or None."""
+        failed = [rank for rank in self.ranks if rank.state in (FAILED, LOST)]
+        return min(failed, key=lambda rank: (rank.state == LOST, rank.ended_at or float("inf"), rank.rank),
+                   default=None)
 
     def may_run(self) -> bool:
         """Whether any rank may still have processes: such a job stays refreshable

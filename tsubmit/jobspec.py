@@ -69,6 +69,11 @@ FIELDS = (
     Field("optuna_storage", "string", "With executor optuna: an external database URL or a name from "
           "`tsubmit db list`, instead of the SQLite store on the head."),
     Field("dashboard", "boolean", "With executor optuna: start optuna-dashboard on the head."),
+    Field("notify", "list", "Notification URLs (apprise: ntfy://topic, mailto://user:pass@host, "
+          "slack://..., json://host:port, ...), told when the job succeeds, fails, or starts after "
+          "waiting in the queue (default: notify of the config file)."),
+    Field("notify_on", "list", "The events notified of: started, succeeded, failed, or end for both "
+          "(default: all)."),
     Field("hooks", "hooks", "Ansible task files (absolute, or relative to the spec) and roles run on "
           "every node: pre_launch_tasks, post_launch_tasks, on_stop_tasks, pre_launch_roles."),
 )

@@ -17,6 +17,7 @@ never collide:
         output.log                        the command's stdout and stderr
         setup.log                         the setup's output (run --setup)
         exit_code                         "CODE EPOCH", once it ended
+        torchrun_error.json               the error a failed torchrun worker recorded
         stopped                           left by a stop
         container, container.env          a rank in a container
 
@@ -49,6 +50,7 @@ PID = "pid"
 LOG = "output.log"
 SETUP_LOG = "setup.log"
 EXIT_CODE = "exit_code"
+TORCHRUN_ERROR = "torchrun_error.json"
 STOPPED = "stopped"
 CONTAINER = "container"
 CONTAINER_ENV = "container.env"

@@ -23,7 +23,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from . import executors, kept_inventories, layout, logs, submit
+from . import executors, kept_inventories, layout, logs, notify, submit
 from . import job as states
 from .ansible_run import run_playbook
 from .errors import UsageError
@@ -61,17 +61,18 @@ def refresh(store: JobStore, jobs: list[Job], *, skip_hosts: frozenset[str] = fr
     Returns JOBS but those whose pending delete was finished: they are
     forgotten, and their copies say so (state DELETED)."""
     live = [job for job in jobs if job.may_run()]
-    if not live:
-        return jobs
-    for job in live:
-        if job.pending:
-            _finish_pending(store, job, skip_hosts, verbose=verbose)
-    live = [job for job in live if job.state != states.DELETED]
-    leftovers = _read(store, live, skip_hosts, verbose=verbose) if live else {}
-    for job in live:
-        if _should_stop_the_rest(job, leftovers[job.id]):
-            _stop_the_rest(store, job, leftovers[job.id], verbose=verbose)
-    return [job for job in jobs if job.state != states.DELETED]
+    if live:
+        for job in live:
+            if job.pending:
+                _finish_pending(store, job, skip_hosts, verbose=verbose)
+        live = [job for job in live if job.state != states.DELETED]
+        leftovers = _read(store, live, skip_hosts, verbose=verbose) if live else {}
+        for job in live:
+            if _should_stop_the_rest(job, leftovers[job.id]):
+                _stop_the_rest(store, job, leftovers[job.id], verbose=verbose)
+    jobs = [job for job in jobs if job.state != states.DELETED]
+    notify.deliver(store, jobs)  # what this refresh or an earlier one could not send
+    return jobs
 
 
 def _read(store: JobStore, jobs: list[Job], skip_hosts: frozenset[str] = frozenset(), *,
@@ -85,7 +86,8 @@ def _read(store: JobStore, jobs: list[Job], skip_hosts: frozenset[str] = frozens
             if rank.host not in skip_hosts:
                 wanted[rank.host].append({"key": f"{job.id}:{rank.rank}",
                                           "dir": layout.attempt_dir(job.id, rank.rank, job.attempt),
-                                          "marker": layout.marker(job.id, rank.rank, job.attempt)})
+                                          "marker": layout.marker(job.id, rank.rank, job.attempt),
+                                          "tail": notify.TAIL_LINES if notify.wants(job, states.FAILED) else 0})
     outcomes = {}
     if wanted:
         vault_files = {job.inventory.get("vault_password_file") for job in jobs} - {None}
@@ -97,6 +99,7 @@ def _read(store: JobStore, jobs: list[Job], skip_hosts: frozenset[str] = frozens
     leftovers: dict[str, set[str]] = {job.id: set() for job in jobs}
     for job in jobs:
         in_flight = launcher_alive(job)
+        before, tails = job.state, {}
         for rank in job.ranks:
             outcome = outcomes.get(rank.host)
             if outcome is None or outcome.status != "ok":
@@ -106,9 +109,11 @@ def _read(store: JobStore, jobs: list[Job], skip_hosts: frozenset[str] = frozens
             report = _parse(outcome.results.get(STATUS_TASK, {})).get(f"{job.id}:{rank.rank}")
             if report is not None:
                 _apply(rank, report, job.attempt, in_flight)
+                tails[rank.rank] = report.get("tail")
                 if rank.state in states.FINISHED_STATES and report.get("processes"):
                     leftovers[job.id].add(rank.host)
         _settle(job, verbose)
+        notify.observe(job, before, tails)  # saved with the new state: recorded once
     # One transaction: one disk sync for every job refreshed.
     for job in store.save_if_unchanged(*jobs):
         if job.pending:  # kept from this read, merged: the state and message say so
@@ -128,6 +133,10 @@ def _apply(rank, report: dict, attempt: int, in_flight: bool) -> None:
         return
     rank.state = state
     rank.exit_code = report.get("exit_code")
+    rank.cause = report.get("cause")
+    if rank.cause:  # the worker's code, not its launcher's (torchrun's 1)
+        rank.cause["launcher_exit_code"] = rank.exit_code
+        rank.exit_code = rank.cause["exit_code"]
     rank.pid = report.get("pid") or rank.pid
     rank.pid_start = report.get("pid_start") or rank.pid_start
     rank.started_at = report.get("started") or rank.started_at
@@ -172,16 +181,9 @@ def aggregate(job: Job) -> str:
 
 def describe(job: Job) -> str:
     parts = []
-    for rank in job.ranks:
-        if rank.state == states.FAILED and rank.exit_code is None:
-            parts.append(f"rank {rank.rank} on {rank.host} could not be started")
-            break
-        if rank.state == states.FAILED:
-            parts.append(f"rank {rank.rank} on {rank.host} exited with {rank.exit_code}")
-            break
-        if rank.state == states.LOST:
-            parts.append(f"rank {rank.rank} on {rank.host} ended without an exit code")
-            break
+    rank = job.first_failure()
+    if rank:
+        parts.append(f"rank {rank.rank} on {rank.host} {rank.reason()}")
     if job.pending:
         hosts = ", ".join(job.pending["hosts"])
         parts.append(f"{job.pending['action']} pending on {hosts} (unreachable); the next "
@@ -319,7 +321,7 @@ def restart(store: JobStore, job: Job, *, on_event=None, verbose: int = 0) -> Jo
     job.state, job.message, job.ended_at = states.STARTING, "", None
     for rank in job.ranks:
         rank.state, rank.exit_code, rank.pid, rank.ended_at = states.STARTING, None, None, None
-        rank.attempt = job.attempt
+        rank.attempt, rank.cause = job.attempt, None
     job.launcher = launcher_identity()
     store.save(job)
     archive = Archive(archive_path, job.archive, 0, archive_path.stat().st_size)

@@ -46,6 +46,7 @@ class RunRequest:
     setup: str | None = None
     setup_key: list[str] | None = None
     setup_step: dict | None = None
+    notify: dict | None = None  # {urls, on} (tsubmit/notify.py)
 
     @property
     def container(self) -> dict | None:
@@ -225,6 +226,19 @@ def _optuna_settings(spec: dict) -> dict | None:
             "dashboard": bool(spec.get("dashboard"))}
 
 
+def _notify_settings(spec: dict) -> dict | None:
+    """The job's notify and notify_on, else the config file's (tsubmit/user_config.py)."""
+    from . import notify, user_config
+
+    defaults = user_config.load() if "notify" not in spec or "notify_on" not in spec else {}
+    urls = spec["notify"] if "notify" in spec else defaults.get("notify")
+    events = spec["notify_on"] if "notify_on" in spec else defaults.get("notify_on")
+    if spec.get("notify_on") and not urls:
+        raise UsageError("--notify-on goes with --notify URL (or notify in the config file "
+                         f"{user_config.path()})")
+    return notify.settings(urls, events)
+
+
 @dataclass
 class Behaviour:
     """What `run` does around the submission: wait, follow, timeout, overlap policy."""
@@ -254,7 +268,7 @@ def request_from_spec(spec: dict, asked_vault_file: str | None = None) -> tuple[
         image=spec.get("image"), container_args=list(spec.get("container_args") or []),
         pull=spec.get("pull") or "missing", hooks=dict(spec.get("hooks") or {}),
         optuna=_optuna_settings(spec),
-        setup=spec.get("setup"), setup_key=spec.get("setup_key"),
+        setup=spec.get("setup"), setup_key=spec.get("setup_key"), notify=_notify_settings(spec),
     ))
     timeout = parse_duration(spec["timeout"]) if spec.get("timeout") is not None else None
     if_running = spec.get("if_running") or "allow"

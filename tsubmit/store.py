@@ -20,7 +20,7 @@ from pathlib import Path
 from .errors import UsageError
 from .job import Job, Rank, merged_pending
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # Seconds a command waits for another tsubmit process that holds the store.
 DEFAULT_BUSY_TIMEOUT = 30.0
 
@@ -63,6 +63,7 @@ CREATE TABLE ranks (
     started_at REAL,
     ended_at REAL,
     attempt INTEGER NOT NULL,
+    cause TEXT NOT NULL DEFAULT 'null',
     PRIMARY KEY (job_id, rank)
 );
 CREATE TABLE silent_hosts (
@@ -80,8 +81,10 @@ _MIGRATIONS = {
         "ALTER TABLE jobs ADD COLUMN launcher TEXT NOT NULL DEFAULT 'null'",
         "ALTER TABLE jobs ADD COLUMN revision INTEGER NOT NULL DEFAULT 0"],
     3: ["CREATE TABLE silent_hosts (host TEXT PRIMARY KEY, since REAL NOT NULL, tried REAL NOT NULL)"],
+    4: ["ALTER TABLE ranks ADD COLUMN cause TEXT NOT NULL DEFAULT 'null'"],
 }
 _JSON_COLUMNS = ("inventory", "command", "env", "extras", "pending", "launcher")
+_RANK_JSON_COLUMNS = ("cause",)
 _JOB_COLUMNS = [f.name for f in fields(Job) if f.name != "ranks"]
 _RANK_COLUMNS = [f.name for f in fields(Rank)]
 
@@ -258,7 +261,8 @@ class JobStore:
         self._db.executemany(
             f"INSERT INTO ranks (job_id, {', '.join(_RANK_COLUMNS)}) "
             f"VALUES (:job_id, {', '.join(':' + c for c in _RANK_COLUMNS)})",
-            [{"job_id": job.id, **rank} for rank in ranks],
+            [{"job_id": job.id, **rank, **{c: json.dumps(rank[c]) for c in _RANK_JSON_COLUMNS}}
+             for rank in ranks],
         )
 
     @_guarded
@@ -301,7 +305,8 @@ class JobStore:
         rank_rows = self._db.execute(
             "SELECT * FROM ranks WHERE job_id = ? ORDER BY rank", (values["id"],)
         ).fetchall()
-        ranks = [Rank(**{c: r[c] for c in _RANK_COLUMNS}) for r in rank_rows]
+        ranks = [Rank(**{c: json.loads(r[c]) if c in _RANK_JSON_COLUMNS else r[c] for c in _RANK_COLUMNS})
+                 for r in rank_rows]
         values["keep_going"] = bool(values["keep_going"])
         self._pending_read[(values["id"], values["revision"])] = values["pending"]
         return Job(**values, ranks=ranks)

@@ -115,7 +115,7 @@ def plan(request: RunRequest) -> Plan:
         git_commit=archives.git_commit(request.workdir),
         extras={key: value for key, value in
                 (("container", request.container), ("hooks", request.hooks), ("optuna", request.optuna),
-                 ("setup", request.setup_step))
+                 ("setup", request.setup_step), ("notify", request.notify))
                 if value},
         ranks=[Rank(node.rank, node.name, node.address, nproc=request.gpus or node.gpus)
                for node in cluster.nodes],

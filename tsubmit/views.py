@@ -7,12 +7,17 @@ from .job import Job
 
 
 def public_extras(extras: dict) -> dict:
-    """A job's extras with the password of an external Optuna storage URL masked."""
+    """A job's extras with its secrets masked: the password of an external
+    Optuna storage URL, the notification URLs."""
     shown = copy.deepcopy(extras)
     if (shown.get("optuna") or {}).get("storage"):
         from .optuna import mask_url
 
         shown["optuna"]["storage"] = mask_url(shown["optuna"]["storage"])
+    if shown.get("notify"):
+        from .notify import public
+
+        shown["notify"] = public(shown["notify"])
     return shown
 
 

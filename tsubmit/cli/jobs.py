@@ -32,6 +32,24 @@ def print_summary(job) -> None:
     click.echo(line + (f" — {job.message}" if job.message else ""))
     click.echo(out.table(["RANK", "HOST", "STATE", "PID", "EXIT", "STARTED", "ENDED", "ATTEMPT"],
                          _rank_rows(job)))
+    if job.extras.get("notify"):
+        from ..notify import public
+
+        shown = public(job.extras["notify"])
+        click.echo(f"notify: {', '.join(shown['urls'])} on {', '.join(shown['on'])}")
+        for message in shown["pending"]:
+            error = f"; last error: {message['error']}" if message["error"] else ""
+            click.echo(f"notification pending: {message['event']} to {', '.join(message['to'])} "
+                       f"(tried {message['tries']} times{error})")
+
+
+def _reason(job) -> str:
+    """A job's state in a few words for list: the first failed rank, or what is pending."""
+    rank = job.first_failure()
+    reason = f"rank {rank.rank} on {rank.host} {rank.reason()}" if rank else ""
+    if job.pending:
+        reason = "; ".join(filter(None, [reason, f"{job.pending['action']} pending"]))
+    return reason
 
 
 @click.command("list")
@@ -62,8 +80,10 @@ def list_jobs(obj, show_all, cluster, output):
     now = time.time()
     rows = [[j.id, j.name, j.cluster, j.executor, len(j.ranks), shown_state(j, pending=True),
              out.duration(now - j.created_at),
-             out.duration((j.ended_at or now) - (j.ranks[0].started_at or j.created_at))] for j in jobs]
-    click.echo(out.table(["ID", "NAME", "CLUSTER", "EXECUTOR", "NODES", "STATE", "AGE", "RUNTIME"], rows))
+             out.duration((j.ended_at or now) - (j.ranks[0].started_at or j.created_at)), _reason(j)]
+            for j in jobs]
+    click.echo(out.table(["ID", "NAME", "CLUSTER", "EXECUTOR", "NODES", "STATE", "AGE", "RUNTIME",
+                          "REASON"], rows))
 
 
 @click.command()

@@ -78,6 +78,13 @@ _JOB_OPTIONS = [
     click.option("--hook", "hook_pairs", multiple=True, metavar="KIND=FILE|ROLE",
                  help="A hook on every node (repeatable): pre_launch_tasks, post_launch_tasks or "
                  "on_stop_tasks with a task file; pre_launch_roles with a role."),
+    click.option("--notify", "notify_urls", multiple=True, metavar="URL",
+                 help="Tell this apprise URL when the job succeeds, fails, or starts after waiting "
+                 "in the queue (repeatable): ntfy://topic, mailto://user:pass@example.com, "
+                 "slack://..., json://host:port/path, ... (default: notify in the config file)."),
+    click.option("--notify-on", "notify_events", multiple=True, metavar="EVENTS",
+                 help="Only these events (comma-separated or repeated): started, succeeded, failed, "
+                 "end (both ends). Default: all."),
     click.option("--wait", "wait_", is_flag=True, help="Block until the job ends; exit 0 if it "
                  "succeeded, 1 if not."),
     click.option("--follow", is_flag=True, help="Like --wait, streaming rank 0's log (every rank's "
@@ -198,6 +205,11 @@ def _spec(options: dict, command: tuple[str, ...]) -> dict:
         spec["container_args"] = [*spec.get("container_args", []), *options["container_args"]]
     if options["setup_keys"]:
         spec["setup_key"] = [*spec.get("setup_key", []), *options["setup_keys"]]
+    if options["notify_urls"]:
+        spec["notify"] = list(options["notify_urls"])
+    if options["notify_events"]:
+        spec["notify_on"] = [event.strip() for item in options["notify_events"]
+                             for event in item.split(",") if event.strip()]
     if options["env_pairs"]:
         spec["env"] = {**spec.get("env", {}), **parse_env_pairs(options["env_pairs"])}
     if command:
@@ -218,8 +230,15 @@ def _submit(obj, the_plan, request, store, behaviour):
         progress = Progress(hosts, live=out.interactive(click.get_text_stream("stderr")))
         return submit(the_plan, request.workdir, store, on_event=progress, verbose=obj["verbose"])
 
+    def started(job):
+        from .. import notify
+
+        if notify.record(job, "started"):
+            store.save(job)
+            notify.deliver(store, [job])
+
     return submit_queued(once, the_plan, store, queue=behaviour.queue, timeout=behaviour.queue_timeout,
-                         verbose=obj["verbose"])
+                         verbose=obj["verbose"], started=started)
 
 
 def _describe_text(description: dict) -> str:

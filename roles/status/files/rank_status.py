@@ -3,7 +3,9 @@
 Usage: rank_status.py REMOTE_ROOT JSON
 JSON is a list of {"key": ..., "dir": ATTEMPT_DIR, "marker": MARKER}, each an
 attempt of a rank as tsubmit lays it out (tsubmit/layout.py): its folder
-relative to REMOTE_ROOT and its TSUBMIT_RANK_MARKER value. For each, the
+relative to REMOTE_ROOT and its TSUBMIT_RANK_MARKER value, and optionally
+"tail": N, the number of its log's last lines wanted when it failed (for a
+notification). For each, the
 attempt directory is read: pid ("PID STARTTICKS EPOCH"),
 exit_code ("CODE EPOCH") and the stopped marker the stop role leaves. A pid
 counts as ours only while its start ticks match, so a pid the OS reused for
@@ -13,10 +15,17 @@ also runs while any process of this user carries its marker
 (TSUBMIT_RANK_MARKER, exported by launch.sh), such as torchrun's workers after
 torchrun itself was killed; each report says how many such processes live
 ("processes").
+
+A rank that failed says why, as far as its files tell ("cause"): under
+torchrun, the worker that failed first on the node, from torchrun's failure
+summary in output.log (its global and local rank and the worker's own exit
+code, not torchrun's 1) and, when the worker recorded one (torch's @record),
+the error torchrun copied to torchrun_error.json (TORCHELASTIC_ERROR_FILE).
 """
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -72,11 +81,70 @@ def container_state(engine: str, name: str) -> dict | None:
     return {"state": "succeeded" if code == "0" else "failed", "exit_code": int(code)}
 
 
-def rank_state(attempt_dir: str, processes: int) -> dict:
+# What tail and cause read of a log: its end, where torchrun's summary is.
+LOG_END_BYTES = 64 * 1024
+# torchrun's ChildFailedError summary: the block after "Root Cause", one
+# "key : value" line each (torch/distributed/elastic/multiprocessing/errors).
+ROOT_CAUSE = re.compile(r"Root Cause \(first observed failure\):(.*?)(?:={20,}|$)", re.S)
+CAUSE_RANK = re.compile(r"^\W*rank\s*:\s*(\d+)\s*\(local_rank:\s*(\d+)\)", re.M)
+CAUSE_EXIT = re.compile(r"^\W*exitcode\s*:\s*(-?\d+)", re.M)
+
+
+def log_end(attempt_dir: str) -> list[str]:
+    """The last lines of the rank's log (of its last LOG_END_BYTES)."""
+    try:
+        with open(os.path.join(attempt_dir, "output.log"), "rb") as handle:
+            handle.seek(max(0, handle.seek(0, os.SEEK_END) - LOG_END_BYTES))
+            text = handle.read().decode(errors="replace")
+    except OSError:
+        return []
+    lines = text.splitlines()
+    return lines[1:] if len(text.encode()) >= LOG_END_BYTES else lines  # the first may be cut
+
+
+def failure_cause(attempt_dir: str, lines: list[str]) -> dict | None:
+    """Under torchrun: the worker that failed first on this node, and its error."""
+    summaries = ROOT_CAUSE.findall("\n".join(lines))
+    if not summaries:
+        return None
+    block = summaries[-1]
+    ranks, code = CAUSE_RANK.search(block), CAUSE_EXIT.search(block)
+    if not ranks or not code:
+        return None
+    cause = {"worker_rank": int(ranks.group(1)), "local_rank": int(ranks.group(2)),
+             "exit_code": int(code.group(1))}
+    try:
+        with open(os.path.join(attempt_dir, "torchrun_error.json")) as handle:
+            recorded = json.load(handle)["message"]
+        cause["error"] = str(recorded["message"])[:500]
+        if isinstance(recorded.get("errorCode"), int):
+            cause["exit_code"] = recorded["errorCode"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return cause
+
+
+def launcher_traceback(lines: list[str]) -> int:
+    """Where torchrun's own traceback (the one ending in its summary) starts."""
+    failed = max((i for i, line in enumerate(lines) if "ChildFailedError" in line), default=len(lines))
+    return max((i for i, line in enumerate(lines[:failed]) if line.startswith("Traceback (most recent")),
+               default=failed)
+
+
+def rank_state(attempt_dir: str, processes: int, tail: int = 0) -> dict:
     if not os.path.isdir(attempt_dir):
         return {"state": "lost", "reason": "no files for this rank on the node", "missing": True,
                 "processes": processes}
-    return {**_files_state(attempt_dir, processes), "processes": processes}
+    report = {**_files_state(attempt_dir, processes), "processes": processes}
+    if report["state"] in ("failed", "lost"):
+        lines = log_end(attempt_dir)
+        cause = failure_cause(attempt_dir, lines)
+        if cause:
+            report["cause"] = cause
+            lines = lines[:launcher_traceback(lines)]  # the workers' last lines, not torchrun's summary
+        if tail:
+            report["tail"] = lines[-tail:]
+    return report
 
 
 def _files_state(attempt_dir: str, processes: int) -> dict:
@@ -113,7 +181,8 @@ def main() -> None:
     wanted = json.loads(sys.argv[2])
     marked = marked_processes()
     print(json.dumps({
-        item["key"]: rank_state(os.path.join(root, item["dir"]), marked.get(item["marker"], 0))
+        item["key"]: rank_state(os.path.join(root, item["dir"]), marked.get(item["marker"], 0),
+                                item.get("tail", 0))
         for item in wanted
     }))
 

@@ -1,0 +1,225 @@
+"""Notifications (tsubmit/notify.py) delivered to real endpoints: a local HTTP
+server that apprise's json:// posts to, and a local SMTP server (aiosmtpd) that
+its mailto:// sends to; the jobs run on real sshd nodes. And why a job failed:
+the first failed rank, its host, address and exit code (the worker's under
+torchrun), in status, list, run --wait and the messages."""
+
+import email
+import json
+import re
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from tests.e2e.test_faults import job_id_of, job_processes
+from tests.e2e.test_lifecycle import wait_until
+
+pytestmark = pytest.mark.e2e
+
+
+class Webhook:
+    """A real HTTP server on 127.0.0.1 that keeps the JSON bodies posted to it
+    and answers 500 while `failing` is set."""
+
+    def __init__(self):
+        self.bodies: list[dict] = []
+        self.failing = False
+        hook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if hook.failing:
+                    self.send_response(500)
+                else:
+                    hook.bodies.append(json.loads(body))
+                    self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"json://127.0.0.1:{self.server.server_port}/hook?token=s3cr3t-hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class Mailbox:
+    """A real SMTP server (aiosmtpd) on 127.0.0.1 keeping the messages it receives."""
+
+    def __init__(self):
+        self.messages: list[email.message.Message] = []
+        mailbox = self
+
+        class Handler:
+            async def handle_DATA(self, server, session, envelope):
+                mailbox.messages.append(email.message_from_bytes(envelope.content))
+                return "250 OK"
+
+        with socket.socket() as probe:  # aiosmtpd checks its port by connecting: not 0
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        self.controller = Controller(Handler(), hostname="127.0.0.1", port=port)
+        self.controller.start()
+        self.url = (f"mailto://127.0.0.1:{port}?from=tsubmit@example.com&to=ops@example.com"
+                    "&name=s3cr3t-mail")
+
+    def text(self, message) -> str:
+        parts = message.walk() if message.is_multipart() else [message]
+        return "\n".join(part.get_payload(decode=True).decode() for part in parts
+                         if part.get_content_type() == "text/plain")
+
+    def close(self):
+        self.controller.stop()
+
+
+@pytest.fixture
+def webhook():
+    hook = Webhook()
+    yield hook
+    hook.close()
+
+
+@pytest.fixture
+def mailbox():
+    box = Mailbox()
+    yield box
+    box.close()
+
+
+def assert_masked(text: str, *urls: str) -> None:
+    for url in urls:
+        assert url not in text and "s3cr3t" not in text, text
+
+
+@pytest.mark.parametrize("executor", ["distributed", "torchrun"])
+def test_a_crash_names_the_rank_that_failed_first_everywhere_and_is_notified(cli, nodes, workdir, webhook,
+                                                                             mailbox, executor):
+    cli.write_cluster("c", nodes, nodes.nodes, tsubmit_gpus=1)
+    run = cli("run", "-c", "c", "--executor", executor, "--name", f"crash-{executor}", "--wait",
+              "--notify", webhook.url, "--notify", mailbox.url, "--notify-on", "end",
+              "--workdir", str(workdir), "--", "python", "crash_first.py", "1", "7")
+    assert run.code == 1, run.output
+    job_id = job_id_of(run)
+    node2 = nodes.nodes[1]
+    worker = " (worker rank 1, local rank 0)" if executor == "torchrun" else ""
+    reason = f"rank 1 on {node2.name} exited with 7{worker}"
+    assert reason in run.stdout
+    assert job_processes(job_id) == []
+
+    job = cli.job(job_id)
+    assert job["state"] == "failed" and job["message"].startswith(reason)
+    assert job["ranks"][1]["exit_code"] == 7
+    if executor == "torchrun":
+        assert job["ranks"][1]["cause"] == {"worker_rank": 1, "local_rank": 0, "exit_code": 7,
+                                           "launcher_exit_code": 1}
+    assert reason in cli.ok("status", job_id).stdout
+    listed = cli.ok("list").stdout
+    assert re.search(r"REASON", listed) and reason in listed
+
+    assert wait_until(lambda: webhook.bodies and mailbox.messages, timeout=30)
+    [posted], [mail] = webhook.bodies, mailbox.messages
+    body = posted["message"]
+    for text in (posted["title"] + "\n" + body, mail["Subject"] + "\n" + mailbox.text(mail)):
+        assert f"crash-{executor} ({job_id})" in text
+        assert "cluster: c" in text and "state: failed" in text and "attempt: 1" in text
+        assert re.search(r"wall time: \d+s", text)
+        assert re.search(r"GPU-hours: 0\.\d\d \(3 GPUs on 3 nodes\)", text)
+        first = f"first failed rank: 1 on {node2.name} (address {node2.address}), exited with 7{worker}"
+        assert first in text
+        assert "exit code: 7" in text
+        assert "last " in text and "rank 1: giving up with 7" in text
+    assert not cli.ok("status", job_id).stdout.count("notification pending")
+    for shown in (run.output, cli.ok("status", job_id).output, cli.ok("status", job_id, "-o", "json").output,
+                  listed, cli.ok("list", "-o", "json").output):
+        assert_masked(shown, webhook.url, mailbox.url)
+
+
+def test_a_success_is_notified_and_an_endpoint_answering_500_is_retried_until_it_recovers(
+        cli, nodes, workdir, webhook):
+    cli.write_cluster("c", nodes, nodes.nodes[:2])
+    webhook.failing = True
+    run = cli("run", "-c", "c", "--executor", "distributed", "--name", "fine", "--wait",
+              "--notify", webhook.url, "--workdir", str(workdir), "--", "python", "exit_on_rank.py", "9", "0")
+    assert run.code == 0, run.output  # the job is unaffected
+    assert re.search(r"the succeeded notification of job \w+ to json://\*\*\* \(\w+\) was not delivered "
+                     r"\(.*500.*\)", run.stderr), run.stderr
+    job_id = job_id_of(run)
+    status = cli.ok("status", job_id)
+    assert "notification pending: succeeded to json://***" in status.stdout
+    assert "tried 2 times" in status.stdout
+    pending = cli.job(job_id)["extras"]["notify"]["pending"]
+    assert [(p["event"], p["tries"]) for p in pending] == [("succeeded", 3)]
+    assert webhook.bodies == []
+
+    webhook.failing = False
+    assert "notification pending" not in cli.ok("status", job_id).stdout
+    [posted] = webhook.bodies
+    assert posted["title"] == f"tsubmit: job fine ({job_id}) succeeded"
+    assert "state: succeeded" in posted["message"]
+    assert cli.job(job_id)["extras"]["notify"]["pending"] == []
+    cli.ok("list")
+    assert len(webhook.bodies) == 1  # delivered once
+    for shown in (run.output, status.output, cli.ok("status", job_id, "-o", "json").output):
+        assert_masked(shown, webhook.url)
+
+
+def test_notify_test_sends_a_message_and_names_an_endpoint_that_is_down(cli, webhook):
+    sent = cli.ok("notify", "test", webhook.url)
+    assert re.fullmatch(r"test notification delivered to json://\*\*\* \(\w+\)\n", sent.stdout)
+    [posted] = webhook.bodies
+    assert posted["title"] == "tsubmit: test notification"
+    webhook.failing = True
+    failed = cli("notify", "test", webhook.url)
+    assert failed.code == 3 and "not delivered" in failed.stderr and "500" in failed.stderr
+    assert_masked(sent.output + failed.output, webhook.url)
+
+
+@pytest.mark.parametrize(("url", "named"), [
+    ("gopher://host/x", "unknown notification scheme 'gopher'"),
+    ("json://", "malformed json:// notification URL"),
+    ("nourl", "is not a notification URL"),
+])
+def test_a_bad_notification_url_is_refused_before_anything_starts(cli, nodes, workdir, url, named):
+    cli.write_cluster("c", nodes, nodes.nodes[:1])
+    run = cli("run", "-c", "c", "--notify", url, "--workdir", str(workdir), "--", "python", "count.py")
+    assert run.code == 2 and named in run.stderr, run.output
+    assert cli.ok("list", "-o", "json").json() == []
+
+
+def test_an_unknown_notify_on_event_is_refused(cli, nodes, workdir, webhook):
+    cli.write_cluster("c", nodes, nodes.nodes[:1])
+    run = cli("run", "-c", "c", "--notify", webhook.url, "--notify-on", "failed,exploded",
+              "--workdir", str(workdir), "--", "python", "count.py")
+    assert run.code == 2 and "unknown event 'exploded'" in run.stderr, run.output
+    assert cli.ok("list", "-o", "json").json() == []
+
+
+def test_the_config_file_s_default_list_is_used_masked_in_dry_run_and_export(cli, nodes, workdir, webhook,
+                                                                            tmp_path):
+    cli.write_cluster("c", nodes, nodes.nodes[:1])
+    config = cli.home / "config" / "config.yaml"
+    config.write_text(f"notify: [{json.dumps(webhook.url)}]\nnotify_on: [succeeded]\n")
+    dry = cli.ok("run", "-c", "c", "--dry-run", "--workdir", str(workdir), "--", "python", "count.py")
+    dry_json = cli.ok("run", "-c", "c", "--dry-run", "-o", "json", "--workdir", str(workdir), "--",
+                      "python", "count.py")
+    cli.ok("export", "-c", "c", "--workdir", str(workdir), str(tmp_path / "project"), "--",
+           "python", "count.py")
+    exported = "".join(path.read_text(errors="replace") for path in (tmp_path / "project").rglob("*")
+                       if path.is_file() and path.suffix != ".gz")
+    run = cli.ok("run", "-c", "c", "--executor", "distributed", "--wait", "--workdir", str(workdir),
+                 "--", "python", "exit_on_rank.py", "9", "0")
+    assert wait_until(lambda: webhook.bodies, timeout=30)
+    assert cli.job(job_id_of(run))["extras"]["notify"]["on"] == ["succeeded"]
+    for shown in (dry.output, dry_json.output, exported, run.output):
+        assert_masked(shown, webhook.url)
+    runs = "".join(path.read_text(errors="replace") for path in (cli.home / "state" / "runs").rglob("*")
+                   if path.is_file())
+    assert_masked(runs, webhook.url)  # never sent to the nodes, so never in runner artifacts

@@ -1,0 +1,42 @@
+"""Pending notifications in a real job store, sent to a real local HTTP server."""
+
+import time
+
+from tests.e2e.test_notify import Webhook
+from tsubmit import notify
+from tsubmit.job import FAILED, Job, Rank
+from tsubmit.store import JobStore
+
+
+def job_with(url: str, *messages) -> Job:
+    return Job(id="abc", name="n", cluster="c", inventory={"sources": []}, executor="distributed",
+               command=["true"], workdir="/tmp", state=FAILED,
+               extras={"notify": {"urls": [url], "on": ["failed"], "pending": list(messages)}},
+               ranks=[Rank(0, "node1", "127.0.0.2")])
+
+
+def message(at: float) -> dict:
+    return {"event": "failed", "at": at, "title": "t", "body": "b", "to": [0], "tries": 0, "error": None}
+
+
+def test_a_message_not_delivered_within_a_day_is_dropped_unsent(tmp_path):
+    hook = Webhook()
+    try:
+        store = JobStore(tmp_path / "jobs.sqlite")
+        job = job_with(hook.url, message(time.time() - notify.KEEP_FOR - 1), message(time.time()))
+        store.save(job)
+        heard = []
+        notify.deliver(store, [job], say=heard.append)
+        assert len(hook.bodies) == 1
+        assert any("dropped the failed notification of job abc" in line for line in heard)
+        [saved] = store.jobs()
+        assert notify.pending(saved) == []
+    finally:
+        hook.close()
+
+
+def test_a_masked_url_shows_its_scheme_only():
+    url = "slack://T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7FQ"
+    shown = notify.mask(url)
+    assert shown.startswith("slack://*** (") and "T1JJ" not in shown
+    assert notify.mask(url) != notify.mask(url + "x")
