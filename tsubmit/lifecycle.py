@@ -82,12 +82,13 @@ def _read(store: JobStore, jobs: list[Job], skip_hosts: frozenset[str] = frozens
     processes behind (the workers of a torchrun killed with -9, a daemon)."""
     wanted: dict[str, list[dict]] = defaultdict(list)
     for job in jobs:
+        tail = notify.TAIL_LINES if notify.wants(job, states.FAILED) else 0  # for the message
         for rank in job.ranks:
             if rank.host not in skip_hosts:
                 wanted[rank.host].append({"key": f"{job.id}:{rank.rank}",
                                           "dir": layout.attempt_dir(job.id, rank.rank, job.attempt),
                                           "marker": layout.marker(job.id, rank.rank, job.attempt),
-                                          "tail": notify.TAIL_LINES if notify.wants(job, states.FAILED) else 0})
+                                          "tail": tail})
     outcomes = {}
     if wanted:
         vault_files = {job.inventory.get("vault_password_file") for job in jobs} - {None}
