@@ -103,9 +103,11 @@ def _search_path() -> str:
 
 def control_dir() -> Path:
     """Where SSH control sockets live. A socket path is limited to 107 bytes and
-    ssh appends a 40-character hash, so a deep state dir falls back to /tmp."""
+    ssh appends a 40-character hash, so a deep state dir falls back to /tmp; so
+    does one holding what ssh expands in a ControlPath (`%h`, `${HOME}`): Ansible
+    passes the folder on as it is, and makes it with that name."""
     preferred = state_dir() / "cp"
-    if len(str(preferred)) <= 60:
+    if len(str(preferred)) <= 60 and "%" not in str(preferred) and "${" not in str(preferred):
         return ensure_private_dir(preferred)
     digest = hashlib.sha256(str(preferred).encode()).hexdigest()[:12]
     return ensure_private_dir(Path(tempfile.gettempdir()) / f"tsubmit-cp-{os.getuid()}-{digest}")

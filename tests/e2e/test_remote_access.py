@@ -9,9 +9,11 @@ import os
 import pty
 import re
 import select
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -19,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import TSUBMIT, fresh_cli
+from tests.conftest import TSUBMIT, Cli, fresh_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -461,3 +463,20 @@ def test_fetch_shell_and_forward_on_the_local_cluster_need_no_ssh(cli, tmp_path)
             assert f"its port {port} is reachable as it is; leave out --local-port" in refused.stderr
     finally:
         cli("delete", "--yes", job)
+
+
+def test_a_home_whose_path_holds_ssh_tokens_reaches_the_nodes(nodes, tmp_path):
+    """ssh expands %h and %% in a ControlPath: a TSUBMIT_HOME holding them
+    broke every ssh command (issue 26, item 19); the sockets then live under /tmp."""
+    home = Path(tempfile.mkdtemp(prefix="tsh-%h%%-", dir="/tmp"))
+    try:
+        cli = Cli(home)
+        cli.write_cluster("pair", nodes, nodes.nodes[:2])
+        run = cli("run", "-c", "pair", "--executor", "distributed", "--wait", "--workdir", str(tmp_path),
+                  "--", "python", "-c", "print('reached')")
+        assert run.code == 0, run.output
+        job = job_id(run)
+        assert cli.ok("shell", job, "--rank", "1", "--", "echo", "shell reached").stdout == "shell reached\n"
+        cli.ok("delete", "--yes", job)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
