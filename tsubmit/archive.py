@@ -23,8 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Literal
 
-import pathspec
-
 IGNORE_FILES = (".gitignore", ".tsubmitignore")  # same folder: read in this order
 ALWAYS_SKIPPED_DIRS = frozenset({".git", "__pycache__"})
 
@@ -32,11 +30,6 @@ _CHUNK = 1 << 20
 # Bump when the digest input or the archive layout changes, so caches built by
 # an older version are never mistaken for the new format.
 _DIGEST_SALT = b"tsubmit-archive-v1\0"
-# pathspec marks "this matched a directory" with a named group. In a flat list
-# of paths that lets `foo/` also match everything below foo; a walker that
-# prunes wants only the entry itself to match, so the marker is cut off.
-_DIR_MARK = "(?P<ps_d>/)"
-_DIR_MARK_OPT = f"(?:{_DIR_MARK}|$)"
 
 Kind = Literal["file", "link", "dir"]
 
@@ -221,26 +214,110 @@ def _read_ignore_file(path: str) -> list[str]:
 
 
 def _compile(lines: list[str]) -> tuple[_Rule, ...]:
-    rules: list[_Rule] = []
+    rules = []
     for line in lines:
         try:
-            patterns = pathspec.GitIgnoreSpec.from_lines([line]).patterns
+            rule = _rule(line)
         except (ValueError, re.error):
             continue  # git silently drops a malformed pattern; so do we
-        for p in patterns:
-            if p.include is None or p.regex is None:
-                continue  # blank line or comment
-            src = p.regex.pattern
-            dir_only = src.endswith(_DIR_MARK)
-            if dir_only:
-                # pathspec folds `a/**/` into `a/`, yet in git it matches the
-                # folders below a, not a itself.
-                below = line.rstrip().endswith("/**/") and src != _DIR_MARK
-                src = src.removesuffix(_DIR_MARK) + (r"/.+\Z" if below else r"\Z")
-            else:
-                src = src.replace(_DIR_MARK_OPT, r"\Z")
-            rules.append(_Rule(re.compile(src, p.regex.flags), bool(p.include), dir_only))
+        if rule is not None:
+            rules.append(rule)
     return tuple(reversed(rules))
+
+
+def _rule(line: str) -> _Rule | None:
+    """One line of an ignore file as git reads it (gitignore(5)); None for a blank
+    line or a comment. Its regex matches the entry itself, relative to the ignore
+    file's folder, never what a matched folder holds: the walker never enters an
+    ignored folder, and a folder kept by a later `!pattern` is judged entry by
+    entry, as git does. (pathspec matches flat lists of paths, where a folder's
+    pattern also matches its content; its public API cannot say which matched,
+    so `*` then `!*/` there leaves a folder ignored.)"""
+    while line.endswith(" ") and not line.endswith("\\ "):
+        line = line[:-1]  # trailing spaces go, unless escaped
+    if not line or line.startswith("#"):
+        return None
+    excludes = not line.startswith("!")
+    line = line.removeprefix("!") if not excludes else line
+    dir_only = line.endswith("/")
+    body = line.removesuffix("/")
+    anchored = "/" in body  # at the start or in the middle: relative to the file's folder
+    body = body.removeprefix("/")
+    if not body:
+        raise ValueError("empty pattern")
+    if not anchored:
+        return _Rule(re.compile("(?:.*/)?" + _glob(body), re.DOTALL), excludes, dir_only)
+    segments = body.split("/")
+    parts = []
+    for index, segment in enumerate(segments):
+        last = index == len(segments) - 1
+        if segment == "**":  # leading or inner: no folder or any; trailing: all inside
+            parts.append(".*" if last else "(?:.*/)?")
+        else:
+            parts.append(_glob(segment) + ("" if last else "/"))
+    return _Rule(re.compile("".join(parts), re.DOTALL), excludes, dir_only)
+
+
+_POSIX_CLASSES = {"alnum": "a-zA-Z0-9", "alpha": "a-zA-Z", "blank": " \\t", "digit": "0-9",
+                  "lower": "a-z", "punct": re.escape("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"),
+                  "space": " \\t\\n\\r\\f\\v", "upper": "A-Z", "xdigit": "0-9a-fA-F"}
+
+
+def _glob(segment: str) -> str:
+    """A regex for one path component of a pattern: `*`, `?`, `[...]` and `\\`
+    escapes as git's wildmatch reads them, none of them matching `/`."""
+    out, at = [], 0
+    while at < len(segment):
+        char = segment[at]
+        if char == "\\":
+            if at + 1 == len(segment):
+                raise ValueError("trailing backslash")
+            out.append(re.escape(segment[at + 1]))
+            at += 2
+        elif char == "*":
+            while at < len(segment) and segment[at] == "*":
+                at += 1  # `**` inside a component is a plain `*`
+            out.append("[^/]*")
+        elif char == "?":
+            out.append("[^/]")
+            at += 1
+        elif char == "[":
+            at = _bracket(segment, at + 1, out)
+        else:
+            out.append(re.escape(char))
+            at += 1
+    return "".join(out)
+
+
+def _bracket(segment: str, at: int, out: list[str]) -> int:
+    """The bracket expression that starts at AT (just past `[`) appended to OUT;
+    where the pattern goes on."""
+    negated = at < len(segment) and segment[at] in "!^"
+    at += negated
+    members, first = [], True
+    while at < len(segment) and (segment[at] != "]" or first):
+        first = False
+        if segment.startswith("[:", at):
+            end = segment.find(":]", at + 2)
+            if end < 0 or segment[at + 2:end] not in _POSIX_CLASSES:
+                raise ValueError("unknown character class")
+            members.append(_POSIX_CLASSES[segment[at + 2:end]])
+            at = end + 2
+            continue
+        if segment[at] == "\\" and at + 1 < len(segment):
+            at += 1
+        char = re.escape(segment[at])
+        at += 1
+        if segment.startswith("-", at) and at + 1 < len(segment) and segment[at + 1] != "]":
+            high = segment[at + 1:at + 3] if segment[at + 1] == "\\" else segment[at + 1]
+            members.append(f"{char}-{re.escape(high[-1])}")
+            at += 1 + len(high)
+        else:
+            members.append(char)
+    if at >= len(segment):
+        raise ValueError("unterminated bracket expression")
+    out.append(f"[^/{''.join(members)}]" if negated else f"(?!/)[{''.join(members)}]")
+    return at + 1
 
 
 def _ignored(layers: tuple[_Layer, ...], rel: str, is_dir: bool) -> bool:
@@ -249,7 +326,7 @@ def _ignored(layers: tuple[_Layer, ...], rel: str, is_dir: bool) -> bool:
     for layer in reversed(layers):  # deepest ignore file has the last word
         sub = rel[len(layer.prefix) :]
         for rule in layer.rules:
-            if (is_dir or not rule.dir_only) and rule.regex.search(sub):
+            if (is_dir or not rule.dir_only) and rule.regex.fullmatch(sub):
                 return rule.excludes
     return False
 

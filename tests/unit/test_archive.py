@@ -190,6 +190,36 @@ def test_agrees_with_git_on_a_tricky_tree(tmp_path: Path) -> None:
     assert ours == sorted(out)
 
 
+TREE = ("a.py", "a.txt", "a.log", "b.c", "src/b.py", "src/b.txt", "src/deep/c.py", "a/c/x", "a/b", "a/x/b",
+        "a/x/y/b", "out/top.txt", "out/sub/x", "out/sub/deep/y", "keep/build/z", "build/q", "doc/build/r",
+        "x1", "x9", "xa", "[x]", "#hash", "!bang", "sp ace", "trail ", "lib/m.so", "lib/n.SO", "d.tmp/u")
+
+
+@pytest.mark.skipif(not HAS_GIT, reason="git not installed")
+@pytest.mark.parametrize("patterns", [
+    "*\n!*/\n!*.py\n",                  # the whitelist idiom
+    "c/\n!a/\n",                         # a folder's own pattern, an ancestor re-included
+    "*/\n!a/\n!a/*/\n",
+    "a/**/b\n",
+    "**/b\n!a/x/**\n",
+    "out/**/\n",
+    "out/**\n!out/sub/\n",
+    "/build\nbuild/\n!keep/\n",
+    "x[0-9]\n[!x]*.py\n\\[x\\]\n",
+    "\\#hash\n\\!bang\nsp\\ ace\ntrail\\ \n",
+    "lib/*.[sS][oO]\n*.tmp/\n",
+    "[[:digit:]]*\nx[[:alpha:]]\n",
+    "src/*\n!src/deep/\nsrc/deep/*\n!src/deep/c.py\n",
+], ids=lambda patterns: patterns.replace("\n", " | "))
+def test_agrees_with_git_pattern_by_pattern(tmp_path: Path, patterns: str) -> None:
+    make(tmp_path, {".gitignore": patterns, **dict.fromkeys(TREE, "")})
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    out = subprocess.run(["git", "-C", str(tmp_path), "ls-files", "-z", "--others", "--exclude-standard"],
+                         capture_output=True, text=True, check=True).stdout.split("\0")
+    ours = [p for p in included_paths(tmp_path) if not p.endswith("/")]
+    assert ours == sorted(p for p in out if p)
+
+
 # --- what the walker touches ----------------------------------------------------------
 
 
