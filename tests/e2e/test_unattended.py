@@ -3,13 +3,10 @@ crontab (saved and restored around each test, one test at a time), runs started 
 starts them, and a real cron daemon. Spec files, the overlap policy, JSON output and
 retention: test_unattended_specs.py."""
 
-import fcntl
-import os
 import shlex
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -18,22 +15,19 @@ import pytest
 import yaml
 
 from tests.conftest import REPO, TSUBMIT
+from tests.harness.crontab import held as held_crontab
+from tests.harness.crontab import read as crontab_text
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
 def saved_crontab():
-    """The real crontab of this user (or its absence), restored after the test.
-    One test at a time has it, whatever the number of xdist workers."""
-    with open(Path(tempfile.gettempdir()) / f"tsubmit-tests-crontab-{os.getuid()}.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        saved = subprocess.run(["crontab", "-l"], capture_output=True, text=True)
+    """The real crontab of this user (or its absence), restored after the test, also
+    by the next run when this one is killed (tests/harness/crontab.py). One test at a
+    time has it, whatever the number of xdist workers."""
+    with held_crontab():
         yield
-        if saved.returncode == 0:
-            subprocess.run(["crontab", "-"], input=saved.stdout, text=True, check=True)
-        else:
-            subprocess.run(["crontab", "-r"], capture_output=True)
 
 
 @pytest.fixture
@@ -93,15 +87,6 @@ def test_bad_cron_input(cli, tmp_path, crontab, args, message):
     assert run.code == 2, run.output
     assert message in run.stderr
     assert crontab_lines() == ["7 3 * * * echo foreign-entry"]
-
-
-def crontab_text() -> str | None:
-    """`crontab -l` as it is, or None when the user has no crontab at all."""
-    listed = subprocess.run(["crontab", "-l"], capture_output=True, text=True)
-    if listed.returncode != 0:
-        assert "no crontab" in listed.stderr.lower(), listed.stderr
-        return None
-    return listed.stdout
 
 
 def write_spec(path: Path, workdir: Path, name: str, command: list[str], **keys) -> Path:
