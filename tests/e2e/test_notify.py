@@ -8,14 +8,17 @@ import email
 import json
 import re
 import socket
+import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+import yaml
 from aiosmtpd.controller import Controller
 
 from tests.e2e.test_faults import job_id_of, job_processes
 from tests.e2e.test_lifecycle import wait_until
+from tests.e2e.test_unattended import saved_crontab  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.e2e
 
@@ -223,3 +226,36 @@ def test_the_config_file_s_default_list_is_used_masked_in_dry_run_and_export(cli
     runs = "".join(path.read_text(errors="replace") for path in (cli.home / "state" / "runs").rglob("*")
                    if path.is_file())
     assert_masked(runs, webhook.url)  # never sent to the nodes, so never in runner artifacts
+
+
+def test_wait_sends_the_failure_of_a_job_nobody_waited_on_and_exits_1(cli, nodes, workdir, webhook):
+    cli.write_cluster("c", nodes, nodes.nodes[:2])
+    run = cli.ok("run", "-c", "c", "--executor", "distributed", "--notify", webhook.url, "--notify-on",
+                 "failed", "--workdir", str(workdir), "--", "python", "exit_on_rank.py", "1", "7")
+    job_id = job_id_of(run)
+    waited = cli("wait", job_id)
+    assert waited.code == 1 and f"rank 1 on {nodes.nodes[1].name} exited with 7" in waited.stdout
+    [posted] = webhook.bodies
+    assert posted["title"].startswith("tsubmit: job ") and "exit code: 7" in posted["message"]
+    assert "node 1 says hello" in posted["message"]  # the last lines of rank 1's log
+    assert cli("wait", job_id).code == 1 and len(webhook.bodies) == 1  # sent once
+
+
+@pytest.mark.usefixtures("saved_crontab")
+def test_a_cron_entry_notifies_from_its_spec_and_records_no_url(cli, workdir, tmp_path, webhook):
+    spec_file = tmp_path / "nightly.yaml"
+    spec_file.write_text(yaml.safe_dump({
+        "name": "nightly", "executor": "distributed", "workdir": str(workdir), "wait": True,
+        "notify": [webhook.url], "notify_on": ["succeeded"], "command": ["python", "count.py", "2", "0"]}))
+    cli.ok("cron", "add", "nightly", "--schedule", "30 2 * * *", "-f", str(spec_file))
+    ran = cli("cron", "run", "nightly")
+    assert ran.code == 0, ran.output
+    [posted] = webhook.bodies
+    assert posted["title"].startswith("tsubmit: job nightly (") and posted["title"].endswith(" succeeded")
+    crontab = subprocess.run(["crontab", "-l"], capture_output=True, text=True).stdout
+    recorded = [crontab, ran.output, cli.ok("cron", "list", "-o", "json").output]
+    recorded += [path.read_text(errors="replace") for folder in ("config/cron", "state/cron")
+                 for path in (cli.home / folder).rglob("*") if path.is_file()]
+    for text in recorded:
+        assert_masked(text, webhook.url)
+    cli.ok("cron", "remove", "nightly")

@@ -40,7 +40,7 @@ def print_summary(job) -> None:
         for message in shown["pending"]:
             error = f"; last error: {message['error']}" if message["error"] else ""
             click.echo(f"notification pending: {message['event']} to {', '.join(message['to'])} "
-                       f"(tried {message['tries']} times{error})")
+                       f"(tried {out.counted(message['tries'], 'time')}{error})")
 
 
 def _reason(job) -> str:
@@ -217,6 +217,19 @@ def wait_for_job(store, job, *, follow, all_ranks, timeout, verbose, summary=Tru
         if not follow:
             click.echo(f"output: tsubmit logs {job.id} (--all for every rank)")
     return result_code(job)
+
+
+@click.command("wait")
+@click.argument("job_ref", metavar="JOB")
+@click.pass_obj
+def wait_job(obj, job_ref):
+    """Wait until a job ends, refreshing it from its nodes (and sending its
+    notifications); exit with its result: 0 if it succeeded, 1 if not.
+
+    Ctrl-C stops the waiting, never the job."""
+    store = _store()
+    sys.exit(wait_for_job(store, store.find(job_ref), follow=False, all_ranks=False, timeout=None,
+                          verbose=obj["verbose"]))
 
 
 @click.command()
