@@ -1,12 +1,16 @@
 """What a user gets from the package: the wheel carries the Ansible content,
-tsubmit runs with its own ansible.cfg whatever the environment says, and
-`cluster create` prompts on a terminal."""
+tsubmit runs with its own ansible.cfg whatever the environment says,
+`cluster create` prompts on a terminal, and a user without root installs it
+with pip."""
 
 import os
 import pty
+import shutil
 import subprocess
 import sys
+import tempfile
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -66,3 +70,39 @@ def test_cluster_create_prompts_on_a_terminal(cli):
     shown = cli.ok("cluster", "show", "lab", "-o", "json").json()
     assert [(n["rank"], n["host"], n["gpus"]) for n in shown["nodes"]] == [
         (0, "10.0.0.5", 4), (1, "10.0.0.6", 4)]
+
+
+def test_a_user_without_root_installs_tsubmit_with_pip_into_a_venv_of_their_own():
+    """`pip install .` as an unprivileged user, into a venv of theirs (docs/getting-started/
+    install.md): nothing needs root, no test or docs tool comes along, and tsubmit runs."""
+    from tests.harness.accounts import DEFAULT_USER, ensure_test_user, run_as
+
+    account = ensure_test_user(DEFAULT_USER)
+    place = Path(tempfile.mkdtemp(prefix="tsubmit-user-install-", dir="/tmp"))
+    try:
+        place.chmod(0o755)
+        source = place / "tsubmit"
+        source.mkdir()
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", "HEAD"], capture_output=True, check=True)
+        subprocess.run(["tar", "-x", "-C", str(source)], input=archive.stdout, check=True)
+        own = place / "home"
+        own.mkdir()
+        shutil.chown(own, account.pw_uid, account.pw_gid)
+        venv = own / "venv"
+
+        def as_user(*args: str) -> str:
+            done = run_as(DEFAULT_USER, ["env", f"TSUBMIT_HOME={own / 'tsubmit'}", *args])
+            assert done.returncode == 0, done.stdout + done.stderr
+            return done.stdout
+
+        as_user("/usr/bin/python3", "-m", "venv", str(venv))
+        as_user(str(venv / "bin" / "python"), "-m", "pip", "install", "-q", str(source))
+        frozen = as_user(str(venv / "bin" / "pip"), "freeze").split()
+        installed = {line.split("==")[0].split(" @ ")[0].lower() for line in frozen}
+        assert {"tsubmit", "ansible-core", "ansible-runner"} <= installed
+        assert not installed & {"pytest", "pytest-xdist", "ruff", "ansible-lint", "mkdocs", "torch"}
+        dry = as_user(str(venv / "bin" / "tsubmit"), "run", "--dry-run", "--workdir",
+                      str(source / "examples" / "ddp"), "--", "python", "allreduce.py")
+        assert f"{venv}/lib/" in dry and "allreduce.py" in dry
+    finally:
+        shutil.rmtree(place, ignore_errors=True)
