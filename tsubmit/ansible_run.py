@@ -44,6 +44,10 @@ from .paths import (
 )
 
 NODES_GROUP = "tsubmit_nodes"
+# A full disk or quota, in the C library's words (cp, sh) and in the words of
+# tsubmit's node scripts, which say it where tar would end with only "Exiting
+# with failure status".
+FULL_DISK = re.compile(r"No space left on device|Disk quota exceeded")
 # What ssh itself adds to a remote command's stderr.
 _SSH_NOISE = re.compile(r"^(Shared connection to \S+ closed\.|Connection to \S+ closed\.)$")
 
@@ -243,12 +247,17 @@ class _EventHandler:
 
 
 def failure_message(res: dict) -> str:
-    """The most telling line of a failed task's result."""
-    for key in ("stderr", "msg", "stdout", "module_stderr"):
-        lines = [
-            line.strip() for line in str(res.get(key) or "").splitlines()
-            if line.strip() and not _SSH_NOISE.match(line.strip())
-        ]
+    """The most telling line of a failed task's result: a full disk's (FULL_DISK),
+    wherever it is, else the last line of the first output that has one."""
+    outputs = {
+        key: [line.strip() for line in str(res.get(key) or "").splitlines()
+              if line.strip() and not _SSH_NOISE.match(line.strip())]
+        for key in ("stderr", "msg", "stdout", "module_stderr")
+    }
+    full = next((line for lines in outputs.values() for line in lines if FULL_DISK.search(line)), None)
+    if full:
+        return full
+    for key, lines in outputs.items():
         if lines and lines != ["non-zero return code"]:
             message = lines[-1] if key != "msg" else " ".join(lines)
             return _with_next_step(message.removeprefix("Task failed: "))  # ansible-core 2.19's wording

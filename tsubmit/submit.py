@@ -4,9 +4,9 @@ import json
 import time
 from dataclasses import dataclass
 
-from . import ansible_env, executors, gpu_leases, hooks, kept_inventories, node_actions
+from . import ansible_env, executors, gpu_leases, hooks, kept_inventories, layout, node_actions
 from . import archive as archives
-from .ansible_run import PlaybookRun, cluster_hosts, run_playbook
+from .ansible_run import FULL_DISK, PlaybookRun, cluster_hosts, run_playbook
 from .clusters import ClusterRef, Node, ResolvedCluster, host_variables, resolve
 from .errors import LaunchError, UsageError
 from .interrupts import Deferred, Interrupted
@@ -267,6 +267,7 @@ class Target:
     extravars: dict
     skip_tags: list[str]
     vault_password_file: str | None
+    remote_roots: dict[str, str]  # per host, as the inventory gives it
 
 
 def target(the_plan: Plan, archive: archives.Archive) -> Target:
@@ -275,7 +276,9 @@ def target(the_plan: Plan, archive: archives.Archive) -> Target:
     return Target(cluster.ref.sources, cluster_hosts(cluster, the_plan.host_vars()),
                   {**extravars(the_plan.job, archive), **the_plan.role_validation(),
                    **the_plan.controller_rendering()},
-                  the_plan.skipped_steps(), cluster.ref.vault_password_file)
+                  the_plan.skipped_steps(), cluster.ref.vault_password_file,
+                  {node.name: str(node.vars.get("tsubmit_remote_root") or layout.DEFAULT_ROOT)
+                   for node in cluster.nodes})
 
 
 def launch(job: Job, store: JobStore, target: Target, *, roll_back, on_event=None, verbose: int = 0) -> None:
@@ -294,8 +297,8 @@ def launch(job: Job, store: JobStore, target: Target, *, roll_back, on_event=Non
         if run.status == "successful" and not failures:
             failures = unstarted(job, run)
         if failures or run.status != "successful":
-            failures = failures or {"ansible": f"the submit playbook {run.status}; see "
-                                               f"{run.data_dir}/artifacts"}
+            failures = full_disks_named(failures, target.remote_roots) or {
+                "ansible": f"the submit playbook {run.status}; see {run.data_dir}/artifacts"}
             busy = gpu_leases.busy_nodes(failures)
             message = roll_back(failures)
             job.message = "; ".join(f"{host}: {text}" for host, text in failures.items())
@@ -309,6 +312,18 @@ def launch(job: Job, store: JobStore, target: Target, *, roll_back, on_event=Non
         job.launcher = None
         # The ranks run: their record is written however long another process holds the store.
         store.save(job, patient=True)
+
+
+def full_disks_named(failures: dict[str, str], remote_roots: dict[str, str]) -> dict[str, str]:
+    """FAILURES, with a node's full disk said as what it is and where, before the line that says it."""
+    def named(host: str, message: str) -> str:
+        found = FULL_DISK.search(message)
+        if not found:
+            return message
+        what = "no space left" if found.group() == "No space left on device" else "disk quota exceeded"
+        return f"{what} on {host} in {remote_roots.get(host, layout.DEFAULT_ROOT)} ({message})"
+
+    return {host: named(host, message) for host, message in failures.items()}
 
 
 def _run_submit_playbook(the_plan: Plan, archive: archives.Archive, **options) -> PlaybookRun:

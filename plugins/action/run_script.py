@@ -108,13 +108,19 @@ def _mktemp(tmpdir):
     return f"mkdir -p {shlex.quote(tmpdir)} && mktemp -d {shlex.quote(tmpdir)}/.tsubmit-script.XXXXXX"
 
 
+# The stream unpacked into the folder; tar says only "Wrote only N of M bytes"
+# of a disk that is full, so a folder left with less than 1 MiB free says so.
+_UNPACK = ('{ tar -xf - -C "$b" || { df -Pk "$b" | awk \'NR == 2 && $4 < 1024 { exit 1 }\' '
+           '|| echo "${b%/*}: No space left on device" >&2; false; }; }')
+
+
 def _command(script_name, args, folder, transferred, environment):
     """The node's side: a private folder, the stream unpacked into it (and the
     transferred files given their modes), the script run from the login
     directory (as ansible.builtin.script runs), the folder removed, the
     script's exit code kept."""
     made = f"b={shlex.quote(folder)}" if folder else f"b=$({_mktemp(args['tmpdir'])}) || exit 1"
-    steps = ['tar -xf - -C "$b"'] + [f'chmod {item["mode"]:o} "$b"/{shlex.quote(item["name"])}'
+    steps = [_UNPACK] + [f'chmod {item["mode"]:o} "$b"/{shlex.quote(item["name"])}'
                                      for item in transferred]
     run = " ".join([environment.strip(), shlex.join([args["executable"], *args["executable_args"]]),
                     f'"$b"/{shlex.quote(script_name)}', shlex.join(args["args"])]).strip()

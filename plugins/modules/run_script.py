@@ -14,6 +14,9 @@ description:
   - A file larger than 16 MiB is sent first through the connection's own file transfer (two more
     round trips), so the controller never holds large files in memory. That file is written as the
     login user; with become, only a become user root can read it.
+  - When the stream cannot be unpacked and the folder's file system has less than 1 MiB left,
+    the command says so on its standard error (the folder, then C(No space left on device)),
+    where tar itself says only that it wrote fewer bytes than it meant to.
   - Always reports changed; use C(changed_when) for scripts that only look.
   - In check mode the script does not run; set C(check_mode) to false on a task that only looks.
 options:

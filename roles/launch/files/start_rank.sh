@@ -31,7 +31,11 @@ if [ ! -d "$tree" ]; then
     mkdir -p "$root/$job_id"
     staging=$(mktemp -d "$tree.unpacking.XXXXXX")
     trap 'rm -rf "$staging"' EXIT
-    tar -xzf "$archive" -C "$staging" --no-same-owner
+    if ! tar -xzf "$archive" -C "$staging" --no-same-owner; then
+        # tar says only "Wrote only N of M bytes" of a disk that is full.
+        df -Pk "$root" | awk 'NR == 2 && $4 < 1024 { exit 1 }' || echo "$root: No space left on device" >&2
+        exit 1
+    fi
     mkdir -p "$staging/.tsubmit"
     chmod 0755 "$staging"
     mv -T "$staging" "$tree" 2>/dev/null || [ -d "$tree" ]
