@@ -28,7 +28,7 @@ from pathlib import Path
 
 import yaml
 
-from . import ansible_env
+from . import ansible_env, progress
 from .clusters import ResolvedCluster
 from .errors import TsubmitError
 from .interrupts import Interrupted
@@ -167,7 +167,8 @@ def run_playbook(
     if vault_password_file:
         options += ["--vault-password-file", vault_password_file]
     results = {host: HostResult() for host in hosts}
-    handler = _EventHandler(results, on_event)
+    shown = None if on_event else progress.for_playbook(list(hosts), verbose)
+    handler = _EventHandler(results, on_event or shown)
     # A caller that handles signals itself (interrupts.Deferred) says when to cancel.
     signals = _CancelOnSignal() if cancel is None else contextlib.nullcontext()
     try:
@@ -186,6 +187,8 @@ def run_playbook(
                 cancel_callback=cancel or signals.requested,
             )
     finally:
+        if shown:
+            shown.clear()
         extravars_file.unlink(missing_ok=True)
         # runner's record of the command carries the whole environment of
         # this process, which may hold a user's credentials.

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from . import progress
 from .ansible_run import cluster_hosts, run_playbook
 from .clusters import ResolvedCluster
 from .errors import EXIT_BUSY, LaunchError
@@ -164,7 +165,8 @@ def submit_queued(submit_once: Callable, the_plan, store, *, queue: bool, timeou
                 if deadline is not None and time.monotonic() >= deadline:
                     raise GpusBusy("still queued after --queue-timeout; nothing was started", short)
                 time.sleep(poll if deadline is None else max(0.0, min(poll, deadline - time.monotonic())))
-                short = short_of(usage(the_plan.cluster, verbose=verbose), the_plan.job.gpus)
+                with progress.shown(False):  # the queued line says it all
+                    short = short_of(usage(the_plan.cluster, verbose=verbose), the_plan.job.gpus)
         except KeyboardInterrupt:
             raise Interrupted("interrupted while queued for GPUs; nothing was started or recorded") from None
 

@@ -23,7 +23,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from . import executors, kept_inventories, layout, logs, notify, submit
+from . import executors, kept_inventories, layout, logs, notify, progress, submit
 from . import job as states
 from .ansible_run import run_playbook
 from .errors import UsageError
@@ -355,7 +355,8 @@ def wait(store: JobStore, job: Job, *, timeout: float | None = None, interval: f
     deadline = None if timeout is None else time.monotonic() + timeout
     silent: list[str] = []
     while True:
-        refresh(store, [job], verbose=verbose)
+        with progress.shown(False):  # a table every few seconds would bury the notices and logs
+            refresh(store, [job], verbose=verbose)
         now_silent = sorted({rank.host for rank in job.ranks if rank.state == states.UNREACHABLE})
         if notice and now_silent != silent:
             notice(f"tsubmit: no answer from {', '.join(now_silent)} about job {job.id}; still waiting"

@@ -30,8 +30,11 @@ class _Group(click.Group):
             exit_interrupted()
 
     def invoke(self, ctx):
+        from ..progress import shown
+
         try:
-            return super().invoke(ctx)
+            with shown():  # per-node progress of every verb, on a terminal
+                return super().invoke(ctx)
         except TsubmitError as error:
             click.echo(f"tsubmit: {error}", err=True)
             for host, message in getattr(error, "host_errors", {}).items():

@@ -222,12 +222,12 @@ def _submit(obj, the_plan, request, store, behaviour):
     from .. import output as out
     from ..gpu_leases import submit_queued
     from ..progress import Progress
-    from ..submit import submit
+    from ..submit import START_TASKS, submit
 
     hosts = [node.name for node in the_plan.cluster.nodes]
 
     def once():
-        progress = Progress(hosts, live=out.interactive(click.get_text_stream("stderr")))
+        progress = Progress(hosts, START_TASKS, live=out.interactive(click.get_text_stream("stderr")))
         return submit(the_plan, request.workdir, store, on_event=progress, verbose=obj["verbose"])
 
     def started(job):
