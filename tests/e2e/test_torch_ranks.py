@@ -6,6 +6,8 @@ helper on PYTHONPATH."""
 
 import json
 import re
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -143,4 +145,37 @@ def test_each_workers_lines_carry_its_rank_as_they_are_printed_and_logs_picks_on
         missing = cli.ok("logs", job, "--worker", "4")
         assert missing.stdout == "" and "no line of worker 4" in missing.stderr
     finally:
+        cli("stop", job, "--grace", "2")
+
+
+def listening(pid: int) -> list[str]:
+    """The local addresses (ADDRESS:PORT) process PID listens on, as ss reads them."""
+    lines = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True, check=True).stdout.splitlines()
+    return [line.split()[3] for line in lines if f"pid={pid}," in line]
+
+
+def test_the_rendezvous_store_listens_on_the_rendezvous_address_only(cli, nodes, workdir):
+    """torch's c10d store takes anyone who connects: torchrun on the head served it on
+    every interface (issue 26, item 19); now on the rendezvous address alone."""
+    members = nodes.nodes[:2]
+    head = members[0]
+    cli.write_cluster("c", nodes, members, tsubmit_gpus=1)
+    run = cli.ok("run", "-c", "c", "--workdir", str(workdir), "--", "python", "gated.py", "1", "0", "go")
+    job = re.search(r"job (\w{10})\b", run.output).group(1)
+    try:
+        assert wait_until(lambda: all("line 0 of worker" in log_of(node, job, rank)
+                                      for rank, node in enumerate(members)), timeout=120)
+        agents = [int(line.split()[0]) for line in subprocess.run(
+            ["ps", "-eo", "pid,args", "ww"], capture_output=True, text=True, check=True).stdout.splitlines()
+            if f"--rdzv-id={job}" in line and "is_host=1" in line and "torchrun" in line]
+        assert len(agents) == 1, agents
+        endpoint = re.search(r"--rdzv-endpoint=(\S+)", (Path("/proc") / str(agents[0]) / "cmdline")
+                             .read_text().replace("\0", " ")).group(1)
+        assert endpoint.startswith(f"{head.address}:")
+        assert endpoint in listening(agents[0]), listening(agents[0])
+        assert not [address for address in listening(agents[0])
+                    if address.rsplit(":", 1)[1] == endpoint.rsplit(":", 1)[1] and address != endpoint]
+    finally:
+        for node in members:
+            (node.remote_root / job / "workdir" / "go").touch()
         cli("stop", job, "--grace", "2")

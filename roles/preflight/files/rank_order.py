@@ -31,14 +31,22 @@ at its rendezvous address) serves the workers a fresh store each round. The fold
 leaves PYTHONPATH again before torchrun starts its workers, so the job's own
 processes never import this; a `sitecustomize` later on sys.path still runs.
 TSUBMIT_RANK_ORDER=off in the job's environment turns it off.
+
+It also binds the rendezvous store, the TCP store torchrun's agent on the
+head serves without authentication, to the rendezvous address instead of
+every interface: torch listens on all of them whatever the endpoint's host,
+and takes a bound socket of ours (TCPStore's master_listen_fd). Where that
+address cannot be bound here (not this machine's), torch binds as before.
 """
 
 import importlib.machinery
 import importlib.util
 import os
+import socket
 import sys
 
 _TARGET = "torch.distributed.elastic.rendezvous.dynamic_rendezvous"
+_STORE_BACKEND = "torch.distributed.elastic.rendezvous.c10d_rendezvous_backend"
 _HERE = os.path.dirname(os.path.abspath(__file__))
 # local_id counts handlers in one process (a handful); the rank sits above it.
 _RANK_UNIT = 1 << 40
@@ -81,6 +89,44 @@ def _patch(module) -> None:
     _leave_pythonpath()
 
 
+def _bind_store(module) -> None:
+    """The backend's TCPStore, its server listening on the rendezvous address only."""
+    store_type = getattr(module, "TCPStore", None)
+    if store_type is None or getattr(module, "_tsubmit_bound", False):
+        return
+
+    def bound_store(host, port, *args, is_master=False, **kwargs):
+        listener = _listener(host, port) if is_master and "master_listen_fd" not in kwargs else None
+        if listener is None:  # a client, or an address torch must bind itself
+            return store_type(host, port, *args, is_master=is_master, **kwargs)
+        descriptor = listener.detach()  # the store's from here on
+        try:
+            return store_type(host, port, *args, is_master=True, master_listen_fd=descriptor, **kwargs)
+        except BaseException:
+            os.close(descriptor)
+            raise
+
+    module.TCPStore = bound_store
+    module._tsubmit_bound = True
+
+
+def _listener(host, port):
+    """A socket listening on HOST:PORT, or None where that cannot be (torch binds then)."""
+    try:
+        family, kind, protocol, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        listener = socket.socket(family, kind, protocol)
+    except (OSError, IndexError, TypeError):
+        return None
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(address)
+        listener.listen(socket.SOMAXCONN)
+    except OSError:  # not this machine's address, or a store of this process serves the port
+        listener.close()
+        return None
+    return listener
+
+
 def _leave_pythonpath() -> None:
     """The workers torchrun starts inherit its environment: not this folder."""
     entries = [entry for entry in os.environ.get("PYTHONPATH", "").split(os.pathsep)
@@ -97,10 +143,14 @@ def _leave_pythonpath() -> None:
 # imports nothing but the standard library (a helper module missing or shadowed
 # there would turn into "Error in sitecustomize" in every process of the job).
 class _RendezvousHook:
-    """A meta path finder that patches torch's dynamic rendezvous once it is loaded."""
+    """A meta path finder that patches a module of torch's rendezvous (TARGET, with
+    PATCH) once it is loaded."""
+
+    def __init__(self, target=_TARGET, patch=None):
+        self.target, self.patch = target, patch or _patch
 
     def find_spec(self, name, path=None, target=None):
-        if name != _TARGET:
+        if name != self.target:
             return None
         sys.meta_path.remove(self)  # once; the real finders find the module
         spec = importlib.util.find_spec(name)
@@ -110,20 +160,23 @@ class _RendezvousHook:
 
         def exec_module(module):
             run(module)
-            _patch(module)
+            self.patch(module)
 
         spec.loader.exec_module = exec_module
         return spec
 
 
 def _install() -> None:
+    patches = {_STORE_BACKEND: _bind_store}
     if os.environ.get("TSUBMIT_RANK_ORDER", "on").lower() in ("off", "0", "false", "no"):
         _leave_pythonpath()
-        return
-    if _TARGET in sys.modules:
-        _patch(sys.modules[_TARGET])
     else:
-        sys.meta_path.insert(0, _RendezvousHook())
+        patches[_TARGET] = _patch
+    for target, patch in patches.items():
+        if target in sys.modules:
+            patch(sys.modules[target])
+        else:
+            sys.meta_path.insert(0, _RendezvousHook(target, patch))
 
 
 def _chain() -> None:
