@@ -104,7 +104,7 @@ def gpu_hours(job) -> float:
 
 def compose(job, event: str, tails: dict[int, list[str]] | None = None) -> dict:
     """The message of EVENT: {title, body}; TAILS are the failed ranks' last log lines."""
-    from .output import duration
+    from .output import counted, duration
 
     lines = [f"job: {job.name} ({job.id})", f"cluster: {job.cluster}", f"state: {event}",
              f"attempt: {job.attempt}", f"wall time: {duration(wall_time(job))}",
@@ -120,7 +120,7 @@ def compose(job, event: str, tails: dict[int, list[str]] | None = None) -> dict:
             lines.append(f"error: {rank.cause['error']}")
         tail = (tails or {}).get(rank.rank)
         if tail:
-            lines += [f"last {len(tail)} lines of rank {rank.rank}'s log:", *tail]
+            lines += [f"last {counted(len(tail), 'line')} of rank {rank.rank}'s log:", *tail]
     elif event == "started":
         lines.append("it waited in the queue for its GPUs and started")
     return {"title": title, "body": "\n".join(lines)}

@@ -1,7 +1,11 @@
 """The node scripts that receive the layout's paths (tsubmit/layout.py), run
 with the node's real sh on folders of this machine."""
 
+import json
+import os
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 from tsubmit import layout
@@ -34,3 +38,47 @@ def test_remove_job_refuses_a_folder_that_is_not_the_job_s(tmp_path):
     assert other.is_dir()
     bad = remove_job(str(tmp_path / "x y"), "x y")
     assert bad.returncode == 2 and "bad job id 'x y'" in bad.stderr
+
+
+
+RANK_STATUS = REPO / "roles" / "status" / "files" / "rank_status.py"
+RECORDING_WORKER = """
+import os
+from torch.distributed.elastic.multiprocessing.errors import record
+
+@record
+def main():
+    print("worker", os.environ["RANK"], "starts", flush=True)
+    if os.environ["LOCAL_RANK"] == "1":
+        raise ValueError("the loss is NaN")
+
+main()
+"""
+
+
+def test_rank_status_tells_the_worker_that_failed_under_a_real_torchrun(tmp_path):
+    # torchrun exits 1; the rank's cause is its worker's: global and local rank from
+    # torchrun's summary, the error the worker recorded (@record) from TORCHELASTIC_ERROR_FILE.
+    attempt = Path(layout.attempt_dir("3f2a", 0, 1, str(tmp_path)))
+    attempt.mkdir(parents=True)
+    (tmp_path / "worker.py").write_text(RECORDING_WORKER)
+    error_file = {"TORCHELASTIC_ERROR_FILE": str(attempt / layout.TORCHRUN_ERROR)}
+    with open(attempt / layout.LOG, "w") as log:
+        ran = subprocess.run([str(Path(sys.executable).with_name("torchrun")), "--nproc-per-node=2",
+                              "--no-python", sys.executable, str(tmp_path / "worker.py")],
+                             stdout=log, stderr=subprocess.STDOUT, timeout=120,
+                             env={**os.environ, **error_file})
+    (attempt / layout.EXIT_CODE).write_text(f"{ran.returncode} 1796616459.25\n")
+    for script in (RANK_STATUS, REPO / "roles" / "node_lib" / "files" / "tsubmit_procs.py"):
+        shutil.copy(script, tmp_path)
+    wanted = [{"key": "k", "dir": layout.attempt_dir("3f2a", 0, 1), "marker": "m", "tail": 20}]
+    status = subprocess.run([sys.executable, str(tmp_path / RANK_STATUS.name), str(tmp_path),
+                             json.dumps(wanted)], capture_output=True, text=True, check=True)
+    report = json.loads(status.stdout)["k"]
+    assert ran.returncode == 1
+    assert (report["state"], report["exit_code"], report["ended"]) == ("failed", 1, 1796616459.25)
+    assert report["cause"] == {"worker_rank": 1, "local_rank": 1, "exit_code": 1,
+                               "error": "ValueError: the loss is NaN"}
+    # The tail is the workers' last lines, not torchrun's traceback and summary.
+    assert not any("ChildFailedError" in line or "Root Cause" in line for line in report["tail"])
+    assert any("ValueError: the loss is NaN" in line for line in report["tail"]), report

@@ -40,3 +40,16 @@ def test_a_masked_url_shows_its_scheme_only():
     shown = notify.mask(url)
     assert shown.startswith("slack://*** (") and "T1JJ" not in shown
     assert notify.mask(url) != notify.mask(url + "x")
+
+
+def test_the_first_failure_is_the_rank_that_ended_first_not_the_lowest():
+    job = job_with("json://127.0.0.1:9")
+    job.ranks = [Rank(0, "node1", "a", state=FAILED, exit_code=1, ended_at=10.5),
+                 Rank(1, "node2", "b", state=FAILED, exit_code=7, ended_at=10.2),
+                 Rank(2, "node3", "c", state="lost")]
+    assert job.first_failure().rank == 1
+    job.ranks[1].cause = {"worker_rank": 3, "local_rank": 1, "exit_code": 7, "launcher_exit_code": 1}
+    assert job.ranks[1].reason() == "exited with 7 (worker rank 3, local rank 1)"
+    assert notify.compose(job, "failed", {1: ["boom"]})["body"].endswith(
+        "first failed rank: 1 on node2 (address b), exited with 7 (worker rank 3, local rank 1)\n"
+        "exit code: 7\nlast 1 line of rank 1's log:\nboom")
