@@ -142,6 +142,7 @@ def _leave_pythonpath() -> None:
 # own and runs in every Python the job starts, before anything else, so it
 # imports nothing but the standard library (a helper module missing or shadowed
 # there would turn into "Error in sitecustomize" in every process of the job).
+# This one is given its target and patch: it patches two of torch's modules.
 class _RendezvousHook:
     """A meta path finder that patches a module of torch's rendezvous (TARGET, with
     PATCH) once it is loaded."""
