@@ -8,6 +8,7 @@ nothing (their output is the answer, and scripts read it).
 import contextlib
 import shutil
 import sys
+import threading
 
 
 def _step(kind: str, role: str, task: str, start_tasks: tuple[str, ...]) -> str | None:
@@ -109,9 +110,11 @@ def shown(on: bool = True):
 
 def for_playbook(hosts: list[str], verbose: int) -> TaskProgress | None:
     """The progress of a playbook run that has none of its own: on a terminal
-    only, and not while Ansible itself talks (-v)."""
+    only, not while Ansible itself talks (-v), and from the main thread alone
+    (two tables drawn at once would garble each other)."""
     from .output import interactive
 
-    if not _shown or verbose or not hosts or not interactive(sys.stderr):
+    if (not _shown or verbose or not hosts or threading.current_thread() is not threading.main_thread()
+            or not interactive(sys.stderr)):
         return None
     return TaskProgress(hosts)
