@@ -129,7 +129,7 @@ def test_a_file_written_while_packing_is_named_and_exits_2(cli, tmp_path):
 
     def append() -> None:
         with open(growing, "a") as log:
-            while not stop.is_set():
+            while not stop.wait(0.001):
                 log.write("line\n")
                 log.flush()
 
