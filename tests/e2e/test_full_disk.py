@@ -37,7 +37,10 @@ def small_root(nodes, tmp_path):
 
 # 3 MiB that do not compress: the shipped archive itself does not fit. 4 MiB
 # of zeros: the archive (a few KiB) fits, the tree unpacked from it does not.
-@pytest.mark.parametrize("content", [os.urandom(3 << 20), bytes(4 << 20)], ids=["archive", "tree"])
+# 17 MiB that do not compress: the archive goes by the connection's file
+# transfer (over 16 MiB, run_script's INLINE_LIMIT), which fails.
+@pytest.mark.parametrize("content", [os.urandom(3 << 20), bytes(4 << 20), os.urandom(17 << 20)],
+                         ids=["archive", "tree", "transferred archive"])
 def test_a_full_disk_on_a_node_is_named_with_the_host_and_its_remote_root(cli, nodes, workdir,
                                                                           small_root, content):
     (workdir / "data.bin").write_bytes(content)
