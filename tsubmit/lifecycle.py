@@ -318,6 +318,7 @@ def restart(store: JobStore, job: Job, *, on_event=None, verbose: int = 0) -> Jo
         raise UsageError(f"the archive of job {job.id} is gone from {archive_path}; submit it again")
     the_plan = submit.replan(job)  # before anything changes: a host gone from the inventory is refused
     before = copy.deepcopy(job)
+    kept_inventories.launching_from(job.inventory, the_plan.cluster.ref.sources)
     job.attempt += 1
     job.state, job.message, job.ended_at = states.STARTING, "", None
     for rank in job.ranks:

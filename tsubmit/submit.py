@@ -133,8 +133,9 @@ def replan(job: Job) -> Plan:
     and rendering as `run`; a host gone from the inventory, or a hook file gone
     from the controller, is refused before anything changes."""
     inventory = job.inventory
-    ref = ClusterRef(job.cluster, inventory["sources"], inventory.get("group") or "all",
-                     inventory.get("limit"), inventory.get("vault_password_file"))
+    ref = ClusterRef(job.cluster, kept_inventories.next_attempt_sources(inventory),
+                     inventory.get("group") or "all", inventory.get("limit"),
+                     inventory.get("vault_password_file"))
     variables = host_variables(ref.sources, [rank.host for rank in job.ranks], ref.vault_password_file,
                                reveal=False)
     nodes = [Node(rank.host, rank.rank, rank.address, rank.nproc, variables[rank.host]) for rank in job.ranks]
@@ -234,7 +235,7 @@ def submit(the_plan: Plan, workdir, store: JobStore, *, on_event=None, verbose: 
         raise Interrupted(f"interrupted while packing {workdir}; nothing was recorded or started") from None
     job.launcher = node_actions.launcher_identity()
     # The job keeps the connection details it was launched with, whatever becomes of its cluster.
-    job.inventory["sources"] = kept_inventories.keep(job.inventory["sources"])
+    kept_inventories.launching_from(job.inventory, job.inventory["sources"])
     store.save(job)  # recorded before anything remote happens
 
     def roll_back(failures: dict[str, str] | None) -> str:
