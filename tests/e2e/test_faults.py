@@ -349,6 +349,9 @@ def test_a_job_keeps_the_connection_details_it_was_launched_with(cli, nodes, wor
     job_id, _ = sleeping_on_two_nodes(cli, nodes, workdir)  # on ports other than 22
     cli.ok("cluster", "remove", "c")
     assert cli.job(job_id)["state"] == "running"
+    cli.ok("stop", job_id, "--grace", "2")
+    cli.ok("restart", job_id)  # with the connection details it was launched with, too
+    assert wait_until(lambda: len(job_processes(job_id)) >= 4)
     cli.ok("delete", job_id, "--yes")
     assert job_processes(job_id) == []
     assert not any((node.remote_root / job_id).exists() for node in nodes.nodes)
