@@ -63,6 +63,10 @@ class Rank:
     # code: under torchrun {worker_rank, local_rank, exit_code (the worker's),
     # launcher_exit_code (torchrun's), error?} (roles/status/files/rank_status.py).
     cause: dict | None = None
+    # How many processes the rank's command left running when it ended (a setsid
+    # daemon, a killed torchrun's workers), which its node then stopped; None
+    # while it runs, or when its node did not say (a rank launched by an older tsubmit).
+    leftovers: int | None = None
 
     def reason(self) -> str:
         """Why the rank failed, in a few words: "exited with 7 (worker rank 1, local rank 0)"."""

@@ -142,6 +142,7 @@ def _apply(rank, report: dict, attempt: int, in_flight: bool) -> None:
     rank.pid_start = report.get("pid_start") or rank.pid_start
     rank.started_at = report.get("started") or rank.started_at
     rank.ended_at = report.get("ended")
+    rank.leftovers = report.get("leftovers")
     rank.attempt = attempt
 
 
@@ -206,6 +207,13 @@ def shown_state(job: Job, *, pending: bool = False) -> str:
     if pending and job.pending:
         shown += f" ({job.pending['action']} pending on {', '.join(job.pending['hosts'])})"
     return shown
+
+
+def shown_rank_state(rank: Rank) -> str:
+    """A rank's state as a user reads it: with what its command left running, stopped when it ended."""
+    if rank.leftovers:
+        return f"{rank.state} ({rank.leftovers} left running, stopped)"
+    return rank.state
 
 
 # Seconds `list` leaves alone a host whose last try found it silent: it shows
@@ -323,7 +331,7 @@ def restart(store: JobStore, job: Job, *, on_event=None, verbose: int = 0) -> Jo
     job.state, job.message, job.ended_at = states.STARTING, "", None
     for rank in job.ranks:
         rank.state, rank.exit_code, rank.pid, rank.ended_at = states.STARTING, None, None, None
-        rank.attempt, rank.cause = job.attempt, None
+        rank.attempt, rank.cause, rank.leftovers = job.attempt, None, None
     job.launcher = launcher_identity()
     store.save(job)
     archive = Archive(archive_path, job.archive, 0, archive_path.stat().st_size)

@@ -20,7 +20,7 @@ from pathlib import Path
 from .errors import UsageError
 from .job import Job, Rank, merged_pending
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 # Seconds a command waits for another tsubmit process that holds the store.
 DEFAULT_BUSY_TIMEOUT = 30.0
 
@@ -64,6 +64,7 @@ CREATE TABLE ranks (
     ended_at REAL,
     attempt INTEGER NOT NULL,
     cause TEXT NOT NULL DEFAULT 'null',
+    leftovers INTEGER,
     PRIMARY KEY (job_id, rank)
 );
 CREATE TABLE silent_hosts (
@@ -82,6 +83,7 @@ _MIGRATIONS = {
         "ALTER TABLE jobs ADD COLUMN revision INTEGER NOT NULL DEFAULT 0"],
     3: ["CREATE TABLE silent_hosts (host TEXT PRIMARY KEY, since REAL NOT NULL, tried REAL NOT NULL)"],
     4: ["ALTER TABLE ranks ADD COLUMN cause TEXT NOT NULL DEFAULT 'null'"],
+    5: ["ALTER TABLE ranks ADD COLUMN leftovers INTEGER"],
 }
 _JSON_COLUMNS = ("inventory", "command", "env", "extras", "pending", "launcher")
 _RANK_JSON_COLUMNS = ("cause",)

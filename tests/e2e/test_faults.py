@@ -136,6 +136,36 @@ def test_stop_kills_torchrun_workers_that_ignore_sigterm(cli, nodes, workdir):
     assert cli.job(job_id)["state"] == "stopped"
 
 
+LEAVE_BEHIND = """
+import os, subprocess, sys, time
+subprocess.Popen([sys.executable, "-c", "import pathlib, signal, time; "
+                  "signal.signal(signal.SIGTERM, signal.SIG_IGN); pathlib.Path('ready').touch(); "
+                  "time.sleep(600)"], start_new_session=True, cwd=os.environ['NODE_RANK'])
+while not os.path.exists(os.path.join(os.environ['NODE_RANK'], 'ready')):
+    time.sleep(0.05)
+print('main ends; a grandchild that ignores SIGTERM goes on', flush=True)
+"""
+
+
+def test_what_a_rank_left_running_is_stopped_when_it_ends_and_counted(cli, nodes, workdir):
+    cli.write_cluster("c", nodes, nodes.nodes[:2])
+    (workdir / "leave_behind.py").write_text(LEAVE_BEHIND)
+    for rank in ("0", "1"):
+        (workdir / rank).mkdir()
+    run = cli("run", "-c", "c", "--executor", "distributed", "--name", "leaves", "--wait",
+              "--workdir", str(workdir), "--", "python", "leave_behind.py")
+    job = cli.job("leaves")
+    try:
+        assert run.code == 0, run.output
+        assert job_processes(job["id"]) == []
+        assert job["state"] == "succeeded"
+        assert [(r["state"], r["leftovers"]) for r in job["ranks"]] == [("succeeded", 1)] * 2
+        assert "succeeded (1 left running, stopped)" in cli.ok("status", "leaves").stdout
+    finally:
+        cli.ok("stop", job["id"], "--grace", "1")
+    assert job_processes(job["id"]) == []
+
+
 def torchrun_killed(cli, nodes, workdir) -> str:
     """A torchrun job on two nodes whose torchrun on node1 was killed with -9:
     its two workers, in sessions of their own, go on without it."""

@@ -237,10 +237,13 @@ def test_kill_9_of_every_process_of_a_job_frees_its_gpus(cli, other_cli, nodes, 
 
 def test_the_lease_outlives_a_torchrun_killed_9_while_its_workers_run(cli, other_cli, nodes, workdir):
     """torchrun's workers do not hold the lease's descriptor: the rank keeps it
-    until no process carrying its marker is left, not until torchrun is gone."""
+    until no process carrying its marker is left, not until torchrun is gone.
+    Its launch script stops them (they ignore SIGTERM: SIGKILL after 30 s),
+    and only then records its end and frees the lease."""
     node = nodes.nodes[0]
     gpu_cluster(nodes, [node], cli, other_cli)
-    run = cli.ok("run", "-c", "c", "--gpus", "2", "--workdir", str(workdir), "--", "python", "sleeper.py")
+    run = cli.ok("run", "-c", "c", "--gpus", "2", "--workdir", str(workdir), "--", "python", "sleeper.py",
+                 "--ignore-term")
     job_id = re.search(r"job (\w+) ", run.stdout).group(1)
     attempt = node.remote_root / job_id / "rank-0" / "attempt-1"
     assert wait_until(lambda: len(nodes.processes_of(node, r"^python\S* sleeper\.py")) == 2)
@@ -249,17 +252,21 @@ def test_the_lease_outlives_a_torchrun_killed_9_while_its_workers_run(cli, other
     [torchrun] = [pid for pid in marked if b"--rdzv-backend" in _cmdline(pid)]
     try:
         os.kill(torchrun, signal.SIGKILL)
-        # the rank's command has ended (its launch script recorded it), its workers live on
-        assert wait_until(lambda: (attempt / "exit_code").exists()), log_of(node, job_id, 0)
+        # the rank's command has ended; its workers, which ignore the launch script's SIGTERM, live on
+        assert wait_until(lambda: not Path(f"/proc/{torchrun}").exists())
         assert len(nodes.processes_of(node, r"^python\S* sleeper\.py")) == 2
         assert usage(other_cli, "c")["node1"]["free"] == [2, 3]
         all_four = other_cli("run", "-c", "c", "--gpus", "4", "--executor", "distributed",
                              "--workdir", str(workdir), "--", "true")
         assert all_four.code == 5, all_four.output
         assert f"job {job_id}" in all_four.stderr
+        # the rank ends once its leftovers are gone (killed), and frees its GPUs after
+        assert wait_until(lambda: (attempt / "exit_code").exists(), timeout=120), log_of(node, job_id, 0)
+        assert nodes.processes_of(node, r"^python\S* sleeper\.py") == []
+        assert int((attempt / "leftovers").read_text()) >= 2
+        assert wait_until(lambda: usage(other_cli, "c")["node1"]["free"] == [0, 1, 2, 3])
     finally:
         cli.ok("stop", job_id)
-    # stopped: nothing of the rank is left, and its GPUs are free at once
     assert not any(marker in _environ(pid) for pid in marked)
     assert usage(other_cli, "c")["node1"]["free"] == [0, 1, 2, 3]
 

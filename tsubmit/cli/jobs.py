@@ -19,8 +19,9 @@ def _store():
 
 def _rank_rows(job):
     from .. import output as out
+    from ..lifecycle import shown_rank_state
 
-    return [[r.rank, r.host, r.state, r.pid, r.exit_code, out.timestamp(r.started_at),
+    return [[r.rank, r.host, shown_rank_state(r), r.pid, r.exit_code, out.timestamp(r.started_at),
              out.timestamp(r.ended_at), r.attempt] for r in job.ranks]
 
 

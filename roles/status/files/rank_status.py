@@ -7,7 +7,9 @@ relative to REMOTE_ROOT and its TSUBMIT_RANK_MARKER value, and optionally
 "tail": N, the number of its log's last lines wanted when it failed (for a
 notification). For each, the
 attempt directory is read: pid ("PID STARTTICKS EPOCH"),
-exit_code ("CODE EPOCH") and the stopped marker the stop role leaves. A pid
+exit_code ("CODE EPOCH"), leftovers (how many processes the rank's command
+left running when it ended, which launch.sh then stopped) and the stopped
+marker the stop role leaves. A pid
 counts as ours only while its start ticks match, so a pid the OS reused for
 another process is never taken for the job, and a zombie counts as ended
 (tsubmit_procs.py, the node_lib role's, shipped beside this script). A rank
@@ -159,7 +161,9 @@ def _files_state(attempt_dir: str, processes: int) -> dict:
     if exit_code:
         code = int(exit_code[0])
         state = "succeeded" if code == 0 else ("stopped" if stopped else "failed")
-        return {**report, "state": state, "exit_code": code, "ended": float(exit_code[1])}
+        leftovers = read_fields(os.path.join(attempt_dir, "leftovers")) or []
+        return {**report, "state": state, "exit_code": code, "ended": float(exit_code[1]),
+                "leftovers": int(leftovers[0]) if leftovers and leftovers[0].isdigit() else None}
     if not pid_fields:
         return {**report, "state": "starting"}
     container = read_fields(os.path.join(attempt_dir, "container"))
