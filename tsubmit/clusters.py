@@ -65,6 +65,18 @@ class ResolvedCluster:
     nodes: list[Node]
     head_reason: str
 
+    def require_vault_password(self) -> None:
+        """A UsageError naming a vault-encrypted variable when the inventory holds one and
+        no password was given, before a launch: ansible-playbook needs it, and would fail
+        only once the job was recorded. A dry run or an export decrypts nothing."""
+        if self.ref.vault_password_file:
+            return
+        for node in self.nodes:
+            locked = [key for key, value in node.vars.items() if _holds_vaulted(value)]
+            if locked:
+                raise UsageError(f"host {node.name}: {', '.join(locked)} vault-encrypted in the inventory; "
+                                 "give --vault-password-file FILE or --ask-vault-pass")
+
 
 def validate_name(name: str) -> str:
     if not _NAME.match(name):
@@ -363,6 +375,14 @@ def _unvaulted(value, secret=None):
     if isinstance(value, list | tuple):
         return [_unvaulted(item, secret) for item in value]
     return value
+
+
+def _holds_vaulted(value) -> bool:
+    if isinstance(value, dict):
+        return any(_holds_vaulted(item) for item in value.values())
+    if isinstance(value, list):
+        return any(_holds_vaulted(item) for item in value)
+    return value == VAULTED
 
 
 # A host name the YAML inventory takes as it is (no range, no port).

@@ -218,6 +218,7 @@ def check(the_plan: Plan, workdir, *, verbose: int = 1) -> dict[str, dict]:
     """The submit playbook in Ansible's check mode with diff: what would change
     where (shown by Ansible itself); nothing is started, nothing recorded.
     Returns each host's {command, environment} as the launch role rendered them."""
+    the_plan.cluster.require_vault_password()
     run = _run_submit_playbook(the_plan, pack(the_plan, workdir), verbose=verbose, check=True)
     failures = run.failures()
     if failures or run.status != "successful":
@@ -229,6 +230,7 @@ def check(the_plan: Plan, workdir, *, verbose: int = 1) -> dict[str, dict]:
 def submit(the_plan: Plan, workdir, store: JobStore, *, on_event=None, verbose: int = 0) -> Job:
     """Pack, record, launch on every node; roll back everything on a failure or an interrupt."""
     job = the_plan.job
+    the_plan.cluster.require_vault_password()
     try:  # packing touches no node: an interrupt ends it at once, and nothing is cached
         archive = pack(the_plan, workdir)
     except KeyboardInterrupt:

@@ -224,9 +224,12 @@ def test_vault_encrypted_variables_need_the_password_file(cli, nodes, workdir, t
     assert cli.ok("logs", job).stdout == "hidden value\n"
     assert "hidden value" not in run.output
 
+    # Without the password: refused before anything is recorded or sent, naming what needs it.
     without = cli("run", "-i", str(inventory), *command)
-    assert without.code == 3, without.output
-    assert "vault" in without.stderr.lower()
+    assert without.code == 2, without.output
+    assert without.stderr == (f"tsubmit: host {node.name}: tsubmit_env vault-encrypted in the inventory; "
+                              "give --vault-password-file FILE or --ask-vault-pass\n")
+    assert [j["id"] for j in cli.ok("list", "-o", "json").json()] == [job]
 
 
 def test_a_worker_behind_a_bastion_runs_and_its_log_follows(cli, nodes, workdir, tmp_path):
