@@ -313,8 +313,11 @@ def launch(job: Job, store: JobStore, target: Target, *, roll_back, on_event=Non
             raise LaunchError(message, failures)
         record_started(job, run)
         job.launcher = None
-        # The ranks run: their record is written however long another process holds the store.
+        # The ranks run: their record is written however long another process holds the store,
+        # and a signal meanwhile rolls them back once it is, as it said.
         store.save(job, patient=True)
+        if interrupted:
+            raise Interrupted(roll_back(None))
 
 
 def full_disks_named(failures: dict[str, str], remote_roots: dict[str, str]) -> dict[str, str]:

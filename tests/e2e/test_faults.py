@@ -553,7 +553,9 @@ def test_a_locked_store_waits_a_bounded_time_and_says_so(cli):
     cli.ok("list")
 
 
-def test_a_store_locked_during_a_launch_is_waited_for_and_the_running_job_recorded(cli, nodes, workdir):
+@pytest.mark.parametrize("interrupted", [False, True])
+def test_a_store_locked_during_a_launch_is_waited_for_and_the_running_job_recorded(cli, nodes, workdir,
+                                                                                   interrupted):
     cli.write_cluster("c", nodes, nodes.nodes[:2])
     cli.ok("list")
     cli.env["TSUBMIT_STORE_TIMEOUT"] = "1"
@@ -572,6 +574,9 @@ def test_a_store_locked_during_a_launch_is_waited_for_and_the_running_job_record
         reader.start()
         assert wait_until(lambda: run.poll() is not None or any("as long as it takes" in line
                                                                  for line in said)), said
+        if interrupted:  # Ctrl-C while the record waits: rolled back once it is written
+            run.send_signal(signal.SIGINT)
+            assert wait_until(lambda: any("interrupted" in line for line in said)), said
     finally:
         holder.execute("ROLLBACK")
         holder.close()
@@ -579,9 +584,13 @@ def test_a_store_locked_during_a_launch_is_waited_for_and_the_running_job_record
     reader.join(timeout=10)
     job = cli.job("locked")
     try:
-        assert run.returncode == 0, stdout + "".join(said)
-        assert job["state"] == "running" and len(job_processes(job["id"])) >= 2
-        assert f"job {job['id']} (locked) running" in stdout
+        if interrupted:
+            assert run.returncode == 130, stdout + "".join(said)
+            assert job["state"] == "stopped" and job_processes(job["id"]) == []
+        else:
+            assert run.returncode == 0, stdout + "".join(said)
+            assert job["state"] == "running" and len(job_processes(job["id"])) >= 2
+            assert f"job {job['id']} (locked) running" in stdout
     finally:
         cli.ok("stop", job["id"], "--grace", "2")
     assert job_processes(job["id"]) == []
