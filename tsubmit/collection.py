@@ -24,3 +24,9 @@ def plugin_utils(name: str):
         package.__path__ = [str(folder)]  # a namespace of its own: the folder has no __init__.py
         sys.modules[_PACKAGE] = package
     return importlib.import_module(f"{_PACKAGE}.{name}")
+
+
+def launch_contract():
+    """plugins/plugin_utils/launch_contract.py: what ranks run, the probe
+    request, the host variables' defaults and the remote layout."""
+    return plugin_utils("launch_contract")

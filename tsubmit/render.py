@@ -1,42 +1,37 @@
 """Render a rank's command and environment on the controller, for --dry-run.
 
-The renderer is the collection's own (plugins/plugin_utils/launch_render.py):
-the one the launch role's render_launch action uses for a real submit, on the
-launch role's own templates, so a dry run prints exactly what a rank would
-run. Values only known at launch (the rendezvous port, GPUs counted by
-nvidia-smi, the remote root) are shown as <placeholders>.
+What a rank runs is the collection's launch contract
+(plugins/plugin_utils/launch_contract.py) rendered by its renderer
+(launch_render.py) from the launch role's own templates: what the
+render_launch action computes for a real submit, so a dry run prints exactly
+what a rank would run. Values only known at launch (the rendezvous port, GPUs
+counted by nvidia-smi, the remote root) are shown as <placeholders>.
 """
 
 import functools
 
 from . import executors
 from .clusters import Node, ResolvedCluster
-from .collection import plugin_utils
+from .collection import launch_contract, plugin_utils
 from .job import Job
 from .paths import ansible_dir
 
 PORT = "<port>"
 DETECTED = "<gpus>"
 REMOTE_ROOT = "<remote root>"
-# roles/launch/defaults/main.yml's launch_gpu_lease_dir when the host sets no tsubmit_gpu_lease_dir.
-DEFAULT_LEASE_DIR = "/dev/shm/tsubmit-gpu-leases"
-
-
-def _core():
-    """plugins/plugin_utils/launch_render.py: the collection's, not this package's."""
-    return plugin_utils("launch_render")
 
 
 @functools.cache
 def _renderer():
-    return _core().Renderer(ansible_dir() / "roles" / "launch" / "templates")
+    return plugin_utils("launch_render").Renderer(ansible_dir() / "roles" / "launch" / "templates")
 
 
 def launch_variables(job: Job, cluster: ResolvedCluster, node: Node, nproc: int | None) -> dict:
     """The launch_* variables of NODE's rank, with placeholders for what the probe would find."""
+    contract = launch_contract()
     executor = executors.get(job.executor)
     own_port = executor.node_local_groups  # each node a group of its own, with a port of its own
-    nodes = [{
+    probes = [{
         "address": n.address,
         # Processes: the GPUs leased on a node that declares some (1 with --gpus 0), as the probe says.
         "gpus": ((n.gpus if job.gpus is None else job.gpus) or 1) if n.gpus else (nproc or DETECTED),
@@ -47,17 +42,12 @@ def launch_variables(job: Job, cluster: ResolvedCluster, node: Node, nproc: int 
         # A node that declares tsubmit_gpus leases them (all, or --gpus of them).
         "gpu_ids": list(range(n.gpus or 0)),
         "lease": (n.gpus if job.gpus is None else job.gpus) if n.gpus else 0,
-        "lease_dir": n.vars.get("tsubmit_gpu_lease_dir", DEFAULT_LEASE_DIR),
-        "python": n.vars.get("tsubmit_python", "python3"),
-        "torchrun": n.vars.get("tsubmit_torchrun", "torchrun"),
-        "host_env": n.vars.get("tsubmit_env") or {},
-        "container_engine": n.vars.get("tsubmit_container_engine", "docker"),
-        "container_run_args": n.vars.get("tsubmit_container_run_args") or [],
     } for n in cluster.nodes]
+    nodes = [contract.node_facts(probe, n.vars) for probe, n in zip(probes, cluster.nodes, strict=True)]
     values = {"id": job.id, "name": job.name, "attempt": job.attempt, "executor": executor.runs,
               "command": job.command, "env": job.env, "max_restarts": job.max_restarts,
               "container": job.extras.get("container"), "setup": job.extras.get("setup")}
-    return _core().rank_variables(values, nodes, node.rank, _optuna_endpoint(job, cluster))
+    return contract.rank_variables(values, nodes, node.rank, _optuna_endpoint(job, cluster))
 
 
 def _optuna_endpoint(job: Job, cluster: ResolvedCluster) -> dict | None:

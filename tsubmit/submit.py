@@ -20,7 +20,7 @@ from .views import public_extras
 # The launch role's tasks that start a rank and print "PID STARTTICKS EPOCH":
 # the first, unless pre-launch hooks make the start a task of its own.
 START_TASKS = ("Ship the job's tree and launch script, and start the rank", "Start the rank detached")
-# submit.yml's roles, and the prefix of the variables each defines for itself.
+# submit.yml's roles.
 SUBMIT_ROLES = ("preflight", "launch")
 
 
@@ -43,10 +43,7 @@ class Plan:
         every host a worker process."""
         used = hooks.kinds_used({node.name: node.vars for node in self.cluster.nodes},
                                 hooks.job_extravars(self.job.extras))
-        steps = unused_steps(self.job, used)
-        if "preflight_requests_on_controller" not in self.controller_rendering():
-            steps.append("probe_requests")  # its false `when` alone costs 0.03 s of CPU
-        return steps
+        return unused_steps(self.job, used)
 
     def role_validation(self) -> dict:
         """Extra-vars that skip the roles' argument-spec validation when tsubmit
@@ -54,38 +51,10 @@ class Plan:
         and role, about a fifth of a submit. The inventory's tsubmit_* variables
         are checked while resolving the cluster (clusters.resolve) and its
         hooks by hooks.check; the rest are tsubmit's own extra-vars. A role
-        variable set in the inventory, or a role replaced on
-        TSUBMIT_ANSIBLE_PATH, keeps the validation."""
+        replaced on TSUBMIT_ANSIBLE_PATH keeps the validation."""
         replaced = any((folder / role).is_dir()
                        for folder in ansible_env.user_paths() for role in SUBMIT_ROLES)
-        prefixes = tuple(f"{role}_" for role in SUBMIT_ROLES)
-        role_variables = any(name.startswith(prefixes) for node in self.cluster.nodes for name in node.vars)
-        return {} if replaced or role_variables else {"tsubmit_validate_roles": False}
-
-    def controller_rendering(self) -> dict:
-        """Extra-vars that have the launch role render every rank's scripts once,
-        on the controller (tsubmit.cluster.render_launch), instead of in each
-        host's worker (70-80 ms of CPU per host). Under the same conditions as
-        role_validation: what the scripts read is then the job's extra-vars,
-        the probe's answers and the inventory's tsubmit_* variables, whose
-        defaults the action applies as the role's defaults do. A host that sets
-        a launch_* variable keeps the role's own rendering anyway. On one node
-        too: the step is one task more, but its one render costs less than the
-        role's (measured: 0.22 against 0.37 s of controller CPU, issue 17).
-        From PROBE_REQUESTS_FROM nodes on, the preflight role also gets every
-        node's probe request computed once (tsubmit.cluster.probe_requests)."""
-        if not self.role_validation():
-            return {}
-        variables = {"launch_render_on_controller": True}
-        if len(self.cluster.nodes) >= PROBE_REQUESTS_FROM:
-            variables["preflight_requests_on_controller"] = True
-        return variables
-
-
-# The probe requests' step is one task more, about 0.055 s of controller CPU
-# once, and saves the probe about 0.027 s per host (issue 17, N = 1 and 8):
-# a loss on one node, even on two.
-PROBE_REQUESTS_FROM = 3
+        return {} if replaced else {"tsubmit_validate_roles": False}
 
 
 def unused_steps(job: Job, hook_kinds: set[str]) -> list[str]:
@@ -277,11 +246,9 @@ def target(the_plan: Plan, archive: archives.Archive) -> Target:
     """What run and restart launch with: the same extra-vars, skipped steps and rendering."""
     cluster = the_plan.cluster
     return Target(cluster.ref.sources, cluster_hosts(cluster, the_plan.host_vars()),
-                  {**extravars(the_plan.job, archive), **the_plan.role_validation(),
-                   **the_plan.controller_rendering()},
+                  {**extravars(the_plan.job, archive), **the_plan.role_validation()},
                   the_plan.skipped_steps(), cluster.ref.vault_password_file,
-                  {node.name: str(node.vars.get("tsubmit_remote_root") or layout.DEFAULT_ROOT)
-                   for node in cluster.nodes})
+                  {node.name: layout.host_value(node.vars, "remote_root") for node in cluster.nodes})
 
 
 def launch(job: Job, store: JobStore, target: Target, *, roll_back, on_event=None, verbose: int = 0) -> None:

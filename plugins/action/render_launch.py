@@ -1,36 +1,34 @@
 """Action of tsubmit.cluster.render_launch (documented in plugins/modules/render_launch.py).
 
-Run once, on the controller, between the probe and the launch: renders every
-rank's launch.sh and environment.sh in this one process, each template
-compiled once (plugin_utils/launch_render.py), and returns them inside each
-host's arguments of the ship task as `ship` ({host: {args, tmpdir, files}},
-what roles/launch/vars/main.yml's launch_ship_by_role computes), which the
-launch role registers (run_once: every host gets the result) and sends as
-data instead of rendering its templates and ~25 expressions in each host's
-worker, which costs about 0.1 s of controller CPU per host in ansible-core 2.19. A registered result, not a
-fact: ansible-runner keeps a fact cache among its artifacts, and the scripts
-hold the job's environment.
-
-A host whose variables name any launch_* role variable (an inventory that
-overrides one) is left out: the role renders that host's scripts itself, from
-its own variables, as a plain ansible-playbook run does.
+Run once, on the controller, between the probe and the launch: computes every
+rank's launch (plugin_utils/launch_contract.py) and renders its launch.sh and
+environment.sh in this one process, each template compiled once
+(plugin_utils/launch_render.py), and returns by host the ship task's
+arguments, the hooks and the paths they see, and `run --check`'s view. The
+launch role registers it (run_once: every host gets the result) and sends it
+as data. A registered result, not a fact: ansible-runner keeps a fact cache
+among its artifacts, and the scripts hold the job's environment.
 """
+
+import json
 
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
-from ansible.plugins.filter.core import flatten, to_nice_json
 
-from ansible_collections.tsubmit.cluster.plugins.plugin_utils import executors, launch_render
+from ansible_collections.tsubmit.cluster.plugins.plugin_utils import executors, launch_contract, launch_render
 
-# The role's switch for this step and the fact it sets, never a host's override.
-OWN_VARIABLES = {"launch_render_on_controller", "launch_rendered"}
-FAILED = "cannot render the launch scripts on the controller"
+FAILED = "cannot compute the launch on the controller"
 ARGUMENT_SPEC = {"hosts": {"type": "list", "elements": "str", "required": True}}
+# The host's variables the contract reads, and the job's hooks.
+HOST_VARIABLES = (*(name for name, _ in launch_contract.HOST_DEFAULTS.values()),
+                  *(f"tsubmit{prefix}_{kind}" for kind in launch_contract.HOOKS for prefix in ("", "_job")))
+JOB_KEYS = ("id", "name", "attempt", "executor", "command", "env", "max_restarts", "meta", "archive",
+            "archive_digest")
 
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
-    _requires_connection = False  # it only renders, here
+    _requires_connection = False  # it only computes, here
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
@@ -38,23 +36,32 @@ class ActionModule(ActionBase):
         hosts = args["hosts"]
         hostvars = task_vars["hostvars"]
         probes = task_vars["preflight_nodes"]
-        job = {key: self._templar.template(task_vars[f"tsubmit_job_{key}"])
-               for key in ("id", "name", "attempt", "executor", "command", "env", "max_restarts")}
+        job = {key: self._templar.template(task_vars[f"tsubmit_job_{key}"]) for key in JOB_KEYS}
         job["container"] = self._templar.template(task_vars.get("tsubmit_job_container"))
         job["setup"] = self._templar.template(task_vars.get("tsubmit_job_setup"))
+        check = bool(task_vars.get("ansible_check_mode"))
         try:
-            nodes = [self._node(hostvars[host], probes[host]) for host in hosts]
+            variables = [self._host_variables(task_vars, host) for host in hosts]
+            nodes = [launch_contract.node_facts(probes[host], own)
+                     for host, own in zip(hosts, variables, strict=True)]
             optuna = (hostvars[hosts[0]]["optuna_store_endpoint"]
                       if executors.traits(job["executor"])["study_store"] else None)
             renderer = launch_render.Renderer(self._templates())
-            ship = {}
+            sources = self._sources()
+            ranks = {}
             for rank, host in enumerate(hosts):
-                own = [name for name in hostvars[host]
-                       if name.startswith("launch_") and name not in OWN_VARIABLES]
-                if own or int(hostvars[host]["tsubmit_rank"]) != rank:
-                    continue  # the role renders this host's scripts from its own variables
-                scripts = renderer.scripts(launch_render.rank_variables(job, nodes, rank, optuna))
-                ship[host] = self._ship(task_vars, hostvars[host], job, probes[host], rank, scripts)
+                values = launch_contract.rank_variables(job, nodes, rank, optuna)
+                hooks = launch_contract.hooks(variables[rank])
+                staged = bool(hooks["pre_launch_roles"] or hooks["pre_launch_tasks"])
+                scripts = renderer.scripts(values)
+                ship = launch_contract.ship(job, rank, probes[host], scripts, sources, staged)
+                ranks[host] = {"ship": ship, "hooks": hooks,
+                               # What the hooks see (the role's documented names).
+                               "paths": {name: values[name] for name in
+                                         ("launch_workdir", "launch_job_dir", "launch_attempt_dir",
+                                          "launch_setup_dir")}}
+                if check:
+                    ranks[host]["check_view"] = self._check_view(renderer, values)
         except (KeyError, TypeError, ValueError) as error:
             raise AnsibleActionFail(f"{FAILED}: {error!r}") from None
         except Exception as error:  # a template error (jinja2's own exceptions)
@@ -62,47 +69,40 @@ class ActionModule(ActionBase):
         # The scripts hold the job's environment, secrets included: callbacks
         # (runner's job_events, -v output) see a censored result; what is
         # registered is the whole. A failure above is reported in full (names only).
-        result.update(changed=False, ship=ship, _ansible_no_log=True,
-                      msg=f"rendered {len(ship)} of {len(hosts)} ranks' scripts")
+        result.update(changed=False, ranks=ranks, _ansible_no_log=True, msg=f"{len(ranks)} ranks")
         return result
 
-    def _node(self, variables, probe: dict) -> dict:
-        node = {"address": probe["address"], "gpus": probe["gpus"], "remote_root": probe["remote_root"],
-                "port": probe["port"], "has_gpus": probe["has_gpus"], "gpu_ids": probe["gpu_ids"],
-                "lease": probe["lease"]}
-        for key in launch_render.HOST_DEFAULTS:
-            node[key] = launch_render.host_value(variables, key)
-        return node
+    def _host_variables(self, task_vars, host) -> dict:
+        """The variables of HOST the contract reads: the inventory's (hostvars,
+        rendered by Ansible, vaulted values included), else a play's or the
+        extra-vars' (this task's own, where the inventory of the host this
+        runs for does not set them: the same for every host)."""
+        own, here = task_vars["hostvars"][host], task_vars["hostvars"][task_vars["inventory_hostname"]]
+        found = {}
+        for name in HOST_VARIABLES:
+            if name in own:
+                found[name] = own[name]
+            elif name in task_vars and name not in here:
+                found[name] = self._templar.template(task_vars[name])
+        return found
 
-    def _ship(self, task_vars, variables, job, probe, rank, scripts) -> dict:
-        """The ship task's arguments for one host, as roles/launch/vars/main.yml's
-        launch_ship_by_role computes them (tests/e2e/test_launch_render.py
-        compares what either way places on a node, byte for byte)."""
+    @staticmethod
+    def _check_view(renderer, variables) -> str:
+        """What `run --check` shows of a rank instead of starting it: its
+        command and environment, the environment's values masked."""
+        shown = launch_contract.masked(variables)
+        return json.dumps({"command": renderer.render("command.sh.j2", shown).strip(),
+                               "environment": renderer.render("environment.sh.j2", shown).strip()})
+
+    def _sources(self) -> dict[str, str]:
+        """The controller's paths of the files a launch may ship, beside the launch role in
+        every layout (the repository, the wheel, the collection)."""
         role_path = self._task._role._role_path
-        own = {key: self._templar.template(task_vars[f"tsubmit_job_{key}"])
-               for key in ("meta", "archive", "archive_digest")}
-        job_dir = f"{probe['remote_root']}/{job['id']}"
-        attempt_dir = f"{job_dir}/rank-{rank}/attempt-{job['attempt']}"
-        # launch_pre_launch_hooks: the inventory's and the job's (extra-vars) hook lists.
-        hooks = [flatten([variables.get(f"tsubmit{prefix}_{kind}", [])])
-                 for kind in ("pre_launch_roles", "pre_launch_tasks") for prefix in ("", "_job")]
-        files = [{"name": "launch.sh", "content": scripts["launch.sh"], "mode": "0700"},
-                 {"name": "environment.sh", "content": scripts["environment.sh"], "mode": "0600"},
-                 {"name": "job.json", "content": to_nice_json(own["meta"]) + "\n", "mode": "0644"}]
-        setup = job["setup"]
-        if setup:
-            files += [{"name": "run_setup.sh", "src": f"{role_path}/files/run_setup.sh", "mode": "0700"},
-                      {"name": "setup.sh", "content": setup["command"], "mode": "0600"},
-                      {"name": "setup.vars", "mode": "0600",
-                       "content": f"{setup['key']} {job['id']}.r{rank}.a{job['attempt']}"}]
-        if not (probe["archive_present"] or probe["tree_present"]):
-            files.append({"name": "workdir.tar.gz", "src": own["archive"]})
-        if int(probe["lease"]) > 0:
-            files.append({"name": "gpu_lease.py", "src": f"{role_path}/../gpu_lease/files/gpu_lease.py",
-                          "mode": "0644"})
-        return {"args": [probe["remote_root"], job["id"], own["archive_digest"], attempt_dir,
-                         "stage" if any(hooks) else "start"],
-                "tmpdir": job_dir, "files": files}
+        sources = {"run_setup.sh": f"{role_path}/files/run_setup.sh",
+                   "gpu_lease.py": f"{role_path}/../gpu_lease/files/gpu_lease.py"}
+        sources.update((name, f"{role_path}/../optuna_store/files/{name}")
+                       for name in launch_contract.OPTUNA_HELPERS)
+        return sources
 
     def _templates(self) -> str:
         # The role's templates/ folder, found as the role's own template lookup finds it.

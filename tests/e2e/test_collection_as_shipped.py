@@ -85,7 +85,8 @@ def test_ansible_doc_shows_each_roles_real_defaults(shipped, tmp_path, role):
                          cwd=tmp_path, env=operator_env(ANSIBLE_COLLECTIONS_PATH=str(shipped)),
                          capture_output=True, text=True, check=True)
     [entry_points] = [value["entry_points"] for value in json.loads(doc.stdout).values()]
-    defaults = yaml.safe_load((REPO / "roles" / role / "defaults" / "main.yml").read_text()) or {}
+    path = REPO / "roles" / role / "defaults" / "main.yml"  # a role may read host variables only
+    defaults = (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
     checked = 0
     for entry_point, spec in entry_points.items():
         for name, option in spec.get("options", {}).items():
@@ -103,7 +104,6 @@ def test_preflight_documents_tsubmit_nproc(shipped, tmp_path):
     options = entry_points["main"]["options"]
     assert options["tsubmit_nproc"]["type"] == "int"
     assert options["tsubmit_nproc"]["default"] == "{{ tsubmit_gpus | default(0) }}"
-    assert "tsubmit_gpus" in options["preflight_nproc"]["default"]
 
 
 # --- the example README's own playbook ------------------------------------------------------

@@ -87,7 +87,7 @@ def test_the_installed_wheel_carries_the_collection_ansible_finds(installed, tmp
     doc = subprocess.run([str(BIN / "ansible-doc"), "-t", "role", "tsubmit.cluster.launch"],
                          env=env, cwd=tmp_path, capture_output=True, text=True, check=True)
     assert "start one rank there, detached" in doc.stdout
-    for option in ("tsubmit_job_command", "launch_host_env", "tsubmit_pre_launch_tasks",
+    for option in ("tsubmit_job_command", "tsubmit_env", "tsubmit_pre_launch_tasks",
                    "tsubmit_pre_launch_roles", "tsubmit_post_launch_tasks"):
         assert option in doc.stdout, option
     assert str(collection) in doc.stdout

@@ -102,14 +102,15 @@ def test_a_node_that_cannot_be_reached_fails_the_launch_and_leaves_nothing(cli, 
     assert not (head.remote_root / job["id"]).exists()
 
 
-def test_a_role_variable_of_the_wrong_type_is_refused_by_the_roles_argument_spec(cli, nodes, workdir):
-    # tsubmit checks the tsubmit_* variables itself and then skips the roles'
-    # argument-spec validation; a role variable set in the inventory keeps it.
+def test_a_retired_role_variable_in_the_inventory_is_refused_naming_its_replacement(cli, nodes, workdir):
+    # The launch contract reads the host variables (tsubmit_*) only: a host that
+    # still sets an override of earlier versions is told which one replaced it,
+    # instead of launching without it.
     head = nodes.nodes[0]
-    cli.write_cluster("c", nodes, [head], launch_host_env=["NCCL_SOCKET_IFNAME=lo"])
+    cli.write_cluster("c", nodes, [head], launch_host_env={"NCCL_SOCKET_IFNAME": "lo"})
     run = cli("run", "-c", "c", "--workdir", str(workdir), "--", "python", "sleeper.py")
     assert run.code == 3, run.output
-    assert "launch_host_env" in run.stderr and "dict" in run.stderr
+    assert f"{head.name}: launch_host_env is no longer read: set the host variable tsubmit_env" in run.stderr
     [job] = cli.ok("list", "--all", "-o", "json").json()
     assert job["state"] == "failed"
     assert nodes.processes_of(head, "sleeper.py") == []

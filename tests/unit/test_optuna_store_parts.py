@@ -84,19 +84,13 @@ def test_no_node_side_file_is_over_500_lines(path):
     assert len(path.read_text().splitlines()) <= 500
 
 
-def test_the_helper_ships_every_module_the_workers_import():
+def test_the_launch_ships_every_module_the_workers_import():
     """tsubmit_optuna.py and sitecustomize.py import tsubmit_optuna_grpc.py beside
-    them: tasks_from helper copies it whatever optuna_store_helper_files says."""
-    helper = yaml.safe_load((REPO / "roles/optuna_store/tasks/helper.yml").read_text())
-    loop = [task for task in _tasks(helper) if "loop" in task]
-    assert [task["loop"] for task in loop] == [
-        "{{ optuna_store_helper_files | union(optuna_store_helper_modules) }}"]
-    variables = yaml.safe_load((REPO / "roles/optuna_store/vars/main.yml").read_text())
-    defaults = yaml.safe_load((REPO / "roles/optuna_store/defaults/main.yml").read_text())
-    shipped = {*defaults["optuna_store_helper_files"], *variables["optuna_store_helper_modules"]}
+    them: the launch ships every helper the contract names into optuna-lib/."""
+    shipped = set(layout.OPTUNA_HELPERS)
     for name in shipped:
         assert (FILES / name).is_file(), name
-    for name in defaults["optuna_store_helper_files"]:
+    for name in shipped:
         for node in ast.walk(ast.parse((FILES / name).read_text())):
             if isinstance(node, ast.Import | ast.ImportFrom):
                 names = ([a.name for a in node.names] if isinstance(node, ast.Import) else [node.module])

@@ -12,7 +12,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import jinja2
 import pytest
 
 from tsubmit.clusters import ClusterRef, Node, ResolvedCluster
@@ -250,16 +249,7 @@ def test_no_path_prefix_for_bare_names():
     assert "export PATH" not in render("environment.sh.j2", variables(make_job(cluster), cluster))
 
 
-# --- launch.sh.j2, as the launch role renders it ---------------------------------
-
-
-def ansible_like(template: str, values: dict) -> str:
-    """Render with the filters the launch role relies on from Ansible (quote, ternary)."""
-    environment = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), trim_blocks=True,
-                                     undefined=jinja2.StrictUndefined)
-    environment.filters["quote"] = lambda value: shlex.quote(str(value))
-    environment.filters["ternary"] = lambda test, yes, no: yes if test else no
-    return environment.get_template(template).render(values)
+# --- launch.sh.j2, as the render_launch action renders it ---------------------------------
 
 
 @pytest.mark.parametrize("args", [NEWLINE_FREE_ARGS, HOSTILE_ARGS], ids=["one-line-args", "multiline-args"])
@@ -277,8 +267,8 @@ def test_launch_script_runs_the_command_exactly(tmp_path, fake_torchrun, executo
     # The node declares a GPU: the rank leases it with the helper start_rank.sh puts beside launch.sh.
     shutil.copy(Path(__file__).parents[2] / "roles" / "gpu_lease" / "files" / "gpu_lease.py", attempt)
     script = attempt / "launch.sh"
-    script.write_text(ansible_like("launch.sh.j2", values))
-    (attempt / "environment.sh").write_text(ansible_like("environment.sh.j2", values))
+    script.write_text(render("launch.sh.j2", values))
+    (attempt / "environment.sh").write_text(render("environment.sh.j2", values))
     subprocess.run(["/bin/sh", str(script), "run"], env={"PATH": os.environ["PATH"]}, check=True,
                    timeout=30)
     assert (attempt / "exit_code").read_text().split()[0] == "0"
@@ -304,35 +294,15 @@ def test_dry_run_describes_every_rank_and_hides_env_values_in_extravars():
     assert "--node-rank=2" in description["ranks"][2]["command"]
 
 
-# --- where the launch scripts are rendered ------------------------------------------
+# --- one contract, one renderer -----------------------------------------------------
 
 
-def test_the_scripts_are_rendered_on_the_controller_when_tsubmit_knows_every_input(monkeypatch):
-    monkeypatch.delenv("TSUBMIT_ANSIBLE_PATH", raising=False)
-    two = make_cluster(2, tsubmit_python="/usr/bin/python3")
-    assert Plan(make_job(two), two).controller_rendering() == {"launch_render_on_controller": True}
-    # one node too: the one render on the controller costs less than the role's
-    one = make_cluster(1)
-    assert Plan(make_job(one), one).controller_rendering() == {"launch_render_on_controller": True}
-    # from three nodes on, the probe requests too (one task more, less per host)
-    three = make_cluster(3)
-    assert Plan(make_job(three), three).controller_rendering() == {"launch_render_on_controller": True,
-                                                                  "preflight_requests_on_controller": True}
-    # a launch_* variable of the inventory: the role renders (the action also leaves such a host to it)
-    overriding = make_cluster(2, launch_host_env={"A": "1"})
-    assert Plan(make_job(overriding), overriding).controller_rendering() == {}
+def test_the_dry_run_computes_and_renders_with_the_collections_contract():
+    """tsubmit's dry run and remote layout are the collection's own modules, the ones
+    the render_launch and probe_requests actions use: no second copy on the controller."""
+    from tsubmit import layout
+    from tsubmit.collection import plugin_utils
 
-
-def test_the_dry_run_renders_with_the_collections_renderer():
-    import tsubmit.render as render_module
-
-    core = render_module._core()
-    assert Path(core.__file__).resolve() == (
-        TEMPLATES.parents[2] / "plugins" / "plugin_utils" / "launch_render.py").resolve()
-    cluster = make_cluster(2, gpus=2)
-    job = make_job(cluster, "distributed", env={"K": "v"})
-    renderer = core.Renderer(TEMPLATES)
-    for node in cluster.nodes:
-        values = variables(job, cluster, node.rank)
-        assert render("environment.sh.j2", values) == renderer.render("environment.sh.j2", values)
-        assert render("launch.sh.j2", values) == renderer.render("launch.sh.j2", values)
+    folder = TEMPLATES.parents[2] / "plugins" / "plugin_utils"
+    assert Path(layout.__file__).resolve() == (folder / "launch_contract.py").resolve()
+    assert Path(plugin_utils("launch_render").__file__).resolve() == (folder / "launch_render.py").resolve()

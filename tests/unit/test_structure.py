@@ -41,14 +41,6 @@ def test_every_task_name_the_controller_reads_exists(name):
 # exported project runs them without tsubmit), and what layout.py says it is.
 ROOT, JOB, RANK, ATTEMPT = "/R", "J", 1, 2
 ROLE_PATHS = {
-    ("launch", "vars", "launch_job_dir"): layout.job_dir(JOB, ROOT),
-    ("launch", "vars", "launch_attempt_dir"): layout.attempt_dir(JOB, RANK, ATTEMPT, ROOT),
-    ("launch", "vars", "launch_workdir"): layout.workdir(JOB, ROOT),
-    ("launch", "vars", "launch_hostfile"): f"{layout.job_dir(JOB, ROOT)}/{layout.HOSTFILE}",
-    ("launch", "vars", "launch_optuna_helper_dir"): f"{layout.job_dir(JOB, ROOT)}/{layout.OPTUNA_LIB}",
-    ("launch", "vars", "launch_container_env_file"):
-        layout.attempt_file(JOB, RANK, ATTEMPT, layout.CONTAINER_ENV, ROOT),
-    ("launch", "vars", "launch_setup_dir"): layout.setup_dir("K", ROOT),
     ("optuna_store", "vars", "optuna_store_job_dir"): layout.job_dir(JOB, ROOT),
     # every rank's attempt folder, the rank left as %d for the watchdog
     ("optuna_store", "vars", "optuna_store_rank_attempt_dir"): layout.attempt_dir(JOB, "%d", ATTEMPT, ROOT),
@@ -70,6 +62,7 @@ def _rendered(role: str, name: str, context: dict) -> str:
     """NAME of ROLE rendered as Ansible would, the role's other variables resolved."""
     variables = _role_vars(role)
     environment = jinja2.Environment(undefined=jinja2.StrictUndefined)
+    environment.filters["tsubmit.cluster.remote_root"] = lambda value: value or layout.DEFAULT_ROOT
 
     def value(key: str, depth: int = 0):
         if key in context:
@@ -89,19 +82,24 @@ def _rendered(role: str, name: str, context: dict) -> str:
 def test_the_roles_compose_the_layout_of_layout_py(role, kind, name):
     assert name in yaml.safe_load((REPO / "roles" / role / kind / "main.yml").read_text())
     # The remote root as preflight found it (launch, optuna_store), or the host variable.
-    context = {"launch_node": {"remote_root": ROOT}, "optuna_store_root": ROOT, "tsubmit_remote_root": ROOT,
-               "tsubmit_job_id": JOB, "tsubmit_rank": RANK, "tsubmit_job_attempt": ATTEMPT,
-               "launch_setup": {"key": "K"}}
+    context = {"optuna_store_root": ROOT, "tsubmit_remote_root": ROOT,
+               "tsubmit_job_id": JOB, "tsubmit_rank": RANK, "tsubmit_job_attempt": ATTEMPT}
     assert _rendered(role, name, context) == ROLE_PATHS[role, kind, name]
 
 
-def test_every_remote_root_defaults_to_layout_py_s():
-    defaults = re.compile(r"tsubmit_remote_root \| default\('([^']*)'\)")
-    found = {path.relative_to(REPO).as_posix(): defaults.findall(path.read_text())
-             for folder in ("roles", "playbooks") for path in (REPO / folder).rglob("*.yml")}
-    found = {path: roots for path, roots in found.items() if roots}
-    assert "playbooks/logs.yml" in found and "roles/stop/defaults/main.yml" in found
-    assert {path: roots for path, roots in found.items() if set(roots) != {layout.DEFAULT_ROOT}} == {}
+def test_the_remote_root_s_default_is_spelled_once():
+    """Every role and playbook takes the remote root through the filter
+    tsubmit.cluster.remote_root, whose default is layout.py's (the contract's);
+    argument specs may document it."""
+    through_filter = "tsubmit_remote_root | default(none) | tsubmit.cluster.remote_root"
+    spelled = {path.relative_to(REPO).as_posix() for folder in ("roles", "playbooks", "plugins")
+               for path in (REPO / folder).rglob("*")
+               if path.is_file() and path.suffix in (".yml", ".py", ".j2", ".sh")
+               and layout.DEFAULT_ROOT in path.read_text() and path.name != "argument_specs.yml"}
+    assert spelled == {"plugins/plugin_utils/launch_contract.py", "plugins/filter/remote_root.py"}
+    for path in ("playbooks/logs.yml", "playbooks/gc_setups.yml", "roles/stop/defaults/main.yml",
+                 "roles/cleanup/defaults/main.yml", "roles/status/defaults/main.yml"):
+        assert through_filter in (REPO / path).read_text(), path
 
 
 # The files of a job and of an attempt: who writes each, who reads it, by the

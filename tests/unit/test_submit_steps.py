@@ -43,24 +43,9 @@ def test_the_roles_validation_is_skipped_when_tsubmit_checked_every_input(monkey
         "tsubmit_validate_roles": False}
 
 
-def test_a_role_variable_in_the_inventory_keeps_the_validation(monkeypatch):
-    monkeypatch.delenv("TSUBMIT_ANSIBLE_PATH", raising=False)
-    assert plan_on({}, {"launch_host_env": {"A": "1"}}).role_validation() == {}
-    assert plan_on({"preflight_python": "/opt/py"}).role_validation() == {}
-
-
 def test_a_replaced_role_keeps_the_validation(monkeypatch, tmp_path):
     (tmp_path / "hooks").mkdir()
     monkeypatch.setenv("TSUBMIT_ANSIBLE_PATH", str(tmp_path))
     assert plan_on({}).role_validation() == {"tsubmit_validate_roles": False}
     (tmp_path / "launch").mkdir()
     assert plan_on({}).role_validation() == {}
-
-
-def test_the_probe_requests_step_is_skipped_by_tag_where_it_is_not_wanted(monkeypatch):
-    # Its false `when` alone would cost a worker process; from three nodes on it runs.
-    monkeypatch.delenv("TSUBMIT_ANSIBLE_PATH", raising=False)
-    assert "probe_requests" in plan_on({}).skipped_steps()
-    assert "probe_requests" in plan_on({}, {}).skipped_steps()
-    assert "probe_requests" not in plan_on({}, {}, {}).skipped_steps()
-    assert "probe_requests" in plan_on({}, {}, {"preflight_python": "/opt/py"}).skipped_steps()

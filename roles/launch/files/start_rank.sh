@@ -11,7 +11,8 @@
 #    into a folder beside it, then one rename, so nodes sharing a filesystem
 #    (an NFS home) never see a half-written tree (the first rename wins);
 # 3. job.json goes into the tree's .tsubmit/, launch.sh and environment.sh
-#    into ATTEMPT_DIR;
+#    into ATTEMPT_DIR, an Optuna worker's helper modules (optuna-lib-NAME)
+#    into ROOT/JOB_ID/optuna-lib/NAME (on its PYTHONPATH);
 # 4. with a setup (--setup: setup.vars, setup.sh and run_setup.sh came too),
 #    run_setup.sh runs it, or skips it where it already succeeded; the lock it
 #    leaves on fd 9 goes with the rank (see run_setup.sh);
@@ -56,6 +57,11 @@ mv -f "$bundle/environment.sh" "$attempt_dir/environment.sh"
 if [ -f "$bundle/gpu_lease.py" ]; then
     mv -f "$bundle/gpu_lease.py" "$attempt_dir/gpu_lease.py"
 fi
+for helper in "$bundle"/optuna-lib-*; do
+    [ -f "$helper" ] || continue
+    mkdir -p "$root/$job_id/optuna-lib"
+    mv -f "$helper" "$root/$job_id/optuna-lib/${helper##*/optuna-lib-}"
+done
 
 if [ -f "$bundle/setup.vars" ] && [ ! -s "$attempt_dir/pid" ]; then
     read -r setup_key setup_marker <"$bundle/setup.vars" || [ -n "${setup_marker:-}" ]
