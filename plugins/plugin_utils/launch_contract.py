@@ -2,7 +2,7 @@
 asked, the host variables' defaults and the remote layout, computed once, here.
 
 One module of the collection, used on both sides: the collection's actions
-(render_launch, probe_requests) call it for the launch and preflight roles,
+(render_launch, probe) call it for the launch and preflight roles,
 so a plain ansible-playbook run, `tsubmit export` and AWX compute what
 `tsubmit run` does; tsubmit loads it by path (tsubmit/collection.py) for its
 dry run and for the paths that logs, status, stop, shell and fetch read. The

@@ -299,7 +299,7 @@ def test_dry_run_describes_every_rank_and_hides_env_values_in_extravars():
 
 def test_the_dry_run_computes_and_renders_with_the_collections_contract():
     """tsubmit's dry run and remote layout are the collection's own modules, the ones
-    the render_launch and probe_requests actions use: no second copy on the controller."""
+    the render_launch and probe actions use: no second copy on the controller."""
     from tsubmit import layout
     from tsubmit.collection import plugin_utils
 
