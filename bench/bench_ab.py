@@ -3,6 +3,7 @@
 
     git archive A | tar -x -C /tmp/a && git archive B | tar -x -C /tmp/b
     .venv/bin/python bench/bench_ab.py /tmp/a /tmp/b --sizes 1,8,16 --rounds 5
+    .venv/bin/python bench/bench_ab.py /tmp/a /tmp/b --sizes 1,8 --optuna   # also an Optuna submit
 
 On a machine shared with other work the wall times of two runs of
 bench_submit.py made minutes apart move with the load; here every round
@@ -26,7 +27,7 @@ from report import table
 
 
 def main() -> int:
-    args = side_by_side.arguments(__doc__, sizes="1,8,16", rounds=5, subnet=41)
+    args = side_by_side.arguments(__doc__, sizes="1,8,16", rounds=5, subnet=41, optuna=True)
     figures: dict = {}
     with side_by_side.started(args, "tsb-ab-") as pair:
         nodes, wd, bench_dir, homes = pair.nodes, pair.wd, pair.bench_dir, pair.homes
@@ -50,6 +51,14 @@ def main() -> int:
                         result.check(f"{label} tsubmit run (N={n})")
                         runs = figures.setdefault((n, f"{label} {variant}"), [])
                         runs.append((result.seconds, result.cpu_s))
+                        bench.delete_jobs(env, [bench.job_id_of(result)])
+                    if args.optuna:  # an Optuna search, warm: the study store on the head too
+                        bench.bump_tree(wd)
+                        command = [*bench.TSUBMIT, "run", "-c", f"c{n}", "--executor", "optuna", "--",
+                                   *bench.SLEEP]
+                        result = bench.run_timed(command, env=env, cwd=wd)
+                        result.check(f"{label} tsubmit run --executor optuna (N={n})")
+                        figures.setdefault((n, f"{label} optuna"), []).append((result.seconds, result.cpu_s))
                         bench.delete_jobs(env, [bench.job_id_of(result)])
                 bench.log(f"N={n} round {round_index + 1}: raw {seconds:.2f} s, "
                           + ", ".join(f"{key[1]} {values[-1][0]:.2f} s / {values[-1][1]:.2f} s CPU"

@@ -208,7 +208,8 @@ def report(results: dict) -> str:
 
 def submit_lines(submit: dict) -> list[str]:
     lines = ["", "## tsubmit run until every rank started (s)"]
-    headers = ["N", "raw ssh", "tsubmit cold", "tsubmit warm", "cold/raw", "warm/raw",
+    headers = ["N", "raw ssh", "tsubmit cold", "tsubmit warm", "optuna warm",
+               "cold/raw", "warm/raw",
                "ctl CPU/node cold / warm", "floor cold", "floor warm", "floor/raw", "peak RSS MiB",
                "tree PSS MiB"]
     if any("torch_submit_median" in entry for entry in submit.values()):
@@ -217,6 +218,7 @@ def submit_lines(submit: dict) -> list[str]:
     for n, entry in submit.items():
         raw = entry["raw_median"]
         row = [n, fmt_s(raw), fmt_s(entry["cold_median"]), fmt_s(entry["warm_median"]),
+               fmt_s(entry.get("optuna_median")),
                f"{entry['cold_median'] / raw:.2f}x", f"{entry['warm_median'] / raw:.2f}x",
                f"{cpu_per_node(entry, n, 'cold'):.3f} / {cpu_per_node(entry, n, 'warm'):.3f}",
                fmt_s(entry["floor_cold_median"]), fmt_s(entry["floor_warm_median"]),
@@ -232,6 +234,8 @@ def submit_lines(submit: dict) -> list[str]:
             row += ["-", "-"]
         rows.append(row)
     lines.append(table(headers, rows))
+    lines.append("optuna warm: `tsubmit run --executor optuna` of the same command, the study store "
+                 "started on the head")
     lines.append("floor: ansible_floor.py, two `raw: true` tasks per node through ansible-runner, with "
                  "the control masters closed first (cold) and reused (warm): the least any submit of two "
                  "round trips built this way costs")

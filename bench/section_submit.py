@@ -76,7 +76,7 @@ def section_submit(ctx: Context, sizes: list[int]) -> None:
     out = ctx.results.setdefault("submit", {})
     for n in sizes:
         members = nodes.nodes[:n]
-        figures = {"raw": [], "cold": [], "warm": [], "floor_cold": [], "floor_warm": [],
+        figures = {"raw": [], "cold": [], "warm": [], "floor_cold": [], "floor_warm": [], "optuna": [],
                    "raw_node_cpu": [], "raw_ctl_cpu": [],
                    "cold_node_cpu": [], "cold_ctl_cpu": [], "warm_node_cpu": [], "warm_ctl_cpu": [],
                    "torch_submit": [], "rss_kib": [], "ts_started": [],
@@ -119,6 +119,16 @@ def section_submit(ctx: Context, sizes: list[int]) -> None:
                         log(f"N={n} round {round_index + 1}: tsubmit run ({variant}) {result.seconds:.2f} s, "
                             f"peak RSS {result.maxrss_kib / 1024:.0f} MiB")
                         delete_jobs(env, [job])
+                    # An Optuna search (warm): the study store on the head, the
+                    # worker helpers in the launch's one stream (issue 26, item 17).
+                    bump_tree(wd)
+                    result = run_timed([*TSUBMIT, "run", "-c", f"c{n}", "--executor", "optuna", "--",
+                                        *SLEEP], env=env, cwd=wd)
+                    result.check(f"tsubmit run --executor optuna (N={n})")
+                    figures["optuna"].append(result.seconds)
+                    log(f"N={n} round {round_index + 1}: tsubmit run --executor optuna (warm) "
+                        f"{result.seconds:.2f} s")
+                    delete_jobs(env, [job_id_of(result)])
                     inventory = home / "config" / "clusters" / f"c{n}.yml"
                     for variant in ("cold", "warm"):
                         if variant == "cold":
@@ -158,9 +168,9 @@ def section_submit(ctx: Context, sizes: list[int]) -> None:
         delete_jobs(env, [job_id_of(result)])
         task_cpu = profile_tasks(env, n, wd)
         entry = {
-            **{key: figures[key] for key in ("raw", "cold", "warm", "floor_cold", "floor_warm")},
+            **{key: figures[key] for key in ("raw", "cold", "warm", "floor_cold", "floor_warm", "optuna")},
             **{f"{key}_median": median(figures[key])
-               for key in ("raw", "cold", "warm", "floor_cold", "floor_warm")},
+               for key in ("raw", "cold", "warm", "floor_cold", "floor_warm", "optuna")},
             "cpu": {key: median(figures[key]) for key in CPU_KEYS},
             "cpu_rounds": {key: figures[key] for key in CPU_KEYS},
             "task_cpu": task_cpu,

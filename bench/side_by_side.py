@@ -15,13 +15,15 @@ from pathlib import Path
 import common as bench
 
 
-def arguments(doc: str, *, sizes: str, rounds: int, subnet: int) -> argparse.Namespace:
+def arguments(doc: str, *, sizes: str, rounds: int, subnet: int, optuna: bool = False) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("a", type=Path, help="a checkout (e.g. before a change)")
     parser.add_argument("b", type=Path, help="another checkout (e.g. after it)")
     parser.add_argument("--sizes", default=sizes, help=f"comma-separated node counts (default {sizes})")
     parser.add_argument("--rounds", type=int, default=rounds)
     parser.add_argument("--subnet", type=int, default=subnet, help="the nodes' subnet 127.0.S.0/24")
+    if optuna:
+        parser.add_argument("--optuna", action="store_true", help="also a warm `--executor optuna` submit")
     args = parser.parse_args()
     args.sizes = sorted({int(size) for size in args.sizes.split(",")})
     if os.geteuid() != 0:
