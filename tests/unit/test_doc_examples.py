@@ -3,14 +3,18 @@
 import re
 from pathlib import Path
 
+from tsubmit import layout  # the launch contract
+
 REPO = Path(__file__).resolve().parents[2]
 
 
 def test_the_optuna_example_names_the_master_addr_its_workers_get():
     stated = re.findall(r"MASTER_ADDR=([\w.]+)", (REPO / "examples" / "optuna" / "README.md").read_text())
-    launch_vars = (REPO / "roles" / "launch" / "vars" / "main.yml").read_text()
-    given = re.search(r"launch_master_addr: \"\{\{ '([\w.]+)' if launch_executor_traits.group == 'node'",
-                      launch_vars).group(1)
+    probe = {"address": "10.0.0.9", "gpus": 1, "remote_root": "/r", "port": 1234, "has_gpus": False,
+             "gpu_ids": [], "lease": 0}
+    job = {"id": "j", "name": "n", "attempt": 1, "executor": "optuna", "command": ["python"], "env": {},
+           "max_restarts": 0}
+    given = layout.rank_variables(job, [layout.node_facts(probe, {})], 0)["launch_master_addr"]
     assert stated == [given]
 
 
