@@ -107,7 +107,10 @@ def host_variable_specs() -> dict[str, tuple[dict, list[str]]]:
     """The variables an inventory sets per host or group: the options whose description
     starts "Host variable", once each, with the roles that read them."""
     found: dict[str, tuple[dict, list[str]]] = {}
-    for role, entries in _argument_specs().items():
+    # The roles that launch a job describe a variable for what it does there, first;
+    # `check` only reads it.
+    first = {"preflight": 0, "launch": 1, "check": 3}
+    for role, entries in sorted(_argument_specs().items(), key=lambda item: (first.get(item[0], 2), item[0])):
         for options in entries.values():
             for name, option in options.items():
                 if _description(option).startswith("Host variable"):
