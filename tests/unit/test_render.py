@@ -16,6 +16,7 @@ import pytest
 
 from tsubmit.clusters import ClusterRef, Node, ResolvedCluster
 from tsubmit.job import Job, Rank
+from tsubmit.logs import WORKER_PREFIX
 from tsubmit.render import DETECTED, PORT, launch_variables, render
 from tsubmit.submit import Plan, dry_run
 
@@ -180,6 +181,17 @@ def rendered_environment(job: Job, cluster: ResolvedCluster, rank: int = 0) -> d
     script = render("environment.sh.j2", variables(job, cluster, rank)) + "\nexec env -0\n"
     out = run_sh(script).stdout.decode()
     return dict(item.split("=", 1) for item in out.split("\0") if item)
+
+
+def test_python_output_is_unbuffered_unless_the_job_says_otherwise():
+    cluster = make_cluster(gpus=2)
+    assert rendered_environment(make_job(cluster), cluster)["PYTHONUNBUFFERED"] == "1"
+    buffered = make_job(cluster, env={"PYTHONUNBUFFERED": ""})
+    assert rendered_environment(buffered, cluster)["PYTHONUNBUFFERED"] == ""
+    prefixed = rendered_environment(make_job(cluster), cluster)["TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE"]
+    assert prefixed == WORKER_PREFIX.format("${rank}")
+    assert "TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE" not in rendered_environment(
+        make_job(cluster, executor="distributed"), cluster)
 
 
 def test_hostile_job_env_values_reach_the_environment_exactly():
