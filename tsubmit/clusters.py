@@ -64,6 +64,7 @@ class ResolvedCluster:
     ref: ClusterRef
     nodes: list[Node]
     head_reason: str
+    spares: list[str] = field(default_factory=list)  # hosts with tsubmit_spare: kept out of launches
 
     def require_vault_password(self) -> None:
         """A UsageError naming a vault-encrypted variable when the inventory holds one and
@@ -111,15 +112,21 @@ def write_cluster(
     rdzv_addresses: dict[str, str] | None = None,
     python: str | None = None,
     torchrun: str | None = None,
+    spares: list[str] = (),
 ) -> Path:
-    """Write a tsubmit cluster as a YAML inventory, head first."""
+    """Write a tsubmit cluster as a YAML inventory, head first, spares last."""
     validate_name(name)
     if name == LOCAL:
         raise UsageError("'local' is the embedded cluster of this machine; choose another name")
     if cluster_path(name).exists() or import_path(name).exists():
         raise UsageError(f"cluster {name!r} already exists; remove it first or use `cluster edit`")
+    for spare in spares:
+        if spare in (head, *workers):
+            raise UsageError(f"--spare {spare} is also given as --head or --worker; a spare is kept "
+                             "out of launches")
     inventory: dict = {"all": {"hosts": {}}}
     _add_hosts(inventory, [head, *workers])
+    _add_spares(inventory, spares)
     _set_cluster_vars(inventory, gpus=gpus, identity_file=identity_file,
                       rdzv_addresses=rdzv_addresses, python=python, torchrun=torchrun)
     return _save_cluster(name, inventory)
@@ -135,8 +142,10 @@ def read_cluster(name: str) -> dict:
             "torchrun": cluster_vars.get("tsubmit_torchrun")}
 
 
-def edit_cluster(name: str, *, add_workers: list[str], remove_hosts: list[str], **cluster_vars) -> Path:
-    """Change a cluster tsubmit wrote: add or remove hosts, set cluster-wide variables."""
+def edit_cluster(name: str, *, add_workers: list[str], remove_hosts: list[str], spares: list[str] = (),
+                 **cluster_vars) -> Path:
+    """Change a cluster tsubmit wrote: add or remove hosts, make hosts spares, set
+    cluster-wide variables."""
     inventory = _load_written(name)
     hosts = inventory["all"]["hosts"]
     for host in remove_hosts:
@@ -146,6 +155,7 @@ def edit_cluster(name: str, *, add_workers: list[str], remove_hosts: list[str], 
     _add_hosts(inventory, add_workers)
     if not hosts:
         raise UsageError(f"cluster {name!r} would have no hosts left; remove the cluster instead")
+    _add_spares(inventory, spares)
     _set_cluster_vars(inventory, **cluster_vars)
     return _save_cluster(name, inventory)
 
@@ -177,6 +187,20 @@ def _add_hosts(inventory: dict, specs: list[str]) -> None:
         if user:
             host_vars["ansible_user"] = user
         hosts[host_name] = host_vars
+
+
+def _add_spares(inventory: dict, specs: list[str]) -> None:
+    """Mark hosts as spares (tsubmit_spare): an inventory name already in the
+    cluster, else a new host. One host at least stays to launch on."""
+    hosts = inventory["all"]["hosts"]
+    for spec in specs:
+        if spec not in hosts:
+            _add_hosts(inventory, [spec])
+            spec = list(hosts)[-1]
+        hosts[spec]["tsubmit_spare"] = True
+    if specs and all(host_vars.get("tsubmit_spare") is True for host_vars in hosts.values()):
+        raise UsageError(f"--spare {specs[-1]}: it would leave the cluster no host to launch on "
+                         "(a spare is kept out of launches)")
 
 
 def _set_cluster_vars(inventory: dict, *, gpus=None, identity_file=None, rdzv_addresses=None,
@@ -313,11 +337,11 @@ def inventory_ref(path: str, group: str | None) -> ClusterRef:
 
 def resolve(ref: ClusterRef) -> ResolvedCluster:
     """Read the inventory and order its hosts: head first, then inventory order."""
-    found = _plain_yaml_hosts(ref) or _ansible_hosts(ref)
+    found, spares = _without_spares(_plain_yaml_hosts(ref) or _ansible_hosts(ref), ref)
     head, reason = _pick_head(ref.group, found)
     ordered = [head] + [name for name in found.names if name != head]
     nodes = [_node(name, rank, found.variables[name]) for rank, name in enumerate(ordered)]
-    return ResolvedCluster(ref, nodes, reason)
+    return ResolvedCluster(ref, nodes, reason, spares)
 
 
 @dataclass
@@ -418,6 +442,24 @@ def _plain_yaml_hosts(ref: ClusterRef) -> _Hosts | None:
         return None
     return _Hosts(list(hosts), {name: {**group_vars, **(own or {}), "inventory_hostname": name}
                                 for name, own in hosts.items()}, {})
+
+
+def _without_spares(found: _Hosts, ref: ClusterRef) -> tuple[_Hosts, list[str]]:
+    """The hosts a job launches on, and the spares (tsubmit_spare) kept out of it."""
+    spares = [name for name in found.names if _truthy(found.variables[name].get("tsubmit_spare"))]
+    if not spares:
+        return found, []
+    heads = [name for name in spares if _truthy(found.variables[name].get("tsubmit_head"))]
+    if heads:
+        raise UsageError(f"host {heads[0]} sets both tsubmit_head and tsubmit_spare; a spare is "
+                         "kept out of launches, so it cannot be the head")
+    names = [name for name in found.names if name not in spares]
+    if not names:
+        raise UsageError(f"every host of {', '.join(ref.sources)} is a spare (tsubmit_spare: "
+                         f"{', '.join(spares)}); keep at least one host to launch on")
+    head_groups = {group: [name for name in members if name not in spares]
+                   for group, members in found.head_groups.items()}
+    return _Hosts(names, found.variables, head_groups), spares
 
 
 def _pick_head(group: str, found: _Hosts) -> tuple[str, str]:

@@ -264,3 +264,70 @@ def test_a_python_path_with_a_space_is_one_path(cli, nodes, tmp_path):
     assert run.code == 0, run.output
     job = re.search(r"job (\w+) ", run.stdout).group(1)
     assert f"FIRST {folder}" in cli.ok("logs", job).stdout
+
+
+def test_a_spare_is_kept_out_of_the_launch(cli, nodes, workdir, tmp_path):
+    spare, b, c = nodes.nodes  # the spare is the inventory's first host: the head moves on
+    hosts = {n.name: nodes.host_vars(n) for n in (spare, b, c)}
+    hosts[spare.name]["tsubmit_spare"] = True
+    path = cli.home / "config" / "clusters" / "withspare.yml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump({"all": {"hosts": hosts}}))
+    shown = cli.ok("cluster", "show", "withspare", "-o", "json").json()
+    assert [n["host"] for n in shown["nodes"]] == [b.name, c.name] and shown["spares"] == [spare.name]
+    run = cli("run", "-c", "withspare", "--wait", "--executor", "distributed", "--workdir", str(workdir),
+              "--", "python3", "show_env.py")
+    assert run.code == 0, run.output
+    job_id = re.search(r"job (\w+) ", run.stdout).group(1)
+    job = cli.job(job_id)
+    assert [r["host"] for r in job["ranks"]] == [b.name, c.name]
+    world_sizes = {json.loads(line.split("ENV ", 1)[1])["WORLD_SIZE"]
+                   for line in cli.ok("logs", job_id).stdout.splitlines() if "ENV " in line}
+    assert world_sizes == {"2"}
+    assert not (spare.remote_root / job_id).exists()
+    assert nodes.processes_of(spare, job_id) == []
+
+    # through Ansible's inventory reader too: a group, and the spare flagged as the head
+    grouped = tmp_path / "hosts.yml"
+    hosts[spare.name]["tsubmit_head"] = True
+    grouped.write_text(yaml.safe_dump({"all": {"children": {"trainers": {"hosts": hosts}}}}))
+    refused = cli("run", "--dry-run", "-i", str(grouped), "-g", "trainers", "--", "python", "x.py")
+    assert refused.code == 2, refused.output
+    assert f"host {spare.name} sets both tsubmit_head and tsubmit_spare" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    del hosts[spare.name]["tsubmit_head"]
+    for name in (b.name, c.name):
+        hosts[name]["tsubmit_spare"] = "yes"
+    grouped.write_text(yaml.safe_dump({"all": {"children": {"trainers": {"hosts": hosts}}}}))
+    refused = cli("run", "-i", str(grouped), "-g", "trainers", "--workdir", str(workdir), "--", "x")
+    assert refused.code == 2 and "is a spare (tsubmit_spare" in refused.stderr, refused.output
+    assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert len(cli.ok("list", "-o", "json").json()) == 1  # the refused run recorded nothing
+
+
+def test_cluster_add_and_edit_spares(cli):
+    cli.ok("cluster", "add", "lab", "--head", "10.0.0.1", "--worker", "10.0.0.2",
+           "--spare", "bob@10.0.0.3:2222")
+    shown = cli.ok("cluster", "show", "lab", "-o", "json").json()
+    assert [n["host"] for n in shown["nodes"]] == ["10.0.0.1", "10.0.0.2"] and shown["spares"] == ["10.0.0.3"]
+    assert "spares (kept out of launches): 10.0.0.3" in cli.ok("cluster", "show", "lab").stdout
+    cli.ok("cluster", "edit", "lab", "--spare", "10.0.0.2", "--spare", "10.0.0.4")
+    shown = cli.ok("cluster", "show", "lab", "-o", "json").json()
+    assert [n["host"] for n in shown["nodes"]] == ["10.0.0.1"]
+    assert shown["spares"] == ["10.0.0.2", "10.0.0.3", "10.0.0.4"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["add", "one", "--head", "10.0.0.1", "--spare", "10.0.0.1"],
+     "--spare 10.0.0.1 is also given as --head or --worker"),
+    (["edit", "lab", "--spare", "10.0.0.1"], "--spare 10.0.0.1: it would leave the cluster no host"),
+    (["edit", "lab", "--spare", "bad host"], "bad host"),
+])
+def test_a_spare_that_leaves_no_host_is_refused(cli, args, message):
+    cli.ok("cluster", "add", "lab", "--head", "10.0.0.1")
+    before = (cli.home / "config" / "clusters" / "lab.yml").read_text()
+    result = cli("cluster", *args)
+    assert result.code == 2 and message in result.stderr, result.output
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert (cli.home / "config" / "clusters" / "lab.yml").read_text() == before
+    assert not (cli.home / "config" / "clusters" / "one.yml").exists()

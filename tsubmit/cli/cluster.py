@@ -44,14 +44,16 @@ def host_options(function):
 @click.option("--head", required=True, metavar="[USER@]HOST[:PORT]", help="The head node (rank 0).")
 @click.option("--worker", "workers", multiple=True, metavar="[USER@]HOST[:PORT]",
               help="A worker node (repeatable; ranks follow this order).")
+@click.option("--spare", "spares", multiple=True, metavar="[USER@]HOST[:PORT]",
+              help="A spare node, kept out of launches (tsubmit_spare; repeatable).")
 @host_options
-def add(name, head, workers, gpus, identity_file, rdzv_addresses, python, torchrun):
+def add(name, head, workers, spares, gpus, identity_file, rdzv_addresses, python, torchrun):
     """Write cluster NAME as a YAML inventory, head first."""
     from ..clusters import write_cluster
 
     path = write_cluster(name, head, list(workers), gpus=gpus, identity_file=identity_file,
                          rdzv_addresses=_rdzv_pairs(rdzv_addresses), python=python,
-                         torchrun=torchrun)
+                         torchrun=torchrun, spares=list(spares))
     click.echo(f"cluster {name} written to {path}")
 
 
@@ -141,12 +143,15 @@ def show(name, output):
              "gpus": n.gpus if n.gpus is not None else "detect"} for n in resolved.nodes]
     if output == "json":
         click.echo(out.to_json({"name": name, "source": cluster_source(name), **resolved.ref.as_dict(),
-                                "head_reason": resolved.head_reason, "nodes": rows}))
+                                "head_reason": resolved.head_reason, "nodes": rows,
+                                "spares": resolved.spares}))
         return
     click.echo(f"cluster {name} ({cluster_source(name)}): {', '.join(resolved.ref.sources)} "
                f"(group {resolved.ref.group})")
     click.echo(f"head: {resolved.nodes[0].name} ({resolved.head_reason})")
     click.echo(out.table(["RANK", "HOST", "ADDRESS", "GPUS"], [list(r.values()) for r in rows]))
+    if resolved.spares:
+        click.echo(f"spares (kept out of launches): {', '.join(resolved.spares)}")
 
 
 @cluster.command("edit")
@@ -155,12 +160,16 @@ def show(name, output):
               help="Add a worker at the end (repeatable).")
 @click.option("--remove-host", "remove_hosts", multiple=True, metavar="HOST",
               help="Remove a host by its inventory name (repeatable).")
+@click.option("--spare", "spares", multiple=True, metavar="HOST",
+              help="Make a host of the cluster (its inventory name) a spare, kept out of launches "
+                   "(tsubmit_spare), or add a new [USER@]HOST[:PORT] as one (repeatable).")
 @host_options
-def edit(name, add_workers, remove_hosts, gpus, identity_file, rdzv_addresses, python, torchrun):
+def edit(name, add_workers, remove_hosts, spares, gpus, identity_file, rdzv_addresses, python, torchrun):
     """Change a cluster tsubmit wrote (flags, or prompts on a terminal when none are given)."""
     from ..clusters import edit_cluster, read_cluster
 
-    changes = {"add_workers": list(add_workers), "remove_hosts": list(remove_hosts), "gpus": gpus,
+    changes = {"add_workers": list(add_workers), "remove_hosts": list(remove_hosts),
+               "spares": list(spares), "gpus": gpus,
                "identity_file": identity_file, "rdzv_addresses": _rdzv_pairs(rdzv_addresses),
                "python": python, "torchrun": torchrun}
     if not any(changes.values()):
