@@ -23,7 +23,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from . import executors, kept_inventories, layout, logs, notify, progress, submit
+from . import executors, kept_inventories, layout, logs, notify, postmortem, progress, submit
 from . import job as states
 from .ansible_run import run_playbook
 from .errors import UsageError
@@ -68,6 +68,8 @@ def refresh(store: JobStore, jobs: list[Job], *, skip_hosts: frozenset[str] = fr
         live = [job for job in live if job.state != states.DELETED]
         leftovers = _read(store, live, skip_hosts, verbose=verbose) if live else {}
         for job in live:
+            if job.state == states.FAILED and not postmortem.exists(job):
+                postmortem.collect(job, "failed", verbose=verbose)  # before anything is stopped
             if _should_stop_the_rest(job, leftovers[job.id]):
                 _stop_the_rest(store, job, leftovers[job.id], verbose=verbose)
     jobs = [job for job in jobs if job.state != states.DELETED]
@@ -240,6 +242,7 @@ def _finish_pending(store: JobStore, job: Job, skip_hosts: frozenset[str], *, ve
     job.pending = {**pending, "hosts": still} if still else None
     if pending["action"] == "delete" and not job.pending:
         store.delete(job.id)
+        postmortem.remove(job.id)
         for rank in job.ranks:
             if rank.state in states.LIVE_RANK_STATES:
                 rank.state = states.STOPPED
@@ -293,6 +296,7 @@ def delete(store: JobStore, job: Job, *, force: bool = False, verbose: int = 0) 
     acted = _act(store, job, "delete", [rank.host for rank in job.ranks], grace=10, verbose=verbose)
     if not acted.failures or force:
         store.delete(job.id)
+        postmortem.remove(job.id)
     else:
         now = time.time()
         for rank in job.ranks:  # gone from the nodes that answered: stopped, not lost

@@ -11,7 +11,7 @@ from ..interrupts import exit_interrupted
 from .ansible_info import ansible_info
 from .cluster import cluster
 from .cron import cron
-from .jobs import delete, gc, list_jobs, logs, restart, status, stop, wait_job
+from .jobs import delete, gc, list_jobs, logs, postmortem, restart, status, stop, wait_job
 from .notify import notify
 from .optuna import db, optuna
 from .remote import fetch, forward, shell
@@ -60,7 +60,7 @@ def main(ctx: click.Context, verbose: int) -> None:
 
 for command in (run, cluster, list_jobs, status, logs, stop, restart, delete, cron, gc, export, db, optuna):
     main.add_command(command)
-for command in (fetch, shell, forward, notify, wait_job):
+for command in (fetch, shell, forward, notify, wait_job, postmortem):
     main.add_command(command)
 main.add_command(list_jobs, "jobs")
 main.add_command(ansible_info)

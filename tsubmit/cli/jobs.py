@@ -367,3 +367,29 @@ def _print_removed(removed: dict, dry_run: bool) -> None:
             click.echo(f"  kept setup {setup} (in use)")
     for kept in removed["kept"]:
         click.echo(f"  kept {kept} (a node could not be reached)", err=True)
+
+
+@click.command()
+@click.argument("job_ref", metavar="JOB")
+@click.option("--attempt", type=int, help="An earlier attempt's post-mortem (default: the current one).")
+@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
+def postmortem(job_ref, attempt, output):
+    """What a failed or hung job's ranks were doing: which rank stood where first,
+    then each one's stacks (py-spy, else state and wchan), its log's last 200
+    lines and nvidia-smi, as taken before its ranks were stopped."""
+    from .. import output as out
+    from .. import postmortem as postmortems
+
+    job = _store().find(job_ref)
+    attempt = attempt or job.attempt
+    if not 1 <= attempt <= job.attempt:
+        raise UsageError(f"--attempt must be between 1 and {job.attempt} for job {job.id}")
+    report = postmortems.load(job, attempt)
+    if report is None:
+        raise UsageError(f"job {job.id} has no post-mortem of attempt {attempt}: one is taken when a "
+                         f"job fails or hangs, and the job {state_phrase(job.state)}")
+    if output == "json":
+        click.echo(out.to_json(report))
+        return
+    for line in postmortems.render(report):
+        click.echo(line)

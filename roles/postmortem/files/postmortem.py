@@ -1,0 +1,202 @@
+"""Collect what a post-mortem of ranks on this node needs; print one JSON object.
+
+Usage: postmortem.py REMOTE_ROOT JSON PY_SPY
+JSON is a list of {"key", "dir", "marker", "pid_file", "lines"}: an attempt of
+a rank as tsubmit lays it out (tsubmit/layout.py), its folder relative to
+REMOTE_ROOT, its TSUBMIT_RANK_MARKER value and how many of its log's last lines
+are wanted. PY_SPY is the host's tsubmit_py_spy ("" when unset: py-spy beside
+this Python, else on PATH).
+
+A rank's processes are those of this user carrying its marker (as
+rank_status.py counts them), and the process its pid file records with its
+descendants, whoever owns them: a process of another user cannot have its
+environment read, so only the pid file finds it. For each Python process: a
+`py-spy dump` where py-spy is found and may attach, else (and for every other
+process) its state, wchan and /proc/PID/stack where readable. Whatever could
+not be had is said in "missing", never left out silently.
+"""
+
+import json
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+
+import tsubmit_procs
+
+MARKER = b"TSUBMIT_RANK_MARKER="
+PY_SPY_TIMEOUT = 30
+
+
+def read(path: str, binary: bool = False):
+    try:
+        with open(path, "rb" if binary else "r") as handle:
+            return handle.read()
+    except OSError as error:
+        return error
+
+
+def owner(pid: str) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        return None
+
+
+def user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def marked() -> dict[str, set[str]]:
+    """{marker: pids} of this user's live processes."""
+    found: dict[str, set[str]] = {}
+    uid = os.getuid()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        if owner(pid) != uid:
+            continue
+        environ = read(f"/proc/{pid}/environ", binary=True)
+        fields = tsubmit_procs.proc_fields(pid)
+        if isinstance(environ, Exception) or not fields or fields[0] == "Z":
+            continue
+        for variable in environ.split(b"\0"):
+            if variable.startswith(MARKER):
+                found.setdefault(variable[len(MARKER):].decode(errors="replace"), set()).add(pid)
+                break
+    return found
+
+
+def descendants(root: str) -> set[str]:
+    children: dict[str, set[str]] = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        fields = tsubmit_procs.proc_fields(pid)
+        if fields and fields[0] != "Z":
+            children.setdefault(fields[1], set()).add(pid)
+    found, todo = set(), [root]
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def find_py_spy(configured: str) -> tuple[str | None, str | None]:
+    """(py-spy's path, None) or (None, why there is none)."""
+    if configured:
+        if os.access(configured, os.X_OK):
+            return configured, None
+        return None, f"py-spy not found: tsubmit_py_spy is {configured}, which is not an executable"
+    beside = os.path.join(os.path.dirname(sys.executable), "py-spy")
+    if os.access(beside, os.X_OK):
+        return beside, None
+    found = shutil.which("py-spy")
+    if found:
+        return found, None
+    return None, (f"py-spy not found beside {sys.executable} nor on PATH (host variable "
+                  "tsubmit_py_spy names it; `pip install py-spy` installs it)")
+
+
+def is_python(pid: str, cmdline: list[str]) -> bool:
+    try:
+        exe = os.path.basename(os.readlink(f"/proc/{pid}/exe"))
+    except OSError:
+        exe = ""
+    first = os.path.basename(cmdline[0]) if cmdline else ""
+    return exe.startswith("python") or first.startswith("python")
+
+
+def process_report(pid: str, py_spy: str | None, py_spy_missing: str | None) -> dict:
+    uid = owner(pid)
+    fields = tsubmit_procs.proc_fields(pid) or ["?"]
+    raw = read(f"/proc/{pid}/cmdline", binary=True)
+    words = [] if isinstance(raw, Exception) else raw.split(b"\0")
+    cmdline = [word.decode(errors="replace") for word in words if word]
+    report: dict = {"pid": int(pid), "user": user_name(uid) if uid is not None else "?",
+                    "cmdline": " ".join(cmdline), "state": fields[0], "python": is_python(pid, cmdline),
+                    "missing": []}
+    wchan = read(f"/proc/{pid}/wchan")
+    if isinstance(wchan, Exception):
+        report["missing"].append(f"wchan: {wchan.strerror}")
+    else:
+        report["wchan"] = wchan.strip() or "0"
+    stack = read(f"/proc/{pid}/stack")
+    if isinstance(stack, Exception):
+        report["missing"].append(f"kernel stack (/proc/{pid}/stack): {stack.strerror}")
+    else:
+        report["kernel_stack"] = stack
+    if not report["python"]:
+        return report
+    if uid != os.getuid():
+        report["missing"].append(f"Python stack: the process belongs to {report['user']}, not "
+                                 f"{user_name(os.getuid())}, so py-spy may not attach to it")
+    elif py_spy is None:
+        report["missing"].append(f"Python stack: {py_spy_missing}")
+    else:
+        try:
+            dumped = subprocess.run([py_spy, "dump", "--pid", pid], capture_output=True, text=True,
+                                    timeout=PY_SPY_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            report["missing"].append(f"Python stack: py-spy dump gave no answer in {PY_SPY_TIMEOUT}s")
+        except OSError as error:
+            report["missing"].append(f"Python stack: {py_spy} cannot run: {error.strerror}")
+        else:
+            if dumped.returncode == 0:
+                report["py_spy"] = dumped.stdout
+            else:
+                why = (dumped.stderr or dumped.stdout).strip().splitlines()
+                report["missing"].append("Python stack: py-spy dump failed: " + (why[-1] if why else
+                                         f"exit {dumped.returncode}"))
+    return report
+
+
+def log_tail(path: str, lines: int) -> tuple[list[str], str | None]:
+    try:
+        with open(path, "rb") as handle:
+            end = handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, end - 256 * 1024))
+            text = handle.read().decode(errors="replace")
+    except OSError as error:
+        return [], f"log {path}: {error.strerror}"
+    return text.splitlines()[-lines:] if lines else [], None
+
+
+def nvidia_smi() -> tuple[str | None, str | None]:
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return None, None  # a node without GPUs: nothing missing
+    try:
+        ran = subprocess.run([smi], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return None, f"nvidia-smi: {error}"
+    failed = f"nvidia-smi exited with {ran.returncode}" if ran.returncode else None
+    return ran.stdout + ran.stderr, failed
+
+
+def main() -> None:
+    root, ranks, configured = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
+    py_spy, py_spy_missing = find_py_spy(configured)
+    by_marker = marked()
+    report: dict = {"ranks": {}, "py_spy": py_spy}
+    smi, smi_missing = nvidia_smi()
+    report["nvidia_smi"] = smi
+    report["missing"] = [smi_missing] if smi_missing else []
+    for rank in ranks:
+        folder = os.path.join(root, rank["dir"])
+        lines, log_missing = log_tail(os.path.join(folder, "output.log"), rank.get("lines", 200))
+        pids = set(by_marker.get(rank["marker"], ()))
+        recorded = tsubmit_procs.read_pid(os.path.join(folder, "pid"))
+        if tsubmit_procs.is_ours(recorded):
+            pids |= {str(recorded[0])} | descendants(str(recorded[0]))
+        processes = [process_report(pid, py_spy, py_spy_missing) for pid in sorted(pids, key=int)
+                     if tsubmit_procs.start_ticks(pid)]
+        report["ranks"][rank["key"]] = {"log": lines, "processes": processes,
+                                        "missing": [log_missing] if log_missing else []}
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
