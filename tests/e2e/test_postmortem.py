@@ -3,10 +3,15 @@ py-spy from PyPI in the nodes' interpreter (the main venv's) attaches as the
 nodes' test user to its own processes; one node is told py-spy is elsewhere and
 gets the /proc fallback."""
 
+import shutil
+import tempfile
+from pathlib import Path
+
 import pytest
 import yaml
 
 from tests.e2e.test_faults import job_id_of, job_processes
+from tests.e2e.test_lifecycle import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -57,3 +62,28 @@ def test_postmortem_of_a_job_without_one_and_a_bad_attempt_are_refused(cli, node
     assert none.code == 2 and f"job {job_id} has no post-mortem of attempt 1" in none.stderr
     bad = cli("postmortem", job_id, "--attempt", "2")
     assert bad.code == 2 and "--attempt must be between 1 and 1" in bad.stderr
+
+
+def test_a_node_gone_when_the_job_fails_is_named_in_the_post_mortem(cli, nodes, workdir):
+    cli.write_cluster("c", nodes, nodes.nodes)
+    gate_dir = Path(tempfile.mkdtemp(dir="/dev/shm"))
+    gate_dir.chmod(0o755)
+    gate = gate_dir / "fail-now"
+    job_id = job_id_of(cli.ok("run", "-c", "c", "--executor", "distributed", "--workdir", str(workdir),
+                              "--", "python", "stuck_unless.py", "1", "7", str(gate)))
+    node3 = nodes.nodes[2]
+    try:
+        assert wait_until(lambda: [r["state"] for r in cli.job(job_id)["ranks"]] == ["running"] * 3,
+                          timeout=120)
+        nodes.stop_node(node3)  # a partition: its rank keeps running
+        gate.touch()
+        assert wait_until(lambda: cli.job(job_id)["state"] == "failed", timeout=120)
+        shown = cli.ok("postmortem", job_id).stdout
+        assert "rank 1 on node2: failed (exit 7)" in shown
+        assert "in wait_for_peers (stuck_unless.py:" in shown.splitlines()[2], shown  # rank 0
+        assert f"rank 2 on {node3.name}: unreachable; nothing from {node3.name}: " in shown, shown
+    finally:
+        nodes.start_node(node3)
+        shutil.rmtree(gate_dir)
+        cli("stop", job_id, "--grace", "3")
+    assert job_processes(job_id) == []
