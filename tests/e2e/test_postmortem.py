@@ -37,7 +37,7 @@ def test_a_failed_job_s_post_mortem_names_where_the_other_ranks_stood(cli, nodes
     summary = "\n".join(lines[:6])
     assert f"rank 1 on {node2.name}: failed (exit 7)" in summary, shown
     assert f"rank 0 on {node1.name}: running; pid " in summary
-    assert "in wait_for_peers (stuck_unless.py:14)" in summary, shown
+    assert "in wait_for_peers (stuck_unless.py:" in summary, shown
     assert f"rank 2 on {node3.name}: running; pid " in summary and "state S, wchan " in summary
     assert "rank 1: giving up with 7" in shown  # the failed rank's log
     assert f"py-spy not found: tsubmit_py_spy is {NO_PY_SPY}" in shown
@@ -47,7 +47,7 @@ def test_a_failed_job_s_post_mortem_names_where_the_other_ranks_stood(cli, nodes
     assert report["attempt"] == 1 and report["reason"] == "failed"
     rank0, rank1, rank2 = report["ranks"]
     [python0] = [p for p in rank0["processes"] if p["cmdline"] == "python stuck_unless.py 1 7"]
-    assert "wait_for_peers (stuck_unless.py:14)" in python0["py_spy"]
+    assert "wait_for_peers (stuck_unless.py:" in python0["py_spy"]
     assert rank0["log"][-1].endswith("rank 0 up")
     [python2] = [p for p in rank2["processes"] if p["cmdline"] == "python stuck_unless.py 1 7"]
     assert "py_spy" not in python2 and python2["wchan"] and python2["state"] == "S"
