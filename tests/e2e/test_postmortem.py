@@ -3,19 +3,25 @@ py-spy from PyPI in the nodes' interpreter (the main venv's) attaches as the
 nodes' test user to its own processes; one node is told py-spy is elsewhere and
 gets the /proc fallback."""
 
+import json
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.conftest import REPO
 from tests.e2e.test_faults import job_id_of, job_processes
 from tests.e2e.test_lifecycle import wait_until
+from tests.harness.accounts import DEFAULT_USER, ensure_test_user, run_as
 
 pytestmark = pytest.mark.e2e
 
 NO_PY_SPY = "/nonexistent/py-spy"
+OTHER_USER = "tsubmit-test2"  # scripts/setup-ssh-nodes.sh's second user
 
 
 def test_a_failed_job_s_post_mortem_names_where_the_other_ranks_stood(cli, nodes, workdir):
@@ -87,3 +93,43 @@ def test_a_node_gone_when_the_job_fails_is_named_in_the_post_mortem(cli, nodes, 
         shutil.rmtree(gate_dir)
         cli("stop", job_id, "--grace", "3")
     assert job_processes(job_id) == []
+
+
+def test_a_rank_process_of_another_user_yields_its_state_and_says_why_it_has_no_stack(tmp_path):
+    """The node-side script run directly as the nodes' test user: a rank whose process
+    belongs to another user cannot be made through tsubmit without sudo, so its pid file
+    is written by hand, naming a real Python process of the second test user."""
+    other = ensure_test_user(OTHER_USER)
+    ensure_test_user(DEFAULT_USER)
+    folder = Path(tempfile.mkdtemp(dir="/dev/shm"))
+    try:
+        folder.chmod(0o755)
+        for script in ("roles/postmortem/files/postmortem.py", "roles/node_lib/files/tsubmit_procs.py"):
+            shutil.copy(REPO / script, folder)
+        attempt = folder / "job" / "rank-0" / "attempt-1"
+        attempt.mkdir(parents=True)
+        (attempt / "output.log").write_text("step 1\nstep 2\n")
+        sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"],
+                                   user=other.pw_uid, group=other.pw_gid, extra_groups=[], cwd="/")
+        try:
+            assert wait_until(lambda: Path(f"/proc/{sleeper.pid}").stat().st_uid == other.pw_uid, timeout=30)
+            ticks = Path(f"/proc/{sleeper.pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+            (attempt / "pid").write_text(f"{sleeper.pid} {ticks} 0\n")
+            for path in folder.rglob("*"):
+                path.chmod(0o755)
+            ranks = json.dumps([{"key": "0", "dir": "job/rank-0/attempt-1", "marker": "job.0.1", "lines": 1}])
+            ran = run_as(DEFAULT_USER, [sys.executable, str(folder / "postmortem.py"), str(folder), ranks,
+                                        NO_PY_SPY])
+        finally:
+            sleeper.kill()
+            sleeper.wait()
+    finally:
+        shutil.rmtree(folder)
+    report = json.loads(ran.stdout)
+    rank = report["ranks"]["0"]
+    assert rank["log"] == ["step 2"]
+    [process] = rank["processes"]
+    assert process["pid"] == sleeper.pid and process["user"] == other.pw_name
+    assert process["state"] == "S" and process["wchan"] and process["python"] and "py_spy" not in process
+    assert (f"Python stack: the process belongs to {other.pw_name}, not {DEFAULT_USER}, so py-spy "
+            "may not attach to it") in process["missing"], process
