@@ -16,6 +16,7 @@ from .notify import notify
 from .optuna import db, optuna
 from .remote import fetch, forward, shell
 from .run import export, run
+from .watch import watch
 
 
 class _Group(click.Group):
@@ -60,7 +61,7 @@ def main(ctx: click.Context, verbose: int) -> None:
 
 for command in (run, cluster, list_jobs, status, logs, stop, restart, delete, cron, gc, export, db, optuna):
     main.add_command(command)
-for command in (fetch, shell, forward, notify, wait_job, postmortem):
+for command in (fetch, shell, forward, notify, wait_job, postmortem, watch):
     main.add_command(command)
 main.add_command(list_jobs, "jobs")
 main.add_command(ansible_info)

@@ -1,0 +1,52 @@
+"""`tsubmit watch` on real sshd nodes: the jobs nobody waits for are refreshed
+and notified, each message sent once however many watchers run."""
+
+import subprocess
+
+import pytest
+
+from tests.conftest import REPO, TSUBMIT
+from tests.e2e.test_faults import job_processes, start
+from tests.e2e.test_lifecycle import wait_until
+from tests.e2e.test_notify import webhook  # noqa: F401 - a fixture
+
+pytestmark = pytest.mark.e2e
+
+
+def test_two_watchers_at_once_notify_each_ended_job_once(cli, nodes, workdir, webhook):  # noqa: F811
+    cli.write_cluster("c", nodes, nodes.nodes[:2])
+    common = ("-c", "c", "--executor", "distributed", "--workdir", str(workdir))
+    failing = start(cli, *common, "--notify", webhook.url, "--notify-on", "failed", "--",
+                    "python", "exit_on_rank.py", "1", "7")
+    succeeding = start(cli, *common, "--notify", webhook.url, "--", "python", "-c", "pass")
+    quiet = start(cli, *common, "--", "python", "-c", "pass")
+    assert wait_until(lambda: not any(job_processes(job) for job in (failing, succeeding, quiet)))
+
+    watchers = [subprocess.Popen([*TSUBMIT, "watch", "--once"], cwd=REPO, env=cli.env, text=True,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    try:
+        outputs = [watcher.communicate(timeout=120) for watcher in watchers]
+    finally:
+        for watcher in watchers:
+            watcher.kill()
+    assert [watcher.returncode for watcher in watchers] == [0, 0], outputs
+    said = "".join(out for out, _ in outputs)
+    assert said.count(f"job {failing} ") == 1 and said.count(f"job {succeeding} ") == 1, said
+    assert quiet not in said  # it notifies nobody: not watched
+    titles = [body["title"] for body in webhook.bodies]
+    assert len(titles) == 2, titles
+    assert sorted(title.split(") ")[1] for title in titles) == ["failed: rank 1 on " + nodes.nodes[1].name
+                                                                 + " exited with 7", "succeeded"], titles
+    assert sum(f"({failing})" in title for title in titles) == 1, titles
+    assert list((cli.home / "state" / "watch").iterdir()) == []  # no lock left for an ended job
+
+    again = cli.ok("watch", "--once")
+    assert again.stdout == "" and len(webhook.bodies) == 2
+
+
+@pytest.mark.parametrize("every, message", [("0", "--every must be more than 0 seconds"),
+                                            ("soon", "--every: invalid duration 'soon'")])
+def test_a_bad_watch_interval_is_refused(cli, every, message):
+    result = cli("watch", "--every", every)
+    assert result.code == 2 and message in result.stderr, result.output
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr

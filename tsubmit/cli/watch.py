@@ -1,0 +1,53 @@
+"""`tsubmit watch`: refresh the jobs nobody waits for, so they are acted on (notified)."""
+
+import sys
+import time
+
+import click
+
+from ..errors import TsubmitError, UsageError
+
+
+@click.command()
+@click.option("--every", default="30s", show_default=True, metavar="DURATION",
+              help="Time between two passes (e.g. 30s, 2m).")
+@click.option("--once", is_flag=True, help="One pass, then exit (for cron).")
+@click.pass_obj
+def watch(obj, every, once):
+    """Refresh every job that may still run and notifies (--notify), all of them in
+    one playbook run, and send its notifications; a pass every DURATION until
+    Ctrl-C, or one with --once.
+
+    Run it on a machine that stays up: while no watcher runs, the ranks go on
+    but nothing is sent. Two watchers never refresh the same job at once: a pass
+    leaves a job another watcher is refreshing to it.
+    """
+    from ..output import state_phrase
+    from ..spec import parse_duration
+    from ..store import open_store
+    from ..watch import one_pass
+
+    try:
+        interval = parse_duration(every)
+    except UsageError as error:
+        raise UsageError(f"--every: {error}") from None
+    if interval <= 0:
+        raise UsageError(f"--every must be more than 0 seconds, got {every!r}")
+    store = open_store()
+    while True:
+        try:
+            done = one_pass(store, verbose=obj["verbose"])
+        except TsubmitError as error:
+            if once:
+                raise
+            click.echo(f"tsubmit watch: this pass failed, trying again in {every}: {error}", err=True)
+        else:
+            for job, _ in done.changed:
+                click.echo(f"job {job.id} ({job.name}) {state_phrase(job.state)}")
+        if once:
+            return
+        try:
+            time.sleep(interval)
+        except KeyboardInterrupt:
+            click.echo("tsubmit watch stopped; the jobs go on", err=True)
+            sys.exit(0)
