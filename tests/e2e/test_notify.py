@@ -30,11 +30,14 @@ class Webhook:
     def __init__(self):
         self.bodies: list[dict] = []
         self.failing = False
+        self.answering = threading.Event()  # cleared: the server takes a request and says nothing
+        self.answering.set()
         hook = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                hook.answering.wait()
                 if hook.failing:
                     self.send_response(500)
                 else:
@@ -50,6 +53,7 @@ class Webhook:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self):
+        self.answering.set()
         self.server.shutdown()
         self.server.server_close()
 
@@ -172,6 +176,23 @@ def test_a_success_is_notified_and_an_endpoint_answering_500_is_retried_until_it
     assert len(webhook.bodies) == 1  # delivered once
     for shown in (run.output, status.output, cli.ok("status", job_id, "-o", "json").output):
         assert_masked(shown, webhook.url)
+
+
+def test_an_endpoint_that_is_down_or_never_answers_leaves_the_job_alone(cli, nodes, workdir, webhook):
+    cli.write_cluster("c", nodes, nodes.nodes[:1])
+    webhook.answering.clear()
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        down = f"json://127.0.0.1:{closed.getsockname()[1]}/down"
+    run = cli("run", "-c", "c", "--executor", "distributed", "--wait", "--notify", webhook.url,
+              "--notify", down, "--workdir", str(workdir), "--", "python", "exit_on_rank.py", "9", "0")
+    assert run.code == 0, run.output
+    # apprise's own read timeout (4 s) comes before tsubmit's 10 s for the silent one.
+    assert run.stderr.count("not delivered (A Connection error occurred") == 2, run.stderr
+    shown = cli.job(job_id_of(run))["extras"]["notify"]
+    [pending] = shown["pending"]
+    assert pending["event"] == "succeeded" and pending["to"] == shown["urls"]
+    assert_masked(run.output + json.dumps(shown), webhook.url, down)
 
 
 def test_notify_test_sends_a_message_and_names_an_endpoint_that_is_down(cli, webhook):
