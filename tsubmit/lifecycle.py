@@ -23,7 +23,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from . import executors, kept_inventories, layout, logs, notify, postmortem, progress, submit
+from . import executors, kept_inventories, kept_logs, layout, logs, notify, postmortem, progress, submit
 from . import job as states
 from .ansible_run import run_playbook
 from .errors import UsageError
@@ -90,7 +90,10 @@ def _read(store: JobStore, jobs: list[Job], skip_hosts: frozenset[str] = frozens
                 wanted[rank.host].append({"key": f"{job.id}:{rank.rank}",
                                           "dir": layout.attempt_dir(job.id, rank.rank, job.attempt),
                                           "marker": layout.marker(job.id, rank.rank, job.attempt),
-                                          "tail": tail})
+                                          "tail": tail,
+                                          # The end of the log of a rank that ends now, kept here.
+                                          "keep": kept_logs.KEEP_BYTES
+                                          if rank.state in states.LIVE_RANK_STATES else 0})
     outcomes = {}
     if wanted:
         vault_files = {job.inventory.get("vault_password_file") for job in jobs} - {None}
@@ -113,6 +116,8 @@ def _read(store: JobStore, jobs: list[Job], skip_hosts: frozenset[str] = frozens
             if report is not None:
                 _apply(rank, report, job.attempt, in_flight)
                 tails[rank.rank] = report.get("tail")
+                if "log_end" in report and rank.state in states.FINISHED_STATES:
+                    kept_logs.keep(job.id, rank.rank, job.attempt, report["log_end"])
                 if rank.state in states.FINISHED_STATES and report.get("processes"):
                     leftovers[job.id].add(rank.host)
         _settle(job, verbose)
@@ -243,6 +248,7 @@ def _finish_pending(store: JobStore, job: Job, skip_hosts: frozenset[str], *, ve
     if pending["action"] == "delete" and not job.pending:
         store.delete(job.id)
         postmortem.remove(job.id)
+        kept_logs.remove(job.id)
         for rank in job.ranks:
             if rank.state in states.LIVE_RANK_STATES:
                 rank.state = states.STOPPED
@@ -297,6 +303,7 @@ def delete(store: JobStore, job: Job, *, force: bool = False, verbose: int = 0) 
     if not acted.failures or force:
         store.delete(job.id)
         postmortem.remove(job.id)
+        kept_logs.remove(job.id)
     else:
         now = time.time()
         for rank in job.ranks:  # gone from the nodes that answered: stopped, not lost

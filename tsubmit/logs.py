@@ -11,7 +11,7 @@ import sys
 import threading
 
 from . import job as states
-from . import layout, ssh
+from . import kept_logs, layout, ssh
 from .errors import LaunchError
 from .job import Job, Rank
 from .node_actions import job_hosts, run_for_job
@@ -35,12 +35,14 @@ def worker_lines(worker: int):
 
 
 def fetch(job: Job, ranks: list[Rank], attempt: int, *, log: str = layout.LOG,
-          verbose: int = 0) -> dict[int, list[str]]:
+          verbose: int = 0, copies: dict[int, float] | None = None) -> dict[int, list[str]]:
     """Each rank's log lines, read on its node by a shell script (playbooks/logs.yml):
     LOG is the file of the attempt's folder, its output or the setup's (layout.SETUP_LOG).
 
-    A rank whose log cannot be read fails the command naming its host (exit 3),
-    never an empty log."""
+    A rank whose node does not answer: with COPIES (a dict), its output's copy
+    kept on the controller when it ended (tsubmit/kept_logs.py) if there is
+    one, and COPIES[rank] says when it was kept. Otherwise a rank whose log
+    cannot be read fails the command naming its host (exit 3), never an empty log."""
     never_started = [rank for rank in ranks if rank.pid is None]
     if attempt == job.attempt and never_started and job.state == states.FAILED:
         raise LaunchError(f"job {job.id} has no log: its launch failed, so it never ran"
@@ -54,9 +56,14 @@ def fetch(job: Job, ranks: list[Rank], attempt: int, *, log: str = layout.LOG,
     failures = run.failures()
     missing = {rank.host: "no result from the logs playbook" for rank in ranks
                if rank.host not in failures and LOG_TASK not in run.hosts[rank.host].results}
-    if failures or missing:
+    kept = {rank.rank: kept_logs.read(job.id, rank.rank, attempt) for rank in ranks
+            if rank.host in failures and copies is not None and log == layout.LOG}
+    if missing or not all(kept.get(rank.rank) for rank in ranks if rank.host in failures):
         raise LaunchError("cannot read the logs of every rank", {**failures, **missing})
-    return {rank.rank: str(run.hosts[rank.host].results[LOG_TASK].get("stdout") or "").splitlines()
+    for number, (_, kept_at) in kept.items():
+        copies[number] = kept_at
+    return {rank.rank: kept[rank.rank][0] if rank.rank in kept
+            else str(run.hosts[rank.host].results[LOG_TASK].get("stdout") or "").splitlines()
             for rank in ranks}
 
 

@@ -280,3 +280,23 @@ def test_a_cron_entry_notifies_from_its_spec_and_records_no_url(cli, workdir, tm
     for text in recorded:
         assert_masked(text, webhook.url)
     cli.ok("cron", "remove", "nightly")
+
+
+def test_the_log_of_a_rank_whose_node_is_gone_is_the_copy_kept_when_it_ended(cli, nodes, workdir):
+    cli.write_cluster("c", nodes, nodes.nodes[:2])
+    run = cli.ok("run", "-c", "c", "--executor", "distributed", "--wait", "--workdir", str(workdir),
+                 "--", "python", "exit_on_rank.py", "9", "0")
+    job_id = job_id_of(run)
+    worker = nodes.nodes[1]
+    nodes.stop_node(worker)
+    try:
+        shown = cli("logs", job_id, "--rank", "1")
+        assert shown.code == 0, shown.output
+        assert shown.stdout == "node 1 says hello\n"
+        assert re.search(rf"{worker.name} does not answer; rank 1's log is the copy kept on this machine "
+                         r"at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d", shown.stderr), shown.stderr
+        assert cli.ok("logs", job_id).stdout == "node 0 says hello\n"  # node1 answers: its own log
+    finally:
+        nodes.start_node(worker)
+    cli.ok("delete", job_id, "--yes")
+    assert not (cli.home / "state" / "logs" / job_id).exists()

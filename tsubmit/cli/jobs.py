@@ -164,7 +164,15 @@ def logs(obj, job_ref, rank_number, all_ranks, worker, tail, follow, attempt, se
     from ..layout import LOG, SETUP_LOG
     from ..logs import fetch
 
-    lines = fetch(job, ranks, attempt, log=SETUP_LOG if setup_log else LOG, verbose=obj["verbose"])
+    copies: dict[int, float] = {}
+    lines = fetch(job, ranks, attempt, log=SETUP_LOG if setup_log else LOG, verbose=obj["verbose"],
+                  copies=copies)
+    for rank in ranks:
+        if rank.rank in copies:
+            from ..kept_logs import when
+
+            _say(f"tsubmit: {rank.host} does not answer; rank {rank.rank}'s log is the copy kept on this "
+                 f"machine at {when(copies[rank.rank])}, when the rank ended (its last MiB)")
     if select is not None:
         lines = {number: [kept for line in found if (kept := select(line)) is not None]
                  for number, found in lines.items()}

@@ -5,7 +5,8 @@ JSON is a list of {"key": ..., "dir": ATTEMPT_DIR, "marker": MARKER}, each an
 attempt of a rank as tsubmit lays it out (tsubmit/layout.py): its folder
 relative to REMOTE_ROOT and its TSUBMIT_RANK_MARKER value, and optionally
 "tail": N, the number of its log's last lines wanted when it failed (for a
-notification). For each, the
+notification), and "keep": BYTES, how much of its log's end to send once it
+ended (the controller keeps that copy). For each, the
 attempt directory is read: pid ("PID STARTTICKS EPOCH"),
 exit_code ("CODE EPOCH"), leftovers (how many processes the rank's command
 left running when it ended, which launch.sh then stopped) and the stopped
@@ -92,14 +93,18 @@ CAUSE_RANK = re.compile(r"^\W*rank\s*:\s*(\d+)\s*\(local_rank:\s*(\d+)\)", re.M)
 CAUSE_EXIT = re.compile(r"^\W*exitcode\s*:\s*(-?\d+)", re.M)
 
 
-def log_end(attempt_dir: str) -> list[str]:
-    """The last lines of the rank's log (of its last LOG_END_BYTES)."""
+def log_bytes(attempt_dir: str, size: int) -> str:
     try:
         with open(os.path.join(attempt_dir, "output.log"), "rb") as handle:
-            handle.seek(max(0, handle.seek(0, os.SEEK_END) - LOG_END_BYTES))
-            text = handle.read().decode(errors="replace")
+            handle.seek(max(0, handle.seek(0, os.SEEK_END) - size))
+            return handle.read().decode(errors="replace")
     except OSError:
-        return []
+        return ""
+
+
+def log_end(attempt_dir: str) -> list[str]:
+    """The last lines of the rank's log (of its last LOG_END_BYTES)."""
+    text = log_bytes(attempt_dir, LOG_END_BYTES)
     lines = text.splitlines()
     return lines[1:] if len(text.encode()) >= LOG_END_BYTES else lines  # the first may be cut
 
@@ -133,7 +138,7 @@ def launcher_traceback(lines: list[str]) -> int:
                default=failed)
 
 
-def rank_state(attempt_dir: str, processes: int, tail: int = 0) -> dict:
+def rank_state(attempt_dir: str, processes: int, tail: int = 0, keep: int = 0) -> dict:
     if not os.path.isdir(attempt_dir):
         return {"state": "lost", "reason": "no files for this rank on the node", "missing": True,
                 "processes": processes}
@@ -146,6 +151,8 @@ def rank_state(attempt_dir: str, processes: int, tail: int = 0) -> dict:
             lines = lines[:launcher_traceback(lines)]  # the workers' last lines, not torchrun's summary
         if tail:
             report["tail"] = lines[-tail:]
+    if keep and report["state"] not in ("running", "starting"):
+        report["log_end"] = log_bytes(attempt_dir, keep)
     return report
 
 
@@ -186,7 +193,7 @@ def main() -> None:
     marked = marked_processes()
     print(json.dumps({
         item["key"]: rank_state(os.path.join(root, item["dir"]), marked.get(item["marker"], 0),
-                                item.get("tail", 0))
+                                item.get("tail", 0), item.get("keep", 0))
         for item in wanted
     }))
 
