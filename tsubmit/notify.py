@@ -29,12 +29,11 @@ from . import job as states
 from .errors import UsageError
 
 # The events a job may notify of; issue 28's restarts, hangs and lost nodes
-# add theirs here. "end" stands for both ends.
+# add theirs here. "end" stands for both ends. "started" is a queued job's
+# start only: any other job starts while its submitter watches.
 EVENTS = ("started", "succeeded", "failed")
 GROUPS = {"end": ("succeeded", "failed")}
 DEFAULT_EVENTS = EVENTS
-# A queued job's start is the only start worth a message: any other job
-# starts while its submitter watches.
 TIMEOUT = 10.0  # seconds for one message to reach one endpoint
 KEEP_FOR = 86400.0  # an undelivered message is dropped this long after its event
 TAIL_LINES = 20  # of the failed rank's log, in a failure's message
@@ -108,7 +107,8 @@ def compose(job, event: str, tails: dict[int, list[str]] | None = None) -> dict:
 
     lines = [f"job: {job.name} ({job.id})", f"cluster: {job.cluster}", f"state: {event}",
              f"attempt: {job.attempt}", f"wall time: {duration(wall_time(job))}",
-             f"GPU-hours: {gpu_hours(job):.2f} ({leased_gpus(job)} GPUs on {len(job.ranks)} nodes)"]
+             f"GPU-hours: {gpu_hours(job):.2f} ({counted(leased_gpus(job), 'GPU')} on "
+             f"{counted(len(job.ranks), 'node')})"]
     title = f"tsubmit: job {job.name} ({job.id}) {event}"
     rank = job.first_failure() if event == "failed" else None
     if rank is not None:

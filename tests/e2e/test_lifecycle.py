@@ -180,9 +180,11 @@ def test_list_refreshes_every_active_job_in_one_playbook_run(cli, nodes, workdir
     assert cli.status_runs() - before == 1
     assert {job["id"]: job["state"] for job in listing} == dict.fromkeys(ids, "running")
     table = cli.ok("list").stdout
-    assert table.splitlines()[0].split() == ["ID", "NAME", "CLUSTER", "EXECUTOR", "NODES", "STATE",
-                                             "AGE", "RUNTIME"]
-    cli.ok("delete", "--all", "--yes")
+    try:
+        assert table.splitlines()[0].split() == ["ID", "NAME", "CLUSTER", "EXECUTOR", "NODES", "STATE",
+                                                 "AGE", "RUNTIME", "REASON"]
+    finally:
+        cli.ok("delete", "--all", "--yes")  # the jobs end even when the test fails
 
 
 def test_a_reused_pid_is_not_taken_for_the_job(cli, nodes, workdir):
