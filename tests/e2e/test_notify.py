@@ -246,7 +246,7 @@ def test_the_config_file_s_default_list_is_used_masked_in_dry_run_and_export(cli
         assert_masked(shown, webhook.url)
     runs = "".join(path.read_text(errors="replace") for path in (cli.home / "state" / "runs").rglob("*")
                    if path.is_file())
-    assert "tsubmit_job_id" in runs  # the runs' artifacts are there to read (TSUBMIT_KEEP_RUNS)
+    assert job_id_of(run) in runs  # the runs' artifacts are there to read (TSUBMIT_KEEP_RUNS)
     assert_masked(runs, webhook.url)  # never sent to the nodes, so never in runner artifacts
 
 
