@@ -176,8 +176,12 @@ def add(name: str, schedule: str, spec: Path, *, wait: bool, if_running: str | N
         raise UsageError(f"unknown --if-running policy {if_running!r}; choose one of {', '.join(POLICIES)}")
     if name in definitions():
         raise UsageError(f"schedule {name!r} already exists; remove it first")
-    entry = {"schedule": schedule, "spec": str(spec.resolve()), "wait": wait, "if_running": if_running,
-             "environment": carried_environment()}
+    return _define(name, {"schedule": schedule, "spec": str(spec.resolve()), "wait": wait,
+                          "if_running": if_running, "environment": carried_environment()})
+
+
+def _define(name: str, entry: dict) -> dict:
+    """Write schedule NAME's definition and the crontab block with its line."""
     entry_line(name, entry)  # refuses what cron could not run as given
     folder = _definitions_dir()
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -190,6 +194,31 @@ def add(name: str, schedule: str, spec: Path, *, wait: bool, if_running: str | N
         path.unlink()  # nothing half-written: no definition without its crontab line
         raise
     return entry
+
+
+# The schedule `tsubmit watch --install` keeps: a watch pass every minute.
+WATCH = "watch"
+_WATCH_COMMAND = ["watch", "--once"]
+
+
+def install_watch() -> dict:
+    """Add the schedule that runs `tsubmit watch --once` every minute, with the
+    environment in force now (where the job store is); once."""
+    existing = definitions().get(WATCH)
+    if existing is not None:
+        if existing.get("command") == _WATCH_COMMAND:
+            raise UsageError("the watcher is already installed (tsubmit cron list; "
+                             "`tsubmit watch --uninstall` removes it)")
+        raise UsageError(f"a schedule named {WATCH!r} runs {existing.get('spec')}; remove it first "
+                         f"(tsubmit cron remove {WATCH})")
+    return _define(WATCH, {"schedule": "* * * * *", "command": _WATCH_COMMAND,
+                           "environment": carried_environment()})
+
+
+def uninstall_watch() -> None:
+    if (definitions().get(WATCH) or {}).get("command") != _WATCH_COMMAND:
+        raise UsageError("the watcher is not installed (tsubmit watch --install)")
+    remove(WATCH)
 
 
 def carried_environment() -> dict[str, str]:
@@ -409,7 +438,7 @@ def execute(name: str) -> int:
     entry = definitions().get(name)
     if entry is None:
         raise UsageError(f"unknown schedule {name!r}")
-    arguments = [sys.executable, "-m", "tsubmit", "run", "-f", entry["spec"]]
+    arguments = [sys.executable, "-m", "tsubmit", *(entry.get("command") or ["run", "-f", entry["spec"]])]
     if entry.get("wait"):
         arguments.append("--wait")
     if entry.get("if_running"):
@@ -463,7 +492,8 @@ def listing(now: datetime | None = None) -> list[dict]:
         schedule = entry["schedule"]
         next_run = None if schedule.strip().lower() == "@reboot" else \
             Schedule.parse(schedule).next_after(now).isoformat(sep=" ", timespec="minutes")
-        rows.append({"name": name, "schedule": schedule, "next_run": next_run, "spec": entry["spec"],
+        rows.append({"name": name, "schedule": schedule, "next_run": next_run, "spec": entry.get("spec"),
+                     "command": ["tsubmit", *entry["command"]] if entry.get("command") else None,
                      "wait": entry.get("wait", False), "if_running": entry.get("if_running"),
                      "last_exit_code": last["exit_code"] if last else None,
                      "last_run": last["started"] if last else None, "log": str(log_path(name)),

@@ -9,6 +9,7 @@ from tests.conftest import REPO, TSUBMIT
 from tests.e2e.test_faults import job_processes, start
 from tests.e2e.test_lifecycle import wait_until
 from tests.e2e.test_notify import webhook  # noqa: F401 - a fixture
+from tests.e2e.test_unattended import crontab, crontab_lines, saved_crontab  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.e2e
 
@@ -50,3 +51,25 @@ def test_a_bad_watch_interval_is_refused(cli, every, message):
     result = cli("watch", "--every", every)
     assert result.code == 2 and message in result.stderr, result.output
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_watch_install_keeps_one_cron_entry_that_runs_a_pass(cli, nodes, workdir, webhook,  # noqa: F811
+                                                             crontab):  # noqa: F811
+    cli.write_cluster("c", nodes, nodes.nodes[:1])
+    job = start(cli, "-c", "c", "--executor", "distributed", "--notify", webhook.url, "--workdir",
+                str(workdir), "--", "python", "-c", "pass")
+    assert wait_until(lambda: not job_processes(job))
+    cli.ok("watch", "--install")
+    [entry] = [line for line in crontab_lines() if "cron exec watch" in line]
+    assert entry.startswith("* * * * * PATH=")
+    again = cli("watch", "--install")
+    assert again.code == 2 and "already installed" in again.stderr, again.output
+    [row] = cli.ok("cron", "list", "-o", "json").json()
+    assert row["command"] == ["tsubmit", "watch", "--once"] and row["spec"] is None
+    assert cli("cron", "exec", "watch").code == 0  # what the entry runs (its line: test_unattended.py)
+    [posted] = webhook.bodies
+    assert f"({job}) succeeded" in posted["title"]
+    cli.ok("watch", "--uninstall")
+    assert crontab_lines() == ["7 3 * * * echo foreign-entry"]
+    gone = cli("watch", "--uninstall")
+    assert gone.code == 2 and "not installed" in gone.stderr and len(gone.stderr.splitlines()) == 1

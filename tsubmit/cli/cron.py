@@ -46,7 +46,8 @@ def list_entries(output):
         return f"exit {row['last_exit_code']}, started {out.timestamp(row['last_run'])}"
 
     click.echo(out.table(["NAME", "SCHEDULE", "NEXT RUN", "LAST RESULT", "SPEC"],
-                         [[r["name"], r["schedule"], r["next_run"] or "at reboot", last(r), r["spec"]]
+                         [[r["name"], r["schedule"], r["next_run"] or "at reboot", last(r),
+                           r["spec"] or " ".join(r["command"])]
                           for r in rows]))
 
 

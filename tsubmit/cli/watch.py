@@ -12,8 +12,11 @@ from ..errors import TsubmitError, UsageError
 @click.option("--every", default="30s", show_default=True, metavar="DURATION",
               help="Time between two passes (e.g. 30s, 2m).")
 @click.option("--once", is_flag=True, help="One pass, then exit (for cron).")
+@click.option("--install", is_flag=True,
+              help="Add a crontab entry that runs `tsubmit watch --once` every minute (tsubmit cron).")
+@click.option("--uninstall", is_flag=True, help="Remove that crontab entry.")
 @click.pass_obj
-def watch(obj, every, once):
+def watch(obj, every, once, install, uninstall):
     """Refresh every job that may still run and notifies (--notify), all of them in
     one playbook run, and send its notifications; a pass every DURATION until
     Ctrl-C, or one with --once.
@@ -27,6 +30,9 @@ def watch(obj, every, once):
     from ..store import open_store
     from ..watch import one_pass
 
+    if install or uninstall:
+        _cron_entry(install, uninstall, once)
+        return
     try:
         interval = parse_duration(every)
     except UsageError as error:
@@ -51,3 +57,17 @@ def watch(obj, every, once):
         except KeyboardInterrupt:
             click.echo("tsubmit watch stopped; the jobs go on", err=True)
             sys.exit(0)
+
+
+def _cron_entry(install: bool, uninstall: bool, once: bool) -> None:
+    from ..cron import WATCH, install_watch, uninstall_watch
+
+    if (install and uninstall) or once:
+        raise UsageError("give one of --install, --uninstall or --once")
+    if install:
+        install_watch()
+        click.echo(f"watcher installed: cron runs `tsubmit watch --once` every minute (schedule {WATCH!r} "
+                   "in `tsubmit cron list`)")
+    else:
+        uninstall_watch()
+        click.echo("watcher uninstalled")
