@@ -48,6 +48,31 @@ def group_alive(pgid: int | str) -> bool:
     return False
 
 
+MARKER = b"TSUBMIT_RANK_MARKER="  # exported by launch.sh to everything a rank runs
+
+
+def marked_processes() -> dict[str, list[int]]:
+    """{marker: pids} of this user's processes carrying a rank marker (a zombie's
+    environment reads empty, so it carries none)."""
+    found: dict[str, list[int]] = {}
+    uid = os.getuid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.stat(f"/proc/{entry}").st_uid != uid:
+                continue
+            with open(f"/proc/{entry}/environ", "rb") as handle:
+                environ = handle.read()
+        except OSError:
+            continue
+        for variable in environ.split(b"\0"):
+            if variable.startswith(MARKER):
+                found.setdefault(variable[len(MARKER):].decode(errors="replace"), []).append(int(entry))
+                break
+    return found
+
+
 def pid_record(pid: int) -> str:
     """The pid file line of the running process PID, as read_pid reads it (launch.sh
     writes the same line in shell); STARTTICKS 0 when PID is already gone."""

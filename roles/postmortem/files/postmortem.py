@@ -7,8 +7,8 @@ REMOTE_ROOT, its TSUBMIT_RANK_MARKER value and how many of its log's last lines
 are wanted. PY_SPY is the host's tsubmit_py_spy ("" when unset: py-spy beside
 this Python, else on PATH).
 
-A rank's processes are those of this user carrying its marker (as
-rank_status.py counts them), and the process its pid file records with its
+A rank's processes are those of this user carrying its marker
+(tsubmit_procs.marked_processes, which rank_status.py counts), and the process its pid file records with its
 descendants, whoever owns them: a process of another user cannot have its
 environment read, so only the pid file finds it. For each Python process: a
 `py-spy dump` where py-spy is found and may attach, else (and for every other
@@ -25,7 +25,6 @@ import sys
 
 import tsubmit_procs
 
-MARKER = b"TSUBMIT_RANK_MARKER="
 PY_SPY_TIMEOUT = 30
 
 
@@ -49,24 +48,6 @@ def user_name(uid: int) -> str:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
         return str(uid)
-
-
-def marked() -> dict[str, set[str]]:
-    """{marker: pids} of this user's live processes."""
-    found: dict[str, set[str]] = {}
-    uid = os.getuid()
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        if owner(pid) != uid:
-            continue
-        environ = read(f"/proc/{pid}/environ", binary=True)
-        fields = tsubmit_procs.proc_fields(pid)
-        if isinstance(environ, Exception) or not fields or fields[0] == "Z":
-            continue
-        for variable in environ.split(b"\0"):
-            if variable.startswith(MARKER):
-                found.setdefault(variable[len(MARKER):].decode(errors="replace"), set()).add(pid)
-                break
-    return found
 
 
 def descendants(root: str) -> set[str]:
@@ -179,7 +160,7 @@ def nvidia_smi() -> tuple[str | None, str | None]:
 def main() -> None:
     root, ranks, configured = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
     py_spy, py_spy_missing = find_py_spy(configured)
-    by_marker = marked()
+    by_marker = tsubmit_procs.marked_processes()
     report: dict = {"ranks": {}, "py_spy": py_spy}
     smi, smi_missing = nvidia_smi()
     report["nvidia_smi"] = smi
@@ -187,7 +168,7 @@ def main() -> None:
     for rank in ranks:
         folder = os.path.join(root, rank["dir"])
         lines, log_missing = log_tail(os.path.join(folder, "output.log"), rank.get("lines", 200))
-        pids = set(by_marker.get(rank["marker"], ()))
+        pids = {str(pid) for pid in by_marker.get(rank["marker"], ())}
         recorded = tsubmit_procs.read_pid(os.path.join(folder, "pid"))
         if tsubmit_procs.is_ours(recorded):
             pids |= {str(recorded[0])} | descendants(str(recorded[0]))

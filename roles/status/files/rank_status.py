@@ -43,31 +43,6 @@ def read_fields(path: str) -> list[str] | None:
         return None
 
 
-MARKER = b"TSUBMIT_RANK_MARKER="
-
-
-def marked_processes() -> dict[str, int]:
-    """How many live processes of this user carry each rank marker."""
-    counts: dict[str, int] = {}
-    uid = os.getuid()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            if os.stat(f"/proc/{entry}").st_uid != uid:
-                continue
-            with open(f"/proc/{entry}/environ", "rb") as handle:
-                environ = handle.read()
-        except OSError:
-            continue
-        for variable in environ.split(b"\0"):
-            if variable.startswith(MARKER):
-                marker = variable[len(MARKER):].decode(errors="replace")
-                counts[marker] = counts.get(marker, 0) + 1
-                break
-    return counts
-
-
 def container_state(engine: str, name: str) -> dict | None:
     """The engine's word on a rank's container; None when it has no such container."""
     try:
@@ -190,7 +165,7 @@ def _files_state(attempt_dir: str, processes: int) -> dict:
 def main() -> None:
     root = os.path.expanduser(sys.argv[1])
     wanted = json.loads(sys.argv[2])
-    marked = marked_processes()
+    marked = {marker: len(pids) for marker, pids in tsubmit_procs.marked_processes().items()}
     print(json.dumps({
         item["key"]: rank_state(os.path.join(root, item["dir"]), marked.get(item["marker"], 0),
                                 item.get("tail", 0), item.get("keep", 0))
