@@ -7,14 +7,12 @@ nodes because a node that cannot lease fails the launch, whose rollback
 stops the ranks that did (their leases end with their processes).
 """
 
-import copy
 import getpass
 import json
 import re
 import socket
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import progress
@@ -134,41 +132,20 @@ def short_of(usages: list[NodeUsage], wanted: int | None) -> dict[str, dict]:
     return short
 
 
-def submit_queued(submit_once: Callable, the_plan, store, *, queue: bool, timeout: float | None,
-                  say: Callable[[str], None] | None = None, poll: float = QUEUE_POLL, verbose: int = 0,
-                  started: Callable | None = None):
-    """SUBMIT_ONCE(), and with QUEUE, while the GPUs are busy: wait until every
-    node can lease, then submit again; exit 5 after TIMEOUT seconds. A queued
-    job is recorded only once it starts: the record of a try that lost is
-    removed, so Ctrl-C while queued leaves nothing. STARTED(job) hears of a
-    job that started after waiting."""
-    if not queue:
-        return submit_once()
-    say = say or _Waiting()
-    pristine = copy.deepcopy(the_plan.job)
-    deadline = None if timeout is None else time.monotonic() + timeout
-    waited = False
-    while True:
-        try:
-            job = submit_once()
-            if waited and started:
-                started(job)
-            return job
-        except GpusBusy as busy:
-            waited = True
-            store.delete(the_plan.job.id)
-            the_plan.job.__dict__.update(copy.deepcopy(pristine).__dict__)
-            short = busy.reports
-        try:
-            while short:
-                say(f"queued: {busy_message(short)}")
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise GpusBusy("still queued after --queue-timeout; nothing was started", short)
-                time.sleep(poll if deadline is None else max(0.0, min(poll, deadline - time.monotonic())))
-                with progress.shown(False):  # the queued line says it all
-                    short = short_of(usage(the_plan.cluster, verbose=verbose), the_plan.job.gpus)
-        except KeyboardInterrupt:
-            raise Interrupted("interrupted while queued for GPUs; nothing was started or recorded") from None
+def wait_until_free(the_plan, short: dict[str, dict], deadline: float | None, *, verbose: int = 0) -> None:
+    """Wait until every node of THE_PLAN can lease its GPUs (SHORT: the busy
+    nodes' reports); exit 5 at DEADLINE (time.monotonic()), 130 on Ctrl-C."""
+    say, poll = _Waiting(), QUEUE_POLL
+    try:
+        while short:
+            say(f"queued: {busy_message(short)}")
+            if deadline is not None and time.monotonic() >= deadline:
+                raise GpusBusy("still queued after --queue-timeout; nothing was started", short)
+            time.sleep(poll if deadline is None else max(0.0, min(poll, deadline - time.monotonic())))
+            with progress.shown(False):  # the queued line says it all
+                short = short_of(usage(the_plan.cluster, verbose=verbose), the_plan.job.gpus)
+    except KeyboardInterrupt:
+        raise Interrupted("interrupted while queued for GPUs; nothing was started or recorded") from None
 
 
 class _Waiting:

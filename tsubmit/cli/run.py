@@ -123,7 +123,7 @@ def run(obj, command, **options):
     """
     from .. import jobspec
     from .. import output as out
-    from ..submit import dry_run
+    from .. import run as front_door
     from ..views import job_view
     from .options import asked_vault_password
 
@@ -132,28 +132,22 @@ def run(obj, command, **options):
         click.echo(jobspec.dump(spec), nl=False)
         return
     with asked_vault_password(options["ask_vault_pass"]) as asked_file:
-        from ..overlap import submit_with_policy, the_plan_for
-
-        the_plan, request, behaviour = the_plan_for(spec, asked_file)
+        launch = front_door.dry_run(spec, asked_file)
         if options["dry_run"]:
-            description = dry_run(the_plan)
+            description = launch.describe()
             click.echo(out.to_json(description) if options["output"] == "json"
                        else _describe_text(description))
             return
         if options["check_mode"]:
-            from ..submit import check
-
-            views = check(the_plan, request.workdir, verbose=max(obj["verbose"], 1))
-            for node in the_plan.cluster.nodes:
+            views = launch.check(verbose=max(obj["verbose"], 1))
+            for node in launch.plan.cluster.nodes:
                 for part in ("command", "environment"):
                     if part in views.get(node.name, {}):
                         click.echo(f"# rank {node.rank} on {node.name}: {part}\n{views[node.name][part]}")
-            click.echo(f"check mode: nothing was launched or recorded on {len(the_plan.cluster.nodes)} "
+            click.echo(f"check mode: nothing was launched or recorded on {len(launch.plan.cluster.nodes)} "
                        "node(s)")
             return
-        outcome = submit_with_policy(the_plan, request, behaviour,
-                                     submit=lambda store: _submit(obj, the_plan, request, store,
-                                                                  behaviour))
+        outcome = front_door.run(launch, verbose=obj["verbose"])
     if outcome.skipped_for is not None:
         running = outcome.skipped_for
         if options["output"] == "json":
@@ -161,7 +155,7 @@ def run(obj, command, **options):
         else:
             click.echo(f"job {running.name!r} is running as {running.id}; skipped (--if-running skip)")
         return
-    job, store = outcome.job, outcome.store
+    job, store, behaviour = outcome.job, outcome.store, launch.behaviour
     if behaviour.wait:
         from .jobs import wait_for_job
 
@@ -218,29 +212,6 @@ def _spec(options: dict, command: tuple[str, ...]) -> dict:
     return spec
 
 
-def _submit(obj, the_plan, request, store, behaviour):
-    from .. import output as out
-    from ..gpu_leases import submit_queued
-    from ..progress import Progress
-    from ..submit import START_TASKS, submit
-
-    hosts = [node.name for node in the_plan.cluster.nodes]
-
-    def once():
-        progress = Progress(hosts, START_TASKS, live=out.interactive(click.get_text_stream("stderr")))
-        return submit(the_plan, request.workdir, store, on_event=progress, verbose=obj["verbose"])
-
-    def started(job):
-        from .. import notify
-
-        if notify.record(job, "started"):
-            store.save(job)
-            notify.deliver(store, [job])
-
-    return submit_queued(once, the_plan, store, queue=behaviour.queue, timeout=behaviour.queue_timeout,
-                         verbose=obj["verbose"], started=started)
-
-
 def _describe_text(description: dict) -> str:
     import yaml
 
@@ -277,13 +248,12 @@ def export(command, destination, force, **options):
     tsubmit export -f job.yaml ./job-project
     cd job-project && ansible-playbook -i inventory playbooks/submit.yml -e @extravars.yml
     """
-    from ..export import export as export_project
-    from ..overlap import the_plan_for
+    from ..run import dry_run
 
     if command[:1] == ("--",):  # `export DEST -- CMD`: click keeps a `--` that follows DEST
         command = command[1:]
     spec = _spec(options, command)
-    the_plan, request, _ = the_plan_for(spec, None)
-    export_project(the_plan, request.workdir, destination, force=force)
-    click.echo(f"job {the_plan.job.id} ({the_plan.job.name}) exported to {destination}; run it with:")
+    launch = dry_run(spec)
+    launch.export(destination, force=force)
+    click.echo(f"job {launch.job.id} ({launch.job.name}) exported to {destination}; run it with:")
     click.echo(f"  cd {destination} && ansible-playbook -i inventory playbooks/submit.yml -e @extravars.yml")
