@@ -5,27 +5,24 @@ import secrets
 import time
 from dataclasses import dataclass, field
 
+# The states (tsubmit/states.py), also imported from here by the model's users.
+from .states import (  # noqa: F401
+    DELETED,
+    FAILED,
+    FINISHED_STATES,
+    LIVE_RANK_STATES,
+    LOST,
+    RUNNING,
+    STARTING,
+    STOPPED,
+    STOPPING,
+    SUCCEEDED,
+    UNREACHABLE,
+    State,
+)
+
 PULL_POLICIES = ("missing", "always", "never")
 ENGINES = ("docker", "podman")
-
-# Rank states. A rank is "lost" when its node answers but its process is gone
-# without an exit code, "unreachable" while its node does not answer.
-STARTING = "starting"
-RUNNING = "running"
-SUCCEEDED = "succeeded"
-FAILED = "failed"
-STOPPED = "stopped"
-LOST = "lost"
-UNREACHABLE = "unreachable"
-# A job whose stop could not reach every node: it stays refreshable, and the
-# next stop, status or list finishes the stop there once the node answers.
-STOPPING = "stopping"
-# A job whose pending delete was finished by a refresh: gone from the store,
-# this copy is the last word on it.
-DELETED = "deleted"
-FINISHED_STATES = frozenset({SUCCEEDED, FAILED, STOPPED, LOST, DELETED})
-# A rank in one of these may still have processes on its node.
-LIVE_RANK_STATES = frozenset({STARTING, RUNNING, UNREACHABLE})
 
 _ADJECTIVES = (
     "amber", "brave", "calm", "deft", "eager", "fair", "gentle", "hardy", "ivory", "jolly",
@@ -54,7 +51,7 @@ class Rank:
     nproc: int | None = None
     pid: int | None = None
     pid_start: str | None = None
-    state: str = STARTING
+    state: State = STARTING
     exit_code: int | None = None
     started_at: float | None = None
     ended_at: float | None = None
@@ -67,6 +64,13 @@ class Rank:
     # daemon, a killed torchrun's workers), which its node then stopped; None
     # while it runs, or when its node did not say (a rank launched by an older tsubmit).
     leftovers: int | None = None
+
+    def __post_init__(self):
+        self.state = State(self.state)  # a record read from the store holds its name
+
+    def move_to(self, state: State | str) -> None:
+        """Every change of the rank's state comes here (states.State.to)."""
+        self.state = self.state.to(state, rank=True)
 
     def reason(self) -> str:
         """Why the rank failed, in a few words: "exited with 7 (worker rank 1, local rank 0)"."""
@@ -94,7 +98,7 @@ class Job:
     max_restarts: int = 0
     archive: str = ""
     git_commit: str | None = None
-    state: str = STARTING
+    state: State = STARTING
     attempt: int = 1
     message: str = ""
     # Settings of optional features, by feature: {"container": {"image", "args", "pull"}, ...}
@@ -112,6 +116,23 @@ class Job:
     # The store's write counter when this copy was read (store.JobStore.save).
     revision: int = field(default=0, compare=False)
     ranks: list[Rank] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.state = State(self.state)  # a record read from the store holds its name
+
+    def move_to(self, state: State | str) -> None:
+        """Every change of the job's state comes here (states.State.to)."""
+        self.state = self.state.to(state, rank=False)
+
+    def start_next_attempt(self) -> None:
+        """Become the next attempt: the job and every rank starting again, on the same hosts."""
+        self.attempt += 1
+        self.move_to(STARTING)
+        self.message, self.ended_at = "", None
+        for rank in self.ranks:
+            rank.move_to(STARTING)
+            rank.exit_code = rank.pid = rank.ended_at = rank.cause = rank.leftovers = None
+            rank.attempt = self.attempt
 
     @property
     def head(self) -> Rank:

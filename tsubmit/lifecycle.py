@@ -1,5 +1,5 @@
-"""Job lifecycle: refresh states from the nodes, stop, restart, delete, wait
-(and follow: the logs streamed while waiting).
+"""Job lifecycle: refresh states from the nodes, stop, delete, wait (restart is
+a launch: tsubmit/run.py), and follow: the logs streamed while waiting.
 
 The nodes are the truth and the store is a cache of what they said:
 
@@ -16,32 +16,24 @@ Every remote step is a playbook run. Refreshing any number of jobs is one
 run of status.yml over the union of their hosts, one task per host.
 """
 
-import copy
 import json
 import threading
 import time
 from collections import defaultdict
 from pathlib import Path
 
-from . import executors, kept_inventories, kept_logs, layout, logs, notify, postmortem, progress, submit
-from . import job as states
+from . import executors, kept_inventories, kept_logs, layout, logs, notify, postmortem, progress, states
 from .ansible_run import run_playbook
-from .errors import UsageError
 from .interrupts import Interrupted
 from .job import Job, Rank
 from .node_actions import (
     FAILURE_GRACE,
-    ROLLBACK_GRACE,
     Acted,
     act,
     launcher_alive,
-    launcher_identity,
 )
-from .output import state_phrase
 from .store import JobStore
 
-# Job states during which a job of the same name counts as running (overlap policy).
-ACTIVE_STATES = frozenset({states.STARTING, states.RUNNING, states.UNREACHABLE, states.STOPPING})
 STATUS_TASK = "Read the state of every rank on the node"
 
 
@@ -110,7 +102,7 @@ def _read(store: JobStore, jobs: list[Job], skip_hosts: frozenset[str] = frozens
             outcome = outcomes.get(rank.host)
             if outcome is None or outcome.status != "ok":
                 if rank.state in states.LIVE_RANK_STATES:
-                    rank.state = states.UNREACHABLE
+                    rank.move_to(states.UNREACHABLE)
                 continue
             report = _parse(outcome.results.get(STATUS_TASK, {})).get(f"{job.id}:{rank.rank}")
             if report is not None:
@@ -125,7 +117,8 @@ def _read(store: JobStore, jobs: list[Job], skip_hosts: frozenset[str] = frozens
     # One transaction: one disk sync for every job refreshed.
     for job in store.save_if_unchanged(*jobs):
         if job.pending:  # kept from this read, merged: the state and message say so
-            job.state, job.message = aggregate(job), describe(job)
+            job.move_to(aggregate(job))
+            job.message = describe(job)
             store.save_if_unchanged(job)
     return leftovers
 
@@ -139,7 +132,7 @@ def _apply(rank, report: dict, attempt: int, in_flight: bool) -> None:
     state = report.get("state", states.LOST)
     if in_flight and (report.get("missing") or state == states.STARTING):
         return
-    rank.state = state
+    rank.move_to(state)
     rank.exit_code = report.get("exit_code")
     rank.cause = report.get("cause")
     if rank.cause:  # the worker's code, not its launcher's (torchrun's 1)
@@ -155,8 +148,8 @@ def _apply(rank, report: dict, attempt: int, in_flight: bool) -> None:
 
 def _settle(job: Job, verbose: int = 0) -> None:
     """The job's state, message and end time from its ranks'."""
-    job.state = aggregate(job)
-    if job.state in states.FINISHED_STATES and job.ended_at is None:
+    job.move_to(aggregate(job))
+    if job.state.is_terminal and job.ended_at is None:
         job.ended_at = max((r.ended_at for r in job.ranks if r.ended_at), default=time.time())
         if executors.get(job.executor).study_store:
             from .optuna import release_store
@@ -251,8 +244,8 @@ def _finish_pending(store: JobStore, job: Job, skip_hosts: frozenset[str], *, ve
         kept_logs.remove(job.id)
         for rank in job.ranks:
             if rank.state in states.LIVE_RANK_STATES:
-                rank.state = states.STOPPED
-        job.state = states.DELETED
+                rank.move_to(states.STOPPED)
+        job.move_to(states.DELETED)
         job.message = (f"deleted: its cleanup, pending on {', '.join(pending['hosts'])}, "
                        "was finished once they answered")
 
@@ -280,7 +273,8 @@ def _stop_the_rest(store: JobStore, job: Job, leftover_hosts: set[str], *, verbo
     now = time.time()
     for rank in live:
         if rank.host not in acted.failures:
-            rank.state, rank.ended_at = states.STOPPED, now
+            rank.move_to(states.STOPPED)
+            rank.ended_at = now
     _settle(job, verbose)
     if live:
         job.message += "; the other ranks were stopped (--keep-going keeps them running)"
@@ -308,62 +302,11 @@ def delete(store: JobStore, job: Job, *, force: bool = False, verbose: int = 0) 
         now = time.time()
         for rank in job.ranks:  # gone from the nodes that answered: stopped, not lost
             if rank.host not in acted.failures and rank.state in states.LIVE_RANK_STATES:
-                rank.state, rank.ended_at = states.STOPPED, now
+                rank.move_to(states.STOPPED)
+                rank.ended_at = now
         _settle(job, verbose)
         store.save(job)
     return acted.failures
-
-
-def restart(store: JobStore, job: Job, *, on_event=None, verbose: int = 0) -> Job:
-    """Launch the same archive and options again as the next attempt, all or
-    nothing: a restart that fails on any node is rolled back everywhere and
-    the job is left as it was, restartable."""
-    from .archive import Archive
-    from .paths import state_dir
-
-    refresh(store, [job], verbose=verbose)
-    if job.state == states.DELETED:
-        raise UsageError(f"job {job.id} is {job.message}; submit it again")
-    if job.pending:
-        raise UsageError(f"job {job.id}: {job.message}; run `tsubmit stop {job.id}` once "
-                         f"{', '.join(job.pending['hosts'])} answers, then restart it")
-    running = [r for r in job.ranks if r.state in states.LIVE_RANK_STATES]
-    if running:
-        rank = running[0]
-        raise UsageError(f"job {job.id} still runs (rank {rank.rank} on {rank.host} is {rank.state}); "
-                         f"stop it first: tsubmit stop {job.id}")
-    archive_path = state_dir() / "archives" / f"{job.archive}.tar.gz"
-    if not archive_path.exists():
-        raise UsageError(f"the archive of job {job.id} is gone from {archive_path}; submit it again")
-    the_plan = submit.replan(job)  # before anything changes: a host gone from the inventory is refused
-    before = copy.deepcopy(job)
-    kept_inventories.launching_from(job.inventory, the_plan.cluster.ref.sources)
-    job.attempt += 1
-    job.state, job.message, job.ended_at = states.STARTING, "", None
-    for rank in job.ranks:
-        rank.state, rank.exit_code, rank.pid, rank.ended_at = states.STARTING, None, None, None
-        rank.attempt, rank.cause, rank.leftovers = job.attempt, None, None
-    job.launcher = launcher_identity()
-    store.save(job)
-    archive = Archive(archive_path, job.archive, 0, archive_path.stat().st_size)
-
-    def roll_back(failures: dict[str, str] | None) -> str:
-        attempt = job.attempt
-        acted = act(job, "rollback", [rank.host for rank in job.ranks], grace=ROLLBACK_GRACE,
-                     attempt=attempt, verbose=verbose)
-        pending = job.pending
-        job.__dict__.update(copy.deepcopy(before).__dict__)
-        job.pending = pending
-        job.message = describe(job) or before.message
-        store.save(job, patient=True)
-        what = "interrupted" if failures is None else "failed"
-        left = f"; still to roll back on {', '.join(acted.failures)}" if acted.failures else ""
-        return (f"restart of job {job.id} as attempt {attempt} {what}; rolled back{left}, the job "
-                f"{state_phrase(job.state)} at attempt {job.attempt} as before")
-
-    submit.launch(job, store, submit.target(the_plan, archive), roll_back=roll_back, on_event=on_event,
-                  verbose=verbose)
-    return job
 
 
 def wait(store: JobStore, job: Job, *, timeout: float | None = None, interval: float = 2.0,

@@ -3,7 +3,9 @@
 `dry_run(spec)` turns a job spec into the Launch that `run(launch)` launches:
 `--dry-run` (describe), `--check` and `export` are views of that same object,
 never a second plan. `run` reads top to bottom: the if-running policy, the GPU
-queue, the launch.
+queue, the launch. `restart` launches a recorded job's next attempt through
+`relaunch`, the one call that also launches it elsewhere (a plan on other
+hosts).
 
 The policy's check and the launch happen under an exclusive lock per job name
 in the state dir, so concurrent submissions (cron runs that overlap, ten
@@ -19,11 +21,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 
-from . import gpu_leases, notify, output, submit
-from .errors import EXIT_REFUSED, LaunchError, TsubmitError
+from . import gpu_leases, kept_inventories, lifecycle, node_actions, notify, output, submit
+from .archive import Archive
+from .errors import EXIT_REFUSED, LaunchError, TsubmitError, UsageError
 from .job import Job
+from .output import state_phrase
 from .paths import ensure_private_dir, state_dir
 from .spec import Behaviour, RunRequest, request_from_spec
+from .states import ACTIVE_STATES, DELETED, LIVE_RANK_STATES
 from .store import JobStore, open_store
 
 
@@ -94,6 +99,59 @@ def run(launch: Launch, *, verbose: int = 0) -> Outcome:
         return Outcome(store, _launch_when_leased(store, launch, verbose=verbose))
 
 
+def restart(store: JobStore, job: Job, *, verbose: int = 0) -> Job:
+    """`tsubmit restart`: JOB's next attempt on its own hosts, once nothing of it runs."""
+    lifecycle.refresh(store, [job], verbose=verbose)
+    if job.state == DELETED:
+        raise UsageError(f"job {job.id} is {job.message}; submit it again")
+    if job.pending:
+        raise UsageError(f"job {job.id}: {job.message}; run `tsubmit stop {job.id}` once "
+                         f"{', '.join(job.pending['hosts'])} answers, then restart it")
+    running = [rank for rank in job.ranks if rank.state in LIVE_RANK_STATES]
+    if running:
+        rank = running[0]
+        raise UsageError(f"job {job.id} still runs (rank {rank.rank} on {rank.host} is {rank.state}); "
+                         f"stop it first: tsubmit stop {job.id}")
+    # Before anything changes: a host gone from the inventory is refused.
+    return relaunch(store, submit.replan(job), verbose=verbose)
+
+
+def relaunch(store: JobStore, the_plan: submit.Plan, *, on_event=None, verbose: int = 0) -> Job:
+    """Launch the recorded job of THE_PLAN, which has ended, as its next attempt
+    on THE_PLAN's nodes, with the same archive and options, all or nothing: a
+    launch that fails on any node is rolled back everywhere and the job stays
+    as it was, at its attempt, restartable. Returns the job's next attempt."""
+    job = the_plan.job
+    archive = _kept_archive(job)
+    attempt = copy.deepcopy(job)
+    kept_inventories.launching_from(attempt.inventory, the_plan.cluster.ref.sources)
+    attempt.start_next_attempt()
+    attempt.launcher = node_actions.launcher_identity()
+    store.save(attempt)
+
+    def roll_back(failures: dict[str, str] | None) -> str:
+        acted = node_actions.act(attempt, "rollback", [rank.host for rank in attempt.ranks],
+                                 grace=node_actions.ROLLBACK_GRACE, attempt=attempt.attempt, verbose=verbose)
+        job.pending = attempt.pending  # what the rollback still owes some nodes
+        job.message = lifecycle.describe(job) or job.message
+        store.save(job, patient=True)
+        what = "interrupted" if failures is None else "failed"
+        left = f"; still to roll back on {', '.join(acted.failures)}" if acted.failures else ""
+        return (f"restart of job {job.id} as attempt {attempt.attempt} {what}; rolled back{left}, the job "
+                f"{state_phrase(job.state)} at attempt {job.attempt} as before")
+
+    submit.launch(attempt, store, submit.target(replace(the_plan, job=attempt), archive),
+                  roll_back=roll_back, on_event=on_event, verbose=verbose)
+    return attempt
+
+
+def _kept_archive(job: Job) -> Archive:
+    path = state_dir() / "archives" / f"{job.archive}.tar.gz"
+    if not path.exists():
+        raise UsageError(f"the archive of job {job.id} is gone from {path}; submit it again")
+    return Archive(path, job.archive, 0, path.stat().st_size)
+
+
 @contextmanager
 def name_lock(name: str) -> Iterator[None]:
     locks = ensure_private_dir(state_dir() / "locks")
@@ -105,18 +163,14 @@ def name_lock(name: str) -> Iterator[None]:
 
 def _running(store: JobStore, name: str) -> list[Job]:
     """The jobs of this name that run, as their nodes say."""
-    from .lifecycle import ACTIVE_STATES, refresh
-
     candidates = [job for job in store.jobs(where="name = ?", params=(name,)) if job.state in ACTIVE_STATES]
-    return [job for job in refresh(store, candidates) if job.state in ACTIVE_STATES]
+    return [job for job in lifecycle.refresh(store, candidates) if job.state in ACTIVE_STATES]
 
 
 def _replace(store: JobStore, running: list[Job], *, verbose: int = 0) -> None:
     """--if-running replace: stop what runs under the name first."""
-    from .lifecycle import stop
-
     for job in running:
-        acted = stop(store, job, verbose=verbose)
+        acted = lifecycle.stop(store, job, verbose=verbose)
         if acted.failures:
             raise LaunchError(f"job {job.id} ({job.name}) could not be stopped on every node, "
                               "so it was not replaced (--if-running replace)", acted.failures)

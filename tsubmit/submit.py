@@ -10,10 +10,11 @@ from .ansible_run import FULL_DISK, PlaybookRun, cluster_hosts, run_playbook
 from .clusters import ClusterRef, Node, ResolvedCluster, host_variables, resolve
 from .errors import LaunchError, UsageError
 from .interrupts import Deferred, Interrupted
-from .job import FAILED, RUNNING, STOPPED, Job, Rank, friendly_name, new_job_id
+from .job import Job, Rank, friendly_name, new_job_id
 from .paths import ensure_private_dir, state_dir
 from .render import launch_variables, render
 from .spec import RunRequest
+from .states import FAILED, RUNNING, STOPPED
 from .store import JobStore
 from .views import public_extras
 
@@ -213,10 +214,10 @@ def submit(the_plan: Plan, workdir, store: JobStore, *, on_event=None, verbose: 
         was_interrupted = failures is None
         acted = node_actions.act(job, "cleanup", [rank.host for rank in job.ranks],
                               grace=node_actions.ROLLBACK_GRACE, verbose=verbose)
-        job.state = STOPPED if was_interrupted else FAILED
+        job.move_to(STOPPED if was_interrupted else FAILED)
         job.ended_at, job.launcher = time.time(), None
         for rank in job.ranks:
-            rank.state = FAILED if rank.host in (failures or {}) else STOPPED
+            rank.move_to(FAILED if rank.host in (failures or {}) else STOPPED)
         store.save(job, patient=True)
         left = (f"; {', '.join(acted.failures)} could not be cleaned up and stay pending "
                 f"(`tsubmit delete {job.id}` once they answer)" if acted.failures
@@ -328,5 +329,5 @@ def record_started(job: Job, run: PlaybookRun) -> None:
     for rank in job.ranks:
         pid, ticks, started = _printed_pid(run, rank.host).split()[:3]
         rank.pid, rank.pid_start, rank.started_at = int(pid), ticks, float(started)
-        rank.state = RUNNING
-    job.state = RUNNING
+        rank.move_to(RUNNING)
+    job.move_to(RUNNING)

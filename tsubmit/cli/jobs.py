@@ -277,7 +277,7 @@ def stop(obj, job_ref, grace):
 @click.pass_obj
 def restart(obj, job_ref):
     """Run a stopped, failed or finished job again as its next attempt."""
-    from ..lifecycle import restart as restart_job
+    from ..run import restart as restart_job
 
     store = _store()
     job = restart_job(store, store.find(job_ref), verbose=obj["verbose"])
