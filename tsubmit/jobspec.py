@@ -1,8 +1,9 @@
 """Job spec files: every `tsubmit run` option as a YAML key.
 
 One table, FIELDS, says which keys exist, their type and meaning; it drives
-the validation of spec files (an unknown key or a wrong type names the key
-and its line), `run --print-spec`, and the JSON Schema shipped for editors
+`run`'s options and their help (tsubmit/cli/run.py), the validation of spec
+files (an unknown key or a wrong type names the key and its line),
+`run --print-spec`, and the JSON Schema shipped for editors
 (tsubmit/job.schema.json, kept equal to `json_schema()` by a test).
 """
 
@@ -22,60 +23,94 @@ HOOK_KINDS = ("pre_launch_tasks", "post_launch_tasks", "on_stop_tasks", "pre_lau
 
 @dataclass(frozen=True)
 class Field:
+    """A spec key and the `run` option of the same meaning (cli/run.py makes
+    the options from this table): its description is the help of both."""
+
     key: str
     kind: str  # string | integer | boolean | mapping | list | command | hooks
     description: str
     choices: tuple[str, ...] = ()
     path: bool = False  # relative to the spec file's folder
+    # The option: its name when not --KEY, a short name, the metavar in --help,
+    # and the default it shows there.
+    flag: str | None = None
+    short: str | None = None
+    metavar: str | None = None
+    default: object = None
+    # A list or mapping given on the command line adds to the spec's (else replaces it),
+    # and a list option's values may be SEPARATOR-separated.
+    adds: bool = False
+    separator: str | None = None
+
+    @property
+    def option(self) -> str:
+        return self.flag or f"--{self.key.replace('_', '-')}"
 
 
 FIELDS = (
-    Field("cluster", "string", "A named cluster (default: local)."),
-    Field("inventory", "string", "An Ansible inventory instead of a named cluster.", path=True),
-    Field("group", "string", "With inventory: the group to run on (default: all)."),
+    Field("cluster", "string", "A named cluster (see `tsubmit cluster list`); default: local.", short="-c"),
+    Field("inventory", "string", "An Ansible inventory (file, directory, script or plugin config) instead "
+          "of a named cluster.", path=True, short="-i"),
+    Field("group", "string", "With an inventory: the group to run on (default: all).", short="-g"),
     Field("limit", "string", "Only the hosts matching this Ansible pattern."),
-    Field("vault_password_file", "string", "Vault password file for the inventory.", path=True),
-    Field("name", "string", "Job name; the overlap policy is keyed on it."),
+    Field("vault_password_file", "string", "Vault password file for the inventory's encrypted variables "
+          "(remembered for the job's later commands).", path=True),
+    Field("name", "string", "Job name (default: a generated friendly name); the if-running policy is "
+          "keyed on it."),
     Field("executor", "string", "How the command starts on each node: " + executors.choices_help(),
-          executors.NAMES),
-    Field("workdir", "string", "Directory shipped to every node (default: the spec's folder).",
-          path=True),
+          executors.NAMES, default=executors.DEFAULT),
+    Field("workdir", "string", "Directory shipped to every node (default: the spec's folder, else the "
+          "current one).", path=True, default="."),
     Field("command", "command", "The command: a list of arguments, or a string split like a shell."),
-    Field("env", "mapping", "Environment variables for the job (string values)."),
-    Field("env_file", "string", "YAML mapping or dotenv file of environment variables.", path=True),
-    Field("gpus", "integer", "GPUs leased per node, one process each (default: all of the node's; "
-          "0: none, one process). On a node without GPUs: processes per node."),
-    Field("max_restarts", "integer", "Restarts of a failed rank."),
-    Field("keep_going", "boolean", "Keep the other ranks running when one fails (default: they are "
-          "stopped)."),
-    Field("wait", "boolean", "Block until the job ends; exit with its result."),
-    Field("follow", "boolean", "Like wait, streaming rank 0's log."),
-    Field("timeout", "string", "With wait: stop the job after this long (e.g. 90m)."),
-    Field("if_running", "string", "What to do when a job of this name is running.", POLICIES),
-    Field("queue", "boolean", "Wait while the job's GPUs are busy on some node instead of exiting 5."),
-    Field("queue_timeout", "string", "With queue: give up (exit 5) after this long (e.g. 2h)."),
-    Field("image", "string", "Run each rank's command in this container image."),
-    Field("container_args", "list", "Extra arguments for the container engine's run command."),
+    Field("env", "mapping", "Environment variables for the job (string values).", metavar="KEY=VALUE",
+          adds=True),
+    Field("env_file", "string", "YAML mapping or dotenv file of environment variables (string values).",
+          path=True),
+    Field("gpus", "integer", "GPUs leased per node, one process each (default: all of the node's: "
+          "nvidia-smi's, else tsubmit_gpus; 0: none, one process). On a node without GPUs: processes "
+          "per node (default 1)."),
+    Field("max_restarts", "integer", "Restarts of a failed rank (torchrun's own, or tsubmit's for "
+          "distributed).", default=0),
+    Field("keep_going", "boolean", "When a rank fails, keep the other ranks running (by default tsubmit "
+          "stops them)."),
+    Field("wait", "boolean", "Block until the job ends; exit 0 if it succeeded, 1 if not."),
+    Field("follow", "boolean", "Like wait, streaming rank 0's log (every rank's with --all)."),
+    Field("timeout", "string", "With wait: stop the job after this long (e.g. 90m) and exit 1.",
+          metavar="DURATION"),
+    Field("if_running", "string", "When a job of this name runs: allow, skip (exit 0), replace (stop it "
+          "first), fail (exit 4).", POLICIES, metavar="POLICY", default="allow"),
+    Field("queue", "boolean", "While the GPUs are busy on some node, wait and start as soon as every "
+          "node can lease (default: exit 5)."),
+    Field("queue_timeout", "string", "With queue: give up after this long (e.g. 2h) and exit 5.",
+          metavar="DURATION"),
+    Field("image", "string", "Run each rank's command inside this container image."),
+    Field("container_args", "list", "Extra arguments for the container engine's run command, e.g. "
+          "--shm-size=8g.", flag="--container-arg", metavar="ARG", adds=True),
     Field("pull", "string", "When to pull the image: missing, always or never.",
-          ("missing", "always", "never")),
-    Field("setup", "string", "Run on every node before the rank starts (sh -c, in the workdir, with "
-          "the job's environment); skipped where it already succeeded with the same inputs."),
-    Field("setup_key", "list", "Files (relative to the workdir) whose content the setup's cache "
-          "follows (default: the requirements*.txt, pyproject.toml, uv.lock, environment.yml and "
-          "setup.py the workdir holds)."),
-    Field("study", "string", "With executor optuna: the study's name (default: the job name)."),
-    Field("direction", "string", "With executor optuna: minimize or maximize (default: minimize).",
+          ("missing", "always", "never"), metavar="POLICY", default="missing"),
+    Field("setup", "string", "Run CMD (sh -c) on every node before the rank starts, in the workdir, with "
+          "the job's environment; skipped on a node where it already succeeded with the same inputs. "
+          "$TSUBMIT_SETUP_DIR is its folder there; a venv at $TSUBMIT_SETUP_DIR/venv goes first on the "
+          "rank's PATH.", metavar="CMD"),
+    Field("setup_key", "list", "Files (relative to the workdir) whose content the setup's cache follows "
+          "(default: the requirements*.txt, pyproject.toml, uv.lock, environment.yml and setup.py the "
+          "workdir holds).", metavar="FILE", adds=True),
+    Field("study", "string", "With executor optuna: the study (default: the job name); running again "
+          "with the same study continues it."),
+    Field("direction", "string", "With executor optuna: minimize (default) or maximize.",
           ("minimize", "maximize")),
-    Field("optuna_storage", "string", "With executor optuna: an external database URL or a name from "
-          "`tsubmit db list`, instead of the SQLite store on the head."),
-    Field("dashboard", "boolean", "With executor optuna: start optuna-dashboard on the head."),
-    Field("notify", "list", "Notification URLs (apprise: ntfy://topic, mailto://user:pass@host, "
-          "slack://..., json://host:port, ...), told when the job succeeds, fails, or starts after "
-          "waiting in the queue (default: notify of the config file)."),
-    Field("notify_on", "list", "The events notified of: started, succeeded, failed, or end for both "
-          "(default: all)."),
-    Field("hooks", "hooks", "Ansible task files (absolute, or relative to the spec) and roles run on "
-          "every node: pre_launch_tasks, post_launch_tasks, on_stop_tasks, pre_launch_roles."),
+    Field("optuna_storage", "string", "With executor optuna: a database URL or a name from "
+          "`tsubmit db list` instead of the SQLite store on the head."),
+    Field("dashboard", "boolean", "With executor optuna: start optuna-dashboard on the head (see "
+          "`tsubmit optuna dashboard JOB`)."),
+    Field("notify", "list", "Tell these apprise URLs when the job succeeds, fails, or starts after "
+          "waiting in the queue: ntfy://topic, mailto://user:pass@example.com, slack://..., "
+          "json://host:port/path, ... (default: notify in the config file).", metavar="URL"),
+    Field("notify_on", "list", "Only these events: started, succeeded, failed, end (both ends). "
+          "Default: all.", metavar="EVENTS", separator=","),
+    Field("hooks", "hooks", "Hooks run on every node: pre_launch_tasks, post_launch_tasks or "
+          "on_stop_tasks with Ansible task files (absolute, or relative to the spec); pre_launch_roles "
+          "with roles.", flag="--hook", metavar="KIND=FILE|ROLE", adds=True),
 )
 BY_KEY = {field.key: field for field in FIELDS}
 
@@ -122,7 +157,7 @@ def check(field: Field, value, where: str | None):
     (and WHERE it is, in a spec file) or the option."""
     import shlex
 
-    label = f"{where}: {field.key!r}" if where else f"--{field.key.replace('_', '-')}"
+    label = f"{where}: {field.key!r}" if where else field.option
     if value is None:
         return None
     expected = {"string": str, "integer": int, "boolean": bool, "mapping": dict, "list": list}.get(field.kind)

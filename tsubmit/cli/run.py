@@ -6,96 +6,34 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from .. import executors
 from ..errors import UsageError
 
-# click parameter -> spec key (tsubmit/jobspec.py); the command argument is "command".
-SPEC_KEYS = {
-    "cluster_name": "cluster", "inventory": "inventory", "group": "group", "limit": "limit",
-    "vault_password_file": "vault_password_file", "name": "name", "executor": "executor",
-    "workdir": "workdir", "env_file": "env_file", "gpus": "gpus", "max_restarts": "max_restarts",
-    "keep_going": "keep_going",
-    "wait_": "wait", "follow": "follow", "timeout": "timeout", "if_running": "if_running",
-    "queue": "queue", "queue_timeout": "queue_timeout",
-    "image": "image", "pull": "pull", "study": "study", "direction": "direction",
-    "optuna_storage": "optuna_storage", "dashboard": "dashboard", "setup": "setup",
-}
+_KINDS = {"string": {}, "integer": {"type": int}, "boolean": {"is_flag": True},
+          "list": {"multiple": True}, "mapping": {"multiple": True}, "hooks": {"multiple": True}}
 
 
-_JOB_OPTIONS = [
-    click.option("-f", "--spec", "spec_file", type=click.Path(dir_okay=False, path_type=Path),
-                 help="A job spec file (YAML); options given here override its keys."),
-    click.option("-c", "--cluster", "cluster_name",
-                 help="A named cluster (see `tsubmit cluster list`); default: local."),
-    click.option("-i", "--inventory", help="An Ansible inventory (file, directory, script or plugin "
-                 "config) instead of a named cluster."),
-    click.option("-g", "--group", help="With -i: the inventory group to run on (default: all)."),
-    click.option("--limit", help="Only the hosts matching this Ansible pattern."),
-    click.option("--vault-password-file", help="Vault password file for the inventory's encrypted "
-                 "variables (remembered for the job's later commands)."),
-    click.option("--name", help="Job name (default: a generated friendly name)."),
-    click.option("--executor", default=executors.DEFAULT, show_default=True,
-                 type=click.Choice(executors.NAMES), help="How the command starts on each node: "
-                 + executors.choices_help()),
-    click.option("--workdir", default=".", show_default=True, help="Directory shipped to every node."),
-    click.option("--env", "env_pairs", multiple=True, metavar="KEY=VALUE",
-                 help="Environment variable for the job (repeatable)."),
-    click.option("--env-file", help="YAML mapping or dotenv file of environment variables (string values)."),
-    click.option("--gpus", type=int, help="GPUs leased per node, one process each (default: all of "
-                 "the node's: nvidia-smi's, else tsubmit_gpus; 0: none, one process). On a node "
-                 "without GPUs: processes per node (default 1)."),
-    click.option("--max-restarts", type=int, default=0, show_default=True,
-                 help="Restarts of a failed rank (torchrun's own, or tsubmit's for distributed)."),
-    click.option("--keep-going", is_flag=True, help="When a rank fails, keep the other ranks "
-                 "running (by default tsubmit stops them)."),
-    click.option("--if-running", default="allow", show_default=True, metavar="POLICY",
-                 help="When a job of this name runs: allow, skip (exit 0), replace (stop it first), "
-                 "fail (exit 4)."),
-    click.option("--queue", is_flag=True, help="While the GPUs are busy on some node, wait and start "
-                 "as soon as every node can lease (default: exit 5)."),
-    click.option("--queue-timeout", metavar="DURATION", help="With --queue: give up after this long "
-                 "(e.g. 2h) and exit 5."),
-    click.option("--image", help="Run each rank's command inside this container image."),
-    click.option("--container-arg", "container_args", multiple=True, metavar="ARG",
-                 help="Extra argument for the engine's run command (repeatable), e.g. --shm-size=8g."),
-    click.option("--pull", default="missing", show_default=True, metavar="POLICY",
-                 help="Pull the image: missing, always or never."),
-    click.option("--setup", metavar="CMD", help="Run CMD (sh -c) on every node before the rank "
-                 "starts, in the workdir, with the job's environment; skipped on a node where it "
-                 "already succeeded with the same inputs. $TSUBMIT_SETUP_DIR is its folder there; a "
-                 "venv at $TSUBMIT_SETUP_DIR/venv goes first on the rank's PATH."),
-    click.option("--setup-key", "setup_keys", multiple=True, metavar="FILE",
-                 help="A file (relative to the workdir) whose content the setup's cache follows "
-                 "(repeatable; default: requirements*.txt, pyproject.toml, uv.lock, environment.yml, "
-                 "setup.py in the workdir)."),
-    click.option("--study", help="With --executor optuna: the study (default: the job name); "
-                 "running again with the same study continues it."),
-    click.option("--direction", help="With --executor optuna: minimize (default) or maximize."),
-    click.option("--optuna-storage", help="With --executor optuna: a database URL or a name from "
-                 "`tsubmit db list` instead of the SQLite store on the head."),
-    click.option("--dashboard", is_flag=True, help="With --executor optuna: start optuna-dashboard on "
-                 "the head (see `tsubmit optuna dashboard JOB`)."),
-    click.option("--hook", "hook_pairs", multiple=True, metavar="KIND=FILE|ROLE",
-                 help="A hook on every node (repeatable): pre_launch_tasks, post_launch_tasks or "
-                 "on_stop_tasks with a task file; pre_launch_roles with a role."),
-    click.option("--notify", "notify_urls", multiple=True, metavar="URL",
-                 help="Tell this apprise URL when the job succeeds, fails, or starts after waiting "
-                 "in the queue (repeatable): ntfy://topic, mailto://user:pass@example.com, "
-                 "slack://..., json://host:port/path, ... (default: notify in the config file)."),
-    click.option("--notify-on", "notify_events", multiple=True, metavar="EVENTS",
-                 help="Only these events (comma-separated or repeated): started, succeeded, failed, "
-                 "end (both ends). Default: all."),
-    click.option("--wait", "wait_", is_flag=True, help="Block until the job ends; exit 0 if it "
-                 "succeeded, 1 if not."),
-    click.option("--follow", is_flag=True, help="Like --wait, streaming rank 0's log (every rank's "
-                 "with --all)."),
-    click.option("--timeout", help="With --wait: stop the job after this long (e.g. 90m) and exit 1."),
-]
+def _option(field):
+    """The `run` option of a spec key (tsubmit/jobspec.py: FIELDS)."""
+    settings = dict(_KINDS[field.kind])
+    text = field.description
+    if settings.get("multiple"):
+        text += " Repeatable, or comma-separated." if field.separator else " Repeatable."
+    if field.key == "executor":  # click names the choices when one is wrong
+        settings["type"] = click.Choice(field.choices)
+    if field.default is not None:
+        settings.update(default=field.default, show_default=True)
+    names = [name for name in (field.short, field.option) if name]
+    return click.option(*names, field.key, metavar=field.metavar, help=text, **settings)
 
 
 def job_options(function):
-    """The options that describe a job (each is also a spec key), for run and export."""
-    for option in reversed(_JOB_OPTIONS):
+    """The options that describe a job (each a spec key), for run and export."""
+    from .. import jobspec
+
+    options = [click.option("-f", "--spec", "spec_file", type=click.Path(dir_okay=False, path_type=Path),
+                            help="A job spec file (YAML); options given here override its keys.")]
+    options += [_option(field) for field in jobspec.FIELDS if field.kind != "command"]
+    for option in reversed(options):
         function = option(function)
     return function
 
@@ -176,40 +114,46 @@ def run(obj, command, **options):
 
 
 def _spec(options: dict, command: tuple[str, ...]) -> dict:
-    """The spec file's keys, overridden by the options given on the command line."""
+    """The spec file's keys, overridden (or, for some lists, added to) by the
+    options given on the command line."""
     from .. import jobspec
-    from ..spec import parse_env_pairs
 
     context = click.get_current_context()
     spec = jobspec.load(options["spec_file"]) if options["spec_file"] else {}
-    for param, key in SPEC_KEYS.items():
-        if context.get_parameter_source(param) == ParameterSource.COMMANDLINE:
-            value = options[param]
-            if jobspec.BY_KEY[key].path and value is not None:
-                value = str(Path(value).resolve())
-            spec[key] = jobspec.check(jobspec.BY_KEY[key], value, None)
-    for pair in options["hook_pairs"]:
-        kind, sep, item = pair.partition("=")
-        if not sep or not item:
-            raise UsageError(f"malformed --hook {pair!r}: expected KIND=FILE or pre_launch_roles=ROLE")
-        item = item if kind.endswith("roles") else str(Path(item).expanduser().resolve())
-        merged = jobspec.check_hooks({kind: [item]}, "--hook")
-        spec.setdefault("hooks", {}).setdefault(kind, []).extend(merged[kind])
-    if options["container_args"]:
-        spec["container_args"] = [*spec.get("container_args", []), *options["container_args"]]
-    if options["setup_keys"]:
-        spec["setup_key"] = [*spec.get("setup_key", []), *options["setup_keys"]]
-    if options["notify_urls"]:
-        spec["notify"] = list(options["notify_urls"])
-    if options["notify_events"]:
-        spec["notify_on"] = [event.strip() for item in options["notify_events"]
-                             for event in item.split(",") if event.strip()]
-    if options["env_pairs"]:
-        spec["env"] = {**spec.get("env", {}), **parse_env_pairs(options["env_pairs"])}
+    for field in jobspec.FIELDS:
+        if field.kind != "command" and context.get_parameter_source(field.key) == ParameterSource.COMMANDLINE:
+            spec[field.key] = _spec_value(field, options[field.key], spec.get(field.key))
     if command:
         spec["command"] = list(command)
     spec["workdir"] = str(Path(spec.get("workdir", ".")).resolve())
     return spec
+
+
+def _spec_value(field, value, spec_value):
+    """An option's value as its spec key holds it, added to SPEC_VALUE where the field says so."""
+    from .. import jobspec
+    from ..spec import parse_env_pairs
+
+    if field.kind == "mapping":
+        return {**(spec_value or {}), **parse_env_pairs(value)}
+    if field.kind == "hooks":
+        hooks = {kind: list(items) for kind, items in (spec_value or {}).items()}
+        for pair in value:
+            kind, sep, item = pair.partition("=")
+            if not sep or not item:
+                raise UsageError(f"malformed {field.option} {pair!r}: expected KIND=FILE or "
+                                 "pre_launch_roles=ROLE")
+            item = item if kind.endswith("roles") else str(Path(item).expanduser().resolve())
+            jobspec.check_hooks({kind: [item]}, field.option)
+            hooks.setdefault(kind, []).append(item)
+        return hooks
+    if field.kind == "list":
+        items = [part.strip() for item in value for part in item.split(field.separator) if part.strip()] \
+            if field.separator else list(value)
+        return [*(spec_value or []), *items] if field.adds else items
+    if field.path and value is not None:
+        value = str(Path(value).resolve())
+    return jobspec.check(field, value, None)
 
 
 def _describe_text(description: dict) -> str:
