@@ -118,14 +118,17 @@ def restart(store: JobStore, job: Job, *, verbose: int = 0) -> Job:
 
 def relaunch(store: JobStore, the_plan: submit.Plan, *, on_event=None, verbose: int = 0) -> Job:
     """Launch the recorded job of THE_PLAN, which has ended, as its next attempt
-    on THE_PLAN's nodes, with the same archive and options, all or nothing: a
-    launch that fails on any node is rolled back everywhere and the job stays
-    as it was, at its attempt, restartable. Returns the job's next attempt."""
+    on THE_PLAN's nodes (rank for rank: a node may take another's rank), with
+    the same archive and options, all or nothing: a launch that fails on any
+    node is rolled back everywhere and the job stays as it was, at its attempt,
+    restartable. Returns the job's next attempt."""
     job = the_plan.job
     archive = _kept_archive(job)
     attempt = copy.deepcopy(job)
     kept_inventories.launching_from(attempt.inventory, the_plan.cluster.ref.sources)
     attempt.start_next_attempt()
+    for rank, node in zip(attempt.ranks, the_plan.cluster.nodes, strict=True):
+        rank.host, rank.address, rank.nproc = node.name, node.address, job.gpus or node.gpus
     attempt.launcher = node_actions.launcher_identity()
     store.save(attempt)
 
