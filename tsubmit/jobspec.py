@@ -37,8 +37,8 @@ class Field:
     short: str | None = None
     metavar: str | None = None
     default: object = None
-    # A list or mapping given on the command line adds to the spec's (else replaces it),
-    # and a list option's values may be SEPARATOR-separated.
+    # Whether a list, mapping or hooks option adds to the spec file's value (else
+    # replaces it), and the separator that may join a list option's values.
     adds: bool = False
     separator: str | None = None
 

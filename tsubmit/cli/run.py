@@ -134,10 +134,11 @@ def _spec_value(field, value, spec_value):
     from .. import jobspec
     from ..spec import parse_env_pairs
 
+    base = spec_value if field.adds else None
     if field.kind == "mapping":
-        return {**(spec_value or {}), **parse_env_pairs(value)}
+        return {**(base or {}), **parse_env_pairs(value)}
     if field.kind == "hooks":
-        hooks = {kind: list(items) for kind, items in (spec_value or {}).items()}
+        hooks = {kind: list(items) for kind, items in (base or {}).items()}
         for pair in value:
             kind, sep, item = pair.partition("=")
             if not sep or not item:
@@ -148,9 +149,10 @@ def _spec_value(field, value, spec_value):
             hooks.setdefault(kind, []).append(item)
         return hooks
     if field.kind == "list":
-        items = [part.strip() for item in value for part in item.split(field.separator) if part.strip()] \
-            if field.separator else list(value)
-        return [*(spec_value or []), *items] if field.adds else items
+        items = list(value)
+        if field.separator:
+            items = [part.strip() for item in items for part in item.split(field.separator) if part.strip()]
+        return [*(base or []), *items]
     if field.path and value is not None:
         value = str(Path(value).resolve())
     return jobspec.check(field, value, None)
