@@ -132,19 +132,26 @@ def relaunch(store: JobStore, the_plan: submit.Plan, *, on_event=None, verbose: 
     attempt.launcher = node_actions.launcher_identity()
     store.save(attempt)
 
+    rolled_back = False
+
     def roll_back(failures: dict[str, str] | None) -> str:
+        nonlocal rolled_back
         acted = node_actions.act(attempt, "rollback", [rank.host for rank in attempt.ranks],
                                  grace=node_actions.ROLLBACK_GRACE, attempt=attempt.attempt, verbose=verbose)
+        rolled_back = True
         job.pending = attempt.pending  # what the rollback still owes some nodes
-        job.message = lifecycle.describe(job) or job.message
-        store.save(job, patient=True)
         what = "interrupted" if failures is None else "failed"
         left = f"; still to roll back on {', '.join(acted.failures)}" if acted.failures else ""
         return (f"restart of job {job.id} as attempt {attempt.attempt} {what}; rolled back{left}, the job "
                 f"{state_phrase(job.state)} at attempt {job.attempt} as before")
 
-    submit.launch(attempt, store, submit.target(replace(the_plan, job=attempt), archive),
-                  roll_back=roll_back, on_event=on_event, verbose=verbose)
+    try:
+        submit.launch(attempt, store, submit.target(replace(the_plan, job=attempt), archive),
+                      roll_back=roll_back, on_event=on_event, verbose=verbose)
+    finally:
+        if rolled_back:  # the record is the job as it was, with why its next attempt failed
+            job.message = attempt.message or lifecycle.describe(job) or job.message
+            store.save(job, patient=True)
     return attempt
 
 
