@@ -71,12 +71,13 @@ class Report:
         }
 
 
-def check_cluster(cluster: ResolvedCluster, *, verbose: int = 0) -> Report:
-    """Run the check playbook on every node of CLUSTER and judge what it found."""
+def check_cluster(cluster: ResolvedCluster, *, fix: bool = False, verbose: int = 0) -> Report:
+    """Run the check playbook on every node of CLUSTER and judge what it found; with
+    FIX, first make each node's shared GPU lease folder as root (become)."""
     # The head named here spares every node a search through all hosts' variables.
     run = run_playbook(PLAYBOOK, cluster.ref.sources, cluster_hosts(cluster),
-                       {"check_head_host": cluster.nodes[0].name}, verbose=verbose,
-                       vault_password_file=cluster.ref.vault_password_file)
+                       {"check_head_host": cluster.nodes[0].name, "gpu_lease_create_dir": fix},
+                       verbose=verbose, vault_password_file=cluster.ref.vault_password_file)
     no_result = f"no result from the check playbook ({run.status}; see {run.data_dir}/artifacts)"
     return build_report(cluster, run.hosts, _probe_windows(run.data_dir), no_result=no_result)
 
@@ -184,16 +185,28 @@ def _gpus(node: Node, probe: dict) -> Outcome:
 
 
 def _with_leases(outcome: Outcome, result: HostResult) -> Outcome:
-    """The GPU check's detail, with who leases the node's GPUs now (every user's jobs)."""
+    """The GPU check's detail, with who leases the node's GPUs now (every user's jobs),
+    and whether their lease folder is one every user shares and none can subvert."""
     from .gpu_leases import USAGE_TASK, describe_lease
 
+    if USAGE_TASK not in result.results and result.status == "failed":
+        # The usage task never fails the check: what failed is --fix (the folder, as root).
+        return Outcome(FAIL, f"cannot make the shared GPU lease folder as root: {result.message}",
+                       "the node's user must be allowed to become root (sudo; ansible_become_method "
+                       "and ansible_become_password in the inventory), or have root make it owned by "
+                       "root, mode 1777 (tsubmit_gpu_lease_dir)")
     usage = _last_json(result.results.get(USAGE_TASK))
     if not usage or not usage.get("gpus"):
         return outcome
+    if usage.get("problem"):
+        return Outcome(FAIL, usage["problem"], "tsubmit cluster check --fix")
     leases = usage.get("leases") or []
     held = "; ".join(f"leased by {describe_lease(lease)}" for lease in leases)
     detail = f"{outcome.detail}; {len(usage['free'])} of {len(usage['gpus'])} free" + (f", {held}" if held
                                                                                        else "")
+    if usage.get("note"):  # the node's GPUs are not shared safely: at least a warning
+        return Outcome(FAIL if outcome.status == FAIL else WARN, f"{detail}; {usage['note']}",
+                       "; ".join(filter(None, [outcome.remedy, "tsubmit cluster check --fix"])))
     return Outcome(outcome.status, detail, outcome.remedy)
 
 

@@ -92,14 +92,16 @@ def node_busy(report: dict) -> str:
 @dataclass
 class NodeUsage:
     host: str
-    report: dict | None  # the helper's: gpus, free, leases, lease_dir
+    report: dict | None  # the helper's: gpus, free, leases, lease_dir, shared, note
     error: str | None = None
 
     def as_dict(self) -> dict:
         if self.report is None:
             return {"host": self.host, "error": self.error}
         return {"host": self.host, "gpus": self.report["gpus"], "free": self.report["free"],
-                "lease_dir": self.report["lease_dir"], "leases": self.report["leases"]}
+                "lease_dir": self.report["lease_dir"], "leases": self.report["leases"],
+                # False: a folder of this user's own, which shares with no one ("note" says why).
+                "shared": self.report.get("shared", True), "note": self.report.get("note") or ""}
 
 
 def usage(cluster: ResolvedCluster, *, verbose: int = 0) -> list[NodeUsage]:

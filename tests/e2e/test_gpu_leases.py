@@ -271,6 +271,29 @@ def test_the_lease_outlives_a_torchrun_killed_9_while_its_workers_run(cli, other
     assert usage(other_cli, "c")["node1"]["free"] == [0, 1, 2, 3]
 
 
+def test_shell_sees_the_gpus_the_rank_leased_and_names_the_host_of_a_missing_command(
+        cli, nodes, workdir):
+    node = nodes.nodes[0]
+    gpu_cluster(nodes, [node], cli)
+    holder = start(cli, "c", "--gpus", "1", "--workdir", str(workdir))
+    job_id = start(cli, "c", "--gpus", "2", "--workdir", str(workdir))
+    try:
+        assert leased(node, job_id, 0) == ({1, 2}, 2)
+        show = ["--", "sh", "-c", 'echo "cvd=[${CUDA_VISIBLE_DEVICES-unset}]"']
+        assert cli.ok("shell", job_id, *show).stdout == "cvd=[1,2]\n"
+        missing = cli("shell", job_id, "--", "nvidia-smi", "-L")
+        assert missing.code == 127, missing.output
+        assert missing.stderr.strip() == (f"tsubmit: nvidia-smi: command not found on node1 (rank 0 of "
+                                          f"job {job_id}, with the rank's PATH)"), missing.stderr
+        none = cli.ok("run", "-c", "c", "--executor", "distributed", "--gpus", "0", "--wait",
+                      "--workdir", str(workdir), "--", "true")
+        none_id = re.search(r"job (\w+) ", none.stdout).group(1)
+        assert cli.ok("shell", none_id, *show).stdout == "cvd=[]\n"
+    finally:
+        cli.ok("stop", holder)
+        cli.ok("stop", job_id)
+
+
 def test_gpus_0_opts_out_and_a_node_without_gpus_runs_as_before(cli, nodes, workdir):
     node = nodes.nodes[0]
     gpu_cluster(nodes, [node], cli)
@@ -355,12 +378,12 @@ def test_two_users_on_one_node_neither_steals_nor_frees_the_others_lease(tmp_pat
     shutil.copy(HELPER, helper)
     helper.chmod(0o644)
     folder = shared / "leases"
+    folder.mkdir()
+    folder.chmod(0o1777)  # root's, as `cluster check --fix` makes it
 
     def hold(user: str, name: str, count: int) -> subprocess.Popen:
         script = (f'exec 9>"{folder}/{name}" && {sys.executable} {helper} take {folder} {name} '
                   f'{count} 0,1,2,3 9 /nonexistent && exec sleep 600')
-        if not folder.exists():
-            subprocess.run(["runuser", "-u", user, "--", "mkdir", "-m", "1777", str(folder)], check=True)
         return subprocess.Popen(["runuser", "-u", user, "--", "sh", "-c", script], start_new_session=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -407,3 +430,80 @@ def test_two_users_on_one_node_neither_steals_nor_frees_the_others_lease(tmp_pat
             kill(again)
     finally:
         kill(alice)
+
+
+def test_a_lease_folder_another_user_made_is_refused_by_the_helper(tmp_path):
+    """The owner of a sticky folder may remove anyone's lease in it: bob made the
+    folder, so alice is refused there (exit 3 naming it, bob, the fix)."""
+    ensure_test_user(DEFAULT_USER)
+    bob = ensure_test_user(SECOND_USER)
+    for parent in (tmp_path, *tmp_path.parents):
+        if parent == Path("/"):
+            break
+        parent.chmod(parent.stat().st_mode | 0o001)
+    helper = tmp_path / "gpu_lease.py"
+    shutil.copy(HELPER, helper)
+    helper.chmod(0o644)
+    folder = tmp_path / "leases"
+    folder.mkdir()
+    folder.chmod(0o1777)
+    os.chown(folder, bob.pw_uid, bob.pw_gid)
+    for args in (["folder", str(folder)], ["usage", str(folder), "4"]):
+        alice = subprocess.run(["runuser", "-u", DEFAULT_USER, "--", sys.executable, str(helper), *args],
+                               capture_output=True, text=True)
+        assert alice.returncode == 3, alice
+        assert (f"the GPU lease folder {folder} is owned by {SECOND_USER}, not root: {SECOND_USER} could "
+                "remove every other user's leases" in alice.stderr), alice.stderr
+        assert "tsubmit cluster check --fix" in alice.stderr
+    assert list(folder.iterdir()) == []
+
+
+def test_a_lease_folder_another_user_owns_fails_the_launch_and_cluster_check(cli, nodes, workdir):
+    node = nodes.nodes[0]
+    gpu_cluster(nodes, [node], cli)
+    bob = ensure_test_user(SECOND_USER)
+    os.chown(node.lease_dir, bob.pw_uid, bob.pw_gid)
+    try:
+        run = cli("run", "-c", "c", "--gpus", "1", "--executor", "distributed", "--workdir", str(workdir),
+                  "--", "python", "sleeper.py")
+        assert run.code == 3, run.output
+        assert "node1" in run.stderr
+        assert f"{node.lease_dir} is owned by {SECOND_USER}, not root" in run.stderr, run.stderr
+        assert "tsubmit cluster check --fix" in run.stderr
+        assert nodes.processes_of(node, r"sleeper\.py") == []
+        assert list(node.lease_dir.iterdir()) == []  # not even a lease file left in bob's folder
+        check = cli("cluster", "check", "c")
+        assert check.code == 3, check.output
+        assert (f"FAIL node1 gpus: the GPU lease folder {node.lease_dir} is owned by {SECOND_USER}"
+                in check.stdout), check.stdout
+        # without a way to become root, --fix says so, naming the host
+        fix = cli("cluster", "check", "c", "--fix")
+        assert fix.code == 3, fix.output
+        assert "FAIL node1 gpus: cannot make the shared GPU lease folder as root" in fix.stdout, fix.stdout
+    finally:
+        os.chown(node.lease_dir, 0, 0)
+
+
+def test_without_a_shared_lease_folder_a_user_leases_in_their_own_and_is_told_so(cli, nodes, workdir):
+    node = nodes.nodes[0]
+    gpu_cluster(nodes, [node], cli)
+    own = Path(f"{node.lease_dir}-{DEFAULT_USER}")
+    node.lease_dir.rmdir()
+    job_id = None
+    try:
+        job_id = start(cli, "c", "--gpus", "1", "--workdir", str(workdir))
+        assert leased(node, job_id, 0) == ({0}, 1)
+        assert not node.lease_dir.exists()  # only root makes the shared one
+        assert own.stat().st_uid == ensure_test_user(DEFAULT_USER).pw_uid
+        assert f"leasing in {own}, which shares with no one" in log_of(node, job_id, 0)
+        [seen] = cli.ok("cluster", "usage", "c", "-o", "json").json()
+        assert (seen["lease_dir"], seen["shared"], seen["free"]) == (str(own), False, [1, 2, 3])
+        check = cli("cluster", "check", "c")
+        assert check.code == 0, check.output
+        assert "warn node1 gpus:" in check.stdout and "shares with no one" in check.stdout, check.stdout
+    finally:
+        if job_id:
+            cli.ok("stop", job_id)
+        shutil.rmtree(own, ignore_errors=True)
+        node.lease_dir.mkdir(exist_ok=True)
+        node.lease_dir.chmod(0o1777)

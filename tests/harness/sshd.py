@@ -101,8 +101,9 @@ class Node:
 
     @property
     def lease_dir(self) -> Path:
-        """The node's GPU lease folder, which the lease helper creates (mode 1777)
-        inside a folder every user may write, as /dev/shm on a real machine."""
+        """The node's GPU lease folder inside a folder every user may write, as
+        /dev/shm on a real machine; owned by root, mode 1777, as `tsubmit cluster
+        check --fix` makes it (an ordinary user's would be refused or not shared)."""
         return self.dir / "shm" / "tsubmit-gpu-leases"
 
     @property
@@ -377,6 +378,8 @@ class SshNodes(NodeClients):
             remote_root=remote_root,
             host_key_file=host_key,
         )
+        node.lease_dir.mkdir()
+        node.lease_dir.chmod(0o1777)
         node.config_file.write_text(self._sshd_config(node))
         return node
 

@@ -13,25 +13,30 @@ MARKS = {"ok": "ok", "warn": "warn", "fail": "FAIL", "skipped": "-"}
 @click.command("check")
 @cluster_options
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
+@click.option("--fix", is_flag=True,
+              help="First make each node's shared GPU lease folder (tsubmit_gpu_lease_dir) owned by "
+                   "root, mode 1777, as root: the node's user must be allowed to become root.")
 @click.pass_obj
-def check(obj, name, inventory, group, vault_password_file, ask_vault_pass, output):
+def check(obj, name, inventory, group, vault_password_file, ask_vault_pass, output, fix):
     """Check that every node of cluster NAME (or of -i PATH) can run jobs.
 
     SSH, python, torchrun and its torch version, GPUs against tsubmit_gpus,
     free space in the remote root, clock skew, each worker's TCP connection to
     the head's rendezvous address, and the container engine when one is
-    declared: one playbook run, all nodes in parallel. Exit 0 when nothing
-    failed (warnings allowed), 3 otherwise.
+    declared, and each node's GPU lease folder (shared by every user and
+    nobody's but root's, else a warning or a failure): one playbook run, all
+    nodes in parallel. Exit 0 when nothing failed (warnings allowed), 3 otherwise.
 
     \b
     tsubmit cluster check gpus
     tsubmit cluster check -i hosts.yml -g trainers -o json
+    tsubmit cluster check gpus --fix
     """
     from .. import output as out
     from ..check import CHECKS, check_cluster
 
     with resolved_cluster(name, inventory, group, vault_password_file, ask_vault_pass) as cluster:
-        report = check_cluster(cluster, verbose=(obj or {}).get("verbose", 0))
+        report = check_cluster(cluster, fix=fix, verbose=(obj or {}).get("verbose", 0))
 
     if output == "json":
         click.echo(out.to_json(report.as_dict()))

@@ -245,6 +245,9 @@ def usage(obj, name, inventory, group, vault_password_file, ask_vault_pass, outp
                          describe_lease(leases[0]) if leases else "-"])
             rows += [["", "", "", describe_lease(lease)] for lease in leases[1:]]
         click.echo(out.table(["HOST", "GPUS", "FREE", "LEASES"], rows))
+        for node in nodes:
+            if node.report is not None and node.report.get("note"):
+                click.echo(f"{node.host}: {node.report['note']}", err=True)
     if any(node.report is None for node in nodes):
         sys.exit(EXIT_LAUNCH)
 

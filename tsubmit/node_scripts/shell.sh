@@ -7,7 +7,7 @@
 #   ENVIRONMENT  the attempt's environment.sh, relative to ROOT
 # The environment is the file launch.sh sources around the rank's command
 # (environment.sh beside it), so both see the same variables.
-# Exit 3 when the job's files are not on this node.
+# Exit 3 when the job's files are not on this node, 127 when COMMAND is not found.
 set -u
 root=$1 workdir=$2 environment=$3 job=$4 rank=$5 host=$6
 shift 6
@@ -29,6 +29,11 @@ cd "$workdir" || exit 3
 set +u
 . "$environment"
 if [ "$#" -gt 0 ]; then
+    # Named here: sh's own "exec: ... not found" names neither the host nor the rank.
+    if ! command -v "$1" >/dev/null 2>&1; then
+        echo "tsubmit: $1: command not found on $host (rank $rank of job $job, with the rank's PATH)" >&2
+        exit 127
+    fi
     exec "$@"
 fi
 if [ -t 0 ]; then

@@ -2,6 +2,8 @@
 
 Usage:
   gpu_lease.py ids DECLARED                 the node's GPU ids, comma-separated
+  gpu_lease.py folder DIR                   the folder to lease in (made when missing), after
+                                            checking that nobody but root can subvert it
   gpu_lease.py take DIR LEASE COUNT IDS FD  lease COUNT of IDS (comma-separated) as file
                                             DIR/LEASE, which the caller holds open on FD
   gpu_lease.py usage DIR DECLARED           the node's GPUs and every live lease, as JSON
@@ -24,9 +26,15 @@ outlive torchrun (kill -9): so when the rank's command ends, the launch script
 runs `hold`, which keeps the descriptor open until no process carrying the
 rank's marker (TSUBMIT_RANK_MARKER, as stop and status find them) is left.
 
-DIR is sticky and world-writable (mode 1777, as /dev/shm): every user can
-lease, nobody can remove or overwrite another user's lease (mode 0644), and a
-dead lease counts as free whoever owns it; its owner's next `take` removes it.
+DIR is owned by root, sticky and world-writable (mode 1777, as /dev/shm):
+every user can lease, nobody can remove or overwrite another user's lease
+(mode 0644), and a dead lease counts as free whoever owns it; its owner's next
+`take` removes it. The owner of a sticky folder may remove any file in it, so
+a DIR owned by another ordinary user is refused (exit 3): that user could
+free everyone's leases. Only root can make DIR so (`tsubmit cluster check
+--fix`, or the gpu_lease role with gpu_lease_create_dir and become); until
+then an ordinary user leases in DIR-USER, a folder of their own that shares
+with no one, and `folder` says so on stderr.
 DIR/.lock serialises every take on the machine, so two submissions never get
 the same GPU; it is opened read-only, which flock(2) allows, since a file of
 another user in a sticky folder cannot be opened for writing with O_CREAT
@@ -38,6 +46,7 @@ import json
 import os
 import pwd
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -77,17 +86,73 @@ def _lock_file(folder: str) -> int:
         return os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
 
 
-def ensure_folder(folder: str) -> None:
+REFUSED = 3  # a lease folder another user could subvert: tsubmit's launch failure
+SHARED_FIX = ("run `tsubmit cluster check --fix` as a user who may become root (or the gpu_lease role "
+              "with gpu_lease_create_dir and become): it makes the folder root's, mode 1777")
+
+
+class Refused(Exception):
+    """A lease folder nobody should lease in (the message says why, and the fix)."""
+
+
+def user_name(uid: int) -> str:
     try:
-        os.mkdir(folder, 0o1777)
-        os.chmod(folder, 0o1777)  # mkdir's mode passes through the umask
-    except FileExistsError:
-        pass
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def lease_folder(folder: str, create: bool) -> tuple[str, str]:
+    """The folder this user leases in, and "" when every user of the node shares
+    it, else a note saying it shares with no one. Raises Refused on a folder
+    another ordinary user owns, or that others may write without the sticky bit."""
+    me = os.geteuid()
+    if os.path.lexists(folder):
+        if _usable_owner(folder) == 0:
+            return folder, ""
+        return folder, (f"the GPU lease folder {folder} is {user_name(me)}'s, not root's: other users are "
+                        f"refused there, so it shares with no one. Fix: {SHARED_FIX}")
+    if me == 0:
+        if create:
+            _make(folder, 0o1777)
+        return folder, ""
+    own = f"{folder}-{user_name(me)}"
+    if os.path.lexists(own):
+        _usable_owner(own)
+    elif create:
+        _make(own, 0o755)
+    return own, (f"no shared GPU lease folder {folder} on this node (only root may make one): leasing in "
+                 f"{own}, which shares with no one, so another user's job may get the same GPUs. "
+                 f"Fix: {SHARED_FIX}")
+
+
+def _usable_owner(folder: str) -> int:
+    """FOLDER's owner, once it is a folder nobody but root and this user can subvert
+    (the owner of a sticky folder may remove anyone's file in it)."""
+    info = os.lstat(folder)
+    if not stat.S_ISDIR(info.st_mode):
+        raise Refused(f"the GPU lease folder {folder} is not a folder (a link or a file); "
+                      "set tsubmit_gpu_lease_dir to another path")
+    if info.st_uid not in (0, os.geteuid()):
+        owner = user_name(info.st_uid)
+        raise Refused(f"the GPU lease folder {folder} is owned by {owner}, not root: {owner} could remove "
+                      f"every other user's leases and so take their GPUs, so tsubmit refuses it. "
+                      f"Fix: {SHARED_FIX}; or set tsubmit_gpu_lease_dir")
+    if info.st_mode & 0o022 and not info.st_mode & stat.S_ISVTX:
+        raise Refused(f"the GPU lease folder {folder} (mode {stat.S_IMODE(info.st_mode):04o}) is not "
+                      f"sticky: any user can remove every lease in it. Fix: {SHARED_FIX}")
+    return info.st_uid
+
+
+def _make(folder: str, mode: int) -> None:
+    try:
+        os.mkdir(folder, mode)
+        os.chmod(folder, mode)  # mkdir's mode passes through the umask
+    except FileExistsError:  # made meanwhile: by whom decides
+        _usable_owner(folder)
     except OSError as error:
         fail(f"cannot create the GPU lease folder {folder}: {error.strerror}; "
-             "set tsubmit_gpu_lease_dir to a folder every user of the node can write")
-    if not os.path.isdir(folder):
-        fail(f"the GPU lease folder {folder} is not a folder; set tsubmit_gpu_lease_dir")
+             "set tsubmit_gpu_lease_dir to a folder on a local filesystem")
 
 
 def live_leases(folder: str, skip: str = "") -> list[dict]:
@@ -135,13 +200,13 @@ def report(ids: list[int], leases: list[dict]) -> dict:
             "leases": leases}
 
 
-def fail(message: str) -> None:
+def fail(message: str, code: int = 1) -> None:
     print(message, file=sys.stderr)
-    sys.exit(1)
+    sys.exit(code)
 
 
 def take(folder: str, name: str, count: int, ids: list[int], descriptor: int, job_file: str) -> None:
-    ensure_folder(folder)
+    """FOLDER is what `folder` answered, and the caller has opened FOLDER/NAME on DESCRIPTOR."""
     lock = _lock_file(folder)
     fcntl.flock(lock, fcntl.LOCK_EX)  # one take at a time on this machine
     try:
@@ -168,8 +233,13 @@ def take(folder: str, name: str, count: int, ids: list[int], descriptor: int, jo
         os.close(lock)
 
 
-def usage(folder: str, declared: int) -> None:
+def usage(shared: str, declared: int) -> None:
     ids = node_gpus(declared)
+    try:
+        folder, note = lease_folder(shared, create=False)
+    except Refused as refused:
+        print(json.dumps({**report(ids, []), "free": [], "lease_dir": shared, "problem": str(refused)}))
+        fail(str(refused), REFUSED)
     leases = []
     if os.path.isdir(folder):
         lock = _lock_file(folder)
@@ -178,7 +248,7 @@ def usage(folder: str, declared: int) -> None:
             leases = live_leases(folder)
         finally:
             os.close(lock)
-    print(json.dumps({**report(ids, leases), "lease_dir": folder}))
+    print(json.dumps({**report(ids, leases), "lease_dir": folder, "shared": not note, "note": note}))
 
 
 MARKER = b"TSUBMIT_RANK_MARKER="
@@ -216,6 +286,14 @@ def hold(marker: str, poll: float = 0.5) -> None:
 def main(argv: list[str]) -> None:
     if argv[:1] == ["ids"]:
         print(",".join(map(str, node_gpus(int(argv[1])))))
+    elif argv[:1] == ["folder"]:
+        try:
+            folder, note = lease_folder(argv[1], create=True)
+        except Refused as refused:
+            fail(str(refused), REFUSED)
+        if note:
+            print(f"tsubmit: {note}", file=sys.stderr)
+        print(folder)
     elif argv[:1] == ["take"]:
         folder, name, count, ids, descriptor, job_file = argv[1:7]
         take(folder, name, int(count), [int(i) for i in ids.split(",") if i], int(descriptor), job_file)
