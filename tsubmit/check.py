@@ -110,6 +110,7 @@ def build_report(cluster: ResolvedCluster, results: dict[str, HostResult],
             }
         report.hosts[node.name] = checks
     _compare_torch(report, probes)
+    _same_machines(report, results)
     return report
 
 
@@ -302,6 +303,29 @@ def _compare_torch(report: Report, probes: dict) -> None:
                 WARN, f"torch {version} here, {reference} on {others} other node(s)",
                 "install the same torch version on every node (mixed versions fail or hang at "
                 "rendezvous)")
+
+
+def _same_machines(report: Report, results: dict[str, HostResult]) -> None:
+    """Hosts that are one machine (one boot id) leasing in one folder: a job on
+    them has its own ranks compete for the GPUs (loopback nodes, VMs sharing /dev/shm)."""
+    from .gpu_leases import USAGE_TASK
+
+    machines: dict[tuple[str, str], list[str]] = {}
+    for host in report.hosts:
+        usage = _last_json(results[host].results.get(USAGE_TASK)) or {}
+        if usage.get("gpus") and usage.get("boot_id") and usage.get("lease_dir"):
+            machines.setdefault((usage["boot_id"], usage["lease_dir"]), []).append(host)
+    for (_, folder), hosts in machines.items():
+        for host in hosts if len(hosts) > 1 else []:
+            gpus = report.hosts[host]["gpus"]
+            others = ", ".join(other for other in hosts if other != host)
+            report.hosts[host]["gpus"] = Outcome(
+                FAIL if gpus.status == FAIL else WARN,
+                f"{gpus.detail}; the same machine as {others} (one boot id), sharing the GPU lease folder "
+                f"{folder}: a job on both has its own ranks compete for these GPUs",
+                f"give each host its own folder: tsubmit cluster edit {report.cluster.ref.name} "
+                f"--host {host} --lease-dir {folder}-{host} (tsubmit_gpu_lease_dir), or list the "
+                "machine once")
 
 
 # --- helpers ----------------------------------------------------------------------------

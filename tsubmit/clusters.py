@@ -27,6 +27,7 @@ _HOST_SPEC = re.compile(
     r"^(?:(?P<user>[^@\s]+)@)?(?P<host>\[[0-9A-Fa-f:.]+\]|[^:@\s\[\]]+)(?::(?P<port>\d+))?$"
 )
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,8 @@ def write_cluster(
     python: str | None = None,
     torchrun: str | None = None,
     spares: list[str] = (),
+    lease_dir: str | None = None,
+    remote_root: str | None = None,
 ) -> Path:
     """Write a tsubmit cluster as a YAML inventory, head first, spares last."""
     validate_name(name)
@@ -128,7 +131,8 @@ def write_cluster(
     _add_hosts(inventory, [head, *workers])
     _add_spares(inventory, spares)
     _set_cluster_vars(inventory, gpus=gpus, identity_file=identity_file,
-                      rdzv_addresses=rdzv_addresses, python=python, torchrun=torchrun)
+                      rdzv_addresses=rdzv_addresses, python=python, torchrun=torchrun,
+                      lease_dir=lease_dir, remote_root=remote_root)
     return _save_cluster(name, inventory)
 
 
@@ -143,20 +147,22 @@ def read_cluster(name: str) -> dict:
 
 
 def edit_cluster(name: str, *, add_workers: list[str], remove_hosts: list[str], spares: list[str] = (),
-                 **cluster_vars) -> Path:
-    """Change a cluster tsubmit wrote: add or remove hosts, make hosts spares, set
-    cluster-wide variables."""
+                 hosts: list[str] | None = None, **cluster_vars) -> Path:
+    """Change a cluster tsubmit wrote: add or remove hosts, make hosts spares, and set
+    variables: those of the HOSTS named and the workers added when there are any, else
+    the whole cluster's."""
     inventory = _load_written(name)
-    hosts = inventory["all"]["hosts"]
-    for host in remove_hosts:
-        if host not in hosts:
-            raise UsageError(f"cluster {name!r} has no host {host!r}; hosts: {', '.join(hosts)}")
-        del hosts[host]
-    _add_hosts(inventory, add_workers)
-    if not hosts:
+    known = inventory["all"]["hosts"]
+    for host in [*remove_hosts, *(hosts or [])]:  # a host both removed and named is named no more
+        if host not in known:
+            raise UsageError(f"cluster {name!r} has no host {host!r}; hosts: {', '.join(known)}")
+        if host in remove_hosts:
+            del known[host]
+    added = _add_hosts(inventory, add_workers)
+    if not known:
         raise UsageError(f"cluster {name!r} would have no hosts left; remove the cluster instead")
     _add_spares(inventory, spares)
-    _set_cluster_vars(inventory, **cluster_vars)
+    _set_cluster_vars(inventory, **cluster_vars, only=[*(hosts or []), *added])
     return _save_cluster(name, inventory)
 
 
@@ -172,8 +178,10 @@ def _load_written(name: str) -> dict:
     return yaml.safe_load(path.read_text())
 
 
-def _add_hosts(inventory: dict, specs: list[str]) -> None:
+def _add_hosts(inventory: dict, specs: list[str]) -> list[str]:
+    """Add the hosts of SPECS; their inventory names."""
     hosts = inventory["all"]["hosts"]
+    added = []
     parsed = [parse_host(spec) for spec in specs]
     bare_names = set(hosts) | {host for _, host, _ in parsed}
     for user, host, port in parsed:
@@ -187,6 +195,8 @@ def _add_hosts(inventory: dict, specs: list[str]) -> None:
         if user:
             host_vars["ansible_user"] = user
         hosts[host_name] = host_vars
+        added.append(host_name)
+    return added
 
 
 def _add_spares(inventory: dict, specs: list[str]) -> None:
@@ -204,8 +214,10 @@ def _add_spares(inventory: dict, specs: list[str]) -> None:
 
 
 def _set_cluster_vars(inventory: dict, *, gpus=None, identity_file=None, rdzv_addresses=None,
-                      python=None, torchrun=None) -> None:
-    """Set what was given; leave the rest as it is."""
+                      python=None, torchrun=None, lease_dir=None, remote_root=None,
+                      only: list[str] | None = None) -> None:
+    """Set what was given, on the hosts ONLY names, else on the whole cluster (and
+    then on no host apart); leave the rest as it is."""
     if gpus is not None and gpus < 1:
         raise UsageError(f"--gpus must be at least 1, got {gpus}")
     if identity_file is not None:
@@ -220,13 +232,33 @@ def _set_cluster_vars(inventory: dict, *, gpus=None, identity_file=None, rdzv_ad
             raise UsageError(f"--rdzv-address names hosts not in the cluster: {host}")
         for name in matching:
             hosts[name]["tsubmit_rdzv_address"] = address
-    cluster_vars = inventory["all"].setdefault("vars", {})
+    _check_node_path("--lease-dir", lease_dir)
+    _check_node_path("--remote-root", remote_root, home=True)
     updates = {"tsubmit_gpus": gpus, "ansible_ssh_private_key_file": identity_file,
                "tsubmit_python": python, "ansible_python_interpreter": python,
-               "tsubmit_torchrun": torchrun}
-    cluster_vars.update({key: value for key, value in updates.items() if value is not None})
+               "tsubmit_torchrun": torchrun, "tsubmit_gpu_lease_dir": lease_dir,
+               "tsubmit_remote_root": remote_root}
+    given = {key: value for key, value in updates.items() if value is not None}
+    if only:
+        for host in only:
+            hosts[host].update(given)
+        return
+    for host_vars in hosts.values():  # the whole cluster's value, overridden by no host
+        for key in given:
+            host_vars.pop(key, None)
+    cluster_vars = inventory["all"].setdefault("vars", {})
+    cluster_vars.update(given)
     if not cluster_vars:
         del inventory["all"]["vars"]
+
+
+def _check_node_path(option: str, path: str | None, *, home: bool = False) -> None:
+    """A folder on the nodes: absolute (or, with HOME, under the login's ~/), one line."""
+    if path is None:
+        return
+    if not (path.startswith("/") or (home and path.startswith("~/"))) or _CONTROL.search(path):
+        raise UsageError(f"{option} must be an absolute path on the nodes"
+                         + (" or one under ~/" if home else "") + f", got {path!r}")
 
 
 def _save_cluster(name: str, inventory: dict) -> Path:

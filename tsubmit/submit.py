@@ -271,11 +271,15 @@ def launch(job: Job, store: JobStore, target: Target, *, roll_back, on_event=Non
             failures = full_disks_named(failures, target.remote_roots) or {
                 "ansible": f"the submit playbook {run.status}; see {run.data_dir}/artifacts"}
             busy = gpu_leases.busy_nodes(failures)
+            one_machine = gpu_leases.one_machine(job.id, job.cluster, [rank.host for rank in job.ranks], busy)
             message = roll_back(failures)
             job.message = "; ".join(f"{host}: {text}" for host, text in failures.items())
             if busy:
-                job.message = gpu_leases.busy_message(busy)
+                job.message = one_machine or gpu_leases.busy_message(busy)
             store.save(job, patient=True)
+            if one_machine:
+                raise LaunchError(f"{message}: {one_machine}",
+                                  {host: gpu_leases.node_busy(report) for host, report in busy.items()})
             if busy:
                 raise gpu_leases.GpusBusy(message, busy)
             raise LaunchError(message, failures)

@@ -507,3 +507,33 @@ def test_without_a_shared_lease_folder_a_user_leases_in_their_own_and_is_told_so
         shutil.rmtree(own, ignore_errors=True)
         node.lease_dir.mkdir(exist_ok=True)
         node.lease_dir.chmod(0o1777)
+
+
+def test_hosts_of_one_machine_sharing_a_lease_folder_are_named_with_the_fix(cli, nodes, workdir):
+    """Two sshd nodes of this machine given one lease folder, as loopback nodes or VMs
+    sharing /dev/shm are: the job's own ranks would compete for its GPUs."""
+    first, second = nodes.nodes[:2]
+    cli.write_cluster("one", nodes, [first, second], tsubmit_gpus=2,
+                      tsubmit_gpu_lease_dir=str(first.lease_dir))
+    run = cli("run", "-c", "one", "--gpus", "2", "--executor", "distributed", "--queue", "--workdir",
+              str(workdir), "--", "python", "sleeper.py")
+    assert run.code == 3, run.output  # not 5, and --queue does not wait: it would never fit
+    shared = re.escape(str(first.lease_dir))
+    assert re.search(rf"node[12] and node[12] are one machine sharing the GPU lease folder {shared}, so "
+                     "the job's own ranks compete", run.stderr), run.stderr
+    assert "tsubmit cluster edit one --host node" in run.stderr
+    for node in (first, second):
+        assert nodes.processes_of(node, r"sleeper\.py") == []
+    assert usage(cli, "one")["node1"]["free"] == [0, 1]
+    check = cli.ok("cluster", "check", "one")
+    assert "warn node1 gpus:" in check.stdout and "the same machine as node2 (one boot id)" in check.stdout
+    assert f"tsubmit cluster edit one --host node2 --lease-dir {first.lease_dir}-node2" in check.stdout
+
+    # the fix: node2 leases in a folder of its own
+    cli.ok("cluster", "edit", "one", "--host", "node2", "--lease-dir", str(second.lease_dir))
+    job_id = start(cli, "one", "--gpus", "2", "--workdir", str(workdir))
+    try:
+        assert leased(first, job_id, 0) == ({0, 1}, 2) and leased(second, job_id, 1) == ({0, 1}, 2)
+        assert "same machine" not in cli.ok("cluster", "check", "one").stdout
+    finally:
+        cli.ok("stop", job_id)

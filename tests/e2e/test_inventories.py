@@ -142,14 +142,34 @@ def test_cluster_import_sees_a_host_added_to_the_inventory_later(cli, nodes, tmp
 
 
 def test_cluster_edit_changes_a_written_cluster(cli):
-    cli.ok("cluster", "add", "lab", "--head", "alice@10.0.0.1", "--worker", "10.0.0.2")
+    cli.ok("cluster", "add", "lab", "--head", "alice@10.0.0.1", "--worker", "10.0.0.2", "--gpus", "8",
+           "--lease-dir", "/dev/shm/lab-leases", "--remote-root", "~/jobs")
+    # the host options go with the hosts named with them: the added worker only
     cli.ok("cluster", "edit", "lab", "--add-worker", "10.0.0.3:2222", "--remove-host", "10.0.0.2",
-           "--gpus", "4", "--rdzv-address", "10.0.0.1=192.168.1.1")
+           "--gpus", "4", "--lease-dir", "/dev/shm/other", "--rdzv-address", "10.0.0.1=192.168.1.1")
     shown = cli.ok("cluster", "show", "lab", "-o", "json").json()
     assert [(n["host"], n["address"], n["gpus"]) for n in shown["nodes"]] == [
-        ("10.0.0.1", "192.168.1.1", 4), ("10.0.0.3", "10.0.0.3", 4)]
-    missing = cli("cluster", "edit", "lab", "--remove-host", "nope")
-    assert missing.code == 2 and "no host 'nope'" in missing.stderr
+        ("10.0.0.1", "192.168.1.1", 8), ("10.0.0.3", "10.0.0.3", 4)]
+    written = yaml.safe_load((cli.home / "config" / "clusters" / "lab.yml").read_text())["all"]
+    assert written["vars"]["tsubmit_gpu_lease_dir"] == "/dev/shm/lab-leases"
+    assert written["vars"]["tsubmit_remote_root"] == "~/jobs"
+    assert written["hosts"]["10.0.0.3"]["tsubmit_gpu_lease_dir"] == "/dev/shm/other"
+    cli.ok("cluster", "edit", "lab", "--host", "10.0.0.1", "--remote-root", "/scratch/tsubmit")
+    assert yaml.safe_load((cli.home / "config" / "clusters" / "lab.yml").read_text())["all"]["hosts"][
+        "10.0.0.1"]["tsubmit_remote_root"] == "/scratch/tsubmit"
+    # without hosts named, the whole cluster's, overriding no host apart
+    cli.ok("cluster", "edit", "lab", "--gpus", "2")
+    shown = cli.ok("cluster", "show", "lab", "-o", "json").json()
+    assert [n["gpus"] for n in shown["nodes"]] == [2, 2]
+    helped = " ".join(cli.ok("cluster", "edit", "--help").stdout.split())
+    assert "apply to the hosts named with them" in helped
+    for args, named in ((["--remove-host", "nope"], "no host 'nope'"),
+                        (["--host", "nope", "--gpus", "1"], "no host 'nope'"),
+                        (["--host", "10.0.0.1"], "--host names the hosts the host options apply to"),
+                        (["--lease-dir", "leases"], "--lease-dir must be an absolute path"),
+                        (["--remote-root", "jobs"], "--remote-root must be an absolute path")):
+        wrong = cli("cluster", "edit", "lab", *args)
+        assert wrong.code == 2 and named in wrong.stderr, wrong.output
 
 
 def test_limit_narrows_the_hosts(cli, nodes, tmp_path):

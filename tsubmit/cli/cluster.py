@@ -30,6 +30,11 @@ _host_options = [
                  help="Address other nodes use to reach HOST (tsubmit_rdzv_address)."),
     click.option("--python", help="Python on the nodes, e.g. a venv's (tsubmit_python)."),
     click.option("--torchrun", help="torchrun on the nodes (tsubmit_torchrun)."),
+    click.option("--lease-dir", metavar="DIR",
+                 help="The folder of the node's GPU leases, one per machine (tsubmit_gpu_lease_dir; "
+                      "default /dev/shm/tsubmit-gpu-leases)."),
+    click.option("--remote-root", metavar="DIR",
+                 help="Where jobs live on the node (tsubmit_remote_root; default ~/.tsubmit/jobs)."),
 ]
 
 
@@ -47,13 +52,15 @@ def host_options(function):
 @click.option("--spare", "spares", multiple=True, metavar="[USER@]HOST[:PORT]",
               help="A spare node, kept out of launches (tsubmit_spare; repeatable).")
 @host_options
-def add(name, head, workers, spares, gpus, identity_file, rdzv_addresses, python, torchrun):
-    """Write cluster NAME as a YAML inventory, head first."""
+def add(name, head, workers, spares, gpus, identity_file, rdzv_addresses, python, torchrun, lease_dir,
+        remote_root):
+    """Write cluster NAME as a YAML inventory, head first; the host options apply to every host."""
     from ..clusters import write_cluster
 
     path = write_cluster(name, head, list(workers), gpus=gpus, identity_file=identity_file,
                          rdzv_addresses=_rdzv_pairs(rdzv_addresses), python=python,
-                         torchrun=torchrun, spares=list(spares))
+                         torchrun=torchrun, spares=list(spares), lease_dir=lease_dir,
+                         remote_root=remote_root)
     click.echo(f"cluster {name} written to {path}")
 
 
@@ -163,21 +170,39 @@ def show(name, output):
 @click.option("--spare", "spares", multiple=True, metavar="HOST",
               help="Make a host of the cluster (its inventory name) a spare, kept out of launches "
                    "(tsubmit_spare), or add a new [USER@]HOST[:PORT] as one (repeatable).")
+@click.option("--host", "hosts", multiple=True, metavar="HOST",
+              help="Apply the host options to this host only, by its inventory name (repeatable).")
 @host_options
-def edit(name, add_workers, remove_hosts, spares, gpus, identity_file, rdzv_addresses, python, torchrun):
-    """Change a cluster tsubmit wrote (flags, or prompts on a terminal when none are given)."""
+def edit(name, add_workers, remove_hosts, spares, hosts, gpus, identity_file, rdzv_addresses, python,
+         torchrun, lease_dir, remote_root):
+    """Change a cluster tsubmit wrote (flags, or prompts on a terminal when none are given).
+
+    The host options (--gpus, --python, --lease-dir, ...) apply to the hosts named
+    with them, --add-worker's and --host's, when there are any; else to every host
+    of the cluster.
+
+    \b
+    tsubmit cluster edit gpus --add-worker gpu9 --gpus 2      # gpu9 has 2 GPUs, the others keep theirs
+    tsubmit cluster edit gpus --host gpu3 --lease-dir /dev/shm/leases-gpu3
+    tsubmit cluster edit gpus --python /opt/venv/bin/python   # every host
+    """
     from ..clusters import edit_cluster, read_cluster
 
     changes = {"add_workers": list(add_workers), "remove_hosts": list(remove_hosts),
                "spares": list(spares), "gpus": gpus,
                "identity_file": identity_file, "rdzv_addresses": _rdzv_pairs(rdzv_addresses),
-               "python": python, "torchrun": torchrun}
+               "python": python, "torchrun": torchrun, "lease_dir": lease_dir,
+               "remote_root": remote_root}
+    host_values = [value for key, value in changes.items()
+                   if key not in ("add_workers", "remove_hosts", "spares")]
+    if hosts and not any(host_values):
+        raise UsageError("--host names the hosts the host options apply to: give one, such as --gpus")
     if not any(changes.values()):
         if not sys.stdin.isatty():
             raise UsageError("nothing to change: give flags such as --add-worker or --gpus "
                              "(prompts need a terminal)")
         changes = _prompt_changes(read_cluster(name))
-    path = edit_cluster(name, **changes)
+    path = edit_cluster(name, **changes, hosts=list(hosts))
     click.echo(f"cluster {name} updated in {path}")
 
 

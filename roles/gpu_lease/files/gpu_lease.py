@@ -196,8 +196,17 @@ def live_leases(folder: str, skip: str = "") -> list[dict]:
 
 def report(ids: list[int], leases: list[dict]) -> dict:
     used = {gpu for lease in leases for gpu in lease["gpus"]}
-    return {"host": socket.gethostname(), "gpus": ids, "free": [gpu for gpu in ids if gpu not in used],
-            "leases": leases}
+    return {"host": socket.gethostname(), "boot_id": boot_id(), "gpus": ids,
+            "free": [gpu for gpu in ids if gpu not in used], "leases": leases}
+
+
+def boot_id() -> str:
+    """This boot of the machine: two hosts with the same one and lease folder are one machine."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as handle:
+            return handle.read().strip()
+    except OSError:
+        return ""
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -215,7 +224,7 @@ def take(folder: str, name: str, count: int, ids: list[int], descriptor: int, jo
         os.fchmod(descriptor, 0o644)  # every user reads it; only its owner writes it
         state = report(ids, live_leases(folder, skip=name))
         if len(state["free"]) < count:
-            print(json.dumps({**state, "wanted": count}))
+            print(json.dumps({**state, "wanted": count, "lease_dir": folder}))
             sys.exit(BUSY)
         try:
             with open(job_file) as handle:
