@@ -460,40 +460,43 @@ def test_a_lease_folder_another_user_made_is_refused_by_the_helper(tmp_path):
 
 def test_a_lease_folder_another_user_owns_fails_the_launch_and_cluster_check(cli, nodes, workdir):
     node = nodes.nodes[0]
-    gpu_cluster(nodes, [node], cli)
     bob = ensure_test_user(SECOND_USER)
-    os.chown(node.lease_dir, bob.pw_uid, bob.pw_gid)
+    bobs = node.lease_dir.parent / "bobs-leases"  # as /dev/shm/tsubmit-gpu-leases made by bob
+    bobs.mkdir()
+    bobs.chmod(0o1777)
+    os.chown(bobs, bob.pw_uid, bob.pw_gid)
+    cli.write_cluster("c", nodes, [node], tsubmit_gpus=4, tsubmit_gpu_lease_dir=str(bobs))
     try:
         run = cli("run", "-c", "c", "--gpus", "1", "--executor", "distributed", "--workdir", str(workdir),
                   "--", "python", "sleeper.py")
         assert run.code == 3, run.output
         assert "node1" in run.stderr
-        assert f"{node.lease_dir} is owned by {SECOND_USER}, not root" in run.stderr, run.stderr
+        assert f"{bobs} is owned by {SECOND_USER}, not root" in run.stderr, run.stderr
         assert "tsubmit cluster check --fix" in run.stderr
         assert nodes.processes_of(node, r"sleeper\.py") == []
-        assert list(node.lease_dir.iterdir()) == []  # not even a lease file left in bob's folder
+        assert list(bobs.iterdir()) == []  # not even a lease file left in bob's folder
         check = cli("cluster", "check", "c")
         assert check.code == 3, check.output
-        assert (f"FAIL node1 gpus: the GPU lease folder {node.lease_dir} is owned by {SECOND_USER}"
+        assert (f"FAIL node1 gpus: the GPU lease folder {bobs} is owned by {SECOND_USER}"
                 in check.stdout), check.stdout
         # without a way to become root, --fix says so, naming the host
         fix = cli("cluster", "check", "c", "--fix")
         assert fix.code == 3, fix.output
         assert "FAIL node1 gpus: cannot make the shared GPU lease folder as root" in fix.stdout, fix.stdout
     finally:
-        os.chown(node.lease_dir, 0, 0)
+        shutil.rmtree(bobs)
 
 
 def test_without_a_shared_lease_folder_a_user_leases_in_their_own_and_is_told_so(cli, nodes, workdir):
     node = nodes.nodes[0]
-    gpu_cluster(nodes, [node], cli)
-    own = Path(f"{node.lease_dir}-{DEFAULT_USER}")
-    node.lease_dir.rmdir()
+    missing = node.lease_dir.parent / "no-leases-yet"  # as /dev/shm/tsubmit-gpu-leases before --fix
+    own = Path(f"{missing}-{DEFAULT_USER}")
+    cli.write_cluster("c", nodes, [node], tsubmit_gpus=4, tsubmit_gpu_lease_dir=str(missing))
     job_id = None
     try:
         job_id = start(cli, "c", "--gpus", "1", "--workdir", str(workdir))
         assert leased(node, job_id, 0) == ({0}, 1)
-        assert not node.lease_dir.exists()  # only root makes the shared one
+        assert not missing.exists()  # only root makes the shared one
         assert own.stat().st_uid == ensure_test_user(DEFAULT_USER).pw_uid
         assert f"leasing in {own}, which shares with no one" in log_of(node, job_id, 0)
         [seen] = cli.ok("cluster", "usage", "c", "-o", "json").json()
@@ -505,8 +508,6 @@ def test_without_a_shared_lease_folder_a_user_leases_in_their_own_and_is_told_so
         if job_id:
             cli.ok("stop", job_id)
         shutil.rmtree(own, ignore_errors=True)
-        node.lease_dir.mkdir(exist_ok=True)
-        node.lease_dir.chmod(0o1777)
 
 
 def test_hosts_of_one_machine_sharing_a_lease_folder_are_named_with_the_fix(cli, nodes, workdir):
