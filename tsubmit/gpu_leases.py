@@ -68,26 +68,28 @@ def busy_nodes(failures: dict[str, str]) -> dict[str, dict]:
     return reports if reports and all(reports.values()) else {}
 
 
-def lease_rank(lease: dict) -> int | None:
-    """The rank a lease is of, from its file name (<job id>.r<rank>.a<attempt>.lease)."""
-    rank = re.search(r"\.r(\d+)\.a\d+\.lease$", lease.get("lease", ""))
-    return int(rank.group(1)) if rank else None
+def lease_rank(lease: dict) -> tuple[int, int] | None:
+    """(rank, attempt) of a lease, from its file name (<job id>.r<rank>.a<attempt>.lease)."""
+    found = re.search(r"\.r(\d+)\.a(\d+)\.lease$", lease.get("lease", ""))
+    return (int(found.group(1)), int(found.group(2))) if found else None
 
 
-def one_machine(job_id: str, cluster: str, hosts: list[str], busy: dict[str, dict]) -> str | None:
-    """When a busy node's GPUs are held by another rank of the job itself, its hosts
-    are one machine leasing in one folder (loopback nodes, VMs sharing /dev/shm):
-    what to tell the user, else None. Waiting (--queue) would never help."""
+def one_machine(job, busy: dict[str, dict]) -> str | None:
+    """When a busy node's GPUs are held by another rank of this attempt of JOB, its
+    hosts are one machine leasing in one folder (loopback nodes, VMs sharing
+    /dev/shm): what to tell the user, else None. Waiting (--queue) would never help."""
+    hosts = [rank.host for rank in job.ranks]
     for host, report in busy.items():
         for lease in report.get("leases", []):
-            rank = lease_rank(lease)
-            if lease.get("job_id") != job_id or rank is None or rank >= len(hosts) or hosts[rank] == host:
+            rank, attempt = lease_rank(lease) or (len(hosts), 0)
+            if lease.get("job_id") != job.id or attempt != job.attempt or rank >= len(hosts) \
+                    or hosts[rank] == host:
                 continue
             other, folder = hosts[rank], report.get("lease_dir", "")
             return (f"{other} and {host} are one machine sharing the GPU lease folder {folder}, so the job's "
-                    f"own ranks compete for its GPUs (job {job_id} rank {rank} holds "
+                    f"own ranks compete for its GPUs (job {job.id} rank {rank} holds "
                     f"{','.join(map(str, lease.get('gpus', [])))}). Give each host its own folder, e.g. "
-                    f"`tsubmit cluster edit {cluster} --host {host} --lease-dir {folder}-{host}` "
+                    f"`tsubmit cluster edit {job.cluster} --host {host} --lease-dir {folder}-{host}` "
                     "(tsubmit_gpu_lease_dir), or list the machine once")
     return None
 
@@ -96,7 +98,7 @@ def describe_lease(lease: dict) -> str:
     rank = lease_rank(lease)
     name = f" ({lease['job_name']})" if lease.get("job_name") else ""
     return (f"job {lease.get('job_id') or '?'}{name}"
-            + (f" rank {rank}" if rank is not None else "")
+            + (f" rank {rank[0]}" if rank else "")
             + f" of {lease.get('user', '?')}, submitted from {lease.get('submitted_by') or '?'}, "
             f"GPUs {','.join(map(str, lease.get('gpus', [])))} since "
             + time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(lease.get("since", 0))))

@@ -271,7 +271,7 @@ def launch(job: Job, store: JobStore, target: Target, *, roll_back, on_event=Non
             failures = full_disks_named(failures, target.remote_roots) or {
                 "ansible": f"the submit playbook {run.status}; see {run.data_dir}/artifacts"}
             busy = gpu_leases.busy_nodes(failures)
-            one_machine = gpu_leases.one_machine(job.id, job.cluster, [rank.host for rank in job.ranks], busy)
+            one_machine = gpu_leases.one_machine(job, busy)
             message = roll_back(failures)
             job.message = "; ".join(f"{host}: {text}" for host, text in failures.items())
             if busy:
