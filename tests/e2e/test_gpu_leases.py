@@ -126,7 +126,7 @@ def test_a_lease_half_taken_across_the_nodes_is_given_back(cli, other_cli, nodes
         run = cli("run", "-c", "both", "--executor", "distributed", "--gpus", "2", "--workdir",
                   str(workdir), "--", *HOLD)
         assert run.code == 5, run.output
-        assert f"node2 has 0 of 4 GPUs free, the job wants 2; held by job {holder}" in run.stderr
+        assert f"  node2: has 0 of 4 GPUs free, the job wants 2; held by job {holder}" in run.stderr
         # node1 had leased 2 GPUs: given back by the rollback, nothing of the job left there
         seen = usage(cli, "both")
         assert seen["node1"]["free"] == [0, 1, 2, 3] and seen["node1"]["leases"] == []
