@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -19,6 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import TSUBMIT, fresh_cli
 from tests.e2e.test_lifecycle import log_of, wait_until
@@ -538,3 +540,28 @@ def test_hosts_of_one_machine_sharing_a_lease_folder_are_named_with_the_fix(cli,
         assert "same machine" not in cli.ok("cluster", "check", "one").stdout
     finally:
         cli.ok("stop", job_id)
+
+
+def test_cluster_check_fix_makes_the_shared_lease_folder_roots(cli, tmp_path):
+    """--fix as root, on this machine (ansible_connection local, as the embedded `local`
+    cluster): no test node's user may become root (no sudo here), so the sshd nodes
+    show only its failure (test_a_lease_folder_another_user_owns_fails_the_launch_...)."""
+    bob = ensure_test_user(SECOND_USER)
+    shm = tmp_path / "shm"
+    shm.mkdir()
+    shm.chmod(0o1777)
+    folder = shm / "tsubmit-gpu-leases"
+    folder.mkdir()
+    os.chown(folder, bob.pw_uid, bob.pw_gid)  # made by bob, as an older tsubmit did
+    inventory = tmp_path / "here.yml"
+    inventory.write_text(yaml.safe_dump({"all": {"hosts": {"localhost": {
+        "ansible_connection": "local", "ansible_python_interpreter": sys.executable,
+        "tsubmit_python": sys.executable, "tsubmit_gpus": 2, "tsubmit_gpu_lease_dir": str(folder)}}}}))
+    refused = cli("cluster", "check", "-i", str(inventory))
+    assert f"is owned by {SECOND_USER}, not root" in refused.stdout, refused.output
+    fixed = cli("cluster", "check", "-i", str(inventory), "--fix")
+    assert "lease folder" not in fixed.stdout, fixed.output
+    assert (folder.stat().st_uid, stat.S_IMODE(folder.stat().st_mode)) == (0, 0o1777)
+    lock = folder / ".lock"
+    assert (lock.stat().st_uid, stat.S_IMODE(lock.stat().st_mode)) == (0, 0o644)
+    assert "lease folder" not in cli("cluster", "check", "-i", str(inventory)).stdout
