@@ -52,7 +52,11 @@ def test_a_stray_ansible_config_does_not_change_tsubmit(cli, tmp_path, workdir):
 def test_cluster_create_prompts_on_a_terminal(cli):
     pid, fd = pty.fork()
     if pid == 0:
-        os.execve(sys.executable, [sys.executable, "-m", "tsubmit", "cluster", "create", "lab"], cli.env)
+        try:
+            os.execve(sys.executable, [sys.executable, "-m", "tsubmit", "cluster", "create", "lab"], cli.env)
+        finally:
+            # a failed exec must not leave a copy of this pytest worker reading the terminal
+            os._exit(127)
     answers = iter(["alice@10.0.0.5:2222", "10.0.0.6", "", "4", "", "/opt/venv/bin/python"])
     transcript = b""
     while True:
