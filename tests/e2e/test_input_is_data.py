@@ -66,14 +66,21 @@ def show_dir(workdir):
     return workdir
 
 
+def seen_in(text: str) -> list[dict]:
+    """The SEEN records a log or an output holds; under torchrun each line starts with its
+    worker's prefix ([worker N], docs/reference/environment.md)."""
+    lines = (re.sub(r"^\[worker \d+\] ", "", line) for line in text.splitlines())
+    return [json.loads(line.removeprefix("SEEN ")) for line in lines if line.startswith("SEEN ")]
+
+
 def seen_on_nodes(nodes, job_id: str, count: int) -> list[dict]:
     """What each rank printed, read from its log on its node."""
     found = []
     for rank, node in enumerate(nodes.nodes[:count]):
         log = (node.remote_root / job_id / f"rank-{rank}" / "attempt-1" / "output.log").read_text()
-        lines = [line for line in log.splitlines() if line.startswith("SEEN ")]
-        assert lines, log
-        found += [json.loads(line.removeprefix("SEEN ")) for line in lines]
+        seen = seen_in(log)
+        assert seen, log
+        found += seen
     return found
 
 
@@ -135,8 +142,7 @@ def test_every_rank_receives_the_strings_byte_for_byte(cli, nodes, show_dir, tmp
         while not (log.parent / "exit_code").exists():
             assert time.monotonic() < deadline, cli("logs", job_id, "--attempt", "2").output
             time.sleep(0.5)
-        [again] = [json.loads(line.removeprefix("SEEN ")) for line in log.read_text().splitlines()
-                   if line.startswith("SEEN ")]
+        [again] = seen_in(log.read_text())
         assert again == {"argv": hostile(marker), "name": name, "env": env, "study": None}
 
     # --dry-run shows what the ranks received, for the same input
@@ -372,8 +378,7 @@ def test_an_exported_project_keeps_the_strings_data_for_plain_ansible_playbook(c
     while not (log.parent / "exit_code").exists():
         assert time.monotonic() < deadline
         time.sleep(0.5)
-    [seen] = [json.loads(line.removeprefix("SEEN ")) for line in log.read_text().splitlines()
-              if line.startswith("SEEN ")]
+    [seen] = seen_in(log.read_text())
     assert seen == {"argv": hostile(marker), "name": name, "env": env, "study": None}
 
 
