@@ -56,8 +56,11 @@ def fetch(job: Job, ranks: list[Rank], attempt: int, *, log: str = layout.LOG,
     failures = run.failures()
     missing = {rank.host: "no result from the logs playbook" for rank in ranks
                if rank.host not in failures and LOG_TASK not in run.hosts[rank.host].results}
+    # only a node that does not answer is read from its kept copy: one that answers
+    # without the log (removed, unreadable) is named, as before copies were kept
+    silent = {host for host, result in run.hosts.items() if result.status == "unreachable"}
     kept = {rank.rank: kept_logs.read(job.id, rank.rank, attempt) for rank in ranks
-            if rank.host in failures and copies is not None and log == layout.LOG}
+            if rank.host in silent and copies is not None and log == layout.LOG}
     if missing or not all(kept.get(rank.rank) for rank in ranks if rank.host in failures):
         raise LaunchError("cannot read the logs of every rank", {**failures, **missing})
     for number, (_, kept_at) in kept.items():

@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tsubmit import ansible_env
+from tsubmit import ansible_env, layout
 from tsubmit.ansible_run import run_playbook
 from tsubmit.job import Job, Rank
 
@@ -70,7 +70,7 @@ PLAYBOOKS = {
         "gather_facts": False,
         "tasks": [{"name": f"Run the optuna_store role's {entry} tasks",
                    "ansible.builtin.include_role": {"name": "optuna_store", "tasks_from": entry}}],
-    }] for entry in ("check", "helper")},
+    }] for entry in ("check",)},
 }
 
 
@@ -163,10 +163,22 @@ def unique_study(prefix: str = "study") -> str:
 
 
 def helper_modules() -> list[Path]:
-    """The worker helper and what it imports beside itself (the role's
-    optuna_store_helper_modules: Optuna's private gRPC API), as tasks_from helper ships them."""
-    role_vars = yaml.safe_load((ROLE_FILES.parent / "vars" / "main.yml").read_text())
-    return [ROLE_FILES / name for name in ["tsubmit_optuna.py", *role_vars["optuna_store_helper_modules"]]]
+    """The worker helper and what it imports beside itself (Optuna's private gRPC API), as
+    the launch ships them (layout.OPTUNA_HELPERS; sitecustomize.py works only from the
+    PYTHONPATH the launch sets, so a worker started here goes without it)."""
+    return [ROLE_FILES / name for name in layout.OPTUNA_HELPERS if name != "sitecustomize.py"]
+
+
+def place_helpers(node, job_id: str) -> Path:
+    """The helper modules in the job's optuna-lib/ on NODE, where the launch puts them (its
+    shipping is tested by test_optuna_run and test_launch_contract); readable by the test user."""
+    lib = node.remote_root / job_id / "optuna-lib"
+    lib.mkdir(parents=True, exist_ok=True)
+    for module in helper_modules():
+        shutil.copy(module, lib / module.name)
+    for path in (node.remote_root / job_id, lib):
+        path.chmod(0o755)
+    return lib
 
 
 def worker_dir(node, job_id: str, *, helper: bool = True) -> Path:

@@ -33,8 +33,8 @@ from tests.e2e.optuna_support import (
     PLAYBOOKS,
     REPO,
     failure_line,
-    helper_modules,
     listener_address,
+    place_helpers,
     python_on,
     read_pid,
     run_worker,
@@ -84,17 +84,11 @@ def test_store_serves_one_study_to_workers_on_other_nodes(cluster, nodes, tmp_pa
     for node in (second, third):
         assert not (node.remote_root / job_id / "optuna").exists()
 
-    # the helper module, where the launch role puts it (tasks_from: helper) on every node
-    run = cluster.run_entry(job_id, [head, second, third], "test_optuna_helper")
-    assert not run.failures(), run.failures()
-    for node in (second, third):
-        for module in helper_modules():
-            assert (node.remote_root / job_id / "optuna-lib" / module.name).read_text() == module.read_text()
-
-    # two workers on the other nodes, in parallel, through GrpcStorageProxy
+    # two workers on the other nodes, in parallel, through GrpcStorageProxy, with the
+    # helper modules where the launch puts them
     threads = [threading.Thread(target=run_worker, args=(nodes, node, job_id,
                                                          worker_env(endpoint, job_id, rank), 4),
-                                kwargs={"pythonpath": str(node.remote_root / job_id / "optuna-lib")})
+                                kwargs={"pythonpath": str(place_helpers(node, job_id))})
                for rank, node in ((1, second), (2, third))]
     for thread in threads:
         thread.start()
