@@ -1,9 +1,11 @@
 """The node scripts that receive the layout's paths (tsubmit/layout.py), run
 with the node's real sh on folders of this machine."""
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -82,3 +84,26 @@ def test_rank_status_tells_the_worker_that_failed_under_a_real_torchrun(tmp_path
     # The tail is the workers' last lines, not torchrun's traceback and summary.
     assert not any("ChildFailedError" in line or "Root Cause" in line for line in report["tail"])
     assert any("ValueError: the loss is NaN" in line for line in report["tail"]), report
+
+
+def test_cluster_check_s_listener_outlives_the_hangup_that_ends_its_ssh_session():
+    # Ansible runs the script on a terminal; when it returns, the session ends and
+    # the terminal's process group is hung up on. On a loaded node the detaching
+    # child used to be scheduled only after that, still in the group, and the
+    # workers' connection test met "connection refused". A late scheduling is
+    # made certain here by a child whose setsid waits half a second.
+    listen = REPO / "roles" / "check" / "files" / "listen.py"
+    late_child = ("import os, runpy, sys, time\n"
+                  "setsid = os.setsid\n"
+                  "os.setsid = lambda: (time.sleep(0.5), setsid())[1]\n"
+                  "sys.argv = sys.argv[1:]\n"
+                  "runpy.run_path(sys.argv[0], run_name='__main__')\n")
+    session = subprocess.Popen([sys.executable, "-c", late_child, str(listen), "127.0.0.1", "1", "30"],
+                               stdout=subprocess.PIPE, text=True, start_new_session=True)
+    port = json.loads(session.stdout.readline())["port"]
+    session.wait(timeout=60)
+    with contextlib.suppress(ProcessLookupError):  # nothing of it left in the group: fine
+        os.killpg(session.pid, signal.SIGHUP)
+    connect = subprocess.run([sys.executable, str(listen.with_name("connect.py")), "127.0.0.1",
+                              str(port), "5"], capture_output=True, text=True, timeout=30, check=True)
+    assert json.loads(connect.stdout)["status"] == "ok", connect.stdout

@@ -10,6 +10,7 @@ connections (the workers') and exits after TIMEOUT seconds at most. Python 3.6 o
 
 import json
 import os
+import signal
 import socket
 import sys
 import time
@@ -29,8 +30,14 @@ def main() -> None:
     print(json.dumps({"port": server.getsockname()[1]}), flush=True)
     if expected <= 0:
         return
-    # Detach (double fork, new session, no SSH file descriptors) so the task returns.
-    if os.fork():
+    # Detach (double fork, new session, no SSH file descriptors) so the task
+    # returns. SIGHUP is ignored and the task waits for the first child, so the
+    # listener is in its own session before the SSH session can end and hang
+    # up on it (on a loaded node the session used to end first: "refused").
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    child = os.fork()
+    if child:
+        os.waitpid(child, 0)
         return
     os.setsid()
     if os.fork():
