@@ -103,11 +103,12 @@ FIELDS = (
           "`tsubmit db list` instead of the SQLite store on the head."),
     Field("dashboard", "boolean", "With executor optuna: start optuna-dashboard on the head (see "
           "`tsubmit optuna dashboard JOB`)."),
-    Field("notify", "list", "Tell these apprise URLs when the job succeeds, fails, or starts after "
-          "waiting in the queue: ntfy://topic, mailto://user:pass@example.com, slack://..., "
-          "json://host:port/path, ... (default: notify in the config file).", metavar="URL"),
-    Field("notify_on", "list", "Only these events: started, succeeded, failed, end (both ends). "
-          "Default: all.", metavar="EVENTS", separator=","),
+    Field("notify", "list", "Tell these apprise URLs when the job succeeds, fails, is restarted, hangs, "
+          "loses a node, or starts after waiting in the queue: ntfy://topic, "
+          "mailto://user:pass@example.com, slack://..., json://host:port/path, ... (default: notify "
+          "in the config file).", metavar="URL"),
+    Field("notify_on", "list", "Only these events: started, succeeded, failed, end (both ends), "
+          "restarted, hung, lost_node. Default: all.", metavar="EVENTS", separator=","),
     Field("hooks", "hooks", "Hooks run on every node: pre_launch_tasks, post_launch_tasks or "
           "on_stop_tasks with Ansible task files (absolute, or relative to the spec); pre_launch_roles "
           "with roles.", flag="--hook", metavar="KIND=FILE|ROLE", adds=True),

@@ -28,11 +28,14 @@ import time
 from . import job as states
 from .errors import UsageError
 
-# The events a job may notify of; issue 28's restarts, hangs and lost nodes
-# add theirs here. "end" stands for both ends. "started" is a queued job's
-# start only: any other job starts while its submitter watches.
-EVENTS = ("started", "succeeded", "failed")
+# The events a job may notify of. "end" stands for both ends. "started" is a
+# queued job's start only: any other job starts while its submitter watches.
+# "restarted", "hung" and "lost_node" come from the watcher acting on the job
+# (tsubmit/recovery.py): it records them where they happen (record()).
+EVENTS = ("started", "succeeded", "failed", "restarted", "hung", "lost_node")
 GROUPS = {"end": ("succeeded", "failed")}
+# Issue 29's default, end, restart, hang and lost node, and a queued job's
+# start as before those events existed (a user who queued wants to hear it).
 DEFAULT_EVENTS = EVENTS
 TIMEOUT = 10.0  # seconds for one message to reach one endpoint
 KEEP_FOR = 86400.0  # an undelivered message is dropped this long after its event
@@ -101,15 +104,22 @@ def gpu_hours(job) -> float:
     return leased_gpus(job) * wall_time(job) / 3600
 
 
-def compose(job, event: str, tails: dict[int, list[str]] | None = None) -> dict:
-    """The message of EVENT: {title, body}; TAILS are the failed ranks' last log lines."""
+def compose(job, event: str, tails: dict[int, list[str]] | None = None, *, cause: str | None = None,
+            hosts: tuple[str, ...] | list[str] = (), ranks: list[int] | None = None,
+            report: dict | None = None) -> dict:
+    """The message of EVENT: {title, body}. TAILS are the failed ranks' last log
+    lines; CAUSE why the attempt before a restart ended; HOSTS the lost nodes
+    (default: those whose ranks are unreachable); RANKS the hung ranks (default:
+    those the post-mortem found running) and REPORT the hang's post-mortem
+    (default: the one kept for the job's attempt)."""
     from .output import counted, duration
 
     lines = [f"job: {job.name} ({job.id})", f"cluster: {job.cluster}", f"state: {event}",
              f"attempt: {job.attempt}", f"wall time: {duration(wall_time(job))}",
              f"GPU-hours: {gpu_hours(job):.2f} ({counted(leased_gpus(job), 'GPU')} on "
              f"{counted(len(job.ranks), 'node')})"]
-    title = f"tsubmit: job {job.name} ({job.id}) {event}"
+    title = f"tsubmit: job {job.name} ({job.id}) {event.replace('_', ' ')}"
+    policy = job.extras.get("recovery") or {}
     rank = job.first_failure() if event == "failed" else None
     if rank is not None:
         reason = rank.reason()
@@ -121,22 +131,67 @@ def compose(job, event: str, tails: dict[int, list[str]] | None = None) -> dict:
         tail = (tails or {}).get(rank.rank)
         if tail:
             lines += [f"last {counted(len(tail), 'line')} of rank {rank.rank}'s log:", *tail]
+    elif event == "failed" and job.message:  # no rank failed: it hung, or lost its nodes
+        title += f": {job.message}"
+        lines.append(f"cause: {job.message}")
     elif event == "started":
         lines.append("it waited in the queue for its GPUs and started")
+    elif event == "restarted":
+        title += f" as attempt {job.attempt}" + (f" after {cause}" if cause else "")
+        lines += [f"cause: {cause or 'not recorded'}",
+                  f"restarts: {job.attempt - 1} of {policy.get('restarts', job.max_restarts)}"]
+    elif event == "lost_node":
+        addresses = {r.host: r.address for r in job.ranks}
+        lost = list(hosts) or [r.host for r in job.ranks if r.state == states.UNREACHABLE]
+        shown = [f"{host} (address {addresses.get(host, 'unknown')})" for host in lost]
+        title += f": {', '.join(shown)}"
+        timeout = policy.get("node_timeout")
+        silent = f" for longer than {duration(timeout)} (--node-timeout)" if timeout else ""
+        lines += [f"lost node: {node}, rank {', '.join(str(r.rank) for r in job.ranks if r.host == host)}, "
+                  f"silent{silent}" for node, host in zip(shown, lost, strict=True)]
+    elif event == "hung":
+        hang = _hang_lines(job, ranks, report, policy.get("hang_timeout"))
+        title += f": {hang[0].removeprefix('hung: ')}"
+        lines += hang
     return {"title": title, "body": "\n".join(lines)}
+
+
+def _hang_lines(job, ranks: list[int] | None, report: dict | None, timeout: float | None) -> list[str]:
+    """The hung ranks and where their stacks stand (postmortem.summary)."""
+    from . import postmortem
+    from .output import duration
+
+    report = report or postmortem.load(job, job.attempt)
+    if ranks is None:
+        ranks = [r["rank"] for r in (report or {}).get("ranks", []) if r["state"] == states.RUNNING]
+    silent = f" for {duration(timeout)} (--hang-timeout)" if timeout else ""
+    lines = [f"hung: rank {', '.join(map(str, ranks)) or '?'}: log silent{silent}"]
+    if report is None:
+        return [*lines, "no post-mortem was kept of this attempt"]
+    wanted = {r["rank"] for r in report["ranks"] if r["rank"] in ranks}
+    summary = [line for entry, line in zip(report["ranks"], postmortem.summary(report), strict=True)
+               if entry["rank"] in wanted]
+    return [*lines, "where their stacks stand:", *summary,
+            f"the whole post-mortem: tsubmit postmortem {job.id} --attempt {report['attempt']}"]
 
 
 # ---------------------------------------------------------------- pending messages
 
 
-def record(job, event: str, tails: dict[int, list[str]] | None = None) -> bool:
+def record(job, event: str, tails: dict[int, list[str]] | None = None, **details) -> bool:
     """Add EVENT's message to JOB's pending ones if the job notifies of it (the
-    caller saves the job). Whether it did."""
+    caller saves the job, and the next refresh, or deliver(), sends it).
+    Whether it did. DETAILS go to compose(): where the event happens,
+
+        notify.record(job, "restarted", cause=cause)  # once the next attempt launched
+        notify.record(job, "hung", ranks=[1])          # after postmortem.collect(job, "hang")
+        notify.record(job, "lost_node", hosts=["node2"])
+    """
     notify = job.extras.get("notify")
     if not notify or event not in notify.get("on", ()):
         return False
     notify.setdefault("pending", []).append({
-        "event": event, "at": time.time(), **compose(job, event, tails),
+        "event": event, "at": time.time(), **compose(job, event, tails, **details),
         "to": list(range(len(notify["urls"]))), "tries": 0, "error": None})
     return True
 
