@@ -545,9 +545,16 @@ def host_variables(sources: list[str], names: list[str], vault_password_file: st
                    *, reveal: bool = True) -> dict[str, dict]:
     """The merged variables of the named hosts, as ansible-playbook sees them
     (a vaulted value as VAULTED unless REVEAL)."""
+    return {name: node.vars for name, node in
+            host_nodes(sources, names, vault_password_file, reveal=reveal).items()}
+
+
+def host_nodes(sources: list[str], names: list[str], vault_password_file: str | None = None,
+               *, reveal: bool = True) -> dict[str, Node]:
+    """The named hosts as nodes (rank 0 each), with their merged variables, address and processes."""
     ref = ClusterRef("hosts", sources, vault_password_file=vault_password_file)
     found = _plain_yaml_hosts(ref) or _ansible_hosts(ref, reveal=reveal)
     for name in names:
         if name not in found.variables:
             raise UsageError(f"host {name} is no longer in {', '.join(sources)}")
-    return {name: _node(name, 0, found.variables[name]).vars for name in names}
+    return {name: _node(name, 0, found.variables[name]) for name in names}

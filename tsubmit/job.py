@@ -64,6 +64,9 @@ class Rank:
     # daemon, a killed torchrun's workers), which its node then stopped; None
     # while it runs, or when its node did not say (a rank launched by an older tsubmit).
     leftovers: int | None = None
+    # When a refresh first found the rank's node silent (it has not answered
+    # since); None while it answers. A node silent past the job's node timeout is lost.
+    unreachable_since: float | None = None
 
     def __post_init__(self):
         self.state = State(self.state)  # a record read from the store holds its name
@@ -71,6 +74,8 @@ class Rank:
     def move_to(self, state: State | str) -> None:
         """Every change of the rank's state comes here (states.State.to)."""
         self.state = self.state.to(state, rank=True)
+        if self.state != UNREACHABLE:
+            self.unreachable_since = None
 
     def reason(self) -> str:
         """Why the rank failed, in a few words: "exited with 7 (worker rank 1, local rank 0)"."""
@@ -124,14 +129,14 @@ class Job:
         """Every change of the job's state comes here (states.State.to)."""
         self.state = self.state.to(state, rank=False)
 
-    def start_next_attempt(self) -> None:
-        """Become the next attempt: the job and every rank starting again, on the same hosts."""
+    def start_next_attempt(self, ranks: list[Rank]) -> None:
+        """Become the next attempt: the job starting again, on RANKS (their hosts
+        and numbers, all of them starting)."""
         self.attempt += 1
         self.move_to(STARTING)
         self.message, self.ended_at = "", None
+        self.ranks = ranks
         for rank in self.ranks:
-            rank.move_to(STARTING)
-            rank.exit_code = rank.pid = rank.ended_at = rank.cause = rank.leftovers = None
             rank.attempt = self.attempt
 
     @property

@@ -87,6 +87,7 @@ def _read(store: JobStore, jobs: list[Job], skip_hosts: frozenset[str] = frozens
                                           "keep": kept_logs.KEEP_BYTES
                                           if rank.state in states.LIVE_RANK_STATES else 0})
     outcomes = {}
+    asked_at = time.time()
     if wanted:
         vault_files = {job.inventory.get("vault_password_file") for job in jobs} - {None}
         outcomes = run_playbook("status", _sources(jobs),
@@ -103,6 +104,7 @@ def _read(store: JobStore, jobs: list[Job], skip_hosts: frozenset[str] = frozens
             if outcome is None or outcome.status != "ok":
                 if rank.state in states.LIVE_RANK_STATES:
                     rank.move_to(states.UNREACHABLE)
+                    rank.unreachable_since = rank.unreachable_since or asked_at
                 continue
             report = _parse(outcome.results.get(STATUS_TASK, {})).get(f"{job.id}:{rank.rank}")
             if report is not None:

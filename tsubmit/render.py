@@ -46,7 +46,8 @@ def launch_variables(job: Job, cluster: ResolvedCluster, node: Node, nproc: int 
     nodes = [contract.node_facts(probe, n.vars) for probe, n in zip(probes, cluster.nodes, strict=True)]
     values = {"id": job.id, "name": job.name, "attempt": job.attempt, "executor": executor.runs,
               "command": job.command, "env": job.env, "max_restarts": job.max_restarts,
-              "container": job.extras.get("container"), "setup": job.extras.get("setup")}
+              "container": job.extras.get("container"), "setup": job.extras.get("setup"),
+              "min_nodes": (job.extras.get("recovery") or {}).get("min_nodes")}
     return contract.rank_variables(values, nodes, node.rank, _optuna_endpoint(job, cluster))
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from . import gpu_leases, kept_inventories, lifecycle, node_actions, notify, output, submit
 from .archive import Archive
 from .errors import EXIT_REFUSED, LaunchError, TsubmitError, UsageError
-from .job import Job
+from .job import Job, Rank
 from .output import state_phrase
 from .paths import ensure_private_dir, state_dir
 from .spec import Behaviour, RunRequest, request_from_spec
@@ -118,7 +118,8 @@ def restart(store: JobStore, job: Job, *, verbose: int = 0) -> Job:
 
 def relaunch(store: JobStore, the_plan: submit.Plan, *, on_event=None, verbose: int = 0) -> Job:
     """Launch the recorded job of THE_PLAN, which has ended, as its next attempt
-    on THE_PLAN's nodes (rank for rank: a node may take another's rank), with
+    on THE_PLAN's nodes (rank for rank: a node may take another's rank, and
+    there may be fewer: tsubmit/recovery_plan.py), with
     the same archive and options, all or nothing: a launch that fails on any
     node is rolled back everywhere and the job stays as it was, at its attempt,
     restartable. Returns the job's next attempt."""
@@ -126,9 +127,11 @@ def relaunch(store: JobStore, the_plan: submit.Plan, *, on_event=None, verbose: 
     archive = _kept_archive(job)
     attempt = copy.deepcopy(job)
     kept_inventories.launching_from(attempt.inventory, the_plan.cluster.ref.sources)
-    attempt.start_next_attempt()
-    for rank, node in zip(attempt.ranks, the_plan.cluster.nodes, strict=True):
-        rank.host, rank.address, rank.nproc = node.name, node.address, job.gpus or node.gpus
+    # The plan's nodes, rank for rank: the same, spares for lost nodes, or fewer (recovery_plan).
+    attempt.start_next_attempt([Rank(node.rank, node.name, node.address, nproc=job.gpus or node.gpus)
+                                for node in the_plan.cluster.nodes])
+    if the_plan.cluster.nodes[0].name != job.head.host:
+        attempt.inventory["head_reason"] = the_plan.cluster.head_reason
     attempt.launcher = node_actions.launcher_identity()
     store.save(attempt)
 

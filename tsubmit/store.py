@@ -20,7 +20,7 @@ from pathlib import Path
 from .errors import UsageError
 from .job import Job, Rank, merged_pending
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 # Seconds a command waits for another tsubmit process that holds the store.
 DEFAULT_BUSY_TIMEOUT = 30.0
 
@@ -65,6 +65,7 @@ CREATE TABLE ranks (
     attempt INTEGER NOT NULL,
     cause TEXT NOT NULL DEFAULT 'null',
     leftovers INTEGER,
+    unreachable_since REAL,
     PRIMARY KEY (job_id, rank)
 );
 CREATE TABLE silent_hosts (
@@ -84,6 +85,7 @@ _MIGRATIONS = {
     3: ["CREATE TABLE silent_hosts (host TEXT PRIMARY KEY, since REAL NOT NULL, tried REAL NOT NULL)"],
     4: ["ALTER TABLE ranks ADD COLUMN cause TEXT NOT NULL DEFAULT 'null'"],
     5: ["ALTER TABLE ranks ADD COLUMN leftovers INTEGER"],
+    6: ["ALTER TABLE ranks ADD COLUMN unreachable_since REAL"],
 }
 _JSON_COLUMNS = ("inventory", "command", "env", "extras", "pending", "launcher")
 _RANK_JSON_COLUMNS = ("cause",)

@@ -232,7 +232,7 @@ def rank_variables(job: dict, nodes: list[dict], rank: int, optuna: dict | None 
     """The launch_* variables the launch templates read for rank RANK.
 
     JOB: id, name, attempt, executor, command, env, max_restarts, container,
-    setup (the job's tsubmit_job_* values). NODES, in rank order, node_facts():
+    setup, min_nodes (the job's tsubmit_job_* values). NODES, in rank order, node_facts():
     address, gpus (processes on the node), remote_root, port, has_gpus,
     gpu_ids, lease (GPUs the rank leases), python, torchrun, host_env,
     container_engine, container_run_args, lease_dir. OPTUNA: the head's study
@@ -254,6 +254,8 @@ def rank_variables(job: dict, nodes: list[dict], rank: int, optuna: dict | None 
         "launch_path_prefix": path_prefix(node["python"], node["torchrun"]),
         "launch_rank": rank,
         "launch_nnodes": len(nodes),
+        # The fewest nodes the job may go on with (--min-nodes), at most this attempt's.
+        "launch_min_nodes": min(_int(job.get("min_nodes")) or len(nodes), len(nodes)),
         "launch_nproc": node["gpus"],
         "launch_node_slots": slots,
         "launch_world_size": node["gpus"] if own_group else (

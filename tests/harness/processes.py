@@ -110,6 +110,46 @@ def has_listener(address: str, port: int) -> bool:
         )
 
 
+def _socket_inodes(pid: int) -> set[str]:
+    inodes = set()
+    with contextlib.suppress(OSError):
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+    return inodes
+
+
+def end_client_connections(address: str, port: int) -> int:
+    """End this machine's processes connected to ADDRESS:PORT (an ssh ControlMaster
+    that Ansible or tsubmit keeps open to a node, a held `ssh` session) and remove
+    the control sockets they listened on, as a lost node leaves none behind.
+    Returns how many processes it ended."""
+    packed = int.from_bytes(socket.inet_aton(address), sys.byteorder)
+    remote = f"{packed:08X}:{port:04X}"
+    with open("/proc/net/tcp") as table:
+        next(table)
+        connected = {fields[9] for fields in (line.split() for line in table) if fields[2] == remote}
+    with open("/proc/net/unix") as table:
+        next(table)
+        unix_paths = {fields[6]: fields[7] for fields in (line.split() for line in table) if len(fields) > 7}
+    holders, sockets = [], []
+    for pid in pids():
+        if pid == os.getpid():
+            continue
+        inodes = _socket_inodes(pid)
+        if inodes & connected:
+            holders.append(pid)
+            sockets += [unix_paths[inode] for inode in inodes if inode in unix_paths]
+    terminate(holders)
+    for path in sockets:
+        with contextlib.suppress(OSError):
+            if Path(path).is_socket():
+                Path(path).unlink()
+    return len(holders)
+
+
 def in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 

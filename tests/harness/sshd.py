@@ -267,6 +267,17 @@ class SshNodes(NodeClients):
         if kill_processes:
             self.kill_processes(node)
 
+    def lose_node(self, node: Node, *, kill_processes: bool = True) -> None:
+        """Lose the node as a crash would: its sshd gone with every connection to it,
+        the per-connection sshd children on its side and, on the controller's, the
+        ssh ControlMaster processes that held one, with their control sockets; and,
+        with ``kill_processes`` (the default), everything it ran, the rank's processes
+        included. Without, they run on unseen, as behind a cut cable (a node that
+        comes back with its old rank still running). ``start_node`` brings it back.
+        """
+        self.stop_node(node, kill_processes=kill_processes)
+        procs.end_client_connections(node.address, node.port)
+
     def start_node(self, node: Node) -> None:
         """Start the node's sshd again (same address, port and host key); wait until ssh works.
 

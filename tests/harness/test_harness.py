@@ -132,6 +132,43 @@ def test_stop_node_makes_it_unreachable_and_start_node_brings_it_back(nodes: Ssh
     assert nodes.ssh(node, "echo back").stdout == "back\n"
 
 
+def test_lose_node_leaves_no_connection_to_it_and_start_node_brings_it_back(nodes: SshNodes,
+                                                                             tmp_path: Path) -> None:
+    node = nodes.nodes[1]
+    socket_path = tmp_path / "cm"
+    # A ControlMaster in the background, as Ansible and tsubmit keep one per node.
+    argv = nodes.ssh_args(node)
+    argv[argv.index("--"):argv.index("--")] = ["-o", "ControlMaster=yes", "-o", "ControlPersist=600",
+                                               "-o", f"ControlPath={socket_path}", "-fN"]
+    subprocess.run(argv, check=True, timeout=30, stdin=subprocess.DEVNULL, capture_output=True)
+    nodes.ssh(node, "nohup sleep 4343 >/dev/null 2>&1 &")
+    wait_for(lambda: nodes.processes_of(node, r"^sleep 4343$"), "sleep on the node")
+    try:
+        nodes.lose_node(node)
+        assert not socket_path.exists()
+        masters = [line for line in subprocess.run(["ps", "-eo", "args"], capture_output=True,
+                                                   text=True).stdout.splitlines() if str(socket_path) in line]
+        assert masters == []
+        assert nodes.processes_of(node, r"sleep 4343") == []
+        assert nodes.ssh(node, "true", check=False, timeout=15).returncode == 255
+    finally:
+        nodes.start_node(node)
+    assert nodes.ssh(node, "echo back").stdout == "back\n"
+
+
+def test_a_node_lost_behind_a_partition_keeps_its_processes(nodes: SshNodes) -> None:
+    node = nodes.nodes[1]
+    nodes.ssh(node, "nohup sleep 4444 >/dev/null 2>&1 &")
+    wait_for(lambda: nodes.processes_of(node, r"^sleep 4444$"), "sleep on the node")
+    try:
+        nodes.lose_node(node, kill_processes=False)
+        assert nodes.ssh(node, "true", check=False, timeout=15).returncode == 255
+        assert nodes.processes_of(node, r"^sleep 4444$") == ["sleep 4444"]
+    finally:
+        nodes.start_node(node)
+        nodes.kill_processes(node)
+
+
 def test_unreachable_address_refuses_connections(nodes: SshNodes) -> None:
     address, port = nodes.unreachable_address()
     assert address.startswith(f"127.0.{nodes.subnet}.")

@@ -157,6 +157,16 @@ def test_torchrun_flags(rank):
     ]
 
 
+@pytest.mark.parametrize("min_nodes, count, nnodes", [(2, 3, "--nnodes=2:3"), (2, 2, "--nnodes=2"),
+                                                      (None, 3, "--nnodes=3"), (5, 3, "--nnodes=3")])
+def test_a_job_that_may_go_on_with_fewer_nodes_is_elastic_under_torchrun(min_nodes, count, nnodes):
+    """--min-nodes M: torchrun's --nnodes=M:N, N the attempt's nodes (fewer after a lost one)."""
+    cluster = make_cluster(count, gpus=1)
+    job = make_job(cluster, extras={"recovery": {"min_nodes": min_nodes}})
+    words = shlex.split(render("command.sh.j2", variables(job, cluster, 1)))
+    assert words[1:3] == [nnodes, "--node-rank=1"]
+
+
 def test_job_gpus_override_the_nodes_and_unknown_gpus_are_placeholders():
     cluster = make_cluster(gpus=[4, None, 2])
     job = make_job(cluster)

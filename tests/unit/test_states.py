@@ -62,13 +62,22 @@ def test_job_transitions(before, after, allowed):
             job.move_to(after)
 
 
-def test_the_next_attempt_starts_every_rank_again():
+def test_the_next_attempt_starts_every_rank_again_on_the_nodes_given():
     job = make_job(State.FAILED)
-    job.ranks[0].exit_code, job.ranks[0].cause, job.ranks[0].leftovers = 7, {"exit_code": 7}, 2
     job.message, job.ended_at = "x", 1.0
-    job.start_next_attempt()
+    job.start_next_attempt([Rank(0, "node0", "127.0.0.1"), Rank(1, "spare", "127.0.0.9")])
     assert (job.attempt, job.state, job.message, job.ended_at) == (2, State.STARTING, "", None)
-    assert all((rank.state, rank.attempt, rank.exit_code, rank.cause, rank.leftovers)
-               == (State.STARTING, 2, None, None, None) for rank in job.ranks)
+    assert [(rank.rank, rank.host, rank.state, rank.attempt) for rank in job.ranks] == [
+        (0, "node0", State.STARTING, 2), (1, "spare", State.STARTING, 2)]
     with pytest.raises(IllegalTransition):  # a job that runs has no next attempt
-        make_job(State.RUNNING).start_next_attempt()
+        make_job(State.RUNNING).start_next_attempt([])
+
+
+def test_a_rank_whose_node_answers_again_is_no_longer_silent():
+    rank = Rank(0, "h", "a", state=State.RUNNING)
+    rank.move_to(State.UNREACHABLE)
+    rank.unreachable_since = 100.0
+    rank.move_to(State.UNREACHABLE)  # still silent: since when is kept
+    assert rank.unreachable_since == 100.0
+    rank.move_to(State.RUNNING)
+    assert rank.unreachable_since is None
