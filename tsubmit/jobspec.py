@@ -71,6 +71,11 @@ FIELDS = (
           "per node (default 1)."),
     Field("max_restarts", "integer", "Restarts of a failed rank (torchrun's own, or tsubmit's for "
           "distributed).", default=0),
+    Field("node_timeout", "string", "A node that has not answered for longer than this is lost (`tsubmit "
+          "watch` acts on it): the job's attempt ends and the next one starts on a spare, or on fewer "
+          "nodes (--min-nodes) (default 2m).", metavar="DURATION"),
+    Field("min_nodes", "integer", "When a node is lost and no spare is free, go on with the nodes left, "
+          "down to this many (default: all of the job's nodes).", metavar="M"),
     Field("keep_going", "boolean", "When a rank fails, keep the other ranks running (by default tsubmit "
           "stops them)."),
     Field("wait", "boolean", "Block until the job ends; exit 0 if it succeeded, 1 if not."),

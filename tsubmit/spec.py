@@ -47,6 +47,8 @@ class RunRequest:
     setup_key: list[str] | None = None
     setup_step: dict | None = None
     notify: dict | None = None  # {urls, on} (tsubmit/notify.py)
+    # How the job recovers, job.extras["recovery"]: {node_timeout, min_nodes, ...}; absent: the default.
+    recovery: dict = field(default_factory=dict)
 
     @property
     def container(self) -> dict | None:
@@ -226,6 +228,33 @@ def _optuna_settings(spec: dict) -> dict | None:
             "dashboard": bool(spec.get("dashboard"))}
 
 
+# Seconds a node may stay silent before it is lost (--node-timeout).
+DEFAULT_NODE_TIMEOUT = 120.0
+
+
+def _recovery_settings(spec: dict) -> dict:
+    """The job's recovery settings (job.extras["recovery"])."""
+    settings = {"node_timeout": _positive_duration(spec, "node_timeout", DEFAULT_NODE_TIMEOUT)}
+    if spec.get("min_nodes") is not None:
+        if spec["min_nodes"] < 1:
+            raise UsageError(f"--min-nodes must be 1 or more, got {spec['min_nodes']}")
+        settings["min_nodes"] = spec["min_nodes"]
+    return settings
+
+
+def _positive_duration(spec: dict, key: str, default: float) -> float:
+    option = f"--{key.replace('_', '-')}"
+    if spec.get(key) is None:
+        return default
+    try:
+        seconds = parse_duration(str(spec[key]))
+    except UsageError as error:
+        raise UsageError(f"{option}: {error}") from None
+    if seconds <= 0:
+        raise UsageError(f"{option} must be more than 0 seconds, got {spec[key]!r}")
+    return seconds
+
+
 def _notify_settings(spec: dict) -> dict | None:
     """The job's notify and notify_on, else the config file's (tsubmit/user_config.py)."""
     from . import notify, user_config
@@ -269,6 +298,7 @@ def request_from_spec(spec: dict, asked_vault_file: str | None = None) -> tuple[
         pull=spec.get("pull") or "missing", hooks=dict(spec.get("hooks") or {}),
         optuna=_optuna_settings(spec),
         setup=spec.get("setup"), setup_key=spec.get("setup_key"), notify=_notify_settings(spec),
+        recovery=_recovery_settings(spec),
     ))
     timeout = parse_duration(spec["timeout"]) if spec.get("timeout") is not None else None
     if_running = spec.get("if_running") or "allow"

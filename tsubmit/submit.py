@@ -69,6 +69,11 @@ def unused_steps(job: Job, hook_kinds: set[str]) -> list[str]:
 
 def plan(request: RunRequest) -> Plan:
     cluster = resolve(request.cluster)
+    fewest = request.recovery.get("min_nodes")
+    if fewest is not None and fewest > len(cluster.nodes):
+        names = ", ".join(node.name for node in cluster.nodes)
+        raise UsageError(f"--min-nodes {fewest} is more than the job's {len(cluster.nodes)} node"
+                         f"{'s' if len(cluster.nodes) > 1 else ''} ({names})")
     ansible_env.user_paths()  # a wrong TSUBMIT_ANSIBLE_PATH fails here, before anything is recorded
     job = Job(
         id=new_job_id(),
@@ -85,7 +90,7 @@ def plan(request: RunRequest) -> Plan:
         git_commit=archives.git_commit(request.workdir),
         extras={key: value for key, value in
                 (("container", request.container), ("hooks", request.hooks), ("optuna", request.optuna),
-                 ("setup", request.setup_step), ("notify", request.notify))
+                 ("setup", request.setup_step), ("notify", request.notify), ("recovery", request.recovery))
                 if value},
         ranks=[Rank(node.rank, node.name, node.address, nproc=request.gpus or node.gpus)
                for node in cluster.nodes],

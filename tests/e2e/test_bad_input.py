@@ -65,6 +65,12 @@ def with_job(tmp_path_factory):
         (["--queue", "--queue-timeout", "soon"], "invalid duration 'soon'"),
         (["--gpus", "two"], "--gpus"),
         (["--max-restarts", "-1"], "--max-restarts"),
+        (["--node-timeout", "0"], "--node-timeout must be more than 0 seconds, got '0'"),
+        (["--node-timeout", "abc"], "--node-timeout: invalid duration 'abc'"),
+        (["--min-nodes", "0"], "--min-nodes must be 1 or more, got 0"),
+        (["--min-nodes", "two"], "--min-nodes"),
+        # The local cluster is one node.
+        (["--min-nodes", "2"], "--min-nodes 2 is more than the job's 1 node (localhost)"),
         (["--env", "NOEQUALS"], "malformed --env 'NOEQUALS'"),
         (["--env", "1X=a"], "invalid variable name '1X'"),
         (["--env", "A-B=a"], "invalid variable name 'A-B'"),
@@ -182,6 +188,28 @@ def test_run_on_a_cluster_with_bad_inventory_vars(cli, workdir, host_vars, keywo
     message = assert_usage_error(result, keyword)
     assert "node1" in message
     assert_nothing_recorded(cli)
+
+
+@pytest.mark.parametrize("spec, keyword", [
+    ({"node_timeout": "0s"}, "--node-timeout must be more than 0"),
+    ({"node_timeout": "2 minutes"}, "--node-timeout: invalid duration"),
+    ({"min_nodes": "2"}, "'min_nodes' must be a whole number")])
+def test_a_spec_with_a_bad_recovery_setting_is_refused(cli, workdir, spec, keyword):
+    (workdir / "job.yaml").write_text(yaml.safe_dump({"command": "python -c pass", **spec}))
+    assert_usage_error(cli("run", "-f", str(workdir / "job.yaml")), keyword)
+    assert_nothing_recorded(cli)
+
+
+def test_a_spare_that_is_also_the_only_node_is_refused(cli, workdir):
+    write_inventory(cli, "c", tsubmit_spare=True)
+    result = cli("run", "-c", "c", "--workdir", str(workdir), "--", "python", "-c", "pass")
+    assert_usage_error(result, "every host of")
+    assert "is a spare (tsubmit_spare: node1); keep at least one host to launch on" in result.stderr
+    assert_nothing_recorded(cli)
+    assert_usage_error(cli("cluster", "edit", "c", "--spare", "node1"),
+                       "--spare node1: it would leave the cluster no host to launch on")
+    assert_usage_error(cli("cluster", "add", "d", "--head", "h", "--spare", "h"),
+                       "--spare h is also given as --head or --worker")
 
 
 def test_run_on_an_unparsable_inventory(cli, workdir):
