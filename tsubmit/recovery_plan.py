@@ -1,6 +1,8 @@
-"""The nodes of a job's next attempt when some of its nodes are lost.
+"""Lost nodes, and the nodes of a job's next attempt without them.
 
-A lost node's rank goes to a free spare (a host of the job's inventory with
+A node is lost when it has not answered for longer than the job's node
+timeout (--node-timeout): since the first refresh that could not reach it
+(Rank.unreachable_since). A lost node's rank goes to a free spare (a host of the job's inventory with
 `tsubmit_spare: true` that no other job's attempt runs on and that did not
 fail to answer tsubmit's last try): the rank keeps its number, so NODE_RANK
 and WORLD_SIZE stay, and a spare that takes rank 0 is the new head. A rank no
@@ -14,16 +16,31 @@ The plan's nodes carry the inventory's variables read again, as a restart's
 path of every next attempt.
 """
 
+import time
+
 from . import hooks, kept_inventories
 from .clusters import ClusterRef, Node, ResolvedCluster, host_nodes, resolve
 from .errors import UsageError
-from .job import Job
+from .job import UNREACHABLE, Job
+from .spec import DEFAULT_NODE_TIMEOUT
 from .store import JobStore
 from .submit import Plan
 
 
 class NotEnoughNodes(UsageError):
     """The job lost nodes that neither a spare nor --min-nodes can make up for."""
+
+
+def node_timeout(job: Job) -> float:
+    return (job.extras.get("recovery") or {}).get("node_timeout") or DEFAULT_NODE_TIMEOUT
+
+
+def lost_hosts(job: Job, now: float | None = None) -> list[str]:
+    """The job's nodes silent for longer than its node timeout, in rank order."""
+    now = time.time() if now is None else now
+    return list(dict.fromkeys(rank.host for rank in job.ranks if rank.state == UNREACHABLE
+                              and rank.unreachable_since is not None
+                              and now - rank.unreachable_since > node_timeout(job)))
 
 
 def min_nodes(job: Job) -> int:

@@ -7,7 +7,7 @@ import yaml
 
 from tsubmit.errors import EXIT_USAGE
 from tsubmit.job import Job, Rank
-from tsubmit.recovery_plan import NotEnoughNodes, next_plan
+from tsubmit.recovery_plan import NotEnoughNodes, lost_hosts, next_plan
 from tsubmit.states import State
 from tsubmit.store import JobStore
 
@@ -98,3 +98,16 @@ def test_below_min_nodes_and_no_spare_names_the_lost_hosts(inventory, store):
 
 def test_no_lost_node_plans_the_same_nodes(inventory, store):
     assert ranks_of(next_plan(job_on(inventory, ["n1", "n2"]), [], store=store)) == [(0, "n1"), (1, "n2")]
+
+
+def test_a_node_is_lost_once_silent_for_longer_than_the_node_timeout(inventory):
+    job = job_on(inventory, ["n1", "n2", "n3"])
+    job.extras["recovery"] = {"node_timeout": 60.0}
+    for rank, since in zip(job.ranks[1:], (1000.0, 1030.0), strict=True):
+        rank.move_to(State.UNREACHABLE)
+        rank.unreachable_since = since
+    assert lost_hosts(job, now=1060.0) == []  # silent for 60 s: not longer
+    assert lost_hosts(job, now=1061.0) == ["n2"]
+    assert lost_hosts(job, now=1091.0) == ["n2", "n3"]
+    job.extras = {}  # the default: 2 minutes
+    assert lost_hosts(job, now=1121.0) == ["n2"]
