@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import posixpath
 import shutil
-import subprocess
 import sys
 import tarfile
 import tempfile
@@ -31,7 +30,8 @@ from pathlib import Path, PurePosixPath
 
 from . import layout, ssh
 from .errors import LaunchError, TsubmitError, UsageError
-from .remote_access import Place, node_script, ssh_failure
+from .places import Place, node_script
+from .ssh_session import Session
 
 # fetch.sh's own exit codes (tar's are 0, 1 and 2).
 REFUSED, MISSING, NO_WORKDIR = 65, 66, 67
@@ -69,7 +69,7 @@ class Stream:
     files: int = 0
     warnings: list[str] = field(default_factory=list)
     error: TsubmitError | None = None
-    process: subprocess.Popen | None = None
+    session: Session | None = None
 
 
 class _Refused(Exception):
@@ -124,16 +124,12 @@ def _receive(stream: Stream, paths: list[str]) -> None:
     argv = ssh.command_argv(place.conn, node_script("fetch.sh"),
                             [place.root, layout.workdir(place.job.id), place.job.id, place.rank.host,
                              *paths], tty=False)
-    process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE)
-    stream.process = process
-    assert process.stdout is not None and process.stderr is not None
-    errors: list[bytes] = []
-    reader = threading.Thread(target=lambda: errors.extend(process.stderr), daemon=True)
-    reader.start()
+    session = Session(place.conn, argv, place.where)
+    stream.session = session
+    process = session.process
     refused = broken = local = None
     try:
-        with tarfile.open(fileobj=_Counting(process.stdout, stream), mode="r|") as archive:
+        with tarfile.open(fileobj=_Counting(session.stdout, stream), mode="r|") as archive:
             for member in archive:
                 _check_member(member, stream.into)
                 archive.extract(member, stream.into)
@@ -147,10 +143,8 @@ def _receive(stream: Stream, paths: list[str]) -> None:
     except OSError as error:  # writing here: a full disk, a folder we may not write
         local = error
         process.kill()
-    code = process.wait()
-    reader.join(timeout=10)
-    stderr = b"".join(errors).decode(errors="replace")
-    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    code = session.wait()
+    lines = [line.strip() for line in session.stderr.splitlines() if line.strip()]
     host, where = place.rank.host, place.where
     if refused is not None:
         stream.error = UsageError(f"fetch from {where}: refused {refused}; nothing was written")
@@ -160,8 +154,8 @@ def _receive(stream: Stream, paths: list[str]) -> None:
         stream.error = UsageError(f"fetch: {lines[-1] if lines else 'path refused on ' + host}")
     elif code == NO_WORKDIR:
         stream.error = LaunchError(f"cannot fetch from {where}", {host: lines[-1] if lines else "no workdir"})
-    elif code == ssh.SSH_FAILED and not place.conn.local:
-        stream.error = ssh_failure(place, argv, stderr)
+    elif session.unreachable:
+        stream.error = session.unreachable_error()
     elif code not in (0, TAR_FILE_CHANGED) or broken is not None:
         reason = lines[-1] if lines else (str(broken) if broken else f"exited with {code}")
         stream.error = LaunchError(f"cannot fetch from {where}: the stream broke", {host: reason})
@@ -301,8 +295,8 @@ def _run_all(streams: list[Stream], paths: list[str], progress) -> None:
                 progress(streams)
     except KeyboardInterrupt:
         for stream in streams:
-            if stream.process is not None and stream.process.poll() is None:
-                stream.process.kill()
+            if stream.session is not None and stream.session.process.poll() is None:
+                stream.session.process.kill()
         for thread in threads:
             thread.join(timeout=5)
         raise

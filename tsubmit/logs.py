@@ -6,16 +6,18 @@ the inventory's connection settings, bastions included, and Ansible's
 control masters). On a local connection the file is read directly.
 """
 
-import subprocess
 import sys
 import threading
+import time
+from dataclasses import dataclass
 
 from . import job as states
 from . import kept_logs, layout, ssh
 from .errors import LaunchError
 from .job import Job, Rank
 from .node_actions import job_hosts, run_for_job
-from .ssh_hints import host_key_hint
+from .places import Place, places
+from .ssh_session import Session
 
 LOG_TASK = "Read the rank's log"
 # Under torchrun each worker's lines start with its global rank (torch's
@@ -71,78 +73,146 @@ def fetch(job: Job, ranks: list[Rank], attempt: int, *, log: str = layout.LOG,
 
 
 # Follows a log until the rank's process ends: PATH (a leading ~ is the node
-# user's home), the lines of it to start with ("+1": all), the pid ("": none).
+# user's home), the lines of it to start with ("+1": all, "+K": from line K),
+# the pid ("": none).
 _FOLLOW_SCRIPT = '''path=$1
 case $path in "~/"*) path=$HOME/${path#"~/"} ;; esac
 exec tail -n "$2" -F ${3:+"--pid=$3"} "$path"'''
+# A node whose sshd does not answer is given this long (seconds) when the job
+# names no node timeout (--node-timeout): the watcher's default.
+NODE_TIMEOUT = 120.0
+# Between two tries to reach a node that stopped answering.
+RETRY_EVERY = 2.0
 
 
-def follow_command(conn: ssh.Connection, log_path: str, pid: int | None, tail: int | None) -> list[str]:
-    """The argv that streams one rank's log until its process ends. A follow is
-    long-lived: it gets a connection of its own, whose host key is checked now
-    (a master Ansible opened earlier would hide a node's changed key)."""
-    return ssh.command_argv(conn, _FOLLOW_SCRIPT,
-                            [log_path, str(tail) if tail is not None else "+1", str(pid or "")],
-                            tty=False, shared=False)
+def node_timeout(job: Job) -> float:
+    """How long a node of JOB may not answer before it counts as lost."""
+    return float(job.extras.get("recovery", {}).get("node_timeout", NODE_TIMEOUT))
+
+
+def follow_command(conn: ssh.Connection, log_path: str, pid: int | None, tail: int | None, *,
+                   from_line: int | None = None, node_timeout: float = NODE_TIMEOUT) -> list[str]:
+    """The argv that streams one rank's log until its process ends: its last TAIL
+    lines first (all when None), or from line FROM_LINE on (a follow taken up
+    again). A follow is long-lived: it gets a connection of its own, whose host
+    key is checked now (a master Ansible opened earlier would hide a node's
+    changed key), and which ends when the node has not answered for about a
+    third of NODE_TIMEOUT (ssh's keepalives), so the follow can try again in time."""
+    start = f"+{from_line}" if from_line is not None else str(tail) if tail is not None else "+1"
+    alive_every = max(1, min(15, int(node_timeout / 9)))
+    return ssh.command_argv(conn, _FOLLOW_SCRIPT, [log_path, start, str(pid or "")], tty=False, shared=False,
+                            options=("-o", f"ServerAliveInterval={alive_every}",
+                                     "-o", "ServerAliveCountMax=3"))
+
+
+@dataclass
+class Followed:
+    """One rank's log to follow: where, which file, and how its lines are shown."""
+
+    place: Place
+    path: str
+    prefix: str = ""
 
 
 def stream(job: Job, ranks: list[Rank], prefixed: bool, tail: int | None, select=None) -> None:
     """Follow RANKS' logs of the current attempt until their processes end; with
     SELECT (worker_lines), only the lines it keeps, as it returns them."""
-    from .remote_access import places
-
-    streams = []
-    for place in places(job, ranks):
-        rank = place.rank
-        path = layout.attempt_file(job.id, rank.rank, job.attempt, layout.LOG, root=place.root)
-        prefix = f"[rank {rank.rank} {rank.host}] " if prefixed else ""
-        streams.append((prefix, follow_command(place.conn, path, rank.pid, tail)))
-    follow(streams, select=select)
+    followed = [Followed(place, layout.attempt_file(job.id, place.rank.rank, job.attempt, layout.LOG,
+                                                    root=place.root),
+                         f"[rank {place.rank.rank} {place.rank.host}] " if prefixed else "")
+                for place in places(job, ranks)]
+    follow(followed, tail=tail, select=select, node_timeout=node_timeout(job))
 
 
-def follow(streams: list[tuple[str, list[str]]], out=None, select=None) -> list[int]:
-    """Run each (prefix, argv) and copy its lines to OUT with the prefix, until all end;
-    with SELECT, only the lines it keeps, as it returns them.
+def follow(followed: list[Followed], *, tail: int | None = None, out=None, select=None,
+           node_timeout: float = NODE_TIMEOUT) -> list[int]:
+    """Copy each log's lines to OUT with its prefix (with SELECT, only the lines it
+    keeps, as it returns them) until every rank's process ended: each stream's
+    exit code.
 
-    An ssh that could not connect (exit 255: a changed host key, a node down)
-    is reported on stderr at once, naming the host, and fails the command
-    (LaunchError) once the other streams end: never a silent, endless wait."""
+    A node that refuses the connection (a changed host key, a key it does not
+    accept) fails the command at once, naming the host. A node that stops
+    answering (its sshd gone, the link down) is tried again, the follow taken up
+    where it stopped, until it has not answered for NODE_TIMEOUT seconds: then
+    every stream ends and the command fails naming the host (exit 3), never an
+    endless wait."""
     out = out or sys.stdout
     lock = threading.Lock()
-    codes: list[int] = [0] * len(streams)
+    ended = threading.Event()
+    sessions: dict[int, Session] = {}
+    codes: list[int] = [0] * len(followed)
     failures: dict[str, str] = {}
 
-    def pump(index: int, prefix: str, argv: list[str]) -> None:
-        process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                   stdin=subprocess.DEVNULL, text=True, errors="replace")
-        assert process.stdout is not None and process.stderr is not None
-        errors: list[str] = []
-        reader = threading.Thread(target=lambda: errors.extend(process.stderr), daemon=True)
-        reader.start()
-        for line in process.stdout:
-            if select is not None and (line := select(line)) is None:
-                continue
-            with lock:
-                out.write(prefix + line)
-                out.flush()
-        codes[index] = process.wait()
-        reader.join()
-        if codes[index] == ssh.SSH_FAILED and "--" in argv:
-            host = argv[argv.index("--") + 1] if "--" in argv else "?"
-            text = "".join(errors)
-            lines = [line.strip() for line in errors if line.strip() and not line.startswith("@")]
-            message = host_key_hint(text, argv) or (lines[-1] if lines else "ssh failed")
-            with lock:
-                failures[host] = message
-                sys.stderr.write(f"{prefix}cannot follow the log on {host}: {message}\n")
-                sys.stderr.flush()
+    def give_up(index: int, host: str, message: str, line: str) -> None:
+        with lock:
+            failures[host] = message
+            sys.stderr.write(f"{followed[index].prefix}{line}\n")
+            sys.stderr.flush()
+        ended.set()
+        for session in list(sessions.values()):
+            session.end()
 
-    threads = [threading.Thread(target=pump, args=(i, prefix, argv), daemon=True)
-               for i, (prefix, argv) in enumerate(streams)]
+    def pump(index: int) -> None:
+        item = followed[index]
+        place, shown, silent_since = item.place, 0, None
+        while not ended.is_set():
+            # Taken up again from the last line shown, which is skipped: a line
+            # always comes back from a node that answers again. (After --tail N
+            # the lines' numbers are unknown: the follow goes on with new lines.)
+            again = silent_since is not None
+            from_line = (max(shown, 1) if tail is None else None) if again else None
+            skip = again and tail is None and shown > 0
+            argv = follow_command(place.conn, item.path, place.rank.pid, 0 if again else tail,
+                                  from_line=from_line, node_timeout=node_timeout)
+            session = sessions[index] = Session(place.conn, argv, place.where, text=True)
+            for line in session.stdout:
+                if silent_since is not None:
+                    silent_since = None
+                    with lock:
+                        sys.stderr.write(f"{item.prefix}tsubmit: {place.rank.host} answers again; "
+                                         "following its log on\n")
+                        sys.stderr.flush()
+                if skip:
+                    skip = False
+                    continue
+                shown += 1
+                if select is not None and (line := select(line)) is None:
+                    continue
+                with lock:
+                    out.write(item.prefix + line)
+                    out.flush()
+            codes[index] = session.wait()
+            if not session.unreachable or ended.is_set():
+                return
+            if session.refused:
+                give_up(index, place.rank.host, session.reason(),
+                        f"cannot follow the log on {place.conn.address}: {session.reason()}")
+                return
+            now = time.monotonic()
+            if silent_since is None:
+                silent_since = now
+                with lock:
+                    sys.stderr.write(f"{item.prefix}tsubmit: no answer from {place.rank.host} "
+                                     f"({session.reason()}); trying again for up to {node_timeout:g} s\n")
+                    sys.stderr.flush()
+            elif now - silent_since >= node_timeout:
+                give_up(index, place.rank.host, f"no answer for {node_timeout:g} s: {session.reason()}",
+                        f"tsubmit: gave up following the log on {place.rank.host}: no answer for "
+                        f"{node_timeout:g} s (the job's node timeout)")
+                return
+            ended.wait(RETRY_EVERY)
+
+    threads = [threading.Thread(target=pump, args=(index,), daemon=True) for index in range(len(followed))]
     for thread in threads:
         thread.start()
-    for thread in threads:
-        thread.join()
+    try:
+        for thread in threads:
+            thread.join()
+    except KeyboardInterrupt:
+        ended.set()
+        for session in list(sessions.values()):
+            session.end()
+        raise
     if failures:
         raise LaunchError("cannot follow the logs of every rank; check the nodes with "
                           "`tsubmit cluster check`", failures)

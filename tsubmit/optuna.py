@@ -19,9 +19,6 @@ import importlib.util
 import json
 import os
 import re
-import socket
-import subprocess
-import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -29,6 +26,9 @@ import yaml
 
 from .errors import LaunchError, UsageError
 from .paths import ansible_dir, config_dir, ensure_private_dir
+from .places import places
+from .ports import free_local_port
+from .ssh_session import Session, forward
 
 STORAGES_FILE = "optuna-storages.yml"
 DIRECTIONS = ("minimize", "maximize")
@@ -289,37 +289,12 @@ def close_dashboard(job, *, verbose: int = 0) -> None:
     _head_run(job, "optuna_dashboard", {"optuna_store_dashboard_state": "stopped"}, verbose=verbose)
 
 
-def free_local_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def forward_dashboard(job, remote_port: int, local_port: int | None = None,
-                      *, timeout: float = 30) -> tuple[subprocess.Popen | None, str]:
-    """Start forwarding the head's dashboard port; (the ssh process or None, the local URL).
-    A head on a local connection needs no forwarding."""
-    from . import ssh
-    from .remote_access import places
-
+def forward_dashboard(job, remote_port: int, local_port: int | None = None) -> tuple[Session | None, str]:
+    """Start forwarding the head's dashboard port; (the forward's ssh session or None,
+    the local URL). A head on a local connection needs no forwarding."""
     [place] = places(job, job.ranks[:1])
-    head = place.rank.host
     if place.conn.local:
         return None, f"http://127.0.0.1:{remote_port}/"
     local_port = local_port or free_local_port()
-    process = subprocess.Popen(ssh.forward_argv(place.conn, local_port, remote_port),
-                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            message = (process.stderr.read() if process.stderr else "").strip().splitlines()
-            raise LaunchError(f"cannot forward the dashboard from {head}: "
-                              f"{message[-1] if message else f'ssh exited with {process.returncode}'}")
-        try:
-            with socket.create_connection(("127.0.0.1", local_port), timeout=1):
-                return process, f"http://127.0.0.1:{local_port}/"
-        except OSError:
-            time.sleep(0.1)
-    process.terminate()
-    raise LaunchError(f"cannot forward the dashboard from {head}: no answer within {timeout:g}s")
+    session = forward(place.conn, place.where, local_port, remote_port, option="--port")
+    return session, f"http://127.0.0.1:{local_port}/"

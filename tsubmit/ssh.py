@@ -236,13 +236,13 @@ def remote_command(words: list[str]) -> str:
 
 
 def command_argv(conn: Connection, script: str, args: list[str] | tuple[str, ...] = (), *,
-                 tty: bool | None = None, shared: bool = True) -> list[str]:
-    """argv that runs SCRIPT (sh, ARGS as "$@") on the host: over ssh (SHARED as for
-    ssh_argv), or here for a local connection."""
+                 tty: bool | None = None, shared: bool = True, options: tuple[str, ...] = ()) -> list[str]:
+    """argv that runs SCRIPT (sh, ARGS as "$@") on the host: over ssh (SHARED and
+    OPTIONS as for ssh_argv), or here for a local connection."""
     words = sh_words(script, args)
     if conn.local:
         return words
-    return [*ssh_argv(conn, tty=tty, shared=shared), remote_command(words)]
+    return [*ssh_argv(conn, tty=tty, shared=shared, options=options), remote_command(words)]
 
 
 def forward_argv(conn: Connection, local_port: int, remote_port: int) -> list[str]:

@@ -278,3 +278,41 @@ def test_the_state_folder_keeps_what_a_failed_run_needs_and_no_successful_run(cl
     assert not [path for path in files if path.name in ("extravars", "command")]
     assert "hunter2" not in "".join(path.read_text(errors="replace") for path in runs.rglob("*")
                                     if path.is_file())
+
+
+def test_logs_follow_gives_up_on_a_node_that_stops_answering_naming_it(cli, nodes, workdir):
+    """`logs -f --all` while the second node's sshd dies: the follow of that rank is
+    tried again for the job's node timeout, then every follow ends with exit 3
+    naming the host, instead of waiting forever for a rank that still runs on
+    the first node (issue 29 item 4)."""
+    cli.write_cluster("c", nodes, nodes.nodes[:2])
+    node2 = nodes.nodes[1]
+    job_id = submit(cli, "-c", "c", "--executor", "distributed", "--node-timeout", "8s",
+                    "--workdir", str(workdir), "--", "python", "sleeper.py")
+    follow = subprocess.Popen([sys.executable, "-m", "tsubmit", "logs", job_id, "-f", "--all"], env=cli.env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = line_reader(follow.stdout)
+        # both ranks stream before the node goes
+        seen: set[str] = set()
+        while seen != {"node1", "node2"}:
+            seen.add(re.match(r"\[rank \d (\w+)\] tick", lines.get(timeout=120)).group(1))
+        nodes.stop_node(node2)
+        lost = time.monotonic()
+        assert follow.wait(timeout=180) == 3
+        waited = time.monotonic() - lost
+        stderr = follow.stderr.read()
+        assert "no answer from node2" in stderr and "trying again for up to 8 s" in stderr, stderr
+        assert "gave up following the log on node2: no answer for 8 s" in stderr, stderr
+        assert "  node2: no answer for 8 s" in stderr, stderr
+        assert "node1:" not in stderr, stderr
+        assert waited >= 8, waited
+        assert nodes.processes_of(nodes.nodes[0], r"sleeper\.py"), "rank 0 runs on: only the follow ended"
+    finally:
+        if follow.poll() is None:
+            follow.kill()
+            follow.wait()
+        nodes.start_node(node2)
+        cli("stop", job_id, "--grace", "2")
+    assert not nodes.processes_of(node2, r"sleeper\.py")
+    assert not nodes.processes_of(nodes.nodes[0], r"^tail ")

@@ -304,14 +304,13 @@ def test_dashboard_over_an_ended_study_is_forwarded_over_ssh(cluster, nodes):
     opened = optuna_ctl.open_dashboard(job)
     assert opened["started"] is True and listener_address(opened["port"]) == "127.0.0.1"
     assert optuna_ctl.open_dashboard(job) == {"port": opened["port"], "started": False}
-    process, url = optuna_ctl.forward_dashboard(job, opened["port"])
+    forward, url = optuna_ctl.forward_dashboard(job, opened["port"])
     try:
         assert re.fullmatch(r"http://127\.0\.0\.1:\d+/", url) and not url.endswith(f":{opened['port']}/")
         with urllib.request.urlopen(url + "api/studies", timeout=30) as answer:
             assert endpoint["study"] in answer.read().decode()
     finally:
-        process.terminate()
-        process.wait()
+        forward.end()
     optuna_ctl.close_dashboard(job)
     assert store_processes(nodes, head, job_id) == []
     assert not listening("127.0.0.1", opened["port"])

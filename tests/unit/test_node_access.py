@@ -17,7 +17,7 @@ from tests.unit.test_render import HOSTILE_ARGS, HOSTILE_VALUES, TEMPLATES, make
 from tsubmit import ssh
 from tsubmit.errors import UsageError
 from tsubmit.fetch_files import _check_member, _Refused, check_paths
-from tsubmit.remote_access import _hex_address
+from tsubmit.ports import hex_address
 
 # --------------------------------------------------------------------------- ssh.py
 
@@ -213,8 +213,8 @@ def test_kept_members_lose_set_id_bits_and_become_the_users(tmp_path):
 
 
 def test_listener_addresses_are_shown_readable():
-    assert _hex_address("0201007F") == "127.0.1.2"
-    assert _hex_address("00000000000000000000000001000000") == "::1"
+    assert hex_address("0201007F") == "127.0.1.2"
+    assert hex_address("00000000000000000000000001000000") == "::1"
 
 
 def test_what_may_replace_what_in_dest(tmp_path):

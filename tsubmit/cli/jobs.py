@@ -143,7 +143,7 @@ def logs(obj, job_ref, rank_number, all_ranks, worker, tail, follow, attempt, se
     if setup_log and follow:
         raise UsageError("--setup shows the setup's log, complete before the rank starts: drop -f")
     from ..logs import worker_lines
-    from ..remote_access import select_ranks
+    from ..places import select_ranks
 
     select = None
     if worker is not None:

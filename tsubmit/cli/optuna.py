@@ -6,8 +6,6 @@ import time
 
 import click
 
-from ..errors import UsageError
-
 
 @click.group("db")
 def db():
@@ -111,25 +109,27 @@ def dashboard(obj, job_ref, port):
     SSH and print its URL; blocks until Ctrl-C. Starts a dashboard over the study
     file when none runs (also after the job ended) and stops that one on exit."""
     from ..optuna import close_dashboard, forward_dashboard, open_dashboard
+    from ..ports import check_port
+    from ..ssh_session import ended_forward
 
     verbose = (obj or {}).get("verbose", 0)
-    if port and not 0 < port < 65536:
-        raise UsageError("--port must be between 1 and 65535")
+    if port:
+        check_port(port, "--port")
     job = _job(job_ref)
     opened = open_dashboard(job, verbose=verbose)
-    process = None
+    forward = None
     try:
-        process, url = forward_dashboard(job, opened["port"], port or None)
+        forward, url = forward_dashboard(job, opened["port"], port or None)
         click.echo(f"optuna-dashboard of job {job.id}: {url}  (Ctrl-C to stop)")
-        if process is None:  # a local head: nothing to forward
+        if forward is None:  # a local head: nothing to forward
             while True:
                 time.sleep(3600)
-        process.wait()
+        forward.wait()
+        raise ended_forward(forward, "the dashboard's forward ended", "--port")
     except KeyboardInterrupt:
         pass
     finally:
-        if process is not None and process.poll() is None:
-            process.terminate()
-            process.wait()
+        if forward is not None:
+            forward.end()
         if opened.get("started"):
             close_dashboard(job, verbose=verbose)

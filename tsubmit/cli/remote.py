@@ -6,7 +6,7 @@ import click
 
 
 def _places(job_ref, rank_number, all_ranks=False):
-    from ..remote_access import places, select_ranks
+    from ..places import places, select_ranks
     from ..store import open_store
 
     job = open_store().find(job_ref)
@@ -52,7 +52,7 @@ def shell(job_ref, rank_number, command):
 
     With `-- COMMAND...`, runs it (the words as given, no shell) and exits with
     its code; without, the node user's shell, on a terminal."""
-    from ..remote_access import shell as open_shell
+    from ..shell import shell as open_shell
 
     (place,) = _places(job_ref, rank_number)
     sys.exit(open_shell(place, list(command)))
@@ -66,8 +66,8 @@ def shell(job_ref, rank_number, command):
 def forward(job_ref, port, rank_number, local_port):
     """Forward 127.0.0.1:LOCAL_PORT here to 127.0.0.1:PORT on a rank's node over SSH
     (TensorBoard, a demo, a debugger) until Ctrl-C."""
-    from ..remote_access import check_port
-    from ..remote_access import forward as open_forward
+    from ..forward import forward as open_forward
+    from ..ports import check_port
 
     check_port(port, "PORT")
     if local_port is not None:
