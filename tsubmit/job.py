@@ -118,6 +118,10 @@ class Job:
     # The controller process launching the job right now ({host, pid, start});
     # while it lives, a rank without files on its node is starting, not lost.
     launcher: dict | None = None
+    # The attempts that ended, oldest first, each {attempt, hosts, started_at,
+    # ended_at, cause, restart}: restart says how the next attempt came
+    # ("policy": --restarts; "resumed": its launch was interrupted; None: none did).
+    attempts: list[dict] = field(default_factory=list)
     # The store's write counter when this copy was read (store.JobStore.save).
     revision: int = field(default=0, compare=False)
     ranks: list[Rank] = field(default_factory=list)
@@ -138,6 +142,11 @@ class Job:
         self.ranks = ranks
         for rank in self.ranks:
             rank.attempt = self.attempt
+
+    def restart_cause(self) -> str:
+        """Why the attempt before this one ended ('' for the first): the rank's TSUBMIT_RESTART_CAUSE."""
+        return next((record["cause"] for record in self.attempts if record["attempt"] == self.attempt - 1),
+                    "")
 
     @property
     def head(self) -> Rank:

@@ -69,8 +69,14 @@ FIELDS = (
     Field("gpus", "integer", "GPUs leased per node, one process each (default: all of the node's: "
           "nvidia-smi's, else tsubmit_gpus; 0: none, one process). On a node without GPUs: processes "
           "per node (default 1)."),
-    Field("max_restarts", "integer", "Restarts of a failed rank (torchrun's own, or tsubmit's for "
-          "distributed).", default=0),
+    Field("max_restarts", "integer", "Restarts of a failed rank's command in place, on its node, within "
+          "the attempt (torchrun's own, or tsubmit's for distributed); see --restarts for a new attempt "
+          "of the whole job.", default=0),
+    Field("restarts", "integer", "Attempts tsubmit launches again, on every node, when a rank fails "
+          "(exits non-zero or ends without an exit code): every rank of the attempt is stopped and the "
+          "job's next attempt starts from the same archive and options, with TSUBMIT_ATTEMPT and "
+          "TSUBMIT_RESTART_CAUSE set. Someone must watch: `tsubmit watch` (or `run --wait`). Unlike "
+          "--max-restarts, which restarts a rank's command in place, on its node.", default=0),
     Field("node_timeout", "string", "A node that has not answered for longer than this is lost (`tsubmit "
           "watch` acts on it): the job's attempt ends and the next one starts on a spare, or on fewer "
           "nodes (--min-nodes) (default 2m).", metavar="DURATION"),

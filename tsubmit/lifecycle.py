@@ -16,6 +16,7 @@ Every remote step is a playbook run. Refreshing any number of jobs is one
 run of status.yml over the union of their hosts, one task per host.
 """
 
+import copy
 import json
 import threading
 import time
@@ -283,11 +284,13 @@ def _stop_the_rest(store: JobStore, job: Job, leftover_hosts: set[str], *, verbo
     store.save_if_unchanged(job)
 
 
-def stop(store: JobStore, job: Job, *, grace: int = 30, verbose: int = 0) -> Acted:
-    """Stop every rank on every node, whatever the record says (idempotent).
-    Nodes that could not be reached are in the result and stay pending."""
-    acted = _act(store, job, "stop", [rank.host for rank in job.ranks], grace=grace, verbose=verbose)
-    _read(store, [job], verbose=verbose)
+def stop(store: JobStore, job: Job, *, grace: int = 30, skip_hosts: frozenset[str] = frozenset(),
+         verbose: int = 0) -> Acted:
+    """Stop every rank on every node but SKIP_HOSTS, whatever the record says
+    (idempotent). Nodes that could not be reached are in the result and stay pending."""
+    hosts = [rank.host for rank in job.ranks if rank.host not in skip_hosts]
+    acted = _act(store, job, "stop", hosts, grace=grace, verbose=verbose)
+    _read(store, [job], skip_hosts, verbose=verbose)
     return acted
 
 
@@ -312,27 +315,60 @@ def delete(store: JobStore, job: Job, *, force: bool = False, verbose: int = 0) 
 
 
 def wait(store: JobStore, job: Job, *, timeout: float | None = None, interval: float = 2.0,
-         verbose: int = 0, notice=None) -> bool:
+         verbose: int = 0, notice=None, restarted=None) -> bool:
     """Block until the job ends; False when the timeout came first. A node that
     stops answering does not end the wait (it may come back, its rank may run),
     but NOTICE (a callable taking a line) hears of it each time the set of silent
-    nodes changes, so the wait is never silent about it."""
+    nodes changes, so the wait is never silent about it. The wait watches the
+    job as `tsubmit watch` does (_watch_own): an attempt that fails is ended
+    and, while --restarts allows, the next one launched (JOB becomes it, and
+    RESTARTED hears of it) and waited for."""
+    from . import recovery
+
     deadline = None if timeout is None else time.monotonic() + timeout
     silent: list[str] = []
     while True:
         with progress.shown(False):  # a table every few seconds would bury the notices and logs
             refresh(store, [job], verbose=verbose)
+            _watch_own(store, job, notice, restarted, verbose=verbose)
         now_silent = sorted({rank.host for rank in job.ranks if rank.state == states.UNREACHABLE})
         if notice and now_silent != silent:
             notice(f"tsubmit: no answer from {', '.join(now_silent)} about job {job.id}; still waiting"
                    if now_silent else f"tsubmit: every node of job {job.id} answers again")
         silent = now_silent
-        if job.state in states.FINISHED_STATES and not any(
+        if job.state in states.FINISHED_STATES and not recovery.awaits_restart(job) and not any(
                 rank.state in states.LIVE_RANK_STATES for rank in job.ranks):
             return True
         if deadline is not None and time.monotonic() >= deadline:
             return False
         time.sleep(interval if deadline is None else max(0.0, min(interval, deadline - time.monotonic())))
+
+
+def _watch_own(store: JobStore, job: Job, notice, restarted, *, verbose: int = 0) -> None:
+    """What a watcher does (recovery.act) for the job a `run --wait` waits for,
+    unless a watcher holds it: JOB becomes its next attempt if there is one."""
+    from . import recovery
+    from .errors import TsubmitError
+
+    if not recovery.awaits_restart(job):
+        return
+    with recovery.job_lock(job.id) as mine:
+        if not mine:
+            return  # a watcher acts on it; the next refresh reads what it did
+        [current] = store.jobs(where="id = ?", params=(job.id,)) or [job]
+        try:
+            now = recovery.act(store, current, verbose=verbose)
+        except TsubmitError as error:
+            now = current
+            if notice:
+                notice(f"tsubmit: job {job.id}: {error}")
+    attempt = job.attempt
+    job.__dict__.update(now.__dict__)
+    if job.attempt != attempt:
+        if notice:
+            notice(f"tsubmit: job {job.id} restarted as attempt {job.attempt}: {job.restart_cause()}")
+        if restarted:
+            restarted(job)
 
 
 def wait_for(store: JobStore, job: Job, *, timeout: float | None = None,
@@ -342,11 +378,19 @@ def wait_for(store: JobStore, job: Job, *, timeout: float | None = None,
     (prefixed `[rank N host]` when PREFIXED). Past TIMEOUT the job is stopped
     and False returned. Ctrl-C stops the waiting, never the job."""
     streamer = None
-    if follow:
-        streamer = threading.Thread(target=logs.stream, args=(job, follow, prefixed, None), daemon=True)
+
+    def stream() -> None:  # the current attempt's logs
+        nonlocal streamer
+        attempt = copy.deepcopy(job)  # the waiting goes on changing JOB
+        ranks = [rank for rank in attempt.ranks if rank.rank in {wanted.rank for wanted in follow}]
+        streamer = threading.Thread(target=logs.stream, args=(attempt, ranks, prefixed, None), daemon=True)
         streamer.start()
+
+    if follow:
+        stream()
     try:
-        finished = wait(store, job, timeout=timeout, verbose=verbose, notice=notice)
+        finished = wait(store, job, timeout=timeout, verbose=verbose, notice=notice,
+                        restarted=stream if follow else None)
     except KeyboardInterrupt:
         raise Interrupted(f"stopped waiting; job {job.id} goes on (tsubmit stop {job.id})") from None
     if not finished:

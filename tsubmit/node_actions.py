@@ -68,6 +68,11 @@ def act(job: Job, action: str, hosts: list[str], *, grace: int, attempt: int | N
     extravars: dict = {"stop_grace": grace}
     if action == "rollback":
         extravars.update(stop_attempt=attempt, stop_remove_attempt=True)
+    elif action == "stop":
+        # What is stopped stays stopped: no attempt up to the job's may start on
+        # these nodes afterwards, not even from a launch whose launcher died midway
+        # (the next attempt, job.attempt + 1, may: tsubmit restart, recovery).
+        extravars.update(stop_fence=job.attempt + 1)
     wanted = set(hosts)
     run = run_for_job(job, _ACTION_PLAYBOOKS[action], extravars,
                       hosts={h: v for h, v in job_hosts(job).items() if h in wanted}, verbose=verbose)

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 
-from . import gpu_leases, kept_inventories, lifecycle, node_actions, notify, output, submit
+from . import gpu_leases, kept_inventories, lifecycle, node_actions, notify, output, recovery, submit
 from .archive import Archive
 from .errors import EXIT_REFUSED, LaunchError, TsubmitError, UsageError
 from .job import Job, Rank
@@ -113,7 +113,9 @@ def restart(store: JobStore, job: Job, *, verbose: int = 0) -> Job:
         raise UsageError(f"job {job.id} still runs (rank {rank.rank} on {rank.host} is {rank.state}); "
                          f"stop it first: tsubmit stop {job.id}")
     # Before anything changes: a host gone from the inventory is refused.
-    return relaunch(store, submit.replan(job), verbose=verbose)
+    the_plan = submit.replan(job)
+    recovery.record_user_restart(job)
+    return relaunch(store, the_plan, verbose=verbose)
 
 
 def relaunch(store: JobStore, the_plan: submit.Plan, *, on_event=None, verbose: int = 0) -> Job:

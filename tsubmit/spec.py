@@ -86,6 +86,8 @@ def validate_request(request: RunRequest) -> RunRequest:
         raise UsageError(f"--gpus must be 0 (no GPUs) or more (GPUs leased per node), got {request.gpus}")
     if request.max_restarts < 0:
         raise UsageError(f"--max-restarts must be 0 or more, got {request.max_restarts}")
+    if request.recovery.get("restarts", 0) < 0:
+        raise UsageError(f"--restarts must be 0 or more, got {request.recovery['restarts']}")
     if request.name is not None and (not request.name.strip() or _CONTROL.search(request.name)):
         raise UsageError(f"invalid job name {request.name!r}: it must be printable and not empty")
     for key, value in request.env.items():
@@ -235,6 +237,8 @@ DEFAULT_NODE_TIMEOUT = 120.0
 def _recovery_settings(spec: dict) -> dict:
     """The job's recovery settings (job.extras["recovery"])."""
     settings = {"node_timeout": _positive_duration(spec, "node_timeout", DEFAULT_NODE_TIMEOUT)}
+    if spec.get("restarts"):
+        settings["restarts"] = spec["restarts"]
     if spec.get("min_nodes") is not None:
         if spec["min_nodes"] < 1:
             raise UsageError(f"--min-nodes must be 1 or more, got {spec['min_nodes']}")

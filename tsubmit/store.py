@@ -20,7 +20,7 @@ from pathlib import Path
 from .errors import UsageError
 from .job import Job, Rank, merged_pending
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 # Seconds a command waits for another tsubmit process that holds the store.
 DEFAULT_BUSY_TIMEOUT = 30.0
 
@@ -47,7 +47,8 @@ CREATE TABLE jobs (
     keep_going INTEGER NOT NULL DEFAULT 0,
     pending TEXT NOT NULL DEFAULT 'null',
     launcher TEXT NOT NULL DEFAULT 'null',
-    revision INTEGER NOT NULL DEFAULT 0
+    revision INTEGER NOT NULL DEFAULT 0,
+    attempts TEXT NOT NULL DEFAULT '[]'
 );
 CREATE INDEX jobs_name ON jobs (name);
 CREATE TABLE ranks (
@@ -86,8 +87,9 @@ _MIGRATIONS = {
     4: ["ALTER TABLE ranks ADD COLUMN cause TEXT NOT NULL DEFAULT 'null'"],
     5: ["ALTER TABLE ranks ADD COLUMN leftovers INTEGER"],
     6: ["ALTER TABLE ranks ADD COLUMN unreachable_since REAL"],
+    7: ["ALTER TABLE jobs ADD COLUMN attempts TEXT NOT NULL DEFAULT '[]'"],
 }
-_JSON_COLUMNS = ("inventory", "command", "env", "extras", "pending", "launcher")
+_JSON_COLUMNS = ("inventory", "command", "env", "extras", "pending", "launcher", "attempts")
 _RANK_JSON_COLUMNS = ("cause",)
 _JOB_COLUMNS = [f.name for f in fields(Job) if f.name != "ranks"]
 _RANK_COLUMNS = [f.name for f in fields(Rank)]

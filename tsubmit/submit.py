@@ -123,6 +123,7 @@ def extravars(job: Job, archive: archives.Archive | None) -> dict:
         "tsubmit_job_id": job.id,
         "tsubmit_job_name": job.name,
         "tsubmit_job_attempt": job.attempt,
+        "tsubmit_job_restart_cause": job.restart_cause(),
         # What the roles run (`docker` runs distributed's template, in the container).
         "tsubmit_job_executor": executors.get(job.executor).runs,
         "tsubmit_job_command": job.command,

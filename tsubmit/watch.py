@@ -1,37 +1,44 @@
 """`tsubmit watch`: the controller's watcher of jobs nobody waits for.
 
 A pass refreshes every job that may still run and asks to be watched (it
-notifies: issue 29), all of them in one status run over the union of their
-nodes (lifecycle.refresh), so their notifications go out without anyone
-running `status`. One watcher at a time acts on a job: a pass takes each job's
-lock without waiting, leaves a job locked by another watcher to it, and reads
-the jobs it holds from the store only once it holds them, so a message another
-watcher has just sent is not sent again.
+notifies: issue 29; it has a restart policy or a hang timeout: issue 28), all
+of them in one status run over the union of their nodes (lifecycle.refresh),
+then acts on each (recovery.act): an attempt that failed is ended and the
+next one launched, so the jobs are looked after without anyone running
+`status`. One watcher at a time acts on a job: a pass takes each job's lock
+without waiting (recovery.job_lock), leaves a job locked by another watcher
+(or a `run --wait`) to it, and reads the jobs it holds from the store only
+once it holds them, so what another watcher has just done is not done again.
 """
 
 import contextlib
-import fcntl
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from . import lifecycle
+from . import lifecycle, recovery
+from .errors import TsubmitError
 from .job import Job
-from .paths import ensure_private_dir, state_dir
+from .paths import state_dir
 from .store import JobStore
 
 
 @dataclass
 class Pass:
     """What one pass did: the jobs it refreshed, those another watcher held,
-    and each refreshed job's state before and after."""
+    each refreshed job's state before and after, the jobs it restarted (the
+    next attempt, and why the one before ended) and those it could not act on."""
 
     refreshed: list[Job] = field(default_factory=list)
     held_elsewhere: list[str] = field(default_factory=list)
     changed: list[tuple[Job, str]] = field(default_factory=list)  # (job, its state before)
+    restarted: list[tuple[Job, str]] = field(default_factory=list)  # (next attempt, cause)
+    failed: list[tuple[Job, str]] = field(default_factory=list)  # (job, why this pass could not act)
 
 
 def watched(job: Job) -> bool:
-    return job.may_run() and bool(job.extras.get("notify"))
+    if recovery.awaits_restart(job):
+        return True
+    return job.may_run() and (bool(job.extras.get("notify")) or recovery.watched(job))
 
 
 def one_pass(store: JobStore, *, verbose: int = 0) -> Pass:
@@ -43,29 +50,24 @@ def one_pass(store: JobStore, *, verbose: int = 0) -> Pass:
         before = {job.id: job.state for job in jobs}
         if jobs:
             done.refreshed = lifecycle.refresh(store, jobs, verbose=verbose)
-        done.changed = [(job, before[job.id]) for job in done.refreshed if job.state != before[job.id]]
         for job in done.refreshed:
-            if not watched(job):  # its last pass: the folder keeps a lock per job still watched
-                (_folder() / f"{job.id}.lock").unlink(missing_ok=True)
+            try:
+                now = recovery.act(store, job, verbose=verbose)
+            except TsubmitError as error:  # the others are still acted on; the next pass tries again
+                done.failed.append((job, str(error)))
+                continue
+            if now.attempt != job.attempt:
+                done.restarted.append((now, now.restart_cause()))
+            elif job.state != before[job.id]:
+                done.changed.append((job, before[job.id]))
+            if not watched(now):  # its last pass: the folder keeps a lock per job still watched
+                (state_dir() / "watch" / f"{job.id}.lock").unlink(missing_ok=True)
     return done
-
-
-def _folder():
-    return ensure_private_dir(state_dir() / "watch")
 
 
 @contextlib.contextmanager
 def _locked(job_ids: list[str]) -> Iterator[set[str]]:
     """The ids among JOB_IDS whose lock this process got without waiting, held
     until the block ends (a killed watcher's locks go with its process)."""
-    folder = _folder()
     with contextlib.ExitStack() as stack:
-        mine = set()
-        for job_id in job_ids:
-            handle = stack.enter_context(open(folder / f"{job_id}.lock", "a"))
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                continue
-            mine.add(job_id)
-        yield mine
+        yield {job_id for job_id in job_ids if stack.enter_context(recovery.job_lock(job_id))}

@@ -40,6 +40,7 @@ class ActionModule(ActionBase):
         job["container"] = self._templar.template(task_vars.get("tsubmit_job_container"))
         job["setup"] = self._templar.template(task_vars.get("tsubmit_job_setup"))
         job["min_nodes"] = self._templar.template(task_vars.get("tsubmit_job_min_nodes"))
+        job["restart_cause"] = self._templar.template(task_vars.get("tsubmit_job_restart_cause", ""))
         check = bool(task_vars.get("ansible_check_mode"))
         try:
             variables = [self._host_variables(task_vars, host) for host in hosts]

@@ -232,8 +232,8 @@ def rank_variables(job: dict, nodes: list[dict], rank: int, optuna: dict | None 
     """The launch_* variables the launch templates read for rank RANK.
 
     JOB: id, name, attempt, executor, command, env, max_restarts, container,
-    setup, min_nodes (the job's tsubmit_job_* values). NODES, in rank order, node_facts():
-    address, gpus (processes on the node), remote_root, port, has_gpus,
+    setup, min_nodes, restart_cause (the job's tsubmit_job_* values). NODES,
+    in rank order, node_facts(): address, gpus (processes on the node), remote_root, port, has_gpus,
     gpu_ids, lease (GPUs the rank leases), python, torchrun, host_env,
     container_engine, container_run_args, lease_dir. OPTUNA: the head's study
     store endpoint, or None.
@@ -273,6 +273,8 @@ def rank_variables(job: dict, nodes: list[dict], rank: int, optuna: dict | None 
         "launch_job_id": job["id"],
         "launch_job_name": job["name"],
         "launch_attempt": job["attempt"],
+        # Why the attempt before ended (data: the environment file quotes it).
+        "launch_restart_cause": job.get("restart_cause") or "",
         "launch_max_restarts": job["max_restarts"],
         "launch_job_env": job["env"],
         "launch_host_env": node["host_env"],

@@ -328,3 +328,20 @@ def test_an_empty_job_ref_is_rejected_not_matched(with_job):
     cli, job_id = with_job
     assert_usage_error(cli("status", ""), "job")
     assert_nothing_recorded(cli, known_ids=(job_id,))
+
+
+@pytest.mark.parametrize(("args", "spec", "keyword"), [
+    (["--restarts", "-1"], None, "--restarts must be 0 or more, got -1"),
+    (["--restarts", "two"], None, "'--restarts'"),
+    ([], {"restarts": -2}, "--restarts must be 0 or more, got -2"),
+    ([], {"restarts": "3"}, "'restarts' must be a whole number"),
+], ids=["negative", "not a number", "negative in a spec", "a string in a spec"])
+def test_run_refuses_a_bad_restart_policy(cli, workdir, tmp_path, args, spec, keyword):
+    if spec is not None:
+        path = tmp_path / "job.yml"
+        path.write_text(yaml.safe_dump({"workdir": str(workdir), "command": ["python", "x.py"], **spec}))
+        args = ["-f", str(path)]
+    else:
+        args = [*args, "--workdir", str(workdir), "--", "python", "x.py"]
+    assert_usage_error(cli("run", *args), keyword)
+    assert_nothing_recorded(cli)

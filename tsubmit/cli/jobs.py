@@ -33,6 +33,8 @@ def print_summary(job) -> None:
     click.echo(line + (f" — {job.message}" if job.message else ""))
     click.echo(out.table(["RANK", "HOST", "STATE", "PID", "EXIT", "STARTED", "ENDED", "ATTEMPT"],
                          _rank_rows(job)))
+    if job.attempts:
+        click.echo(out.table(["ATTEMPT", "HOSTS", "STARTED", "ENDED", "CAUSE", "THEN"], _attempt_rows(job)))
     if job.extras.get("notify"):
         from ..notify import public
 
@@ -42,6 +44,26 @@ def print_summary(job) -> None:
             error = f"; last error: {message['error']}" if message["error"] else ""
             click.echo(f"notification pending: {message['event']} to {', '.join(message['to'])} "
                        f"(tried {out.counted(message['tries'], 'time')}{error})")
+
+
+# What came after an attempt, by Job.attempts' "restart" (tsubmit/recovery.py).
+_THEN = {"policy": "restarted (--restarts)", "resumed": "launched again (its launch was interrupted)",
+         "user": "restarted (tsubmit restart)", None: "the job failed"}
+
+
+def _attempt_rows(job) -> list[list]:
+    """Each ended attempt of JOB, then the current one."""
+    from .. import output as out
+
+    rows = [[record["attempt"], ", ".join(record["hosts"]), out.timestamp(record.get("started_at")),
+             out.timestamp(record.get("ended_at")), record["cause"], _THEN.get(record.get("restart"), "")]
+            for record in job.attempts]
+    if all(record["attempt"] != job.attempt for record in job.attempts):
+        started = [rank.started_at for rank in job.ranks if rank.started_at]
+        rows.append([job.attempt, ", ".join(rank.host for rank in job.ranks),
+                     out.timestamp(min(started, default=None)), out.timestamp(job.ended_at), "",
+                     str(job.state)])
+    return rows
 
 
 def _reason(job) -> str:
@@ -79,7 +101,8 @@ def list_jobs(obj, show_all, cluster, output):
         click.echo(out.to_json([job_view(job) for job in jobs]))
         return
     now = time.time()
-    rows = [[j.id, j.name, j.cluster, j.executor, len(j.ranks), shown_state(j, pending=True),
+    rows = [[j.id, j.name, j.cluster, j.executor, len(j.ranks),
+             shown_state(j, pending=True) + (f" (attempt {j.attempt})" if j.attempt > 1 else ""),
              out.duration(now - j.created_at),
              out.duration((j.ended_at or now) - (j.ranks[0].started_at or j.created_at)), _reason(j)]
             for j in jobs]

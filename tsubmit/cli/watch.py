@@ -1,11 +1,11 @@
-"""`tsubmit watch`: refresh the jobs nobody waits for, so they are acted on (notified)."""
+"""`tsubmit watch`: refresh the jobs nobody waits for, so they are acted on (restarted, notified)."""
 
 import sys
 import time
 
 import click
 
-from ..errors import TsubmitError, UsageError
+from ..errors import EXIT_LAUNCH, TsubmitError, UsageError
 
 
 @click.command()
@@ -17,13 +17,15 @@ from ..errors import TsubmitError, UsageError
 @click.option("--uninstall", is_flag=True, help="Remove that crontab entry.")
 @click.pass_obj
 def watch(obj, every, once, install, uninstall):
-    """Refresh every job that may still run and notifies (--notify), all of them in
-    one playbook run, and send its notifications; a pass every DURATION until
-    Ctrl-C, or one with --once.
+    """Refresh every job that may still run and is to be watched (--restarts,
+    --notify), all of them in one playbook run, and act: a failed attempt is
+    stopped everywhere and the next one launched while --restarts allows, and
+    the notifications are sent; a pass every DURATION until Ctrl-C, or one
+    with --once.
 
     Run it on a machine that stays up: while no watcher runs, the ranks go on
-    but nothing is sent. Two watchers never refresh the same job at once: a pass
-    leaves a job another watcher is refreshing to it.
+    but nothing is restarted or sent. Two watchers never act on the same job at
+    once: a pass leaves a job another watcher (or `run --wait`) holds to it.
     """
     from ..output import state_phrase
     from ..spec import parse_duration
@@ -49,7 +51,14 @@ def watch(obj, every, once, install, uninstall):
             click.echo(f"tsubmit watch: this pass failed, trying again in {every}: {error}", err=True)
         else:
             for job, _ in done.changed:
-                click.echo(f"job {job.id} ({job.name}) {state_phrase(job.state)}")
+                click.echo(f"job {job.id} ({job.name}) {state_phrase(job.state)}"
+                           + (f": {job.message}" if job.message and job.state == "failed" else ""))
+            for job, cause in done.restarted:
+                click.echo(f"job {job.id} ({job.name}) restarted as attempt {job.attempt}: {cause}")
+            for job, error in done.failed:
+                click.echo(f"tsubmit watch: job {job.id} ({job.name}): {error}", err=True)
+            if once and done.failed:
+                sys.exit(EXIT_LAUNCH)
         if once:
             return
         try:

@@ -1,8 +1,12 @@
 #!/bin/sh
-# Usage: stop.sh RANK_DIR JOB_ID RANK GRACE_SECONDS [ATTEMPT [remove]]
+# Usage: stop.sh RANK_DIR JOB_ID RANK GRACE_SECONDS [ATTEMPT [remove [FENCE]]]
 #
 # Stop this node's rank of a job: every attempt's, or only ATTEMPT's (with
 # `remove`, that attempt's folder is removed after: a restart rolled back).
+# With FENCE, no attempt below FENCE may start on this node from now on: the
+# number goes in RANK_DIR/fence before anything is stopped, and launch.sh
+# refuses such an attempt, also in a launch still under way from a launcher
+# that was killed, so a stopped attempt never comes back beside the next one.
 # RANK_DIR is the rank's folder, RANK_DIR/attempt-K one attempt's (the layout
 # of tsubmit/layout.py; the role passes it, this script composes no more).
 #
@@ -20,9 +24,19 @@
 # Prints one line per attempt it acted on and a last line "left N"; prints
 # nothing when nothing of the rank ran. Exits 1 when processes survived.
 set -u
-rank_dir=$1 job_id=$2 rank=$3 grace=$4 only_attempt=${5:-} remove=${6:-}
+rank_dir=$1 job_id=$2 rank=$3 grace=$4 only_attempt=${5:-} remove=${6:-} fence=${7:-}
 case $rank_dir in "~"/*) rank_dir=$HOME/${rank_dir#"~/"} ;; esac
 case $job_id in "" | *[!0-9a-zA-Z_-]*) echo "stop.sh: bad job id '$job_id'" >&2; exit 2 ;; esac
+case $fence in *[!0-9]*) echo "stop.sh: bad fence '$fence'" >&2; exit 2 ;; esac
+if [ -n "$fence" ]; then
+    # Raised, never lowered: a slower stop of an older attempt keeps the newer fence.
+    mkdir -p "$rank_dir"
+    fenced=$(cat "$rank_dir/fence" 2>/dev/null) || fenced=0
+    case $fenced in "" | *[!0-9]*) fenced=0 ;; esac
+    if [ "$fence" -gt "$fenced" ]; then
+        echo "$fence" > "$rank_dir/fence.$$" && mv -f "$rank_dir/fence.$$" "$rank_dir/fence" || exit 1
+    fi
+fi
 attempt_pattern=${only_attempt:-*}
 marker="TSUBMIT_RANK_MARKER=$job_id\.r$rank\.a"
 

@@ -1,0 +1,171 @@
+"""The restart policy on real sshd nodes (issue 28 items 1, 5, 6): a failed
+attempt is stopped everywhere and the next one launched, by `run --wait` or
+by `tsubmit watch`, never twice, also when a watcher dies midway. What runs is
+counted from /proc; what each attempt saw is read from its log on the node."""
+
+import json
+import signal
+import sqlite3
+import subprocess
+
+import pytest
+
+from tests.conftest import REPO, TSUBMIT
+from tests.e2e.test_faults import job_processes, start
+from tests.e2e.test_lifecycle import log_of, wait_until
+
+pytestmark = pytest.mark.e2e
+
+
+def attempts_seen(nodes, job_id: str, rank: int, attempt: int) -> list[dict]:
+    """What FAIL_UNTIL printed in RANK's log of ATTEMPT, on whichever node holds it."""
+    seen = []
+    for node in nodes:
+        for line in log_of(node, job_id, rank, attempt).splitlines():
+            if "ATTEMPT " in line:
+                seen.append(json.loads(line.split("ATTEMPT ", 1)[1]))
+    return seen
+
+
+def attempt_dirs(nodes, job_id: str) -> set[str]:
+    """rank-N/attempt-K of the job that exist on the nodes."""
+    return {f"{path.parent.name}/{path.name}" for node in nodes
+            for path in (node.remote_root / job_id).glob("rank-*/attempt-*")}
+
+
+def started(nodes, job_id: str, attempt: int) -> int:
+    """How many ranks of ATTEMPT ever started (launch.sh wrote their pid)."""
+    return sum(1 for node in nodes for _ in (node.remote_root / job_id).glob(f"rank-*/attempt-{attempt}/pid"))
+
+
+@pytest.mark.parametrize("executor", ["distributed", "torchrun"])
+def test_run_wait_restarts_a_failed_attempt_and_the_next_one_knows_why(cli, nodes, workdir, executor):
+    cli.write_cluster("c", nodes, nodes.nodes[:2])
+    run = cli("run", "-c", "c", "--executor", executor, "--restarts", "2", "--wait", "--workdir",
+              str(workdir), "--", "python", "fail_until.py", "1", "3", "1")
+    assert run.code == 0, run.output
+    job_id = run.stderr.split("job ", 1)[1].split()[0]
+    worker = nodes.nodes[1].name
+    cause = f"rank 1 on {worker} exited with 3" + (" (worker rank 1, local rank 0)" if executor == "torchrun"
+                                                   else "")
+    assert f"restarted as attempt 2: {cause}" in run.stderr, run.output
+    job = cli.job(job_id)
+    assert job["state"] == "succeeded" and job["attempt"] == 2
+    [first] = job["attempts"]
+    assert first["attempt"] == 1 and first["cause"] == cause and first["restart"] == "policy"
+    assert first["hosts"] == [node.name for node in nodes.nodes[:2]]
+    assert first["started_at"] <= first["ended_at"]
+    # What each rank's command saw, from its log on the node.
+    for rank in (0, 1):
+        assert attempts_seen(nodes.nodes, job_id, rank, 1) == [
+            {"node_rank": rank, "attempt": 1, "cause": ""}]
+        assert attempts_seen(nodes.nodes, job_id, rank, 2) == [
+            {"node_rank": rank, "attempt": 2, "cause": cause}]
+    assert not job_processes(job_id)
+
+
+def test_the_watcher_restarts_until_the_restarts_are_spent_then_the_job_fails(cli, nodes, workdir):
+    cli.write_cluster("c", nodes, nodes.nodes[:2])
+    job_id = start(cli, "-c", "c", "--executor", "distributed", "--restarts", "1", "--workdir", str(workdir),
+                   "--", "python", "fail_until.py", "1", "4", "99")
+    worker = nodes.nodes[1].name
+    assert wait_until(lambda: started(nodes.nodes, job_id, 1) == 2 and not job_processes(job_id))
+
+    first = cli.ok("watch", "--once")
+    assert f"job {job_id} " in first.stdout and "restarted as attempt 2" in first.stdout, first.output
+    assert wait_until(lambda: started(nodes.nodes, job_id, 2) == 2 and not job_processes(job_id))
+
+    second = cli.ok("watch", "--once")
+    assert f"job {job_id} " in second.stdout and "has failed" in second.stdout, second.output
+    assert "no restart left (--restarts 1)" in second.stdout
+    job = cli.job(job_id)
+    assert job["state"] == "failed" and job["attempt"] == 2
+    assert [(a["attempt"], a["cause"], a["restart"]) for a in job["attempts"]] == [
+        (1, f"rank 1 on {worker} exited with 4", "policy"), (2, f"rank 1 on {worker} exited with 4", None)]
+    assert attempt_dirs(nodes.nodes, job_id) == {f"rank-{r}/attempt-{a}" for r in (0, 1) for a in (1, 2)}
+
+    third = cli.ok("watch", "--once")  # nothing left to do: not even a refresh
+    assert third.stdout == "", third.output
+    assert not job_processes(job_id)
+    status = cli.ok("status", job_id).stdout
+    rows = status[status.index("ATTEMPT  HOSTS"):].splitlines()[1:]
+    assert [row.split()[:3] for row in rows] == [
+        [str(attempt), f"{nodes.nodes[0].name},", worker] for attempt in (1, 2)], status
+    assert "exited with 4  restarted (--restarts)" in rows[0] and "exited with 4" in rows[1], status
+    assert rows[1].endswith("the job failed"), status
+    [listed] = [line for line in cli.ok("list").stdout.splitlines() if line.startswith(job_id)]
+    assert "failed (attempt 2)" in listed, listed
+
+
+def test_two_watchers_at_once_restart_a_failed_job_once(cli, nodes, workdir):
+    cli.write_cluster("c", nodes, nodes.nodes[:2])
+    job_id = start(cli, "-c", "c", "--executor", "distributed", "--restarts", "3", "--workdir", str(workdir),
+                   "--", "python", "fail_until.py", "1", "5", "1")
+    assert wait_until(lambda: started(nodes.nodes, job_id, 1) == 2 and not job_processes(job_id))
+    watchers = [subprocess.Popen([*TSUBMIT, "watch", "--once"], cwd=REPO, env=cli.env, text=True,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    try:
+        outputs = [watcher.communicate(timeout=240) for watcher in watchers]
+    finally:
+        for watcher in watchers:
+            watcher.kill()
+    assert [watcher.returncode for watcher in watchers] == [0, 0], outputs
+    said = "".join(out for out, _ in outputs)
+    assert said.count("restarted as attempt") == 1, outputs
+    assert wait_until(lambda: cli.job(job_id)["state"] == "succeeded", timeout=120)
+    job = cli.job(job_id)
+    assert job["attempt"] == 2 and [a["attempt"] for a in job["attempts"]] == [1]
+    assert attempt_dirs(nodes.nodes, job_id) == {f"rank-{r}/attempt-{a}" for r in (0, 1) for a in (1, 2)}
+    assert started(nodes.nodes, job_id, 2) == 2
+    for rank in (0, 1):
+        assert len(attempts_seen(nodes.nodes, job_id, rank, 2)) == 1  # each rank started once
+
+
+def test_a_watcher_killed_mid_relaunch_leaves_what_the_next_pass_completes(cli, nodes, workdir):
+    cli.write_cluster("c", nodes, nodes.nodes[:2])
+    job_id = start(cli, "-c", "c", "--executor", "distributed", "--restarts", "1", "--workdir", str(workdir),
+                   "--", "python", "fail_until.py", "1", "6", "1")
+    assert wait_until(lambda: started(nodes.nodes, job_id, 1) == 2 and not job_processes(job_id))
+    store = cli.home / "state" / "jobs.sqlite"
+
+    def relaunching() -> bool:  # the next attempt is recorded, its launch under way
+        with sqlite3.connect(store) as db:
+            attempt, launcher = db.execute("SELECT attempt, launcher FROM jobs WHERE id = ?",
+                                           (job_id,)).fetchone()
+        return attempt == 2 and launcher != "null"
+
+    watcher = subprocess.Popen([*TSUBMIT, "watch", "--once"], cwd=REPO, env=cli.env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_until(relaunching, timeout=120, interval=0.05)
+    finally:
+        watcher.send_signal(signal.SIGKILL)
+        watcher.wait()
+
+    again = cli.ok("watch", "--once")
+    assert "restarted as attempt 3: the launch of attempt 2 was interrupted" in again.stdout, again.output
+    assert wait_until(lambda: cli.job(job_id)["state"] == "succeeded", timeout=120)
+    job = cli.job(job_id)
+    assert [(a["attempt"], a["restart"]) for a in job["attempts"]] == [(1, "policy"), (2, "resumed")]
+    # Attempt 2 never runs beside attempt 3, and no rank of attempt 3 started twice.
+    assert not any(f"{job_id}.r{r}.a2" in line for r in (0, 1) for line in job_processes(job_id))
+    for rank in (0, 1):
+        assert len(attempts_seen(nodes.nodes, job_id, rank, 3)) == 1
+        assert (nodes.nodes[rank].remote_root / job_id / f"rank-{rank}" / "fence").read_text().strip() == "3"
+    assert not job_processes(job_id)
+
+
+def test_an_attempt_stopped_for_good_never_starts_on_its_node(cli, nodes, workdir):
+    """The fence: a launch of an attempt a stop ended (a killed launcher's, still
+    under way) is refused on the node, and nothing of it runs."""
+    cli.write_cluster("c", nodes, nodes.nodes[:1])
+    job_id = start(cli, "-c", "c", "--executor", "distributed", "--workdir", str(workdir), "--",
+                   "python", "sleeper.py")
+    assert wait_until(lambda: job_processes(job_id))
+    cli.ok("stop", job_id)
+    attempt_dir = nodes.nodes[0].remote_root / job_id / "rank-0" / "attempt-1"
+    (attempt_dir / "pid").unlink()  # as if the launch had not reached the start yet
+    relaunched = nodes.ssh(nodes.nodes[0], f"/bin/sh {attempt_dir / 'launch.sh'} start", check=False)
+    assert relaunched.returncode == 1 and "stopped for good" in relaunched.stderr, relaunched
+    assert not job_processes(job_id)
+    assert not (attempt_dir / "pid").exists()
