@@ -268,10 +268,10 @@ def fetch_study(job, path: str | Path | None = None, *, force: bool = False, ver
 
 
 def release_store(job, *, verbose: int = 0) -> bool:
-    """Tell the job's store every worker ended (the watchdog then stops it); True if told.
+    """Tell the job's store every worker ended (it then stops itself); True if told.
 
     For the refresh path: call it once an optuna job is found finished. The
-    watchdog sees the ranks' exit codes by itself only when the remote root
+    store sees the ranks' exit codes by itself only when the remote root
     is a filesystem the nodes share."""
     run, _ = _head_run(job, "optuna_release", {}, verbose=verbose)
     return not run.failures()

@@ -21,6 +21,8 @@ sharing a filesystem never collide:
     <root>/<job>/hostfile                 one line per node (TSUBMIT_HOSTFILE)
     <root>/<job>/tsubmit-lib/             rank_order.py as sitecustomize.py
     <root>/<job>/optuna/, optuna-lib/     an Optuna job's store and worker helpers
+    <root>/optuna-studies/<study>.db      an Optuna study's SQLite file, which later jobs
+                                          of the same study continue (study_file)
     <root>/<job>/rank-N/attempt-K/        one attempt of one rank:
         launch.sh, environment.sh         what runs, and its environment
         pid                               "PID STARTTICKS EPOCH", once started
@@ -40,8 +42,10 @@ Paths here are POSIX strings, relative to the root unless a root is given.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 
 from . import executors
 
@@ -54,6 +58,7 @@ HOSTFILE = "hostfile"
 RANK_LIB = "tsubmit-lib"
 OPTUNA_DIR = "optuna"
 OPTUNA_LIB = "optuna-lib"
+OPTUNA_STUDIES = "optuna-studies"
 
 # The files of one attempt of one rank.
 LAUNCH = "launch.sh"
@@ -115,6 +120,32 @@ def marker(job_id: str, rank: int, attempt: int) -> str:
 def optuna_lib(job_id: str, root: str | None = None) -> str:
     """The folder of an Optuna worker's helper modules, on its PYTHONPATH."""
     return _under(root, job_id, OPTUNA_LIB)
+
+
+def rank_attempts(job_id: str, attempt: int, root: str) -> str:
+    """Every rank's folder of one attempt as a printf pattern, %d the rank (a % of
+    the root's doubled): how an Optuna job's store finds its workers' files."""
+    return attempt_dir(job_id.replace("%", "%%"), "%d", attempt, root.replace("%", "%%"))
+
+
+def optuna_dir(job_id: str, root: str | None = None) -> str:
+    """The folder of an Optuna job's study store on its head."""
+    return _under(root, job_id, OPTUNA_DIR)
+
+
+_STUDY_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+def study_file(study: str, root: str | None = None, studies_dir: str | None = None) -> str:
+    """The SQLite file of an Optuna study served from the head: in STUDIES_DIR
+    (the optuna_store role's optuna_store_studies_dir), else <root>/optuna-studies;
+    named by the study itself when it is a safe file name, else by a safe part
+    and a hash that tells such names apart."""
+    key = study
+    if not _STUDY_KEY.match(study):
+        safe = re.sub(r"[^A-Za-z0-9._-]+", "_", study).strip("._-")[:60] or "study"
+        key = f"{safe}-{hashlib.sha256(study.encode()).hexdigest()[:10]}"
+    return f"{studies_dir.rstrip('/')}/{key}.db" if studies_dir else _under(root, OPTUNA_STUDIES, f"{key}.db")
 
 
 # ------------------------------------------------------------- the host variables

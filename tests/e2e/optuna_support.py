@@ -281,8 +281,13 @@ def listener_address(port: int) -> str | None:
 
 
 def store_processes(nodes, head, job_id: str) -> list[str]:
-    return [cmd for cmd in nodes.processes_of(head, r"optuna_store\.py (serve|watch|serve-dashboard) ")
-            if f"/{job_id}/" in cmd]
+    """The store's processes on the head: each store or dashboard, and the shell that keeps it up."""
+    return [cmd for cmd in nodes.processes_of(head, r"optuna_store\.py") if f"/{job_id}/" in cmd]
+
+
+def store_log(store: Path, name: str = "store", attempt: int = 1) -> Path:
+    """The log of the store's process NAME (its folder is laid out as a rank's attempt)."""
+    return store / name / f"attempt-{attempt}" / "output.log"
 
 
 def wait_until(condition, timeout: float = 30, interval: float = 0.2, message: str = "condition"):
@@ -296,10 +301,10 @@ def wait_until(condition, timeout: float = 30, interval: float = 0.2, message: s
 
 
 def watchdog_saw(store: Path, line: str, timeout: float = 30) -> None:
-    """Wait until the store's watchdog logged LINE: it then judged the ranks' files
+    """Wait until the store logged LINE: it then judged the ranks' files
     as the test left them, so a store still running afterwards stayed up on purpose."""
-    wait_until(lambda: line in (store / "watchdog.log").read_text(), timeout=timeout,
-               message=f"the watchdog logged {line!r}")
+    wait_until(lambda: line in store_log(store).read_text(), timeout=timeout,
+               message=f"the store logged {line!r}")
 
 
 def read_pid(path: Path) -> int:

@@ -38,6 +38,7 @@ from tests.e2e.optuna_support import (
     python_on,
     read_pid,
     run_worker,
+    store_log,
     store_processes,
     trials_in_file,
     unique_study,
@@ -76,10 +77,9 @@ def test_store_serves_one_study_to_workers_on_other_nodes(cluster, nodes, tmp_pa
     assert endpoint["study_file"] == str(head.remote_root / "optuna-studies" / f"{study}.db")
     store = cluster.store_dir(job_id, head)
     assert oct(store.stat().st_mode & 0o777) == "0o700"
-    assert len(store_processes(nodes, head, job_id)) == 2  # server and watchdog, each its own session
-    for name in ("server", "watchdog"):
-        pid = read_pid(store / f"{name}.pid")
-        assert os.getsid(pid) == pid and os.getpgid(pid) == pid
+    assert len(store_processes(nodes, head, job_id)) == 2  # the store and the shell that keeps it up
+    pid = read_pid(store / "store" / "attempt-1" / "pid")  # as a rank's: in its own session
+    assert os.getsid(pid) == pid and os.getpgid(pid) == pid
     # nothing but the head ran anything
     for node in (second, third):
         assert not (node.remote_root / job_id / "optuna").exists()
@@ -178,12 +178,12 @@ def test_watchdog_restarts_a_killed_server_and_the_search_finishes(cluster, node
     try:
         wait_until(lambda: len(trials_in_file(nodes, head, endpoint["study_file"], endpoint["study"])) >= 3,
                    timeout=120, message="three trials")
-        killed = read_pid(store / "server.pid")
+        ready = store / "store" / "attempt-1" / "ready"  # "PID" of the store, once it listens
+        killed = read_pid(ready)
         os.kill(killed, 9)
-        restarted = wait_until(lambda: (read_pid(store / "server.pid") != killed
-                                        and (store / "server.ready").exists()
+        restarted = wait_until(lambda: (ready.exists() and read_pid(ready) != killed
                                         and listening(head.address, endpoint["port"])
-                                        and read_pid(store / "server.pid")),
+                                        and read_pid(ready)),
                                timeout=60, message="the server restarted")
         assert listener_address(endpoint["port"]) == head.address  # the same port
         output, _ = worker.communicate(timeout=240)
@@ -194,7 +194,7 @@ def test_watchdog_restarts_a_killed_server_and_the_search_finishes(cluster, node
     assert restarted != killed
     trials = trials_in_file(nodes, head, endpoint["study_file"], endpoint["study"])
     assert len([t for t in trials if t["state"] == "COMPLETE"]) == 16, trials
-    assert "starting it again on the same port" in (store / "watchdog.log").read_text()
+    assert "starting it again on the same port" in store_log(store).read_text()
 
 
 def test_stop_fails_running_trials_and_leaves_nothing_listening(cluster, nodes):
@@ -205,7 +205,7 @@ def test_stop_fails_running_trials_and_leaves_nothing_listening(cluster, nodes):
     assert listener_address(dashboard) == "127.0.0.1"
     with urllib.request.urlopen(f"http://127.0.0.1:{dashboard}/api/studies", timeout=30) as answer:
         assert endpoint["study"] in answer.read().decode()
-    assert len(store_processes(nodes, head, job_id)) == 3
+    assert len(store_processes(nodes, head, job_id)) == 2  # one process serves both
 
     # a worker that asked for trials and never told: they stay RUNNING
     code = "import tsubmit_optuna; s = tsubmit_optuna.load_study(); [s.ask() for _ in range(2)]; print('ok')"
@@ -216,7 +216,7 @@ def test_stop_fails_running_trials_and_leaves_nothing_listening(cluster, nodes):
     run = cluster.stop(job_id, [head, second])
     report = json.loads(run.hosts[head.name].results["Stop the job's Optuna store"]["stdout"])
     assert report["failed_trials"] == 2
-    assert report["stopped"] == ["watchdog", "dashboard", "server"]
+    assert report["stopped"] == ["store"]
     states = [t["state"] for t in trials_in_file(nodes, head, endpoint["study_file"], endpoint["study"])]
     assert states == ["FAIL", "FAIL"]
     assert store_processes(nodes, head, job_id) == []
@@ -259,7 +259,7 @@ def test_the_store_stops_by_itself_once_every_worker_ended(cluster, nodes):
         attempt = head.remote_root / job_id / f"rank-{rank}" / "attempt-1"
         attempt.mkdir(parents=True)
         watchdog_saw(store, f"waiting for rank {rank}: starting")
-        assert len(store_processes(nodes, head, job_id)) == 3, "a rank still runs"
+        assert len(store_processes(nodes, head, job_id)) == 2, "a rank still runs"
         (attempt / "exit_code").write_text(f"0 {int(time.time())}\n")
     wait_until(lambda: store_processes(nodes, head, job_id) == [], timeout=30, message="the store stopped")
     ended = json.loads((store / "ended").read_text())

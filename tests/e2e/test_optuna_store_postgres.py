@@ -133,7 +133,7 @@ def test_external_postgresql_storage_keeps_the_password_secret(cluster, nodes, p
         assert endpoint["host"] is None and endpoint["port"] is None and endpoint["study_file"] is None
         store = cluster.store_dir(job_id, head)
         assert oct((store / "storage-url").stat().st_mode & 0o777) == "0o600"
-        # only the dashboard and its watchdog run on the head; no gRPC store
+        # only the dashboard runs on the head (and the shell that keeps it up); no gRPC store
         assert len(store_processes(nodes, head, job_id)) == 2
         with urllib.request.urlopen(f"http://127.0.0.1:{endpoint['dashboard_port']}/api/studies",
                                     timeout=30) as answer:
@@ -161,7 +161,7 @@ def test_external_postgresql_storage_keeps_the_password_secret(cluster, nodes, p
         assert fetched["trials"] == 8
         run = cluster.stop(job_id, [head])
         report = json.loads(run.hosts[head.name].results["Stop the job's Optuna store"]["stdout"])
-        assert report["failed_trials"] == 1 and report["stopped"] == ["watchdog", "dashboard"]
+        assert report["failed_trials"] == 1 and report["stopped"] == ["store"]
         assert store_processes(nodes, head, job_id) == []
 
     with psycopg.connect(url) as database, database.cursor() as cursor:
@@ -196,7 +196,7 @@ def test_an_unreachable_or_refusing_database_is_one_line_without_the_password(cl
     assert message.startswith(f"cannot reach the external Optuna storage postgresql://tsu:***@127.0.0.1:{closed}"
                               "/optuna: ")
     assert "Connection refused" in message and password not in message
-    assert not (head.remote_root / job_id / "optuna" / "watchdog.pid").exists()
+    assert not (head.remote_root / job_id / "optuna" / "store").exists()
     wrong = url.replace(password, password[::-1])
     job_id, run, _ = cluster.start([head, second], study=unique_study("pg"), storage=wrong)
     message = failure_line(run, head.name)

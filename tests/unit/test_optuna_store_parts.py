@@ -23,53 +23,44 @@ FILES = REPO / "roles" / "optuna_store" / "files"
 NODE_LIB = REPO / "roles" / "node_lib" / "files"
 sys.path[:0] = [str(FILES), str(NODE_LIB)]
 
-import store_base  # noqa: E402 - the node-side modules, from the role's files
-import store_optuna  # noqa: E402
-import store_supervisor  # noqa: E402
+import optuna_store  # noqa: E402 - the node-side modules, from the role's files
+import store_base  # noqa: E402
+import store_serve  # noqa: E402
+from tsubmit_procs import is_ours, read_pid, start_ticks  # noqa: E402
 
 STORE_MODULES = sorted(path.name for path in FILES.glob("store_*.py"))
+ACTION = REPO / "plugins" / "action" / "optuna_store.py"
 
 
-def shipped_files() -> list[dict]:
-    """optuna_store_script_files, each src as the role resolves it in tsubmit's own tree."""
-    variables = yaml.safe_load((REPO / "roles/optuna_store/vars/main.yml").read_text())
-    assert "/node_lib/files/tsubmit_procs.py" in variables["optuna_store_procs_helper"]
-    role_path = str(REPO / "roles" / "optuna_store")
-
-    def resolved(src: str) -> str:
-        if src == "{{ optuna_store_procs_helper }}":
-            return str(NODE_LIB / "tsubmit_procs.py")
-        return src.replace("{{ role_path }}", role_path)
-
-    return [{**item, "src": resolved(item["src"])} for item in variables["optuna_store_script_files"]]
+def shipped_names() -> list[str]:
+    """What the tsubmit.cluster.optuna_store action ships beside optuna_store.py."""
+    tree = ast.parse(ACTION.read_text())
+    values = {target.id: ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.Assign)
+              for target in node.targets if isinstance(target, ast.Name) and target.id.endswith("_FILES")}
+    return [*values["OWN_FILES"], *values["SHARED_FILES"]]
 
 
-def test_the_tasks_ship_every_module_the_store_imports():
-    shipped = shipped_files()
-    assert sorted(item["name"] for item in shipped) == sorted(
-        [*STORE_MODULES, "tsubmit_procs.py", "tsubmit_optuna_grpc.py"])
-    for item in shipped:
-        source = Path(item["src"])
-        assert source.is_file() and source.name == item["name"], item
-    # and every module the entry and its modules import is either shipped or the standard library/Optuna
-    local = {Path(name).stem for name in [*STORE_MODULES, "tsubmit_procs.py", "tsubmit_optuna_grpc.py",
-                                          "optuna_store.py"]}
+def test_the_action_ships_every_module_the_store_imports():
+    shipped = shipped_names()
+    assert sorted(shipped) == sorted([*STORE_MODULES, "tsubmit_procs.py", "tsubmit_optuna_grpc.py",
+                                      "stop.sh"])
+    local = {Path(name).stem for name in [*shipped, "optuna_store.py"]}
     for path in [FILES / "optuna_store.py", *(FILES / name for name in STORE_MODULES)]:
         for node in ast.walk(ast.parse(path.read_text())):
             names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
                      else [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
             for name in names:
-                if name.startswith(("store_", "tsubmit")):
-                    assert name in local, f"{path.name} imports {name}, which no task ships"
+                if name.startswith(("store_", "tsubmit", "optuna_store")):
+                    assert name in local, f"{path.name} imports {name}, which the action does not ship"
 
 
-def test_every_task_running_the_store_ships_its_modules():
+def test_every_task_acts_on_the_store_through_the_action():
+    """The store's paths come from the launch contract (the action), none from the role."""
+    assert not (REPO / "roles/optuna_store/vars").exists()
     for path in (REPO / "roles/optuna_store/tasks").glob("*.yml"):
         for task in _tasks(yaml.safe_load(path.read_text())):
-            action = task.get("tsubmit.cluster.run_script")
-            if action and action["script"] == "optuna_store.py":
-                assert action["files"] == "{{ optuna_store_script_files }}", path.name
-            assert "ansible.builtin.script" not in task, f"{path.name}: one SSH execution, run_script"
+            assert not {"ansible.builtin.script", "tsubmit.cluster.run_script"} & set(task), path.name
+            assert "optuna_store_job_dir" not in json.dumps(task), path.name
 
 
 def _tasks(tasks):
@@ -122,12 +113,14 @@ def test_optunas_private_api_is_in_one_file_one_piece_a_side():
 # --------------------------------------------------------------------------- store_base
 
 
-def test_study_key_keeps_safe_names_and_hashes_others():
-    assert store_base.study_key("resnet-lr.search_1") == "resnet-lr.search_1"
-    odd = store_base.study_key("../my study/ü")
-    assert odd.startswith("my_study") and "/" not in odd and len(odd) <= 71
-    assert odd != store_base.study_key("../my study/u")  # the hash tells them apart
-    assert store_base.study_key("...").startswith("study-")
+def test_the_study_file_keeps_safe_names_and_hashes_others():
+    """The study's SQLite file is the launch contract's (layout.study_file)."""
+    assert layout.study_file("resnet-lr.search_1", "/R") == "/R/optuna-studies/resnet-lr.search_1.db"
+    assert layout.study_file("s", "/R", "/data/studies/") == "/data/studies/s.db"
+    odd = Path(layout.study_file("../my study/ü", "/R"))
+    assert odd.parent == Path("/R/optuna-studies") and odd.name.startswith("my_study") and len(odd.name) <= 74
+    assert odd != Path(layout.study_file("../my study/u", "/R"))  # the hash tells them apart
+    assert Path(layout.study_file("...", "/R")).name.startswith("study-")
 
 
 def test_grpc_target_brackets_ipv6():
@@ -164,20 +157,24 @@ def test_write_private_is_0600_and_atomic(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["store.json"]
 
 
+def _shipped(folder: Path) -> Path:
+    """The files the action ships, as run_script places them in its folder."""
+    folder.mkdir()
+    sources = {"tsubmit_procs.py": NODE_LIB, "stop.sh": REPO / "roles" / "stop" / "files"}
+    for name in [*shipped_names(), "optuna_store.py"]:
+        shutil.copyfile(sources.get(name, FILES) / name, folder / name)
+    return folder
+
+
 def test_script_copy_keeps_every_module_and_the_copy_runs(tmp_path):
-    """The detached processes run from the job's folder once the task's copy is gone."""
-    shipped = tmp_path / "task"
-    shipped.mkdir()
-    for item in shipped_files():
-        shutil.copyfile(item["src"], shipped / item["name"])
-    shutil.copyfile(FILES / "optuna_store.py", shipped / "optuna_store.py")
+    """The detached process runs from the job's folder once the task's copy is gone."""
+    shipped = _shipped(tmp_path / "task")
     folder = tmp_path / "job" / "optuna"
     folder.mkdir(parents=True)
-    code = "import store_base, sys; print(store_base.script_copy(sys.argv[1]))"
-    done = subprocess.run([sys.executable, "-c", code, str(folder)], cwd=shipped, capture_output=True,
-                          text=True, check=True, env={**os.environ, "PYTHONPATH": str(shipped)})
-    assert done.stdout.strip() == str(folder / "optuna_store.py")
-    assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in shipped.iterdir())
+    code = "import optuna_store, sys; optuna_store.script_copy(sys.argv[1])"
+    subprocess.run([sys.executable, "-c", code, str(folder)], cwd=shipped, check=True,
+                   env={**os.environ, "PYTHONPATH": str(shipped)})
+    assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in shipped.glob("*.py"))
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in folder.iterdir())
     shutil.rmtree(shipped)
     checked = subprocess.run([sys.executable, str(folder / "optuna_store.py"), "check", "{}"],
@@ -188,21 +185,74 @@ def test_script_copy_keeps_every_module_and_the_copy_runs(tmp_path):
     assert usage.returncode == 1 and "optuna_store.py start JSON" in usage.stderr
 
 
+def _marked(marker: str) -> list[int]:
+    from tsubmit_procs import marked_processes
+
+    return marked_processes().get(marker, [])
+
+
+def test_the_store_is_a_managed_process_started_again_and_stopped_as_a_rank(tmp_path):
+    """No supervisor of its own: its pid with its start time, its marker on every
+    process (what stop.sh finds a rank by), started again by its shell when
+    killed, stopped by stop.sh, its stop failing the trials left RUNNING."""
+    shipped = _shipped(tmp_path / "task")
+    job = tmp_path / "J1"
+    job.mkdir()
+    options = {"dir": str(job / "optuna"), "job_dir": str(job), "job_id": "J1", "attempt": 1, "grace": 5,
+               "timeout": 60, "rank_attempt_dir": str(job / "rank-%d" / "attempt-1"), "study": "s",
+               "direction": "minimize", "address": "127.0.0.1", "port": 0, "nodes": 1,
+               "study_file": str(tmp_path / "studies" / "s.db")}
+
+    def act(action: str, given: dict) -> str:
+        done = subprocess.run([sys.executable, str(shipped / "optuna_store.py"), action, json.dumps(given)],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    endpoint = json.loads(act("start", options))
+    here = job / "optuna" / "store" / "attempt-1"
+    try:
+        assert is_ours(read_pid(str(here / "pid")))
+        assert len(_marked("J1.rstore.a1")) == 2  # the shell that keeps it up, and the store
+        server = int((here / "ready").read_text())
+        os.kill(server, 9)
+        deadline = time.monotonic() + 60
+        while not ((here / "ready").exists() and int((here / "ready").read_text()) != server):
+            assert time.monotonic() < deadline, (here / "output.log").read_text()
+            time.sleep(0.1)
+        assert "starting it again on the same port" in (here / "output.log").read_text()
+        import optuna
+
+        proxy = optuna.storages.GrpcStorageProxy(host="127.0.0.1", port=endpoint["port"])
+        optuna.load_study(study_name="s", storage=proxy).ask()  # a trial left RUNNING
+        proxy.close()
+        report = json.loads(act("stop", options))
+    finally:
+        subprocess.run(["/bin/sh", str(REPO / "roles/stop/files/stop.sh"), str(job / "optuna" / "store"),
+                        "J1", "store", "1"], capture_output=True)
+    assert report["stopped"] == ["store"] and report["failed_trials"] == 1
+    assert _marked("J1.rstore.a1") == []
+    assert act("stop", options) == ""  # a second stop does nothing and says nothing
+
+
 def test_the_starter_waits_for_the_ready_file_the_server_writes(tmp_path):
-    """store_servers marks itself ready (mark_ready); store_supervisor.wait_ready reads
-    the same file (ready_file), while the recorded process is still ours."""
-    config, me = {"dir": str(tmp_path)}, (os.getpid(), store_supervisor.start_ticks(os.getpid()))
-    assert store_supervisor.wait_ready(config, "server", me, 0.2) == (
-        f"the server did not start within 0.2s (see {tmp_path}/server.log)")
-    store_base.mark_ready(str(tmp_path), "server", 4242)
-    assert Path(store_base.ready_file(str(tmp_path), "server")).read_text() == f"{os.getpid()} 4242\n"
-    assert store_supervisor.wait_ready(config, "server", me, 5) is None
-    assert store_supervisor.wait_ready(config, "dashboard", me, 0.2) is not None  # its own file
+    """store_serve marks itself ready in its process folder; the starter waits for
+    that file, or for the end the shell records when the first start failed."""
+    config = {"dir": str(tmp_path), "attempt": 1, "job_id": "J"}
+    here = Path(store_base.process_dir(config, "store"))
+    here.mkdir(parents=True)
+    (here / "ready").write_text("1\n")
+    assert optuna_store.wait_ready(config, "store", 5) is None
+    (here / "ready").unlink()
+    (here / "output.log").write_text("2026 ERROR port 5 on 127.0.0.1 is already in use by another process\n")
+    (here / "exit_code").write_text("3 1\n")
+    assert optuna_store.wait_ready(config, "store", 5) == (
+        "port 5 on 127.0.0.1 is already in use by another process")
 
 
 def test_need_config_names_the_missing_folder(tmp_path):
     with pytest.raises(store_base.StoreError, match=r"no Optuna store for this job on this node \(.*optuna"):
-        store_base.need_config({"job_dir": str(tmp_path / "job")})
+        store_base.need_config({"dir": str(tmp_path / "job" / "optuna")})
 
 
 def test_an_external_url_is_read_from_its_file_only(tmp_path):
@@ -221,20 +271,11 @@ ATTEMPT = 1
 
 
 def _config(tmp_path, nodes=2) -> dict:
-    """What start saves for the watchdog, with the ranks' folders as the role names them."""
+    """What start saves for the store, with the ranks' folders as the action names them."""
     job_dir = tmp_path / "job%s"  # a % in the path is the path's, not the rank's
     (job_dir / "optuna").mkdir(parents=True)
-    pattern = _rendered_var("optuna_store_rank_attempt_dir", {
-        "optuna_store_job_dir": str(job_dir), "tsubmit_job_attempt": ATTEMPT})
     return {"dir": str(job_dir / "optuna"), "job_dir": str(job_dir), "nodes": nodes,
-            "rank_attempt_dir": pattern}
-
-
-def _rendered_var(name: str, context: dict) -> str:
-    import jinja2
-
-    raw = yaml.safe_load((REPO / "roles/optuna_store/vars/main.yml").read_text())[name]
-    return jinja2.Environment(undefined=jinja2.StrictUndefined).from_string(raw).render(context)
+            "rank_attempt_dir": layout.rank_attempts(job_dir.name, ATTEMPT, str(job_dir.parent))}
 
 
 def _attempt(config, rank) -> Path:
@@ -247,63 +288,63 @@ def _attempt(config, rank) -> Path:
 
 def test_workers_ended_waits_for_every_rank(tmp_path):
     config = _config(tmp_path)
-    assert store_supervisor.workers_ended(config) is None  # no rank folder seen yet
+    assert store_serve.workers_state(config)[0] is None  # no rank folder seen yet
     (_attempt(config, 0) / "exit_code").write_text("0 1\n")
-    assert store_supervisor.workers_ended(config) is None  # rank 1 not seen (another node's disk)
+    assert store_serve.workers_state(config)[0] is None  # rank 1 not seen (another node's disk)
     (_attempt(config, 1) / "stopped").write_text("1\n")
-    assert store_supervisor.workers_ended(config) == "every worker ended"
+    assert store_serve.workers_state(config)[0] == "every worker ended"
 
 
 def test_a_rank_whose_process_is_gone_has_ended_and_a_live_one_has_not(tmp_path):
     config = _config(tmp_path, nodes=1)
     process = subprocess.Popen(["sleep", "60"], start_new_session=True)
     try:
-        ticks = store_supervisor.start_ticks(process.pid)
+        ticks = start_ticks(process.pid)
         (_attempt(config, 0) / "pid").write_text(f"{process.pid} {ticks} {int(time.time())}\n")
-        assert store_supervisor.workers_ended(config) is None
+        assert store_serve.workers_state(config)[0] is None
     finally:
         process.kill()
         process.wait()
-    assert store_supervisor.workers_ended(config) == "every worker ended"
+    assert store_serve.workers_state(config)[0] == "every worker ended"
 
 
 def test_the_watchdog_says_which_rank_it_waits_for(tmp_path):
     config = _config(tmp_path)
-    assert store_supervisor.workers_state(config) == (
+    assert store_serve.workers_state(config) == (
         None, "rank 0: its folder is not on this node (tsubmit reports when it ends)")
     attempt = _attempt(config, 0)
-    assert store_supervisor.workers_state(config) == (None, "rank 0: starting")
-    (attempt / layout.PID).write_text(f"{os.getpid()} {store_supervisor.start_ticks(os.getpid())} 0\n")
-    assert store_supervisor.workers_state(config) == (None, f"rank 0: running (pid {os.getpid()})")
+    assert store_serve.workers_state(config) == (None, "rank 0: starting")
+    (attempt / layout.PID).write_text(f"{os.getpid()} {start_ticks(os.getpid())} 0\n")
+    assert store_serve.workers_state(config) == (None, f"rank 0: running (pid {os.getpid()})")
     (attempt / layout.EXIT_CODE).write_text("0 1\n")
-    assert store_supervisor.workers_state(config)[1].startswith("rank 1: its folder is not on this node")
+    assert store_serve.workers_state(config)[1].startswith("rank 1: its folder is not on this node")
 
 
 def test_release_ends_the_workers_whatever_the_files_say(tmp_path):
     config = _config(tmp_path)
     (Path(config["dir"]) / "workers-ended").write_text("1\n")
-    assert store_supervisor.workers_ended(config) == "every worker ended (reported by tsubmit)"
+    assert store_serve.workers_state(config)[0] == "every worker ended (reported by tsubmit)"
 
 
-# --------------------------------------------------------------------------- store_optuna, on real Optuna
+# --------------------------------------------------------------------------- store_base, on real Optuna
 
 
 @pytest.fixture
 def storage():
-    optuna = store_optuna.quiet_optuna()
+    optuna = store_base.quiet_optuna()
     return optuna.storages.InMemoryStorage()
 
 
 def test_ensure_study_refuses_the_other_direction(storage):
-    study_id = store_optuna.ensure_study(storage, "s", "minimize")
-    assert store_optuna.ensure_study(storage, "s", "minimize") == study_id
+    study_id = store_base.ensure_study(storage, "s", "minimize")
+    assert store_base.ensure_study(storage, "s", "minimize") == study_id
     with pytest.raises(store_base.StoreError, match="already exists with direction minimize; run it with "
                                                     "--direction minimize or choose another --study"):
-        store_optuna.ensure_study(storage, "s", "maximize")
+        store_base.ensure_study(storage, "s", "maximize")
 
 
 def test_fail_running_trials_only_the_jobs_when_asked(storage):
-    optuna = store_optuna.quiet_optuna()
+    optuna = store_base.quiet_optuna()
     study = optuna.create_study(storage=storage, study_name="s")
     ours, theirs, done = study.ask(), study.ask(), study.ask()
     study_id = storage.get_study_id_from_name("s")
@@ -311,26 +352,26 @@ def test_fail_running_trials_only_the_jobs_when_asked(storage):
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
         storage.set_trial_system_attr(trial_id, "tsubmit:job", job)
     study.tell(done, 1.0)
-    assert store_optuna.fail_running_trials(storage, "s", "job-a") == 1
+    assert store_base.fail_running_trials(storage, "s", "job-a") == 1
     states = {t.number: t.state.name for t in study.get_trials()}
     assert states == {ours.number: "FAIL", theirs.number: "RUNNING", done.number: "COMPLETE"}
-    assert store_optuna.fail_running_trials(storage, "s", None) == 1
-    assert store_optuna.fail_running_trials(storage, "no such study", None) == 0
+    assert store_base.fail_running_trials(storage, "s", None) == 1
+    assert store_base.fail_running_trials(storage, "no such study", None) == 0
 
 
 @pytest.mark.parametrize(("direction", "best"), [("minimize", 1.0), ("maximize", 3.0)])
 def test_summarize_counts_states_and_picks_the_best(storage, direction, best):
-    optuna = store_optuna.quiet_optuna()
+    optuna = store_base.quiet_optuna()
     study = optuna.create_study(storage=storage, study_name="s", direction=direction)
     for value in (2.0, 1.0, 3.0):
         trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 10)})
         study.tell(trial, value)
     study.ask()
-    summary = store_optuna.summarize(storage, "s", direction)
+    summary = store_base.summarize(storage, "s", direction)
     assert summary["trials"] == {"COMPLETE": 3, "RUNNING": 1} and summary["total"] == 4
     assert summary["best"]["value"] == best and set(summary["best"]["params"]) == {"x"}
 
 
 def test_a_missing_driver_names_its_pip_package():
-    assert store_optuna.driver_problem("postgresql+pg8000://u@h/d") in (None, "pg8000")
-    assert store_optuna.driver_problem("mysql+mysqldb://u@h/d") in (None, "mysqlclient")
+    assert store_base.driver_problem("postgresql+pg8000://u@h/d") in (None, "pg8000")
+    assert store_base.driver_problem("mysql+mysqldb://u@h/d") in (None, "mysqlclient")

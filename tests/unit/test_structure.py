@@ -41,9 +41,6 @@ def test_every_task_name_the_controller_reads_exists(name):
 # exported project runs them without tsubmit), and what layout.py says it is.
 ROOT, JOB, RANK, ATTEMPT = "/R", "J", 1, 2
 ROLE_PATHS = {
-    ("optuna_store", "vars", "optuna_store_job_dir"): layout.job_dir(JOB, ROOT),
-    # every rank's attempt folder, the rank left as %d for the watchdog
-    ("optuna_store", "vars", "optuna_store_rank_attempt_dir"): layout.attempt_dir(JOB, "%d", ATTEMPT, ROOT),
     ("stop", "defaults", "stop_rank_dir"): layout.rank_dir(JOB, RANK, ROOT),
     ("cleanup", "defaults", "cleanup_job_dir"): layout.job_dir(JOB, ROOT),
 }
@@ -82,7 +79,7 @@ def _rendered(role: str, name: str, context: dict) -> str:
 def test_the_roles_compose_the_layout_of_layout_py(role, kind, name):
     assert name in yaml.safe_load((REPO / "roles" / role / kind / "main.yml").read_text())
     # The remote root as preflight found it (launch, optuna_store), or the host variable.
-    context = {"optuna_store_root": ROOT, "tsubmit_remote_root": ROOT,
+    context = {"tsubmit_remote_root": ROOT,
                "tsubmit_job_id": JOB, "tsubmit_rank": RANK, "tsubmit_job_attempt": ATTEMPT}
     assert _rendered(role, name, context) == ROLE_PATHS[role, kind, name]
 
@@ -110,11 +107,11 @@ NODE_FILES = {
     layout.RANK_LIB: ["preflight/files/probe.py"],
     layout.SETUPS: ["launch/files/start_rank.sh"],
     layout.PID: ["launch/templates/launch.sh.j2", "status/files/rank_status.py", "stop/files/stop.sh",
-                 "optuna_store/files/store_supervisor.py"],
+                 "optuna_store/files/store_serve.py"],
     layout.EXIT_CODE: ["launch/templates/launch.sh.j2", "status/files/rank_status.py",
-                       "stop/files/stop.sh", "optuna_store/files/store_supervisor.py"],
+                       "stop/files/stop.sh", "optuna_store/files/store_serve.py"],
     layout.STOPPED: ["stop/files/stop.sh", "status/files/rank_status.py",
-                     "optuna_store/files/store_supervisor.py"],
+                     "optuna_store/files/store_serve.py"],
     layout.CONTAINER: ["launch/templates/launch.sh.j2", "status/files/rank_status.py",
                        "stop/files/stop.sh"],
     layout.LOG: ["launch/templates/launch.sh.j2", "status/files/rank_status.py"],

@@ -12,7 +12,7 @@ job runs this. It costs nothing until Optuna is imported: an import hook then
 wraps `optuna.storages.get_storage`, through which every study function
 resolves a storage string, so that a `grpc://` string becomes the same
 GrpcStorageProxy `tsubmit_optuna.load_study()` uses (waiting for the store
-while tsubmit's watchdog restarts it, tagging the trials with the job). Any
+while it is started again, tagging the trials with the job). Any
 other string, and any storage object, goes to Optuna unchanged.
 
 Turn it off with TSUBMIT_OPTUNA_URI=off in the job's environment (`--env`);

@@ -23,7 +23,7 @@ store, because the sitecustomize.py beside this file teaches Optuna the grpc://
 URI (TSUBMIT_OPTUNA_URI=off turns that off).
 
 The head-node store is reached through Optuna's GrpcStorageProxy; its calls
-wait for the store while it is being restarted by tsubmit's watchdog instead of
+wait for the store while it is being started again instead of
 failing at once (tsubmit_optuna_grpc.py, shipped beside this file, the one
 home of Optuna's private gRPC API, which the store's server uses too). It
 needs optuna>=4.3, grpcio and protobuf on the node; an external database needs

@@ -1,6 +1,6 @@
 """Optuna's private gRPC API, here and nowhere else: the one file that reaches
 into optuna.storages._grpc, shipped both with the store's scripts (the server
-side, store_servers.py) and with the workers' helper (the client side,
+side, store_serve.py) and with the workers' helper (the client side,
 tsubmit_optuna.py), so an Optuna release that moves its internals is met in
 one place.
 
@@ -11,8 +11,8 @@ parts of it:
                                          own (run_grpc_proxy_server's, with
                                          SO_REUSEPORT off)
   PatientProxy (by patient_proxy())      a GrpcStorageProxy whose calls wait
-                                         for the store (restarted by tsubmit's
-                                         watchdog) instead of failing at once;
+                                         for the store (started again
+                                         after a crash) instead of failing at once;
                                          a class, not a function, so that a
                                          pickled proxy stays patient
 
@@ -30,7 +30,7 @@ import warnings
 # The oldest Optuna whose layout this file knows: optuna.storages._grpc.servicer,
 # GrpcStorageProxy._setup and close() came in 4.3. scripts/compat.sh tests this
 # file on it, the main test venv on the newest; the head-node store and its
-# workers refuse an older one (store_actions.check), which would fall back
+# workers refuse an older one (optuna_store.check), which would fall back
 # silently to a proxy that does not wait for a restarting store.
 OLDEST_OPTUNA = (4, 3)
 OPTUNA_REQUIREMENT = "optuna>=" + ".".join(map(str, OLDEST_OPTUNA))
