@@ -99,6 +99,21 @@ def test_the_remote_root_s_default_is_spelled_once():
         assert through_filter in (REPO / path).read_text(), path
 
 
+def test_the_host_variables_defaults_are_spelled_once():
+    """The roles take the node's python and torchrun through the filter
+    tsubmit.cluster.host_default, whose defaults are the launch contract's
+    (HOST_DEFAULTS); argument specs document the same expression."""
+    for key in ("python", "torchrun"):
+        name, default = layout.HOST_DEFAULTS[key]
+        twin = re.compile(rf"{name}\s*\|\s*default\(\s*['\"]{default}['\"]")
+        spelled = [path.relative_to(REPO).as_posix() for folder in ("roles", "playbooks")
+                   for path in (REPO / folder).rglob("*.yml") if twin.search(path.read_text())]
+        assert spelled == [], f"{key}'s default spelled again in {spelled}"
+    for role in ("check", "gpu_lease", "optuna_store", "postmortem", "status"):
+        defaults = (REPO / "roles" / role / "defaults" / "main.yml").read_text()
+        assert "tsubmit_python | default(none) | tsubmit.cluster.host_default('python')" in defaults, role
+
+
 # The files of a job and of an attempt: who writes each, who reads it, by the
 # name layout.py gives it.
 NODE_FILES = {
