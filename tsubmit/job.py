@@ -143,6 +143,13 @@ class Job:
         for rank in self.ranks:
             rank.attempt = self.attempt
 
+    def ended_by_tsubmit(self) -> bool:
+        """Whether tsubmit ended the current attempt for a cause (a failed rank, a
+        lost node, a hung rank: tsubmit/recovery.py), which makes it a failure
+        whatever its ranks' states (a hung rank stopped is a stopped rank)."""
+        return any(record["attempt"] == self.attempt and record.get("restart") != "user"
+                   for record in self.attempts)
+
     def restart_cause(self) -> str:
         """Why the attempt before this one ended ('' for the first): the rank's TSUBMIT_RESTART_CAUSE."""
         return next((record["cause"] for record in self.attempts if record["attempt"] == self.attempt - 1),

@@ -171,7 +171,7 @@ def _parse(result: dict) -> dict:
 def aggregate(job: Job) -> str:
     """The job's state from its ranks': failed as soon as any rank failed."""
     ranks = [rank.state for rank in job.ranks]
-    if states.FAILED in ranks or states.LOST in ranks:
+    if states.FAILED in ranks or states.LOST in ranks or job.ended_by_tsubmit():
         return states.FAILED
     if (job.pending or {}).get("action") == "stop":
         return states.STOPPING

@@ -198,8 +198,12 @@ def record(job, event: str, tails: dict[int, list[str]] | None = None, **details
 
 def observe(job, before: str, tails: dict[int, list[str]] | None = None) -> bool:
     """Record the message of the state JOB reached from BEFORE, if it is an event."""
+    from .recovery import awaits_restart
+
     if job.state == before or job.state not in (states.SUCCEEDED, states.FAILED):
         return False
+    if job.state == states.FAILED and awaits_restart(job):
+        return False  # not the job's end yet: the watcher restarts it, or says it failed (recovery._fail)
     return record(job, job.state, tails)
 
 

@@ -22,7 +22,7 @@ import fcntl
 import time
 from collections.abc import Iterator
 
-from . import lifecycle, notify, states
+from . import kept_logs, lifecycle, notify, states
 from .errors import TsubmitError
 from .job import Job
 from .node_actions import FAILURE_GRACE, launcher_alive
@@ -92,27 +92,35 @@ def handle_end(store: JobStore, job: Job, cause: str, *, lost_hosts=(), verbose:
     Returns the job as it now is: its next attempt, or the ended one. A node
     that could not be stopped keeps the stop pending and nothing is launched:
     the next refresh finishes the stop, the next pass acts again."""
+    failed_before = job.state == states.FAILED  # its failure was notified, unless a restart awaited it
+    restart = RESUMED if launch_interrupted(job) else POLICY if restarts_used(job) < restarts(job) else None
+    # Recorded first: the attempt has failed from now on, whatever its ranks
+    # say (a hung rank stopped is not a failed one: lifecycle.aggregate), and a
+    # watcher killed from here on leaves it to the next pass.
+    _record(job, cause, restart)
+    job.move_to(lifecycle.aggregate(job))
+    store.save(job)
     skip = frozenset(lost_hosts)
     if any(rank.host not in skip for rank in job.ranks):
         acted = lifecycle.stop(store, job, grace=FAILURE_GRACE, skip_hosts=skip, verbose=verbose)
         if acted.failures:
             return job
-    restart = RESUMED if launch_interrupted(job) else POLICY if restarts_used(job) < restarts(job) else None
-    record = _record(job, cause, restart)
+    record = _record(job, cause, restart)  # with the ends the nodes gave
     if restart is None:
-        _fail(job, f"{cause}; no restart left (--restarts {restarts(job)})" if restarts(job) else cause)
-        store.save(job)
+        message = f"{cause}; no restart left (--restarts {restarts(job)})" if restarts(job) else cause
+        _fail(store, job, message, notified=failed_before and not restarts(job))
         return job
-    store.save(job)  # before the launch: a watcher killed from here on leaves the attempt recorded
+    store.save(job)
     try:
         attempt = _relaunch(store, job, lost_hosts, verbose=verbose)
     except TsubmitError as error:
         record["launch_failures"] = record.get("launch_failures", 0) + 1
-        if record["launch_failures"] >= LAUNCH_TRIES:
+        if record["launch_failures"] < LAUNCH_TRIES:
+            store.save(job, patient=True)
+        else:
             record["restart"] = None
-            _fail(job, f"{cause}; attempt {job.attempt + 1} could not be launched "
-                       f"({LAUNCH_TRIES} tries): {error}")
-        store.save(job, patient=True)
+            _fail(store, job, f"{cause}; attempt {job.attempt + 1} could not be launched ({LAUNCH_TRIES} "
+                              f"tries): {error}")
         raise
     if notify.record(attempt, "restarted", cause=cause):
         store.save(attempt)
@@ -149,11 +157,21 @@ def _record(job: Job, cause: str, restart: str | None) -> dict:
     return record
 
 
-def _fail(job: Job, message: str) -> None:
-    if job.state != states.FAILED:
-        job.move_to(states.FAILED)
+def _fail(store: JobStore, job: Job, message: str, *, notified: bool = False) -> None:
+    """JOB has failed for good, for MESSAGE; its failure is notified unless it was (NOTIFIED)."""
     job.ended_at = job.ended_at or time.time()
     job.message = message
+    if not notified:
+        notify.record(job, states.FAILED, _tails(job))
+    store.save(job, patient=True)
+    notify.deliver(store, [job])
+
+
+def _tails(job: Job) -> dict[int, list[str]]:
+    """The end of the first failed rank's log, from the copy kept when it ended, for the message."""
+    rank = job.first_failure()
+    kept = kept_logs.read(job.id, rank.rank, job.attempt) if rank else None
+    return {rank.rank: kept[0][-notify.TAIL_LINES:]} if kept else {}
 
 
 def _relaunch(store: JobStore, job: Job, lost_hosts, *, verbose: int = 0) -> Job:

@@ -7,12 +7,14 @@ import json
 import signal
 import sqlite3
 import subprocess
+import sys
 
 import pytest
 
 from tests.conftest import REPO, TSUBMIT
 from tests.e2e.test_faults import job_processes, start
 from tests.e2e.test_lifecycle import log_of, wait_until
+from tests.e2e.test_notify import webhook  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.e2e
 
@@ -64,10 +66,11 @@ def test_run_wait_restarts_a_failed_attempt_and_the_next_one_knows_why(cli, node
     assert not job_processes(job_id)
 
 
-def test_the_watcher_restarts_until_the_restarts_are_spent_then_the_job_fails(cli, nodes, workdir):
+def test_the_watcher_restarts_until_the_restarts_are_spent_then_the_job_fails(cli, nodes, workdir,
+                                                                             webhook):  # noqa: F811
     cli.write_cluster("c", nodes, nodes.nodes[:2])
-    job_id = start(cli, "-c", "c", "--executor", "distributed", "--restarts", "1", "--workdir", str(workdir),
-                   "--", "python", "fail_until.py", "1", "4", "99")
+    job_id = start(cli, "-c", "c", "--executor", "distributed", "--restarts", "1", "--notify", webhook.url,
+                   "--workdir", str(workdir), "--", "python", "fail_until.py", "1", "4", "99")
     worker = nodes.nodes[1].name
     assert wait_until(lambda: started(nodes.nodes, job_id, 1) == 2 and not job_processes(job_id))
 
@@ -88,13 +91,20 @@ def test_the_watcher_restarts_until_the_restarts_are_spent_then_the_job_fails(cl
     assert third.stdout == "", third.output
     assert not job_processes(job_id)
     status = cli.ok("status", job_id).stdout
-    rows = status[status.index("ATTEMPT  HOSTS"):].splitlines()[1:]
+    rows = status[status.index("ATTEMPT  HOSTS"):].splitlines()[1:3]
     assert [row.split()[:3] for row in rows] == [
         [str(attempt), f"{nodes.nodes[0].name},", worker] for attempt in (1, 2)], status
     assert "exited with 4  restarted (--restarts)" in rows[0] and "exited with 4" in rows[1], status
     assert rows[1].endswith("the job failed"), status
     [listed] = [line for line in cli.ok("list").stdout.splitlines() if line.startswith(job_id)]
     assert "failed (attempt 2)" in listed, listed
+    # A failed attempt that is restarted is not the job's failure: one message each.
+    titles = [body["title"] for body in webhook.bodies]
+    assert [title.split(f"({job_id}) ")[1] for title in titles] == [
+        f"restarted as attempt 2 after rank 1 on {worker} exited with 4",
+        f"failed: rank 1 on {worker} exited with 4"], titles
+    failed = webhook.bodies[1]["message"]  # with the end of the failed rank's log, of attempt 2
+    assert "of rank 1's log:" in failed and '"attempt": 2' in failed and '"attempt": 1' not in failed, failed
 
 
 def test_two_watchers_at_once_restart_a_failed_job_once(cli, nodes, workdir):
@@ -169,3 +179,37 @@ def test_an_attempt_stopped_for_good_never_starts_on_its_node(cli, nodes, workdi
     assert relaunched.returncode == 1 and "stopped for good" in relaunched.stderr, relaunched
     assert not job_processes(job_id)
     assert not (attempt_dir / "pid").exists()
+
+
+def handle_end(cli, job_id: str, cause: str) -> subprocess.CompletedProcess:
+    """recovery.handle_end as the watcher's callers call it (a hung rank, a lost node), in a process
+    of the test's TSUBMIT_HOME."""
+    code = ("import sys; from tsubmit import recovery; from tsubmit.store import open_store; "
+            "store = open_store(); job = store.find(sys.argv[1]); "
+            "print(recovery.handle_end(store, job, sys.argv[2]).attempt)")
+    return subprocess.run([sys.executable, "-c", code, job_id, cause], cwd=REPO, env=cli.env, text=True,
+                          capture_output=True, timeout=300, check=True)
+
+
+def test_an_attempt_ended_for_a_cause_its_ranks_do_not_show_fails_or_restarts(cli, nodes, workdir):
+    """What `hangs` and `lostnodes` call: the ranks run, none failed; the attempt ends anyway."""
+    cli.write_cluster("c", nodes, nodes.nodes[:2])
+    job_id = start(cli, "-c", "c", "--executor", "distributed", "--restarts", "1", "--workdir", str(workdir),
+                   "--", "python", "sleeper.py")
+    assert wait_until(lambda: len(job_processes(job_id)) >= 4)
+    assert handle_end(cli, job_id, "rank 1 hung").stdout.strip() == "2"
+    assert wait_until(lambda: started(nodes.nodes, job_id, 2) == 2)
+    assert not any(f"{job_id}.r{r}.a1" in line for r in (0, 1) for line in job_processes(job_id))
+    job = cli.job(job_id)
+    assert job["state"] == "running" and [(a["attempt"], a["cause"]) for a in job["attempts"]] == [
+        (1, "rank 1 hung")]
+    for rank, node in enumerate(nodes.nodes[:2]):  # the next attempt is told
+        environment = node.remote_root / job_id / f"rank-{rank}" / "attempt-2" / "environment.sh"
+        assert "export TSUBMIT_RESTART_CAUSE='rank 1 hung'" in environment.read_text()
+
+    assert handle_end(cli, job_id, "rank 0 hung").stdout.strip() == "2"  # no restart left
+    assert not job_processes(job_id)
+    job = cli.job(job_id)
+    assert job["state"] == "failed" and job["message"] == "rank 0 hung; no restart left (--restarts 1)"
+    assert [(a["attempt"], a["restart"]) for a in job["attempts"]] == [(1, "policy"), (2, None)]
+    assert {rank["state"] for rank in job["ranks"]} == {"stopped"}
