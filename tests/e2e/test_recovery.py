@@ -213,3 +213,20 @@ def test_an_attempt_ended_for_a_cause_its_ranks_do_not_show_fails_or_restarts(cl
     assert job["state"] == "failed" and job["message"] == "rank 0 hung; no restart left (--restarts 1)"
     assert [(a["attempt"], a["restart"]) for a in job["attempts"]] == [(1, "policy"), (2, None)]
     assert {rank["state"] for rank in job["ranks"]} == {"stopped"}
+
+
+def test_the_documented_ddp_run_resumes_from_its_checkpoint_on_the_next_attempt(cli, nodes, workdir):
+    """docs/how-to/unattended.md's worked example, under torchrun: rank 1 dies at step 5, the next
+    attempt goes on from the checkpoint of step 4 instead of starting over."""
+    cli.write_cluster("c", nodes, nodes.nodes[:2])
+    run = cli("run", "-c", "c", "--restarts", "3", "--wait", "--workdir", str(workdir), "--",
+              "python", "checkpointed.py", "--steps", "8", "--fail-at-step", "5")
+    assert run.code == 0, run.output
+    job_id = run.stderr.split("job ", 1)[1].split()[0]
+    head = nodes.nodes[0]
+    first, second = log_of(head, job_id, 0, 1), log_of(head, job_id, 0, 2)
+    assert "step 4 loss" in first and "step 6 loss" not in first, first
+    assert f"attempt 2, after: rank 1 on {nodes.nodes[1].name} exited with 3" in second, second
+    assert "resumed from step 4" in second and "done: 8 steps, 4 of them in attempt 2" in second, second
+    assert cli.job(job_id)["attempt"] == 2
+    assert not job_processes(job_id)
