@@ -82,6 +82,10 @@ FIELDS = (
           "nodes (--min-nodes) (default 2m).", metavar="DURATION"),
     Field("min_nodes", "integer", "When a node is lost and no spare is free, go on with the nodes left, "
           "down to this many (default: all of the job's nodes).", metavar="M"),
+    Field("sync_dirs", "list", "A folder of the workdir (e.g. ckpt) whose newest copy is copied to every "
+          "node before each next attempt (a restart, on the same or other nodes): from rank 0's node, or, "
+          "if it is lost, from the node that wrote it last; through the controller, one stream per node.",
+          flag="--sync-dir", metavar="DIR", adds=True),
     Field("keep_going", "boolean", "When a rank fails, keep the other ranks running (by default tsubmit "
           "stops them)."),
     Field("wait", "boolean", "Block until the job ends; exit 0 if it succeeded, 1 if not."),

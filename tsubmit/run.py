@@ -21,7 +21,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 
-from . import gpu_leases, kept_inventories, lifecycle, node_actions, notify, output, recovery, submit
+from . import (
+    gpu_leases,
+    kept_inventories,
+    lifecycle,
+    node_actions,
+    notify,
+    output,
+    recovery,
+    submit,
+    sync_dirs,
+)
 from .archive import Archive
 from .errors import EXIT_REFUSED, LaunchError, TsubmitError, UsageError
 from .job import Job, Rank
@@ -124,9 +134,12 @@ def relaunch(store: JobStore, the_plan: submit.Plan, *, on_event=None, verbose: 
     there may be fewer: tsubmit/recovery_plan.py), with
     the same archive and options, all or nothing: a launch that fails on any
     node is rolled back everywhere and the job stays as it was, at its attempt,
-    restartable. Returns the job's next attempt."""
+    restartable. The job's synced folders (--sync-dir) are copied to the plan's
+    nodes first. Returns the job's next attempt."""
     job = the_plan.job
     archive = _kept_archive(job)
+    # The checkpoint follows the job: a sync that fails leaves the job as it was.
+    sync_dirs.sync(job, the_plan, verbose=verbose)
     attempt = copy.deepcopy(job)
     kept_inventories.launching_from(attempt.inventory, the_plan.cluster.ref.sources)
     # The plan's nodes, rank for rank: the same, spares for lost nodes, or fewer (recovery_plan).

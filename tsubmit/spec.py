@@ -243,6 +243,11 @@ def _recovery_settings(spec: dict) -> dict:
         if spec["min_nodes"] < 1:
             raise UsageError(f"--min-nodes must be 1 or more, got {spec['min_nodes']}")
         settings["min_nodes"] = spec["min_nodes"]
+    from .sync_dirs import check_paths
+
+    sync_dirs = check_paths(spec.get("sync_dirs"))
+    if sync_dirs:
+        settings["sync_dirs"] = sync_dirs
     return settings
 
 

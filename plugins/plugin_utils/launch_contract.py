@@ -16,8 +16,11 @@ home, expanded on the node), with per-rank, per-attempt files so that nodes
 sharing a filesystem never collide:
 
     <root>/.archives/<digest>.tar.gz      the node's cache of shipped archives
+    <root>/.filesystem                    which filesystem the root is on (roles/sync_dirs)
     <root>/.setup/<key>/                  a setup's folder, shared by the jobs of one key
     <root>/<job>/workdir/                 the job's tree, unpacked once
+    <root>/<job>/synced/, synced.dirs     folders synced (--sync-dir) before the tree was
+                                          unpacked here; the unpack moves them in
     <root>/<job>/hostfile                 one line per node (TSUBMIT_HOSTFILE)
     <root>/<job>/tsubmit-lib/             rank_order.py as sitecustomize.py
     <root>/<job>/optuna/, optuna-lib/     an Optuna job's store and worker helpers

@@ -9,7 +9,8 @@
 # 1. a shipped archive joins the node's cache, ROOT/.archives/DIGEST.tar.gz;
 # 2. the archive is unpacked into ROOT/JOB_ID/workdir unless it already is:
 #    into a folder beside it, then one rename, so nodes sharing a filesystem
-#    (an NFS home) never see a half-written tree (the first rename wins);
+#    (an NFS home) never see a half-written tree (the first rename wins); the
+#    folders a relaunch synced here before (ROOT/JOB_ID/synced) go in first;
 # 3. job.json goes into the tree's .tsubmit/, launch.sh and environment.sh
 #    into ATTEMPT_DIR, an Optuna worker's helper modules (optuna-lib-NAME)
 #    into ROOT/JOB_ID/optuna-lib/NAME (on its PYTHONPATH);
@@ -25,6 +26,25 @@ bundle=$(dirname "$0")
 archive=$root/.archives/$digest.tar.gz
 tree=$root/$job_id/workdir
 
+# The folders a relaunch synced before this node held the tree (roles/sync_dirs,
+# listed in synced.dirs) replace the archive's. Copied, by hard links where it
+# can, not moved: another rank of this filesystem may be unpacking too (the
+# rename that wins removes them).
+synced=$root/$job_id/synced
+take_synced() {
+    [ -f "$synced.dirs" ] || return 0
+    into=$(realpath -- "$1") || return 1
+    while IFS= read -r dir; do
+        case $(realpath -m -- "$into/$dir") in
+            "$into"/*) ;;
+            *) echo "synced folder $dir leaves the workdir (a link in the archive)" >&2; return 1 ;;
+        esac
+        rm -rf -- "${into:?}/$dir" && mkdir -p -- "$(dirname -- "$into/$dir")" || return 1
+        cp -al -- "$synced/$dir" "$into/$dir" 2>/dev/null \
+            || { rm -rf -- "${into:?}/$dir" && cp -a -- "$synced/$dir" "$into/$dir"; } || return 1
+    done <"$synced.dirs"
+}
+
 if [ -f "$bundle/workdir.tar.gz" ]; then
     mv -f "$bundle/workdir.tar.gz" "$archive"
 fi
@@ -39,7 +59,14 @@ if [ ! -d "$tree" ]; then
     fi
     mkdir -p "$staging/.tsubmit"
     chmod 0755 "$staging"
-    mv -T "$staging" "$tree" 2>/dev/null || [ -d "$tree" ]
+    if ! take_synced "$staging"; then
+        [ -d "$tree" ] || exit 1  # unless another rank of this filesystem unpacked it meanwhile
+    fi
+    if mv -T "$staging" "$tree" 2>/dev/null; then
+        rm -rf "$synced" "$synced.dirs"
+    else
+        [ -d "$tree" ]
+    fi
 fi
 # The tree is the job's: by a restart, its .tsubmit or job.json may be a link
 # the job put there. Neither is followed: a .tsubmit that is not a folder is

@@ -1,0 +1,64 @@
+#!/bin/sh
+# Usage: sync_probe.sh ROOT JOB_ID TOKEN DIR...
+#
+# Before a job's next attempt (roles/sync_dirs, tasks/probe.yml), on every node
+# of the ending attempt and of the next: which filesystem the node's remote root
+# is on, and how new its copy of each DIR (relative to the job's workdir) is.
+# Every argument is data, never parsed by a shell. Prints:
+#   root PATH         the remote root, ~ expanded
+#   filesystem ID     the root's marker ROOT/.filesystem, written once with the
+#                     first TOKEN that reaches it: nodes that print the same ID
+#                     share the root (one machine, or one NFS export)
+#   dir N TIME|-      per DIR, in order: when anything under it was last
+#                     written (seconds since the epoch), or - without one
+# Exit 65: a DIR, or a symbolic link under it, leaves the workdir.
+set -u
+root=$1 job=$2 token=$3
+shift 3
+case $root in
+    "~") root=$HOME ;;
+    "~/"*) root=$HOME/${root#"~/"} ;;
+esac
+mkdir -p "$root" || exit 1
+marker=$root/.filesystem
+if [ ! -s "$marker" ]; then
+    # Written aside, then linked: a link never replaces an existing marker, so
+    # nodes that share the root all read the first one.
+    printf '%s\n' "$token" >"$marker.$token" || exit 1
+    ln "$marker.$token" "$marker" 2>/dev/null || true
+    rm -f "$marker.$token"
+fi
+read -r id <"$marker" || exit 1
+echo "root $root"
+echo "filesystem $id"
+top=$(realpath -- "$root/$job/workdir" 2>/dev/null) || top=
+n=0
+for path; do
+    n=$((n + 1))
+    if [ -z "$top" ] || { [ ! -e "$top/$path" ] && [ ! -L "$top/$path" ]; }; then
+        echo "dir $n -"
+        continue
+    fi
+    # The folder, and every link under it, stays inside the workdir.
+    real=$(realpath -m -- "$top/$path")
+    case $real in
+        "$top" | "$top"/*) outside= ;;
+        *) outside="it resolves to $real" ;;
+    esac
+    [ -n "$outside" ] || outside=$(find "$top/$path" -type l -exec sh -c '
+        top=$1; shift
+        for link; do
+            real=$(realpath -m -- "$link")
+            case $real in
+                "$top" | "$top"/*) ;;
+                *) printf "%s points to %s\n" "${link#"$top"/}" "$real"; exit 1 ;;
+            esac
+        done' sh "$top" {} + | head -n 1)
+    if [ -n "$outside" ]; then
+        echo "$path leaves the workdir of job $job: $outside" >&2
+        exit 65
+    fi
+    newest=$(find "$top/$path" -printf '%T@\n' 2>/dev/null | sort -n | tail -n 1)
+    [ -n "$newest" ] || newest=$(find "$top/$path" -exec stat -c %Y {} + | sort -n | tail -n 1)
+    echo "dir $n ${newest:--}"
+done

@@ -1,0 +1,203 @@
+"""`--sync-dir` on real sshd nodes, each with a remote root of its own (so no two
+share a filesystem unless a test makes them): before a job's next attempt the
+newest copy of each synced folder reaches every node of that attempt through
+the controller, and the job's own output says what it resumed from."""
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.e2e
+
+CHECKPOINT = ["--", "python", "checkpoint.py"]
+
+
+def submitted(cli, *args) -> str:
+    run = cli.ok("run", "--executor", "distributed", "--wait", *args)
+    return re.search(r"job (\w+) ", run.stdout).group(1)
+
+
+def log_of(node, job_id, rank, attempt) -> str:
+    path = node.remote_root / job_id / f"rank-{rank}" / f"attempt-{attempt}" / "output.log"
+    return path.read_text() if path.exists() else ""
+
+
+def wait_for_end(cli, job_id) -> dict:
+    run = cli("wait", job_id, timeout=300)
+    assert run.code == 0, run.output
+    return cli.job(job_id)
+
+
+def playbook_hosts(cli, playbook: str, task: str) -> list[list[str]]:
+    """Per run of PLAYBOOK (oldest first), the hosts TASK ran on, from runner's own records."""
+    runs = sorted((cli.home / "state" / "runs").glob(f"*-{playbook}-*"))
+    found = []
+    for folder in runs:
+        hosts = set()
+        for event in folder.glob("artifacts/*/job_events/*.json"):
+            data = json.loads(event.read_text())
+            if data.get("event") == "runner_on_ok" and data["event_data"].get("task") == task:
+                hosts.add(data["event_data"]["host"])
+        found.append(sorted(hosts))
+    return found
+
+
+PLACE_TASK = "Place the synced folders"
+
+
+def test_a_restart_resumes_rank_1_from_rank_0s_checkpoint(cli, nodes, workdir, no_injection):
+    """Rank 0's copy is synced even where node2's own copy is newer; a folder whose name
+    is a template or a command substitution is data, and absent, so nothing is sent for it."""
+    hostile = "$(touch /tmp/tsubmit-render-pwned){{ lookup('pipe', 'touch /tmp/tsubmit-render-pwned') }}"
+    cli.write_cluster("c", nodes, nodes.nodes[:2])
+    job_id = submitted(cli, "-c", "c", "--workdir", str(workdir), "--sync-dir", "ckpt",
+                       "--sync-dir", hostile, *CHECKPOINT, "all")
+    node1, node2 = nodes.nodes[:2]
+    assert log_of(node2, job_id, 1, 1) == "rank 1 fresh\n"
+    # node2's own copy is the newer one (stamped later), but rank 0's is the job's.
+    assert (node2.remote_root / job_id / "workdir" / "ckpt" / "step.txt").read_text() == "attempt 1 rank 1"
+
+    cli.ok("restart", job_id)
+    assert wait_for_end(cli, job_id)["attempt"] == 2
+    assert cli.ok("logs", job_id, "--rank", "1").stdout == "rank 1 resumed from: attempt 1 rank 0\n"
+    assert cli.ok("logs", job_id, "--rank", "0").stdout == "rank 0 resumed from: attempt 1 rank 0\n"
+    # Sent once, to node2 only: node1 holds the source.
+    assert playbook_hosts(cli, "sync_dirs", PLACE_TASK) == [["node2"]]
+    # Nothing of the sync is left on the nodes (the packed copy, the incoming folder, the old copy).
+    for node in (node1, node2):
+        left = [path.name for folder in (node.remote_root / job_id, node.remote_root / job_id / "workdir")
+                for path in folder.iterdir() if "sync" in path.name]
+        assert left == [], node.name
+    assert not list((cli.home / "state" / "sync").iterdir())
+
+
+def test_a_shared_filesystem_is_sent_the_copy_once(cli, nodes, workdir):
+    """node2 and node3 keep their jobs in one remote root (one machine, or one NFS
+    export): the sync sends them one copy, and both ranks resume from it."""
+    node2 = nodes.nodes[1]
+    path = cli.write_cluster("c", nodes, nodes.nodes)
+    inventory = yaml.safe_load(path.read_text())
+    inventory["all"]["hosts"]["node3"]["tsubmit_remote_root"] = str(node2.remote_root)
+    path.write_text(yaml.safe_dump(inventory, sort_keys=False))
+    job_id = submitted(cli, "-c", "c", "--workdir", str(workdir), "--sync-dir", "ckpt", *CHECKPOINT)
+
+    cli.ok("restart", job_id)
+    wait_for_end(cli, job_id)
+    [placed] = playbook_hosts(cli, "sync_dirs", PLACE_TASK)
+    assert placed in (["node2"], ["node3"])
+    for rank in (1, 2):
+        assert log_of(node2, job_id, rank, 2) == f"rank {rank} resumed from: attempt 1 rank 0\n"
+
+
+RELAUNCH = """
+import sys
+from tsubmit import run, submit
+from tsubmit.clusters import Node, ResolvedCluster, host_variables
+from tsubmit.errors import TsubmitError
+from tsubmit.store import open_store
+
+store = open_store()
+job = store.find(sys.argv[1])
+ref = submit.replan(job).cluster.ref
+variables = host_variables(ref.sources, sys.argv[2:], reveal=False)
+nodes = [Node(host, rank, variables[host]["ansible_host"], None, variables[host])
+         for rank, host in enumerate(sys.argv[2:])]
+try:
+    print(run.relaunch(store, submit.Plan(job, ResolvedCluster(ref, nodes, ""))).attempt)
+except TsubmitError as error:
+    print(error, getattr(error, "host_errors", ""), file=sys.stderr)
+    sys.exit(error.exit_code)
+"""
+
+
+def relaunch_on(cli, job_id, hosts):
+    """run.relaunch of the job's next attempt on HOSTS, in rank order: what the recovery
+    engine does with a plan for lost nodes (recovery_plan.next_plan)."""
+    return subprocess.run([sys.executable, "-c", RELAUNCH, job_id, *hosts], cwd=REPO, env=cli.env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_rank_0s_node_lost_the_copy_written_last_follows_the_job(cli, ops_nodes, workdir):
+    """Every rank checkpoints; the head's node stops answering; the next attempt, on
+    a fourth node (a spare that never held the job) and the two survivors, resumes
+    from the survivors' newest copy, rank 2's. Unkind nodes: a slow login, a stale
+    python first on PATH."""
+    a, b, c, d = ops_nodes.nodes
+    cli.write_cluster("ops", ops_nodes, ops_nodes.nodes)
+    job_id = submitted(cli, "-c", "ops", "--limit", f"{a.name},{b.name},{c.name}", "--workdir", str(workdir),
+                       "--sync-dir", "ckpt", *CHECKPOINT, "all")
+    ops_nodes.stop_node(a)
+    try:
+        relaunched = relaunch_on(cli, job_id, [d.name, b.name, c.name])
+        assert relaunched.returncode == 0, relaunched.stderr
+        wait_for_end(cli, job_id)
+        for node, rank in ((d, 0), (b, 1), (c, 2)):
+            assert log_of(node, job_id, rank, 2) == f"rank {rank} resumed from: attempt 1 rank 2\n"
+        # c held the source; d never held the tree: its copy waited for the launch to unpack it.
+        assert sorted(playbook_hosts(cli, "sync_dirs", PLACE_TASK)[0]) == sorted([d.name, b.name])
+        assert not (d.remote_root / job_id / "synced").exists()
+    finally:
+        ops_nodes.start_node(a)
+
+
+def test_a_node_of_the_next_attempt_that_does_not_answer_stops_the_relaunch(cli, ops_nodes, workdir):
+    a, b, _, d = ops_nodes.nodes
+    cli.write_cluster("ops", ops_nodes, ops_nodes.nodes)
+    job_id = submitted(cli, "-c", "ops", "--limit", f"{a.name},{b.name}", "--workdir", str(workdir),
+                       "--sync-dir", "ckpt", *CHECKPOINT)
+    ops_nodes.stop_node(d)
+    try:
+        relaunched = relaunch_on(cli, job_id, [a.name, d.name])
+        assert relaunched.returncode == 3, relaunched.stderr
+        assert f"cannot sync ckpt of job {job_id} to its next attempt" in relaunched.stderr
+        assert d.name in relaunched.stderr
+    finally:
+        ops_nodes.start_node(d)
+    job = cli.job(job_id)
+    assert job["attempt"] == 1 and job["state"] == "succeeded"
+    assert not (d.remote_root / job_id).exists()
+
+
+def test_a_synced_folder_that_leaves_the_workdir_on_a_node_is_refused(cli, nodes, workdir, tmp_path):
+    """The job made ckpt a link to a folder outside its workdir: the restart names the
+    host and the folder, and the job stays at its attempt."""
+    cli.write_cluster("c", nodes, nodes.nodes[:2])
+    job_id = submitted(cli, "-c", "c", "--workdir", str(workdir), "--sync-dir", "ckpt", "--",
+                       "python", "-c", "import os; os.symlink('/etc', 'ckpt')")
+    restarted = cli("restart", job_id)
+    assert restarted.code == 3, restarted.output
+    assert "ckpt leaves the workdir" in restarted.stderr and "node1" in restarted.stderr
+    assert cli.job(job_id)["attempt"] == 1
+
+
+@pytest.mark.parametrize("given, named", [
+    (["--sync-dir", "/data/ckpt"], "--sync-dir /data/ckpt is absolute"),
+    (["--sync-dir", "~/ckpt"], "--sync-dir ~/ckpt is absolute"),
+    (["--sync-dir", "../ckpt"], "--sync-dir ../ckpt leaves the job's workdir"),
+    (["--sync-dir", "ckpt/../../x"], "--sync-dir ckpt/../../x leaves the job's workdir"),
+    (["--sync-dir", "."], "--sync-dir . is the whole workdir"),
+    (["--sync-dir", ""], "--sync-dir '' is not a path"),
+])
+def test_a_sync_dir_outside_the_workdir_is_refused(cli, workdir, given, named):
+    run = cli("run", "--workdir", str(workdir), *given, "--", "python", "count.py", "1", "0")
+    assert run.code == 2, run.output
+    [line] = run.stderr.strip().splitlines()
+    assert line.startswith(f"tsubmit: {named}"), line
+    assert cli.ok("list", "-o", "json").json() == []
+
+
+def test_a_spec_files_sync_dirs_are_checked_as_the_option(cli, workdir, tmp_path):
+    spec = tmp_path / "job.yaml"
+    spec.write_text(yaml.safe_dump({"command": ["python", "count.py", "1", "0"], "workdir": str(workdir),
+                                    "sync_dirs": ["ckpt", "../outside"]}))
+    run = cli("run", "-f", str(spec))
+    assert run.code == 2 and "--sync-dir ../outside leaves the job's workdir" in run.stderr, run.output
+    spec.write_text(yaml.safe_dump({"command": ["python", "count.py", "1", "0"], "sync_dirs": "ckpt"}))
+    run = cli("run", "-f", str(spec))
+    assert run.code == 2 and "'sync_dirs' must be a list of strings" in run.stderr, run.output
