@@ -97,44 +97,48 @@ def test_a_shared_filesystem_is_sent_the_copy_once(cli, nodes, workdir):
 
 RELAUNCH = """
 import sys
-from tsubmit import run, submit
-from tsubmit.clusters import Node, ResolvedCluster, host_variables
+from tsubmit import run
 from tsubmit.errors import TsubmitError
+from tsubmit.recovery_plan import next_plan
 from tsubmit.store import open_store
 
 store = open_store()
 job = store.find(sys.argv[1])
-ref = submit.replan(job).cluster.ref
-variables = host_variables(ref.sources, sys.argv[2:], reveal=False)
-nodes = [Node(host, rank, variables[host]["ansible_host"], None, variables[host])
-         for rank, host in enumerate(sys.argv[2:])]
 try:
-    print(run.relaunch(store, submit.Plan(job, ResolvedCluster(ref, nodes, ""))).attempt)
+    print(run.relaunch(store, next_plan(job, sys.argv[2:], store=store)).attempt)
 except TsubmitError as error:
     print(error, getattr(error, "host_errors", ""), file=sys.stderr)
     sys.exit(error.exit_code)
 """
 
 
-def relaunch_on(cli, job_id, hosts):
-    """run.relaunch of the job's next attempt on HOSTS, in rank order: what the recovery
-    engine does with a plan for lost nodes (recovery_plan.next_plan)."""
-    return subprocess.run([sys.executable, "-c", RELAUNCH, job_id, *hosts], cwd=REPO, env=cli.env,
+def relaunch_without(cli, job_id, lost):
+    """What the recovery engine does when LOST are lost: the next attempt's plan
+    (recovery_plan.next_plan: a spare takes a lost rank), launched by run.relaunch."""
+    return subprocess.run([sys.executable, "-c", RELAUNCH, job_id, *lost], cwd=REPO, env=cli.env,
                           capture_output=True, text=True, timeout=600)
 
 
+def spare_cluster(cli, ops_nodes):
+    """The four ops nodes, the last a spare (kept out of launches)."""
+    path = cli.write_cluster("ops", ops_nodes, ops_nodes.nodes)
+    inventory = yaml.safe_load(path.read_text())
+    inventory["all"]["hosts"][ops_nodes.nodes[3].name]["tsubmit_spare"] = True
+    path.write_text(yaml.safe_dump(inventory, sort_keys=False))
+
+
 def test_rank_0s_node_lost_the_copy_written_last_follows_the_job(cli, ops_nodes, workdir):
-    """Every rank checkpoints; the head's node stops answering; the next attempt, on
-    a fourth node (a spare that never held the job) and the two survivors, resumes
-    from the survivors' newest copy, rank 2's. Unkind nodes: a slow login, a stale
-    python first on PATH."""
+    """Every rank checkpoints; the head's node is lost; the next attempt, on the
+    spare (which never held the job) and the two survivors, resumes from the
+    survivors' newest copy, rank 2's. Unkind nodes: a slow login, a stale python
+    first on PATH."""
     a, b, c, d = ops_nodes.nodes
-    cli.write_cluster("ops", ops_nodes, ops_nodes.nodes)
-    job_id = submitted(cli, "-c", "ops", "--limit", f"{a.name},{b.name},{c.name}", "--workdir", str(workdir),
-                       "--sync-dir", "ckpt", *CHECKPOINT, "all")
-    ops_nodes.stop_node(a)
+    spare_cluster(cli, ops_nodes)
+    job_id = submitted(cli, "-c", "ops", "--workdir", str(workdir), "--sync-dir", "ckpt", *CHECKPOINT, "all")
+    assert [rank["host"] for rank in cli.job(job_id)["ranks"]] == [a.name, b.name, c.name]
+    ops_nodes.lose_node(a)
     try:
-        relaunched = relaunch_on(cli, job_id, [d.name, b.name, c.name])
+        relaunched = relaunch_without(cli, job_id, [a.name])
         assert relaunched.returncode == 0, relaunched.stderr
         wait_for_end(cli, job_id)
         for node, rank in ((d, 0), (b, 1), (c, 2)):
@@ -147,17 +151,21 @@ def test_rank_0s_node_lost_the_copy_written_last_follows_the_job(cli, ops_nodes,
 
 
 def test_a_node_of_the_next_attempt_that_does_not_answer_stops_the_relaunch(cli, ops_nodes, workdir):
+    """The spare that would take the lost node's rank does not answer either: the
+    relaunch stops before anything of the next attempt starts, naming it."""
     a, b, _, d = ops_nodes.nodes
-    cli.write_cluster("ops", ops_nodes, ops_nodes.nodes)
-    job_id = submitted(cli, "-c", "ops", "--limit", f"{a.name},{b.name}", "--workdir", str(workdir),
-                       "--sync-dir", "ckpt", *CHECKPOINT)
-    ops_nodes.stop_node(d)
+    spare_cluster(cli, ops_nodes)
+    job_id = submitted(cli, "-c", "ops", "--limit", f"{a.name},{b.name},{d.name}", "--workdir",
+                       str(workdir), "--sync-dir", "ckpt", *CHECKPOINT)
+    ops_nodes.lose_node(b)
+    ops_nodes.lose_node(d)
     try:
-        relaunched = relaunch_on(cli, job_id, [a.name, d.name])
+        relaunched = relaunch_without(cli, job_id, [b.name])
         assert relaunched.returncode == 3, relaunched.stderr
         assert f"cannot sync ckpt of job {job_id} to its next attempt" in relaunched.stderr
         assert d.name in relaunched.stderr
     finally:
+        ops_nodes.start_node(b)
         ops_nodes.start_node(d)
     job = cli.job(job_id)
     assert job["attempt"] == 1 and job["state"] == "succeeded"
