@@ -113,6 +113,10 @@ def control_dir() -> Path:
     return ensure_private_dir(Path(tempfile.gettempdir()) / f"tsubmit-cp-{os.getuid()}-{digest}")
 
 
+# The longest task result tsubmit reads back (one node's answer).
+MAX_RESULT_CHARS = 256 * 1024 * 1024
+
+
 def environment() -> dict[str, str]:
     """Variables set for every Ansible run, overriding the user's."""
     return {
@@ -128,6 +132,10 @@ def environment() -> dict[str, str]:
         "ANSIBLE_RETRY_FILES_ENABLED": "False",
         # An inventory source that cannot be parsed is an error, not an empty cluster.
         "ANSIBLE_INVENTORY_UNPARSED_FAILED": "True",
+        # ansible-runner empties a task's result longer than this (700,000
+        # characters by default): a status read bringing back the ends of the
+        # ranks' logs (kept_logs), or `logs` reading one, would be lost whole.
+        "MAX_EVENT_RES": str(MAX_RESULT_CHARS),
     }
 
 

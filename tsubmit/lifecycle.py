@@ -75,18 +75,23 @@ def _read(store: JobStore, jobs: list[Job], skip_hosts: frozenset[str] = frozens
     """One status run over the jobs' nodes but SKIP_HOSTS; the reports become
     the jobs' states. Returns, by job, the hosts where a rank that ended left
     processes behind (the workers of a torchrun killed with -9, a daemon)."""
+    from .watch import watched
+
     wanted: dict[str, list[dict]] = defaultdict(list)
     for job in jobs:
         tail = notify.TAIL_LINES if notify.wants(job, states.FAILED) else 0  # for the message
         for rank in job.ranks:
             if rank.host not in skip_hosts:
+                live = rank.state in states.LIVE_RANK_STATES
                 wanted[rank.host].append({"key": f"{job.id}:{rank.rank}",
                                           "dir": layout.attempt_dir(job.id, rank.rank, job.attempt),
                                           "marker": layout.marker(job.id, rank.rank, job.attempt),
                                           "tail": tail,
-                                          # The end of the log of a rank that ends now, kept here.
-                                          "keep": kept_logs.KEEP_BYTES
-                                          if rank.state in states.LIVE_RANK_STATES else 0})
+                                          # What the log gained, kept here: a node may be lost.
+                                          "keep": kept_logs.KEEP_BYTES if live else 0,
+                                          "keep_from": kept_logs.end(job.id, rank.rank, job.attempt)
+                                          if live else 0,
+                                          "keep_live": live and watched(job)})
     outcomes = {}
     asked_at = time.time()
     if wanted:
@@ -111,8 +116,9 @@ def _read(store: JobStore, jobs: list[Job], skip_hosts: frozenset[str] = frozens
             if report is not None:
                 _apply(rank, report, job.attempt, in_flight)
                 tails[rank.rank] = report.get("tail")
-                if "log_end" in report and rank.state in states.FINISHED_STATES:
-                    kept_logs.keep(job.id, rank.rank, job.attempt, report["log_end"])
+                if "log_end" in report:
+                    kept_logs.keep(job.id, rank.rank, job.attempt, report["log_end"], report["log_from"],
+                                   report["log_to"])
                 if rank.state in states.FINISHED_STATES and report.get("processes"):
                     leftovers[job.id].add(rank.host)
         _settle(job, verbose)
@@ -269,16 +275,12 @@ def _should_stop_the_rest(job: Job, leftover_hosts: set[str]) -> bool:
 
 def _stop_the_rest(store: JobStore, job: Job, leftover_hosts: set[str], *, verbose: int = 0) -> None:
     """A failed rank fails the job: stop its other ranks, as torchrun does within
-    a node, and what ended ranks left behind."""
+    a node, and what ended ranks left behind; then read them, which keeps the
+    ends of their logs (kept_logs)."""
     live = [rank for rank in job.ranks if rank.state in (states.RUNNING, states.STARTING)]
     hosts = sorted({rank.host for rank in live} | leftover_hosts)
     acted = _act(store, job, "stop", hosts, grace=FAILURE_GRACE, verbose=verbose)
-    now = time.time()
-    for rank in live:
-        if rank.host not in acted.failures:
-            rank.move_to(states.STOPPED)
-            rank.ended_at = now
-    _settle(job, verbose)
+    _read(store, [job], frozenset(acted.failures), verbose=verbose)
     if live:
         job.message += "; the other ranks were stopped (--keep-going keeps them running)"
     store.save_if_unchanged(job)

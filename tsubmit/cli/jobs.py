@@ -195,7 +195,7 @@ def logs(obj, job_ref, rank_number, all_ranks, worker, tail, follow, attempt, se
             from ..kept_logs import when
 
             _say(f"tsubmit: {rank.host} does not answer; rank {rank.rank}'s log is the copy kept on this "
-                 f"machine at {when(copies[rank.rank])}, when the rank ended (its last MiB)")
+                 f"machine at {when(copies[rank.rank])} (its last MiB as it stood then)")
     if select is not None:
         lines = {number: [kept for line in found if (kept := select(line)) is not None]
                  for number, found in lines.items()}

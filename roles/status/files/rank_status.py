@@ -6,7 +6,10 @@ attempt of a rank as tsubmit lays it out (tsubmit/layout.py): its folder
 relative to REMOTE_ROOT and its TSUBMIT_RANK_MARKER value, and optionally
 "tail": N, the number of its log's last lines wanted when it failed (for a
 notification), and "keep": BYTES, how much of its log's end to send once it
-ended (the controller keeps that copy). For each, the
+ended (the controller keeps that copy: tsubmit/kept_logs.py), from byte
+"keep_from" on (what the controller's copy already holds is not sent again),
+and with "keep_live", also while the rank runs (its complete lines): a node
+that is lost cannot be read afterwards. For each, the
 attempt directory is read: pid ("PID STARTTICKS EPOCH"),
 exit_code ("CODE EPOCH"), leftovers (how many processes the rank's command
 left running when it ended, which launch.sh then stopped) and the stopped
@@ -68,20 +71,32 @@ CAUSE_RANK = re.compile(r"^\W*rank\s*:\s*(\d+)\s*\(local_rank:\s*(\d+)\)", re.M)
 CAUSE_EXIT = re.compile(r"^\W*exitcode\s*:\s*(-?\d+)", re.M)
 
 
-def log_bytes(attempt_dir: str, size: int) -> str:
+def log_copy(attempt_dir: str, keep: int, start: int, running: bool) -> dict:
+    """The log's bytes from START on, at most its last KEEP from a line's start;
+    of a running rank, up to its last complete line (the rest is still being
+    written). The report's log_end, and log_from and log_to, where they lie in
+    the file."""
     try:
         with open(os.path.join(attempt_dir, "output.log"), "rb") as handle:
-            handle.seek(max(0, handle.seek(0, os.SEEK_END) - size))
-            return handle.read().decode(errors="replace")
+            size = handle.seek(0, os.SEEK_END)
+            start = start if start <= size else 0
+            cut = size - keep > start
+            start = max(start, size - keep)
+            handle.seek(start)
+            data = handle.read(size - start)
     except OSError:
-        return ""
+        return {}
+    if cut and b"\n" in data:
+        skipped = data.index(b"\n") + 1
+        start, data = start + skipped, data[skipped:]
+    if running:
+        data = data[:data.rfind(b"\n") + 1]
+    return {"log_end": data.decode(errors="replace"), "log_from": start, "log_to": start + len(data)}
 
 
 def log_end(attempt_dir: str) -> list[str]:
     """The last lines of the rank's log (of its last LOG_END_BYTES)."""
-    text = log_bytes(attempt_dir, LOG_END_BYTES)
-    lines = text.splitlines()
-    return lines[1:] if len(text.encode()) >= LOG_END_BYTES else lines  # the first may be cut
+    return log_copy(attempt_dir, LOG_END_BYTES, 0, running=False).get("log_end", "").splitlines()
 
 
 def failure_cause(attempt_dir: str, lines: list[str]) -> dict | None:
@@ -113,7 +128,8 @@ def launcher_traceback(lines: list[str]) -> int:
                default=failed)
 
 
-def rank_state(attempt_dir: str, processes: int, tail: int = 0, keep: int = 0) -> dict:
+def rank_state(attempt_dir: str, processes: int, tail: int = 0, keep: int = 0, keep_from: int = 0,
+               keep_live: bool = False) -> dict:
     if not os.path.isdir(attempt_dir):
         return {"state": "lost", "reason": "no files for this rank on the node", "missing": True,
                 "processes": processes}
@@ -126,8 +142,9 @@ def rank_state(attempt_dir: str, processes: int, tail: int = 0, keep: int = 0) -
             lines = lines[:launcher_traceback(lines)]  # the workers' last lines, not torchrun's summary
         if tail:
             report["tail"] = lines[-tail:]
-    if keep and report["state"] not in ("running", "starting"):
-        report["log_end"] = log_bytes(attempt_dir, keep)
+    running = report["state"] in ("running", "starting")
+    if keep and (keep_live or not running):
+        report.update(log_copy(attempt_dir, keep, keep_from, running))
     return report
 
 
@@ -168,7 +185,8 @@ def main() -> None:
     marked = {marker: len(pids) for marker, pids in tsubmit_procs.marked_processes().items()}
     print(json.dumps({
         item["key"]: rank_state(os.path.join(root, item["dir"]), marked.get(item["marker"], 0),
-                                item.get("tail", 0), item.get("keep", 0))
+                                item.get("tail", 0), item.get("keep", 0), item.get("keep_from", 0),
+                                item.get("keep_live", False))
         for item in wanted
     }))
 
