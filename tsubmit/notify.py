@@ -93,10 +93,13 @@ def leased_gpus(job) -> int:
 
 
 def wall_time(job) -> float:
+    """The time the job's attempts ran: the ended ones' (job.attempts) and this one's."""
+    earlier = sum(max(0.0, record["ended_at"] - record["started_at"]) for record in job.attempts
+                  if record["attempt"] != job.attempt and record.get("started_at") and record.get("ended_at"))
     started = min((rank.started_at for rank in job.ranks if rank.started_at), default=None)
     if started is None:
-        return 0.0
-    return max(0.0, (job.ended_at or time.time()) - started)
+        return earlier
+    return earlier + max(0.0, (job.ended_at or time.time()) - started)
 
 
 def gpu_hours(job) -> float:
@@ -137,9 +140,12 @@ def compose(job, event: str, tails: dict[int, list[str]] | None = None, *, cause
     elif event == "started":
         lines.append("it waited in the queue for its GPUs and started")
     elif event == "restarted":
+        from . import recovery
+
+        cause = cause or job.restart_cause()
         title += f" as attempt {job.attempt}" + (f" after {cause}" if cause else "")
         lines += [f"cause: {cause or 'not recorded'}",
-                  f"restarts: {job.attempt - 1} of {policy.get('restarts', job.max_restarts)}"]
+                  f"restarts: {recovery.restarts_used(job)} of {recovery.restarts(job)}"]
     elif event == "lost_node":
         addresses = {r.host: r.address for r in job.ranks}
         lost = list(hosts) or [r.host for r in job.ranks if r.state == states.UNREACHABLE]

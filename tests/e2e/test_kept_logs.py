@@ -89,3 +89,29 @@ def test_a_rank_whose_log_is_long_is_seen_ending_and_its_last_mib_kept(cli, node
     kept = copy_said(cli, job_id, 0).splitlines()[1:]  # under its header
     assert kept[-1] == f"11999 {line}" and len(kept) == 1024 * 1024 // 106  # its last MiB, whole lines
     assert kept[0] == f"{12000 - len(kept):05d} {line}"
+
+
+def test_a_restart_is_notified_with_its_cause_and_the_ended_attempt_s_logs_are_kept(cli, nodes, workdir,
+                                                                                 webhook):  # noqa: F811
+    cli.write_cluster("c", nodes, nodes.nodes[:2])
+    run = cli("run", "-c", "c", "--executor", "distributed", "--restarts", "1", "--wait", "--notify",
+              webhook.url, "--workdir", str(workdir), "--", "python", "fail_until.py", "1", "3", "1")
+    assert run.code == 0, run.output
+    job_id = job_id_of(run)
+    worker = nodes.nodes[1]
+    cause = f"rank 1 on {worker.name} exited with 3"
+    assert wait_until(lambda: len(webhook.bodies) == 2, timeout=30), webhook.bodies
+    restarted, succeeded = webhook.bodies
+    name = cli.job(job_id)["name"]
+    assert restarted["title"] == f"tsubmit: job {name} ({job_id}) restarted as attempt 2 after {cause}"
+    assert "state: restarted\nattempt: 2\n" in restarted["message"]
+    assert restarted["message"].endswith(f"cause: {cause}\nrestarts: 1 of 1")
+    assert succeeded["title"].endswith(" succeeded") and "attempt: 2" in succeeded["message"]
+    nodes.stop_node(worker)
+    try:
+        for attempt in ("1", "2"):
+            shown = cli("logs", job_id, "--rank", "1", "--attempt", attempt)
+            assert shown.code == 0 and f'"attempt": {attempt}' in shown.stdout, shown.output
+            assert "is the copy kept on this machine" in shown.stderr
+    finally:
+        nodes.start_node(worker)

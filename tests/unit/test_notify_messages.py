@@ -36,14 +36,17 @@ def hang_report(job: Job) -> dict:
                                    rank(2, "allreduce (torch/distributed/c10d.py:2050)")]}
 
 
-def test_a_restart_names_its_attempt_its_cause_and_the_restarts_left():
+def test_a_restart_names_its_attempt_its_cause_and_the_restarts_used():
     job = three_rank_job(restarts=3)
     job.attempt = 2
-    message = notify.compose(job, "restarted", cause="rank 1 on node2 exited with 7")
+    job.attempts = [{"attempt": 1, "started_at": 10.0, "ended_at": 70.0, "restart": "policy",
+                     "cause": "rank 1 on node2 exited with 7"}]
+    message = notify.compose(job, "restarted")  # the cause: the attempt before's, as recorded
     assert message["title"] == ("tsubmit: job nightly (abc123) restarted as attempt 2 after rank 1 on node2 "
                                 "exited with 7")
     body = message["body"].splitlines()
     assert body[:4] == ["job: nightly (abc123)", "cluster: gpus", "state: restarted", "attempt: 2"]
+    assert body[4].startswith("wall time: ") and notify.wall_time(job) > 60  # attempt 1's minute too
     assert body[-2:] == ["cause: rank 1 on node2 exited with 7", "restarts: 1 of 3"]
 
 
