@@ -381,7 +381,7 @@ def wait_for(store: JobStore, job: Job, *, timeout: float | None = None,
     and False returned. Ctrl-C stops the waiting, never the job."""
     streamer = None
 
-    def stream() -> None:  # the current attempt's logs
+    def stream(_=None) -> None:  # the current attempt's logs
         nonlocal streamer
         attempt = copy.deepcopy(job)  # the waiting goes on changing JOB
         ranks = [rank for rank in attempt.ranks if rank.rank in {wanted.rank for wanted in follow}]

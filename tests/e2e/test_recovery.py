@@ -230,3 +230,14 @@ def test_the_documented_ddp_run_resumes_from_its_checkpoint_on_the_next_attempt(
     assert "resumed from step 4" in second and "done: 8 steps, 4 of them in attempt 2" in second, second
     assert cli.job(job_id)["attempt"] == 2
     assert not job_processes(job_id)
+
+
+def test_run_follow_streams_the_next_attempt_after_a_restart(cli, nodes, workdir):
+    cli.write_cluster("c", nodes, nodes.nodes[:2])
+    run = cli("run", "-c", "c", "--executor", "distributed", "--restarts", "1", "--follow", "--all",
+              "--workdir", str(workdir), "--", "python", "fail_until.py", "1", "3", "1")
+    assert run.code == 0, run.output
+    shown = [json.loads(line.split("ATTEMPT ", 1)[1])  # the lines of the job, not the summary table
+             for line in run.stdout.splitlines() if "ATTEMPT {" in line]
+    assert sorted((seen["attempt"], seen["node_rank"]) for seen in shown) == [
+        (1, 0), (1, 1), (2, 0), (2, 1)], run.output
