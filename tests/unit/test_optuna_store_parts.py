@@ -375,3 +375,18 @@ def test_summarize_counts_states_and_picks_the_best(storage, direction, best):
 def test_a_missing_driver_names_its_pip_package():
     assert store_base.driver_problem("postgresql+pg8000://u@h/d") in (None, "pg8000")
     assert store_base.driver_problem("mysql+mysqldb://u@h/d") in (None, "mysqlclient")
+
+
+def test_a_store_started_again_after_its_workers_ended_ends_at_once(tmp_path):
+    """The workers may end while the store is down (its restarts failing): it then
+    serves nothing, fails what was left RUNNING and says why it ended."""
+    config = _config(tmp_path, nodes=1)
+    (_attempt(config, 0) / "exit_code").write_text("0 1\n")
+    study_file = tmp_path / "s.db"
+    optuna = store_base.quiet_optuna()
+    optuna.create_study(storage=store_base.sqlite_url(str(study_file)), study_name="s").ask()
+    config.update(kind="head", study="s", job_id="J", attempt=1, dashboard=False, study_file=str(study_file))
+    store_base.save_config(config)
+    store_serve.serve(config["dir"], "store")
+    ended = json.loads((Path(config["dir"]) / "ended").read_text())
+    assert ended["reason"] == "every worker ended" and ended["failed_trials"] == 1 and ended["stopped"] == []

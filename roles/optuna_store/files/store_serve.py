@@ -25,6 +25,7 @@ from store_base import (
     WATCH_INTERVAL,
     StoreError,
     bind_problem,
+    config_storage,
     external_storage,
     fail_job_trials,
     first_line,
@@ -161,6 +162,10 @@ def workers_state(config: dict) -> tuple[str | None, str | None]:
 def serve(folder: str, name: str) -> None:
     config = read_config(folder)
     stoppers, storage = [], None
+    reason = name == STORE and workers_state(config)[0]
+    if reason:  # the workers ended while it was down (a restart that kept failing)
+        finish(config, None, reason, [])
+        return
     if name == STORE and config["kind"] == "head":
         lock = hold_study_lock(config)  # noqa: F841 - the lock lasts as long as the server
         problem = bind_problem(config["address"], config["port"])
@@ -203,11 +208,10 @@ def finish(config: dict, storage, reason: str, stoppers: list) -> None:
     """Every worker ended: RUNNING trials FAIL (with an external database, this job's
     only), the dashboard and the server stopped; why, in `ended`."""
     report = {"reason": reason, "failed_trials": 0,
-              "stopped": ([DASHBOARD] if config["dashboard"] else []) + (["server"] if storage else [])}
+              "stopped": ([DASHBOARD] if config["dashboard"] and stoppers else [])
+              + (["server"] if storage else [])}
     try:
-        if storage is None:
-            storage = external_storage(read_url(config["url_file"]))
-        report["failed_trials"] = fail_job_trials(config, storage)
+        report["failed_trials"] = fail_job_trials(config, storage or config_storage(config))
     except Exception as error:
         report["error"] = scrub(f"cannot mark running trials failed: {first_line(error)}",
                                 url_or_none(config))
