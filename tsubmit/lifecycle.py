@@ -355,15 +355,14 @@ def _watch_own(store: JobStore, job: Job, notice, restarted, *, verbose: int = 0
     if not recovery.awaits_restart(job):
         return
     with recovery.job_lock(job.id) as mine:
-        if not mine:
-            return  # a watcher acts on it; the next refresh reads what it did
-        [current] = store.jobs(where="id = ?", params=(job.id,)) or [job]
-        try:
-            now = recovery.act(store, current, verbose=verbose)
-        except TsubmitError as error:
-            now = current
-            if notice:
-                notice(f"tsubmit: job {job.id}: {error}")
+        # The record as it is now: a watcher may have restarted the job already.
+        [now] = store.jobs(where="id = ?", params=(job.id,)) or [job]
+        if mine:
+            try:
+                now = recovery.act(store, now, verbose=verbose)
+            except TsubmitError as error:
+                if notice:
+                    notice(f"tsubmit: job {job.id}: {error}")
     attempt = job.attempt
     job.__dict__.update(now.__dict__)
     if job.attempt != attempt:

@@ -24,6 +24,7 @@ from collections.abc import Iterator
 
 from . import kept_logs, lifecycle, notify, states
 from .errors import TsubmitError
+from .interrupts import Interrupted
 from .job import Job
 from .node_actions import FAILURE_GRACE, launcher_alive
 from .paths import ensure_private_dir, state_dir
@@ -113,6 +114,8 @@ def handle_end(store: JobStore, job: Job, cause: str, *, lost_hosts=(), verbose:
     store.save(job)
     try:
         attempt = _relaunch(store, job, lost_hosts, verbose=verbose)
+    except Interrupted:
+        raise  # rolled back; not a try that failed
     except TsubmitError as error:
         record["launch_failures"] = record.get("launch_failures", 0) + 1
         if record["launch_failures"] < LAUNCH_TRIES:

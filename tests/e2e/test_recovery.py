@@ -3,6 +3,8 @@ attempt is stopped everywhere and the next one launched, by `run --wait` or
 by `tsubmit watch`, never twice, also when a watcher dies midway. What runs is
 counted from /proc; what each attempt saw is read from its log on the node."""
 
+import contextlib
+import fcntl
 import json
 import signal
 import sqlite3
@@ -241,3 +243,42 @@ def test_run_follow_streams_the_next_attempt_after_a_restart(cli, nodes, workdir
              for line in run.stdout.splitlines() if "ATTEMPT {" in line]
     assert sorted((seen["attempt"], seen["node_rank"]) for seen in shown) == [
         (1, 0), (1, 1), (2, 0), (2, 1)], run.output
+
+
+def test_run_wait_follows_a_restart_another_watcher_made(cli, nodes, workdir):
+    """The job's lock is held elsewhere when its attempt fails: `run --wait` leaves the restart to
+    the holder, then waits for the attempt it launched."""
+    cli.write_cluster("c", nodes, nodes.nodes[:2])
+    failing = ("import os, sys, time; time.sleep(3); sys.exit("
+               "3 if os.environ['NODE_RANK'] == '1' and os.environ['TSUBMIT_ATTEMPT'] == '1' else 0)")
+    waiting = subprocess.Popen([*TSUBMIT, "run", "-c", "c", "--executor", "distributed", "--restarts", "1",
+                                "--wait", "--workdir", str(workdir), "--", "python", "-c", failing],
+                               cwd=REPO, env=cli.env, text=True, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    store = cli.home / "state" / "jobs.sqlite"
+    try:
+        def recorded():
+            with contextlib.suppress(sqlite3.Error), sqlite3.connect(store) as db:
+                return db.execute("SELECT id, state FROM jobs").fetchone()
+
+        assert wait_until(recorded, interval=0.05)
+        job_id = recorded()[0]
+        lock_path = cli.home / "state" / "watch" / f"{job_id}.lock"
+        lock_path.parent.mkdir(mode=0o700, exist_ok=True)
+        with open(lock_path, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # another watcher's
+            assert wait_until(lambda: recorded()[1] == "failed", timeout=120)
+            code = ("import sys; from tsubmit import recovery; from tsubmit.store import open_store\n"
+                    "with recovery.job_lock(sys.argv[1], wait=True):\n"
+                    "    store = open_store(); print(recovery.act(store, store.find(sys.argv[1])).attempt)")
+            holder = subprocess.Popen([sys.executable, "-c", code, job_id], cwd=REPO, env=cli.env, text=True,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert holder.communicate(timeout=240)[0].strip() == "2"
+        out, err = waiting.communicate(timeout=240)
+    finally:
+        waiting.kill()
+    assert waiting.returncode == 0, out + err
+    assert err.count("restarted as attempt 2") == 1, err
+    job = cli.job(job_id)
+    assert job["state"] == "succeeded" and [a["attempt"] for a in job["attempts"]] == [1]
+    assert attempt_dirs(nodes.nodes, job_id) == {f"rank-{r}/attempt-{a}" for r in (0, 1) for a in (1, 2)}
