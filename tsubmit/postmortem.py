@@ -60,7 +60,7 @@ def collect(job: Job, reason: str, *, verbose: int = 0) -> dict:
         else:
             report["nodes"][rank.host] = {key: found.get(key) for key in ("py_spy", "nvidia_smi", "missing")}
             entry.update({key: value for key, value in found["ranks"].get(str(rank.rank), {}).items()
-                          if key in ("log", "processes")})
+                          if key in ("log", "processes", "py_spy")})
             entry["missing"] += found["ranks"].get(str(rank.rank), {}).get("missing", [])
             if not entry["processes"]:
                 entry["missing"].append("stacks: no process of the rank was left to inspect (it had "

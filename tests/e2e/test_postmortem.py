@@ -133,3 +133,27 @@ def test_a_rank_process_of_another_user_yields_its_state_and_says_why_it_has_no_
     assert process["state"] == "S" and process["wchan"] and process["python"] and "py_spy" not in process
     assert (f"Python stack: the process belongs to {other.pw_name}, not {DEFAULT_USER}, so py-spy "
             "may not attach to it") in process["missing"], process
+
+
+def test_py_spy_installed_by_the_job_s_setup_gives_the_stacks(cli, nodes, workdir):
+    """py-spy from PyPI, installed by the job's --setup into the setup's venv, on
+    nodes whose tsubmit_python (the system's) has none beside it nor on PATH."""
+    system_python = "/usr/bin/python3"
+    assert not (Path(system_python).parent / "py-spy").exists() and not shutil.which("py-spy")
+    cli.write_cluster("c", nodes, nodes.nodes[:2], tsubmit_python=system_python)
+    setup = ('python3 -m venv "$TSUBMIT_SETUP_DIR/venv" && '
+             '"$TSUBMIT_SETUP_DIR/venv/bin/pip" install --quiet --disable-pip-version-check py-spy')
+    run = cli("run", "-c", "c", "--executor", "distributed", "--setup", setup, "--wait", "--workdir",
+              str(workdir), "--", "python", "stuck_unless.py", "1", "7", timeout=600)
+    assert run.code == 1, run.output
+    job_id = job_id_of(run)
+    assert job_processes(job_id) == []
+    node1 = nodes.nodes[0]
+    setup_dir = (node1.remote_root / job_id / "rank-0" / "attempt-1" / "setup").read_text().strip()
+    rank0 = cli.ok("postmortem", job_id, "-o", "json").json()["ranks"][0]
+    [python0] = [p for p in rank0["processes"] if p["cmdline"] == "python stuck_unless.py 1 7"]
+    assert "wait_for_peers (stuck_unless.py:" in python0.get("py_spy", ""), python0
+    assert rank0["py_spy"] == f"{setup_dir}/venv/bin/py-spy"
+    shown = cli.ok("postmortem", job_id).stdout
+    assert (f"rank 0 on {node1.name}: running; pid {python0['pid']} in wait_for_peers (stuck_unless.py:"
+            in shown), shown

@@ -65,20 +65,31 @@ def descendants(root: str) -> set[str]:
     return found
 
 
-def find_py_spy(configured: str) -> tuple[str | None, str | None]:
-    """(py-spy's path, None) or (None, why there is none)."""
+def find_py_spy(configured: str, setup_dir: str = "") -> tuple[str | None, str | None]:
+    """(py-spy's path, None) or (None, why there is none): the host's
+    tsubmit_py_spy, else as the rank's PATH finds it: in the venv of the job's
+    setup (SETUP_DIR/venv/bin, first on the rank's PATH), beside this Python
+    (tsubmit_python), else on PATH."""
     if configured:
         if os.access(configured, os.X_OK):
             return configured, None
         return None, f"py-spy not found: tsubmit_py_spy is {configured}, which is not an executable"
-    beside = os.path.join(os.path.dirname(sys.executable), "py-spy")
-    if os.access(beside, os.X_OK):
-        return beside, None
+    venv = os.path.join(setup_dir, "venv", "bin") if setup_dir else None
+    for folder in filter(None, (venv, os.path.dirname(sys.executable))):
+        if os.access(os.path.join(folder, "py-spy"), os.X_OK):
+            return os.path.join(folder, "py-spy"), None
     found = shutil.which("py-spy")
     if found:
         return found, None
-    return None, (f"py-spy not found beside {sys.executable} nor on PATH (host variable "
-                  "tsubmit_py_spy names it; `pip install py-spy` installs it)")
+    in_venv = f"in {venv} (the job's --setup), " if venv else ""
+    return None, (f"py-spy not found {in_venv}beside {sys.executable} nor on PATH (host variable "
+                  "tsubmit_py_spy names it; `pip install py-spy` installs it, also in a --setup venv)")
+
+
+def setup_dir(attempt_dir: str) -> str:
+    """The folder of the rank's setup (run --setup), as run_setup.sh recorded it; "" without one."""
+    recorded = read(os.path.join(attempt_dir, "setup"))
+    return "" if isinstance(recorded, Exception) else os.path.expanduser(recorded.strip())
 
 
 def is_python(pid: str, cmdline: list[str]) -> bool:
@@ -159,7 +170,7 @@ def nvidia_smi() -> tuple[str | None, str | None]:
 
 def main() -> None:
     root, ranks, configured = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
-    py_spy, py_spy_missing = find_py_spy(configured)
+    py_spy, _ = find_py_spy(configured)
     by_marker = tsubmit_procs.marked_processes()
     report: dict = {"ranks": {}, "py_spy": py_spy}
     smi, smi_missing = nvidia_smi()
@@ -172,9 +183,10 @@ def main() -> None:
         recorded = tsubmit_procs.read_pid(os.path.join(folder, "pid"))
         if tsubmit_procs.is_ours(recorded):
             pids |= {str(recorded[0])} | descendants(str(recorded[0]))
-        processes = [process_report(pid, py_spy, py_spy_missing) for pid in sorted(pids, key=int)
+        rank_py_spy, py_spy_missing = find_py_spy(configured, setup_dir(folder))
+        processes = [process_report(pid, rank_py_spy, py_spy_missing) for pid in sorted(pids, key=int)
                      if tsubmit_procs.start_ticks(pid)]
-        report["ranks"][rank["key"]] = {"log": lines, "processes": processes,
+        report["ranks"][rank["key"]] = {"log": lines, "processes": processes, "py_spy": rank_py_spy,
                                         "missing": [log_missing] if log_missing else []}
     print(json.dumps(report))
 
