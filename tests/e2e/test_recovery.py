@@ -221,8 +221,8 @@ def test_the_documented_ddp_run_resumes_from_its_checkpoint_on_the_next_attempt(
     """docs/how-to/unattended.md's worked example, under torchrun: rank 1 dies at step 5, the next
     attempt goes on from the checkpoint of step 4 instead of starting over."""
     cli.write_cluster("c", nodes, nodes.nodes[:2])
-    run = cli("run", "-c", "c", "--restarts", "3", "--wait", "--workdir", str(workdir), "--",
-              "python", "checkpointed.py", "--steps", "8", "--fail-at-step", "5")
+    run = cli("run", "-c", "c", "--restarts", "3", "--sync-dir", "ckpt", "--wait", "--workdir", str(workdir),
+              "--", "python", "checkpointed.py", "--steps", "8", "--fail-at-step", "5")
     assert run.code == 0, run.output
     job_id = run.stderr.split("job ", 1)[1].split()[0]
     head = nodes.nodes[0]
@@ -232,6 +232,8 @@ def test_the_documented_ddp_run_resumes_from_its_checkpoint_on_the_next_attempt(
     assert "resumed from step 4" in second and "done: 8 steps, 4 of them in attempt 2" in second, second
     assert cli.job(job_id)["attempt"] == 2
     assert not job_processes(job_id)
+    # --sync-dir ckpt: the worker's node got the head's checkpoint before attempt 2.
+    assert (nodes.nodes[1].remote_root / job_id / "workdir" / "ckpt" / "latest.pt").exists()
 
 
 def test_run_follow_streams_the_next_attempt_after_a_restart(cli, nodes, workdir):
