@@ -58,7 +58,8 @@ class Rank:
     attempt: int = 1
     # Why a failed rank failed, where its node could tell more than the exit
     # code: under torchrun {worker_rank, local_rank, exit_code (the worker's),
-    # launcher_exit_code (torchrun's), error?} (roles/status/files/rank_status.py).
+    # launcher_exit_code (torchrun's), error?} (roles/status/files/rank_status.py);
+    # for a rank the watcher found hung, {hung_for: seconds without output} (tsubmit/hangs.py).
     cause: dict | None = None
     # How many processes the rank's command left running when it ended (a setsid
     # daemon, a killed torchrun's workers), which its node then stopped; None
@@ -67,6 +68,9 @@ class Rank:
     # When a refresh first found the rank's node silent (it has not answered
     # since); None while it answers. A node silent past the job's node timeout is lost.
     unreachable_since: float | None = None
+    # Seconds the log of a running rank had not grown when its node last told,
+    # by the node's own clock (a hang's measure: tsubmit/hangs.py); None otherwise.
+    log_idle: float | None = None
 
     def __post_init__(self):
         self.state = State(self.state)  # a record read from the store holds its name
@@ -81,6 +85,10 @@ class Rank:
         """Why the rank failed, in a few words: "exited with 7 (worker rank 1, local rank 0)"."""
         if self.state == LOST:
             return "ended without an exit code"
+        if "hung_for" in (self.cause or {}):
+            from .output import duration
+
+            return f"hung (no output for {duration(self.cause['hung_for'])})"
         if self.exit_code is None:
             return "could not be started"
         cause = self.cause or {}

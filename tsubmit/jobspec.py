@@ -86,6 +86,9 @@ FIELDS = (
           "node before each next attempt (a restart, on the same or other nodes): from rank 0's node, or, "
           "if it is lost, from the node that wrote it last; through the controller, one stream per node.",
           flag="--sync-dir", metavar="DIR", adds=True),
+    Field("hang_timeout", "string", "A rank whose processes live but whose log has not grown for this "
+          "long (e.g. 30m) is hung: its post-mortem is taken and the attempt ends as if it failed. "
+          "Default: off.", metavar="DURATION"),
     Field("keep_going", "boolean", "When a rank fails, keep the other ranks running (by default tsubmit "
           "stops them)."),
     Field("wait", "boolean", "Block until the job ends; exit 0 if it succeeded, 1 if not."),

@@ -152,6 +152,7 @@ def _apply(rank, report: dict, attempt: int, in_flight: bool) -> None:
     rank.started_at = report.get("started") or rank.started_at
     rank.ended_at = report.get("ended")
     rank.leftovers = report.get("leftovers")
+    rank.log_idle = report.get("log_idle")
     rank.attempt = attempt
 
 

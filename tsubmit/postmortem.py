@@ -14,10 +14,11 @@ another user, ranks that had ended before the failure was found.
 import json
 import re
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from . import layout
-from .job import Job
+from .job import Job, Rank
 from .node_actions import job_hosts, run_for_job
 from .paths import ensure_private_dir, state_dir
 
@@ -39,9 +40,10 @@ def exists(job: Job) -> bool:
     return path(job.id, job.attempt).exists()
 
 
-def collect(job: Job, reason: str, *, verbose: int = 0) -> dict:
+def collect(job: Job, reason: str, *, hung: Sequence[Rank] = (), verbose: int = 0) -> dict:
     """Collect and keep the post-mortem of JOB's current attempt; REASON says
-    why ("failed", "hang"). Returns it (load's shape)."""
+    why ("failed", "hang"), HUNG are the ranks found hung (each entry of those
+    says for how long their log had not grown: hung_for). Returns it (load's shape)."""
     ranks = {rank.host: [{"key": str(rank.rank), "dir": layout.attempt_dir(job.id, rank.rank, job.attempt),
                           "marker": layout.marker(job.id, rank.rank, job.attempt), "lines": LOG_LINES}]
              for rank in job.ranks}
@@ -54,6 +56,8 @@ def collect(job: Job, reason: str, *, verbose: int = 0) -> dict:
         found = _parse(outcome.results.get(TASK, {})) if outcome and outcome.status == "ok" else None
         entry = {"rank": rank.rank, "host": rank.host, "address": rank.address, "state": rank.state,
                  "exit_code": rank.exit_code, "log": [], "processes": [], "missing": []}
+        if rank in hung:
+            entry["hung_for"] = rank.log_idle
         if found is None:
             why = outcome.message if outcome else "no result from the post-mortem playbook"
             entry["missing"].append(f"nothing from {rank.host}: {why}")
@@ -101,10 +105,14 @@ def where(process: dict) -> str:
 
 
 def summary(report: dict) -> list[str]:
-    """One line per rank: its state and where its processes stand."""
+    """One line per rank: its state (how long a hung one had been silent) and where its processes stand."""
+    from .output import duration
+
     lines = []
     for rank in report["ranks"]:
         state = rank["state"] + (f" (exit {rank['exit_code']})" if rank.get("exit_code") is not None else "")
+        if rank.get("hung_for") is not None:
+            state += f", hung: no output for {duration(rank['hung_for'])}"
         head = f"rank {rank['rank']} on {rank['host']}: {state}"
         pythons = [p for p in rank["processes"] if p.get("python")] or rank["processes"]
         if pythons:

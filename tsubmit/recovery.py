@@ -22,7 +22,7 @@ import fcntl
 import time
 from collections.abc import Iterator
 
-from . import kept_logs, lifecycle, notify, states
+from . import hangs, kept_logs, lifecycle, notify, states
 from .errors import TsubmitError
 from .interrupts import Interrupted
 from .job import Job
@@ -133,8 +133,13 @@ def handle_end(store: JobStore, job: Job, cause: str, *, lost_hosts=(), verbose:
 
 def act(store: JobStore, job: Job, *, verbose: int = 0) -> Job:
     """What a watcher does with a job it holds (job_lock) and has just
-    refreshed: end an attempt that failed and launch the next one, as the
-    policy says. Returns the job as it now is."""
+    refreshed: end an attempt that failed or hung (its evidence taken first:
+    tsubmit/hangs.py) and launch the next one, as the policy says. Returns the
+    job as it now is."""
+    hung = hangs.hung_ranks(job)
+    if hung:
+        hangs.take_evidence(job, hung, verbose=verbose)
+        return handle_end(store, job, hangs.cause(hung), verbose=verbose)
     cause = failure(job) if restarts(job) else None
     if cause is None:
         return job

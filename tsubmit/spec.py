@@ -235,8 +235,10 @@ DEFAULT_NODE_TIMEOUT = 120.0
 
 
 def _recovery_settings(spec: dict) -> dict:
-    """The job's recovery settings (job.extras["recovery"])."""
-    settings = {"node_timeout": _positive_duration(spec, "node_timeout", DEFAULT_NODE_TIMEOUT)}
+    """The job's recovery settings (job.extras["recovery"]); hang_timeout only when given (default: off)."""
+    settings = {"node_timeout": _spec_duration(spec, "node_timeout", DEFAULT_NODE_TIMEOUT)}
+    if spec.get("hang_timeout") is not None:
+        settings["hang_timeout"] = _spec_duration(spec, "hang_timeout", None)
     if spec.get("restarts"):
         settings["restarts"] = spec["restarts"]
     if spec.get("min_nodes") is not None:
@@ -251,16 +253,21 @@ def _recovery_settings(spec: dict) -> dict:
     return settings
 
 
-def _positive_duration(spec: dict, key: str, default: float) -> float:
-    option = f"--{key.replace('_', '-')}"
+def _spec_duration(spec: dict, key: str, default: float | None) -> float | None:
+    """The spec's KEY as seconds, more than 0 (DEFAULT when absent)."""
     if spec.get(key) is None:
         return default
+    return positive_duration(str(spec[key]), f"--{key.replace('_', '-')}")
+
+
+def positive_duration(text: str, option: str) -> float:
+    """OPTION's DURATION in seconds, more than 0; else a UsageError naming OPTION."""
     try:
-        seconds = parse_duration(str(spec[key]))
+        seconds = parse_duration(text)
     except UsageError as error:
         raise UsageError(f"{option}: {error}") from None
     if seconds <= 0:
-        raise UsageError(f"{option} must be more than 0 seconds, got {spec[key]!r}")
+        raise UsageError(f"{option} must be more than 0 seconds, got {text!r}")
     return seconds
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from .errors import UsageError
 from .job import Job, Rank, merged_pending
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 # Seconds a command waits for another tsubmit process that holds the store.
 DEFAULT_BUSY_TIMEOUT = 30.0
 
@@ -67,6 +67,7 @@ CREATE TABLE ranks (
     cause TEXT NOT NULL DEFAULT 'null',
     leftovers INTEGER,
     unreachable_since REAL,
+    log_idle REAL,
     PRIMARY KEY (job_id, rank)
 );
 CREATE TABLE silent_hosts (
@@ -88,6 +89,7 @@ _MIGRATIONS = {
     5: ["ALTER TABLE ranks ADD COLUMN leftovers INTEGER"],
     6: ["ALTER TABLE ranks ADD COLUMN unreachable_since REAL"],
     7: ["ALTER TABLE jobs ADD COLUMN attempts TEXT NOT NULL DEFAULT '[]'"],
+    8: ["ALTER TABLE ranks ADD COLUMN log_idle REAL"],
 }
 _JSON_COLUMNS = ("inventory", "command", "env", "extras", "pending", "launcher", "attempts")
 _RANK_JSON_COLUMNS = ("cause",)

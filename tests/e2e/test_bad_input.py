@@ -82,6 +82,8 @@ def with_job(tmp_path_factory):
         (["--env", "TSUBMIT_JOB_ID=x"], "may not set TSUBMIT_JOB_ID"),
         (["--timeout", "abc"], "invalid duration 'abc'"),
         (["--timeout", "-5m"], "invalid duration"),
+        (["--hang-timeout", "abc"], "--hang-timeout: invalid duration 'abc'"),
+        (["--hang-timeout", "0"], "--hang-timeout must be more than 0 seconds"),
         (["--executor", "bogus"],
          "'bogus' is not one of 'torchrun', 'distributed', 'docker', 'optuna'"),
         (["--name", "two\nlines"], "invalid job name"),

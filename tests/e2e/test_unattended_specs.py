@@ -44,7 +44,7 @@ def test_a_spec_with_every_key_runs_the_same_job_as_the_flags(cli, nodes, workdi
         "workdir": ".", "command": "python count.py 2 0", "env": {"JOB_A": "a b"},
         "env_file": "job.env", "gpus": 1, "max_restarts": 1, "wait": True, "follow": False,
         "timeout": "10m", "if_running": "skip", "hooks": {"pre_launch_tasks": "hook.yml"},
-        "keep_going": True, "queue": True, "queue_timeout": "5m",
+        "keep_going": True, "queue": True, "queue_timeout": "5m", "hang_timeout": "10m",
         # nothing listens on port 9: a message that cannot be sent leaves the job alone
         "notify": ["json://127.0.0.1:9/"], "notify_on": ["failed"],
         "node_timeout": "5m", "min_nodes": 1,
@@ -59,6 +59,7 @@ def test_a_spec_with_every_key_runs_the_same_job_as_the_flags(cli, nodes, workdi
              "--env", "JOB_A=a b", "--env-file", str(workdir / "job.env"), "--gpus", "1",
              "--max-restarts", "1", "--wait", "--timeout", "10m", "--if-running", "skip",
              "--hook", f"pre_launch_tasks={hook}", "--keep-going", "--queue", "--queue-timeout", "5m",
+             "--hang-timeout", "10m",
              "--notify", "json://127.0.0.1:9/", "--notify-on", "failed", "--node-timeout", "5m",
              "--min-nodes", "1"]
     container_flags = ["--image", "localhost/train:1", "--container-arg=--shm-size=1g", "--pull", "never"]
@@ -130,6 +131,8 @@ def test_the_shipped_json_schema_matches_the_spec_fields():
     ("command: [x\n", "is not valid YAML, line 2"),
     ("- a\n- b\n", "must be a mapping"),
     ("command: [x]\nif_running: sometimes\n", "'if_running' must be one of allow, skip, replace, fail"),
+    ("command: [x]\nhang_timeout: soon\n", "--hang-timeout: invalid duration 'soon'"),
+    ("command: [x]\nhang_timeout: 0\n", "--hang-timeout must be more than 0 seconds, got '0'"),
 ])
 def test_bad_spec_files(cli, tmp_path, content, message):
     spec_file = tmp_path / "job.yaml"

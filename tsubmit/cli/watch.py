@@ -28,19 +28,14 @@ def watch(obj, every, once, install, uninstall):
     once: a pass leaves a job another watcher (or `run --wait`) holds to it.
     """
     from ..output import state_phrase
-    from ..spec import parse_duration
+    from ..spec import positive_duration
     from ..store import open_store
     from ..watch import one_pass
 
     if install or uninstall:
         _cron_entry(install, uninstall, once)
         return
-    try:
-        interval = parse_duration(every)
-    except UsageError as error:
-        raise UsageError(f"--every: {error}") from None
-    if interval <= 0:
-        raise UsageError(f"--every must be more than 0 seconds, got {every!r}")
+    interval = positive_duration(every, "--every")
     store = open_store()
     while True:
         try:

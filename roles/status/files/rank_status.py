@@ -13,7 +13,9 @@ that is lost cannot be read afterwards. For each, the
 attempt directory is read: pid ("PID STARTTICKS EPOCH"),
 exit_code ("CODE EPOCH"), leftovers (how many processes the rank's command
 left running when it ended, which launch.sh then stopped) and the stopped
-marker the stop role leaves. A pid
+marker the stop role leaves. A running rank says how long its log has not
+grown ("log_idle", seconds, by this node's clock: no skew between the
+controller's clock and the node's enters a hang's measure). A pid
 counts as ours only while its start ticks match, so a pid the OS reused for
 another process is never taken for the job, and a zombie counts as ended
 (tsubmit_procs.py, the node_lib role's, shipped beside this script). A rank
@@ -34,6 +36,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import tsubmit_procs
 
@@ -128,12 +131,22 @@ def launcher_traceback(lines: list[str]) -> int:
                default=failed)
 
 
+def log_idle(attempt_dir: str) -> float | None:
+    """Seconds since the rank's log last grew (its mtime), by this node's clock."""
+    try:
+        return round(max(0.0, time.time() - os.path.getmtime(os.path.join(attempt_dir, "output.log"))), 1)
+    except OSError:
+        return None
+
+
 def rank_state(attempt_dir: str, processes: int, tail: int = 0, keep: int = 0, keep_from: int = 0,
                keep_live: bool = False) -> dict:
     if not os.path.isdir(attempt_dir):
         return {"state": "lost", "reason": "no files for this rank on the node", "missing": True,
                 "processes": processes}
     report = {**_files_state(attempt_dir, processes), "processes": processes}
+    if report["state"] == "running":
+        report["log_idle"] = log_idle(attempt_dir)
     if report["state"] in ("failed", "lost"):
         lines = log_end(attempt_dir)
         cause = failure_cause(attempt_dir, lines)
