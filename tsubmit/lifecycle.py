@@ -353,7 +353,7 @@ def _watch_own(store: JobStore, job: Job, notice, restarted, *, verbose: int = 0
     from . import recovery
     from .errors import TsubmitError
 
-    if not recovery.awaits_restart(job):
+    if not recovery.must_act(job):
         return
     with recovery.job_lock(job.id) as mine:
         # The record as it is now: a watcher may have restarted the job already.

@@ -85,6 +85,12 @@ def awaits_restart(job: Job) -> bool:
     return restarts(job) > 0 and failure(job) is not None
 
 
+def must_act(job: Job) -> bool:
+    """Whether a watcher has something to do with JOB, just refreshed: an
+    ended attempt to restart, or a hung rank."""
+    return awaits_restart(job) or bool(hangs.hung_ranks(job))
+
+
 def handle_end(store: JobStore, job: Job, cause: str, *, lost_hosts=(), verbose: int = 0) -> Job:
     """End JOB's current attempt for CAUSE: stop every rank of it on every node
     but LOST_HOSTS (fenced: it never starts there again), record it, and launch

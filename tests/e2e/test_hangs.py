@@ -33,7 +33,7 @@ def test_a_watch_pass_ends_a_job_whose_rank_hung_after_its_post_mortem(cli, node
         cli("stop", job_id, "--grace", "3")
     assert job_processes(job_id) == []  # every rank stopped, counted from /proc
     assert f"job {job_id} (" in said[-1], said
-    assert f") failed: hung: rank 1 on {node2.name}, no output for " in said[-1], said
+    assert f") has failed: hung: rank 1 on {node2.name}, no output for " in said[-1], said
     assert job["state"] == "failed", job
     assert job["message"].startswith(f"hung: rank 1 on {node2.name}, no output for "), job["message"]
     assert [attempt["cause"] for attempt in job["attempts"]] == [job["message"]]
