@@ -9,10 +9,8 @@ between the controller's clock and a node's enters it.
 Only a watcher acts on a hang (recovery.act: a `tsubmit watch` pass, `run
 --wait`); status and list only show. Before the attempt ends (recovery.handle_end),
 the evidence: the post-mortem, while every process still stands where it
-hung, the hang's notification, and the hung ranks marked failed.
+hung, and the hang's notification.
 """
-
-import time
 
 from . import notify, postmortem, states
 from .job import Job, Rank
@@ -42,14 +40,7 @@ def cause(ranks: list[Rank]) -> str:
 
 
 def take_evidence(job: Job, ranks: list[Rank], *, verbose: int = 0) -> None:
-    """Before anything of JOB is stopped: its post-mortem, the hang's
-    notification (the caller saves the job), and RANKS marked failed, hung, so
-    that every later read of this attempt keeps them so (a stop's read finds
-    them stopped) and the job ends failed, not stopped."""
+    """Before anything of JOB is stopped: its post-mortem, and the hang's
+    notification (recorded: the caller saves the job)."""
     postmortem.collect(job, "hang", hung=ranks, verbose=verbose)
     notify.record(job, "hung", ranks=[rank.rank for rank in ranks])
-    now = time.time()
-    for rank in ranks:
-        rank.cause = {"hung_for": rank.log_idle}
-        rank.move_to(states.FAILED)
-        rank.ended_at = now

@@ -58,8 +58,7 @@ class Rank:
     attempt: int = 1
     # Why a failed rank failed, where its node could tell more than the exit
     # code: under torchrun {worker_rank, local_rank, exit_code (the worker's),
-    # launcher_exit_code (torchrun's), error?} (roles/status/files/rank_status.py);
-    # for a rank the watcher found hung, {hung_for: seconds without output} (tsubmit/hangs.py).
+    # launcher_exit_code (torchrun's), error?} (roles/status/files/rank_status.py).
     cause: dict | None = None
     # How many processes the rank's command left running when it ended (a setsid
     # daemon, a killed torchrun's workers), which its node then stopped; None
@@ -85,10 +84,6 @@ class Rank:
         """Why the rank failed, in a few words: "exited with 7 (worker rank 1, local rank 0)"."""
         if self.state == LOST:
             return "ended without an exit code"
-        if "hung_for" in (self.cause or {}):
-            from .output import duration
-
-            return f"hung (no output for {duration(self.cause['hung_for'])})"
         if self.exit_code is None:
             return "could not be started"
         cause = self.cause or {}
