@@ -19,7 +19,7 @@ from pathlib import Path
 
 import ansible_runner
 
-from tsubmit import ansible_env
+from tsubmit.nodes import ansible_env
 
 PLAYBOOK = """\
 - name: Two round trips per node and nothing else

@@ -26,7 +26,7 @@ Sections (figures are medians over alternating rounds of the same run):
 * list: `tsubmit list` with 1, 10 and 50 active jobs on a 2-node cluster.
 * resubmit: bytes shipped when the same tree is submitted again (the node's
   archive cache file must be left untouched: same inode and mtime).
-* archive: `tsubmit.archive.pack` of a tree with a 1 GB ignored folder (a sparse
+* archive: `tsubmit.local.archive.pack` of a tree with a 1 GB ignored folder (a sparse
   file) against the same tree without it, and a record of what it opened.
   Besides, a few untimed warm submits per size with the task_cpu callback
   (callbacks/task_cpu.py) split the controller's CPU into tsubmit's own

@@ -29,7 +29,7 @@ import yaml  # noqa: E402
 from tests.harness import SshNodes  # noqa: E402
 from tests.harness.processes import node_processes  # noqa: E402
 from tests.harness.sshd import children_map, descendants  # noqa: E402
-from tsubmit import archive as archives  # noqa: E402
+from tsubmit.local import archive as archives  # noqa: E402
 
 _SCRIPT = Path(sys.executable).parent / "tsubmit"
 TSUBMIT = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "tsubmit"]
@@ -266,7 +266,7 @@ def write_cluster(home: Path, name: str, nodes: SshNodes, members) -> None:
 
 
 def new_home(bench_dir: Path, label: str) -> Path:
-    # Short: SSH control sockets live under it (see tsubmit.ansible_env.control_dir).
+    # Short: SSH control sockets live under it (see tsubmit.nodes.ansible_env.control_dir).
     home = Path(tempfile.mkdtemp(prefix=f"tsb-{label}-", dir="/tmp"))
     return home
 

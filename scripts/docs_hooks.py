@@ -46,7 +46,7 @@ def _table(header: tuple[str, ...], rows) -> str:
 
 
 def spec_keys() -> str:
-    from tsubmit import jobspec
+    from tsubmit.model import jobspec
 
     def meaning(field) -> str:
         text = field.description
@@ -67,7 +67,7 @@ def exit_codes() -> str:
 
 
 def executors() -> str:
-    from tsubmit import executors as table
+    from tsubmit.model import executors as table
 
     restarts = {"torchrun": "torchrun (every worker of the job)",
                 "script": "the launch script (that node only)", "none": "nobody"}

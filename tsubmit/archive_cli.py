@@ -18,8 +18,8 @@ import json
 import sys
 from pathlib import Path
 
-from .archive import pack
 from .errors import EXIT_INTERRUPTED, EXIT_USAGE
+from .local.archive import pack
 from .paths import ensure_private_dir, state_dir
 
 

@@ -1,5 +1,5 @@
 """What each executor means on a node: the launch and preflight roles' side
-of tsubmit/executors.py (which adds what only the controller needs, and
+of tsubmit/model/executors.py (which adds what only the controller needs, and
 `docker`, tsubmit's name for distributed in a container).
 
 What an executor runs is its template, roles/launch/templates/executors/

@@ -4,7 +4,7 @@ asked, the host variables' defaults and the remote layout, computed once, here.
 One module of the collection, used on both sides: the collection's actions
 (render_launch, probe) call it for the launch and preflight roles,
 so a plain ansible-playbook run, `tsubmit export` and AWX compute what
-`tsubmit run` does; tsubmit loads it by path (tsubmit/collection.py) for its
+`tsubmit run` does; tsubmit loads it by path (tsubmit/model/collection.py) for its
 dry run and for the paths that logs, status, stop, shell and fetch read. The
 shell templates a rank runs (roles/launch/templates/) are rendered from
 rank_variables(); an ops team may replace them with its own launch role.

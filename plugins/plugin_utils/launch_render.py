@@ -11,7 +11,7 @@ the few filters and tests the templates use, behaving as Ansible's do.
 Used by the collection's render_launch action (once per submit, between the
 probe and the launch) and by tsubmit's --dry-run, so both show what a rank
 runs. Nothing here imports Ansible: tsubmit loads this folder by path
-(tsubmit/collection.py).
+(tsubmit/model/collection.py).
 """
 
 import os

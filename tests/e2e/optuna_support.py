@@ -28,9 +28,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tsubmit import ansible_env, layout
-from tsubmit.ansible_run import run_playbook
-from tsubmit.job import Job, Rank
+from tsubmit.model import layout
+from tsubmit.model.job import Job, Rank
+from tsubmit.nodes import ansible_env
+from tsubmit.nodes.ansible_run import run_playbook
 
 REPO = Path(__file__).resolve().parents[2]
 ROLE_FILES = REPO / "roles" / "optuna_store" / "files"

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tsubmit.ansible_run import HostResult
-from tsubmit.check import CONNECT_TASK, LISTEN_TASK, PROBE_TASK, build_report
-from tsubmit.clusters import ClusterRef, Node, ResolvedCluster
+from tsubmit.nodes.ansible_run import HostResult
+from tsubmit.nodes.cluster_check import CONNECT_TASK, LISTEN_TASK, PROBE_TASK, build_report
+from tsubmit.nodes.clusters import ClusterRef, Node, ResolvedCluster
 
 e2e = pytest.mark.e2e
 

@@ -1,4 +1,4 @@
-"""Logs that outlive the node (tsubmit/kept_logs.py) on real sshd nodes: a rank
+"""Logs that outlive the node (tsubmit/local/kept_logs.py) on real sshd nodes: a rank
 whose node is lost while it runs, and ranks stopped because another failed,
 are read from the copy kept on the controller once their node is gone."""
 

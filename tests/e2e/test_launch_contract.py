@@ -34,7 +34,7 @@ def test_the_rendered_scripts_leave_no_secret_in_runner_artifacts(cli, nodes, wo
     assert any(RENDER_TASK in path.read_text() for path in events)  # the step ran, censored
 
 
-# What --dry-run shows for what only the launch knows (tsubmit/render.py), and
+# What --dry-run shows for what only the launch knows (tsubmit/jobs/preview.py), and
 # for the job's variables (masked: they may be secrets).
 _PLACEHOLDER = re.compile(r"'([^']*<(?:port|remote root)>[^']*)'|<port>|<remote root>")
 

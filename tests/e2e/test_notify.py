@@ -1,4 +1,4 @@
-"""Notifications (tsubmit/notify.py) delivered to real endpoints: a local HTTP
+"""Notifications (tsubmit/jobs/notify.py) delivered to real endpoints: a local HTTP
 server that apprise's json:// posts to, and a local SMTP server (aiosmtpd) that
 its mailto:// sends to; the jobs run on real sshd nodes. And why a job failed:
 the first failed rank, its host, address and exit code (the worker's under

@@ -272,7 +272,7 @@ def test_a_hook_that_is_not_there_is_one_clear_line(cli, nodes, workdir, variabl
     run = cli("run", "-c", "c", "--executor", "distributed", "--workdir", str(workdir), "--",
               "python", "sleeper.py")
     # 3 while `tsubmit run` leaves the check to the launch role (every node
-    # says the same line); 2 once it calls tsubmit.hooks.check first.
+    # says the same line); 2 once it calls tsubmit.nodes.hooks.check first.
     assert run.code in (2, 3), run.output
     assert message in run.stderr, run.stderr
     assert "Traceback" not in run.output
@@ -280,8 +280,8 @@ def test_a_hook_that_is_not_there_is_one_clear_line(cli, nodes, workdir, variabl
         assert nodes.processes_of(node, "sleeper.py") == []
 
     # The controller-side check tsubmit run can call: the same line, exit 2.
-    from tsubmit import hooks
     from tsubmit.errors import EXIT_USAGE, UsageError
+    from tsubmit.nodes import hooks
 
     monkeypatch.delenv("TSUBMIT_ANSIBLE_PATH", raising=False)
     with pytest.raises(UsageError) as raised:
@@ -293,7 +293,7 @@ def test_a_hook_that_is_not_there_is_one_clear_line(cli, nodes, workdir, variabl
 
 
 def test_the_hook_check_accepts_what_the_roles_accept(tmp_path, monkeypatch):
-    from tsubmit import hooks
+    from tsubmit.nodes import hooks
 
     task_file = write_hook(tmp_path / "pre.yml", [])
     (tmp_path / "roles" / "mount_data" / "tasks").mkdir(parents=True)

@@ -5,7 +5,7 @@ the role directly (tests/e2e/optuna_support.py: a stand-in for submit.yml throug
 tsubmit's own ansible-runner wrapper, and the example search as workers over real
 ssh on other nodes). The maintenance steps run through the playbooks tsubmit ships:
 optuna_summary, optuna_fetch, optuna_dashboard and optuna_release (through
-tsubmit/optuna.py), stop.yml for the stop. The check and helper task files have no
+tsubmit/optuna/), stop.yml for the stop. The check and helper task files have no
 playbook of their own (submit.yml includes them through
 playbooks/tasks/optuna_store.yml), so two small test playbooks run each alone.
 An external PostgreSQL storage: test_optuna_store_postgres.py.
@@ -48,8 +48,8 @@ from tests.e2e.optuna_support import (
     worker_env,
 )
 from tests.harness.processes import listening
-from tsubmit.ansible_run import run_playbook
 from tsubmit.errors import UsageError
+from tsubmit.nodes.ansible_run import run_playbook
 
 pytestmark = pytest.mark.e2e
 
@@ -100,15 +100,15 @@ def test_store_serves_one_study_to_workers_on_other_nodes(cluster, nodes, tmp_pa
     assert sorted(t["node"] for t in trials) == ["1"] * 4 + ["2"] * 4
 
     # what `tsubmit status` and `tsubmit optuna fetch` read
-    from tsubmit import optuna as optuna_ctl
+    from tsubmit.optuna import study as optuna_study
 
     job = cluster.job(job_id, [head, second, third])
-    summary = optuna_ctl.study_summary(job)
+    summary = optuna_study.study_summary(job)
     assert summary["total"] == 8 and summary["trials"] == {"COMPLETE": 8}, summary
     assert summary["store"] == "running" and summary["endpoint"] == f"{head.address}:{endpoint['port']}"
     assert set(summary["best"]["params"]) == {"lr", "momentum"}
-    assert any("best:" in line for line in optuna_ctl.format_summary(summary))
-    fetched = optuna_ctl.fetch_study(job, tmp_path)
+    assert any("best:" in line for line in optuna_study.format_summary(summary))
+    fetched = optuna_study.fetch_study(job, tmp_path)
     assert Path(fetched["path"]) == tmp_path / f"{study}.db" and fetched["trials"] == 8
     import sqlite3
 
@@ -117,13 +117,13 @@ def test_store_serves_one_study_to_workers_on_other_nodes(cluster, nodes, tmp_pa
         assert copy.execute("SELECT COUNT(*) FROM trials").fetchone() == (8,)
         assert copy.execute("PRAGMA journal_mode").fetchone() == ("delete",)
     with pytest.raises(UsageError, match="exists; add --force"):
-        optuna_ctl.fetch_study(job, fetched["path"])
+        optuna_study.fetch_study(job, fetched["path"])
     assert not list(store.glob("snapshot-*")), "the snapshot is removed from the head"
 
     cluster.stop(job_id, [head])
     assert store_processes(nodes, head, job_id) == []
     assert not listening(head.address, endpoint["port"])
-    assert optuna_ctl.study_summary(job)["store"] == "stopped"
+    assert optuna_study.study_summary(job)["store"] == "stopped"
 
 
 def test_two_stores_at_once_and_a_taken_port(cluster, nodes):
@@ -277,9 +277,9 @@ def test_the_store_stops_by_itself_once_every_worker_ended(cluster, nodes):
     (attempt / "exit_code").write_text(f"0 {int(time.time())}\n")
     watchdog_saw(cluster.store_dir(job_id, head), "waiting for rank 1: its folder is not on this node")
     assert len(store_processes(nodes, head, job_id)) == 2
-    from tsubmit import optuna as optuna_ctl
+    from tsubmit.optuna import study as optuna_study
 
-    assert optuna_ctl.release_store(cluster.job(job_id, [head, second]))
+    assert optuna_study.release_store(cluster.job(job_id, [head, second]))
     wait_until(lambda: store_processes(nodes, head, job_id) == [], timeout=30, message="the store stopped")
     assert "reported by tsubmit" in (cluster.store_dir(job_id, head) / "ended").read_text()
 
@@ -298,20 +298,20 @@ def test_dashboard_over_an_ended_study_is_forwarded_over_ssh(cluster, nodes):
     run_worker(nodes, second, job_id, worker_env(endpoint, job_id, 1), 2)
     cluster.stop(job_id, [head])
 
-    from tsubmit import optuna as optuna_ctl
+    from tsubmit.optuna import dashboard as optuna_dashboard
 
     job = cluster.job(job_id, [head, second])
-    opened = optuna_ctl.open_dashboard(job)
+    opened = optuna_dashboard.open_dashboard(job)
     assert opened["started"] is True and listener_address(opened["port"]) == "127.0.0.1"
-    assert optuna_ctl.open_dashboard(job) == {"port": opened["port"], "started": False}
-    forward, url = optuna_ctl.forward_dashboard(job, opened["port"])
+    assert optuna_dashboard.open_dashboard(job) == {"port": opened["port"], "started": False}
+    forward, url = optuna_dashboard.forward_dashboard(job, opened["port"])
     try:
         assert re.fullmatch(r"http://127\.0\.0\.1:\d+/", url) and not url.endswith(f":{opened['port']}/")
         with urllib.request.urlopen(url + "api/studies", timeout=30) as answer:
             assert endpoint["study"] in answer.read().decode()
     finally:
         forward.end()
-    optuna_ctl.close_dashboard(job)
+    optuna_dashboard.close_dashboard(job)
     assert store_processes(nodes, head, job_id) == []
     assert not listening("127.0.0.1", opened["port"])
 
@@ -343,7 +343,7 @@ def test_dashboard_over_an_ended_study_is_forwarded_over_ssh(cluster, nodes):
     ("db.example/optuna", "no scheme"),
 ])
 def test_a_malformed_storage_url_is_one_line_without_the_password(url, reason):
-    from tsubmit.optuna import validate_storage_url
+    from tsubmit.optuna.storages import validate_storage_url
 
     with pytest.raises(UsageError) as raised:
         validate_storage_url(url)
@@ -356,9 +356,9 @@ def test_named_storages_are_private_and_masked(home):
     import click
     from click.testing import CliRunner
 
-    from tsubmit import optuna as optuna_ctl
     from tsubmit.cli import _Group
     from tsubmit.cli.optuna import db
+    from tsubmit.optuna import storages
 
     @click.group(cls=_Group)
     def root():
@@ -370,7 +370,7 @@ def test_named_storages_are_private_and_masked(home):
     added = runner.invoke(root, ["db", "add", "prod", url])
     assert added.exit_code == 0, added.output
     assert "s3cr" not in added.output and "alice:***@db.example" in added.output
-    path = optuna_ctl.storages_file()
+    path = storages.storages_file()
     assert oct(path.stat().st_mode & 0o777) == "0o600"
     assert yaml.safe_load(path.read_text()) == {"prod": url}
     # the URL can come on stdin, out of the shell history
@@ -380,22 +380,22 @@ def test_named_storages_are_private_and_masked(home):
     assert listed.exit_code == 0
     assert "s3cr" not in listed.output and "hunter2" not in listed.output
     assert "prod" in listed.output and "mysql+pymysql://bob:***@db2/optuna" in listed.output
-    assert optuna_ctl.resolve_storage("prod") == url
-    assert optuna_ctl.resolve_storage(None) is None
-    assert optuna_ctl.resolve_storage(url) == url
+    assert storages.resolve_storage("prod") == url
+    assert storages.resolve_storage(None) is None
+    assert storages.resolve_storage(url) == url
     again = runner.invoke(root, ["db", "add", "prod", url])
     assert again.exit_code == 2 and "--replace" in again.output and "s3cr" not in again.output
     bad = runner.invoke(root, ["db", "add", "x", "postgresql://u:topsecret@/optuna"])
     assert bad.exit_code == 2 and "no host" in bad.output and "topsecret" not in bad.output
     assert len(bad.output.strip().splitlines()) == 1
     with pytest.raises(UsageError, match="no Optuna storage named nope"):
-        optuna_ctl.resolve_storage("nope")
+        storages.resolve_storage("nope")
     removed = runner.invoke(root, ["db", "remove", "prod"])
     assert removed.exit_code == 0 and "s3cr" not in removed.output
     assert runner.invoke(root, ["db", "remove", "prod"]).exit_code == 2
     assert list(yaml.safe_load(path.read_text())) == ["dev"]
     with pytest.raises(UsageError, match="minimize or maximize"):
-        optuna_ctl.check_direction("up")
+        storages.check_direction("up")
 
 
 def test_missing_optuna_on_the_head_or_a_node_names_the_packages(cluster, nodes):

@@ -151,13 +151,13 @@ def test_external_postgresql_storage_keeps_the_password_secret(cluster, nodes, p
         python_on(nodes, second, ask, worker_env(endpoint, job_id, 1, url), job_id=job_id)
         python_on(nodes, third, ask, worker_env(endpoint, "otherjob", 2, url), job_id=job_id)
 
-        from tsubmit import optuna as optuna_ctl
+        from tsubmit.optuna import study as optuna_study
 
         job = cluster.job(job_id, members)
-        summary = optuna_ctl.study_summary(job)
+        summary = optuna_study.study_summary(job)
         assert summary["storage"] == "external" and summary["total"] == 8, summary
         assert summary["trials"] == {"COMPLETE": 6, "RUNNING": 2}
-        fetched = optuna_ctl.fetch_study(job, tmp_path / "copy.db")
+        fetched = optuna_study.fetch_study(job, tmp_path / "copy.db")
         assert fetched["trials"] == 8
         run = cluster.stop(job_id, [head])
         report = json.loads(run.hosts[head.name].results["Stop the job's Optuna store"]["stdout"])

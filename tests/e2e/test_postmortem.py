@@ -1,4 +1,4 @@
-"""Post-mortems (tsubmit/postmortem.py, the postmortem role) on real sshd nodes:
+"""Post-mortems (tsubmit/jobs/postmortem.py, the postmortem role) on real sshd nodes:
 py-spy from PyPI in the nodes' interpreter (the main venv's) attaches as the
 nodes' test user to its own processes; one node is told py-spy is elsewhere and
 gets the /proc fallback."""

@@ -99,8 +99,8 @@ RELAUNCH = """
 import sys
 from tsubmit import run
 from tsubmit.errors import TsubmitError
-from tsubmit.recovery_plan import next_plan
-from tsubmit.store import open_store
+from tsubmit.jobs.recovery_plan import next_plan
+from tsubmit.local.store import open_store
 
 store = open_store()
 job = store.find(sys.argv[1])

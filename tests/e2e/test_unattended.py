@@ -229,7 +229,7 @@ def test_cron_lines_quote_awkward_paths_as_data(workdir, tmp_path, crontab):
                       ["python", "count.py", "1", "0"], wait=True)
     cli.ok("cron", "add", "awkward", "--schedule", "0 2 * * *", "-f", str(spec), cwd=tmp_path)
     [line] = [line for line in crontab_lines() if "cron exec awkward" in line]
-    from tsubmit.cron import cron_command
+    from tsubmit.jobs.cron import cron_command
 
     command, stdin = cron_command(line)
     assert stdin is None  # no `%` left unescaped: cron would cut the command there

@@ -90,7 +90,7 @@ def test_a_spec_with_every_key_runs_the_same_job_as_the_flags(cli, nodes, workdi
 
 
 def _fields():
-    from tsubmit.jobspec import FIELDS
+    from tsubmit.model.jobspec import FIELDS
 
     return [{"key": field.key} for field in FIELDS]
 
@@ -117,7 +117,7 @@ def test_options_override_the_spec_and_workdir_is_relative_to_it(cli, tmp_path):
 
 
 def test_the_shipped_json_schema_matches_the_spec_fields():
-    from tsubmit import jobspec
+    from tsubmit.model import jobspec
 
     assert jobspec.SCHEMA_FILE.read_text() == jobspec.schema_text()
     schema = json.loads(jobspec.SCHEMA_FILE.read_text())

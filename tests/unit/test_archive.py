@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tsubmit import archive
-from tsubmit.archive import git_commit, included_paths, pack
+from tsubmit.local import archive
+from tsubmit.local.archive import git_commit, included_paths, pack
 
 HAS_GIT = shutil.which("git") is not None
 

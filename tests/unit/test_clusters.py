@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tsubmit import clusters
-from tsubmit.clusters import (
+from tsubmit.errors import EXIT_USAGE, UsageError
+from tsubmit.nodes import clusters
+from tsubmit.nodes.clusters import (
     ClusterRef,
     cluster_names,
     cluster_path,
@@ -17,7 +18,6 @@ from tsubmit.clusters import (
     resolve,
     write_cluster,
 )
-from tsubmit.errors import EXIT_USAGE, UsageError
 
 
 @pytest.fixture(autouse=True)

@@ -1,11 +1,11 @@
-"""Crontab lines keep user strings data: each value, quoted by tsubmit.cron,
+"""Crontab lines keep user strings data: each value, quoted by tsubmit.jobs.cron,
 goes through cron's own `%` handling and /bin/sh and comes out unchanged."""
 
 import subprocess
 
 import pytest
 
-from tsubmit.cron import _quote, cron_command
+from tsubmit.jobs.cron import _quote, cron_command
 
 
 @pytest.mark.parametrize("value", [

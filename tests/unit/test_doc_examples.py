@@ -3,7 +3,7 @@
 import re
 from pathlib import Path
 
-from tsubmit import layout  # the launch contract
+from tsubmit.model import layout  # the launch contract
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -12,9 +12,9 @@ import click
 import pytest
 
 from tests.harness.ci import missing
-from tsubmit import jobspec
 from tsubmit.cli import main
 from tsubmit.errors import EXIT_CODES
+from tsubmit.model import jobspec
 
 REPO = Path(__file__).resolve().parents[2]
 MKDOCS = Path(sys.executable).parent / "mkdocs"

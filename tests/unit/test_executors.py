@@ -1,4 +1,4 @@
-"""Each executor has one home on each side: tsubmit/executors.py on the
+"""Each executor has one home on each side: tsubmit/model/executors.py on the
 controller, plugins/plugin_utils/executors.py and its template
 roles/launch/templates/executors/<name>.sh.j2 on the nodes' side; what
 decides by the executor reads those, never the executor's name."""
@@ -12,12 +12,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tsubmit import executors, jobspec
-from tsubmit.clusters import ClusterRef, Node, ResolvedCluster
-from tsubmit.collection import plugin_utils
 from tsubmit.errors import UsageError
-from tsubmit.spec import RunRequest, validate_request
-from tsubmit.submit import Plan, dry_run, extravars, unused_steps
+from tsubmit.jobs.plan import Plan, extravars, unused_steps
+from tsubmit.jobs.preview import describe
+from tsubmit.jobs.request import RunRequest, validate_request
+from tsubmit.model import executors, jobspec
+from tsubmit.model.collection import plugin_utils
+from tsubmit.nodes.clusters import ClusterRef, Node, ResolvedCluster
 
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATES = REPO / "roles" / "launch" / "templates" / "executors"
@@ -68,7 +69,7 @@ def test_docker_without_an_image_is_refused_naming_image(tmp_path):
 
 
 def _plan(executor: str, image: str | None) -> Plan:
-    from tsubmit.job import Job, Rank
+    from tsubmit.model.job import Job, Rank
 
     nodes = [Node(f"n{rank}", rank, f"10.0.0.{rank + 1}", 1, {}) for rank in range(2)]
     cluster = ResolvedCluster(ClusterRef("c", ["inv.yml"]), nodes, "first host")
@@ -86,9 +87,9 @@ def test_docker_is_recorded_as_asked_and_runs_distributed_in_its_container(tmp_p
     shipped = extravars(docker.job, None)
     assert shipped["tsubmit_job_executor"] == "distributed"  # what the roles run
     assert shipped["tsubmit_job_meta"]["executor"] == "docker"
-    assert [rank["command"] for rank in dry_run(docker)["ranks"]] == \
-           [rank["command"] for rank in dry_run(distributed)["ranks"]]
-    assert dry_run(docker)["ranks"][1]["command"].endswith("team/train:3 python train.py")
+    assert [rank["command"] for rank in describe(docker)["ranks"]] == \
+           [rank["command"] for rank in describe(distributed)["ranks"]]
+    assert describe(docker)["ranks"][1]["command"].endswith("team/train:3 python train.py")
 
 
 @pytest.mark.parametrize("name", executors.NAMES)

@@ -1,11 +1,19 @@
-"""What the controller makes of the nodes' lease reports (tsubmit/gpu_leases.py)."""
+"""What the controller makes of the nodes' lease reports (tsubmit/nodes/gpu_leases.py)."""
 
 import json
 
 import pytest
 
 from tsubmit.errors import LaunchError
-from tsubmit.gpu_leases import BUSY_MARK, GpusBusy, NodeUsage, busy_message, busy_nodes, busy_report, short_of
+from tsubmit.nodes.gpu_leases import (
+    BUSY_MARK,
+    GpusBusy,
+    NodeUsage,
+    busy_message,
+    busy_nodes,
+    busy_report,
+    short_of,
+)
 
 LEASE = {"job_id": "abc123def0", "job_name": "resnet", "submitted_by": "alice@laptop", "gpus": [0, 1],
          "since": 0, "user": "alice", "lease": "abc123def0.r1.a2.lease"}

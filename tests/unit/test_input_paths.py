@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tsubmit import cron, logs, ssh
+from tsubmit.jobs import cron, logs
+from tsubmit.nodes import ssh
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The controller's copies of the ranks' logs (tsubmit/kept_logs.py), kept up to
+"""The controller's copies of the ranks' logs (tsubmit/local/kept_logs.py), kept up to
 date piece by piece from what the status role's rank_status.py sends."""
 
 import json
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tsubmit import kept_logs
+from tsubmit.local import kept_logs
 
 REPO = Path(__file__).resolve().parents[2]
 

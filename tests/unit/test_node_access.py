@@ -14,10 +14,10 @@ import jinja2
 import pytest
 
 from tests.unit.test_render import HOSTILE_ARGS, HOSTILE_VALUES, TEMPLATES, make_cluster, make_job, variables
-from tsubmit import ssh
 from tsubmit.errors import UsageError
-from tsubmit.fetch_files import _check_member, _Refused, check_paths
-from tsubmit.ports import hex_address
+from tsubmit.jobs.fetch_files import _check_member, _Refused, check_paths
+from tsubmit.nodes import ssh
+from tsubmit.nodes.ports import hex_address
 
 # --------------------------------------------------------------------------- ssh.py
 
@@ -61,7 +61,7 @@ def test_the_control_socket_is_the_one_ansible_uses(tmp_path, monkeypatch):
     monkeypatch.setenv("TSUBMIT_HOME", str(tmp_path))
     conn = ssh.connection("gpu1", CONNECTION)
     argv = ssh.ssh_argv(conn)
-    from tsubmit.ansible_env import control_dir
+    from tsubmit.nodes.ansible_env import control_dir
 
     ansible = Connection._create_control_path("10.0.0.7", 2222, "alice") % {"directory": control_dir()}
     assert option(argv, "ControlPath") == [ansible]
@@ -218,7 +218,7 @@ def test_listener_addresses_are_shown_readable():
 
 
 def test_what_may_replace_what_in_dest(tmp_path):
-    from tsubmit.fetch_files import _plan_moves
+    from tsubmit.jobs.fetch_files import _plan_moves
 
     scratch, dest = tmp_path / "scratch", tmp_path / "dest"
     (scratch / "out").mkdir(parents=True)
@@ -252,10 +252,10 @@ def test_what_may_replace_what_in_dest(tmp_path):
     ({"ansible_connection": "local"}, "local connection", None),
 ])
 def test_cluster_check_names_the_target_tsubmit_s_ssh_reaches(host_vars, target, hint):
-    from tsubmit import check
-    from tsubmit.clusters import Node
+    from tsubmit.nodes import cluster_check
+    from tsubmit.nodes.clusters import Node
 
     node = Node("gpu1", 0, "10.0.0.7", None, host_vars)
-    assert check._ssh_target(node) == target
+    assert cluster_check._ssh_target(node) == target
     if hint:
-        assert hint in check._ssh_remedy(node, "Permission denied (publickey)")
+        assert hint in cluster_check._ssh_remedy(node, "Permission denied (publickey)")

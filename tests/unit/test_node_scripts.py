@@ -1,4 +1,4 @@
-"""The node scripts that receive the layout's paths (tsubmit/layout.py), run
+"""The node scripts that receive the layout's paths (tsubmit/model/layout.py), run
 with the node's real sh on folders of this machine."""
 
 import contextlib
@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tsubmit import layout
+from tsubmit.model import layout
 
 REPO = Path(__file__).resolve().parents[2]
 REMOVE_JOB = REPO / "roles" / "cleanup" / "files" / "remove_job.sh"

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from tsubmit.errors import UsageError
-from tsubmit.node_setup import settings
+from tsubmit.model.setup import settings
 
 
 def _env(tmp_path) -> dict:

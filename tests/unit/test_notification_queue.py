@@ -3,9 +3,9 @@
 import time
 
 from tests.e2e.test_notify import Webhook
-from tsubmit import notify
-from tsubmit.job import FAILED, Job, Rank
-from tsubmit.store import JobStore
+from tsubmit.jobs import notify
+from tsubmit.local.store import JobStore
+from tsubmit.model.job import FAILED, Job, Rank
 
 
 def job_with(url: str, *messages) -> Job:

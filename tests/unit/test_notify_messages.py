@@ -1,4 +1,4 @@
-"""What each notification says (tsubmit/notify.py compose): the events of the
+"""What each notification says (tsubmit/jobs/notify.py compose): the events of the
 watcher acting on a job (restarted, hung, lost_node), and which events a job
 notifies of."""
 
@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from tsubmit import notify, postmortem
 from tsubmit.errors import UsageError
-from tsubmit.job import FAILED, RUNNING, STOPPED, UNREACHABLE, Job, Rank
+from tsubmit.jobs import notify, postmortem
+from tsubmit.model.job import FAILED, RUNNING, STOPPED, UNREACHABLE, Job, Rank
 
 
 def three_rank_job(**recovery) -> Job:

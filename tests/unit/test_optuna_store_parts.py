@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tsubmit import layout
+from tsubmit.model import layout
 
 REPO = Path(__file__).resolve().parents[2]
 FILES = REPO / "roles" / "optuna_store" / "files"

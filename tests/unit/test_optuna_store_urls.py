@@ -1,4 +1,4 @@
-"""One mask_url: the controller (tsubmit/optuna.py) and the head (the optuna_store
+"""One mask_url: the controller (tsubmit/optuna/) and the head (the optuna_store
 role's store_urls.py) mask a storage URL's password with the same code."""
 
 import sys
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tsubmit import optuna
+from tsubmit.optuna import storages
 
 FILES = Path(__file__).resolve().parents[2] / "roles" / "optuna_store" / "files"
 sys.path.insert(0, str(FILES))
@@ -30,11 +30,11 @@ CASES = [
 @pytest.mark.parametrize(("url", "masked"), CASES)
 def test_controller_and_head_mask_a_url_the_same_way(url, masked):
     assert store_urls.mask_url(url) == masked
-    assert optuna.mask_url(url) == masked
+    assert storages.mask_url(url) == masked
 
 
 def test_the_controller_uses_the_heads_file():
-    assert Path(optuna._node_urls().__file__) == FILES / "store_urls.py"
+    assert Path(storages._node_urls().__file__) == FILES / "store_urls.py"
 
 
 def test_scrub_removes_the_password_raw_and_percent_decoded():

@@ -1,4 +1,4 @@
-"""The nodes of a job's next attempt when nodes are lost (tsubmit/recovery_plan.py):
+"""The nodes of a job's next attempt when nodes are lost (tsubmit/jobs/recovery_plan.py):
 spares take lost ranks, else the job goes on with fewer nodes down to --min-nodes,
 else it cannot go on. Pure planning: nothing here touches a node."""
 
@@ -6,10 +6,10 @@ import pytest
 import yaml
 
 from tsubmit.errors import EXIT_USAGE
-from tsubmit.job import Job, Rank
-from tsubmit.recovery_plan import NotEnoughNodes, lost_hosts, next_plan
-from tsubmit.states import State
-from tsubmit.store import JobStore
+from tsubmit.jobs.recovery_plan import NotEnoughNodes, lost_hosts, next_plan
+from tsubmit.local.store import JobStore
+from tsubmit.model.job import Job, Rank
+from tsubmit.model.states import State
 
 
 @pytest.fixture

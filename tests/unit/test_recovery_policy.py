@@ -1,13 +1,13 @@
-"""The restart policy's bookkeeping (tsubmit/recovery.py), which needs no node:
+"""The restart policy's bookkeeping (tsubmit/jobs/recovery.py), which needs no node:
 which attempts count as restarts, when a job awaits one, what the next attempt
 is told, and that the policy reaches the job record from a spec."""
 
 import pytest
 
-from tsubmit import recovery
-from tsubmit.job import Job, Rank
-from tsubmit.spec import request_from_spec
-from tsubmit.states import FAILED, RUNNING, STOPPED, SUCCEEDED
+from tsubmit.jobs import recovery
+from tsubmit.jobs.request import request_from_spec
+from tsubmit.model.job import Job, Rank
+from tsubmit.model.states import FAILED, RUNNING, STOPPED, SUCCEEDED
 
 
 def make_job(state=FAILED, *, restarts=2, attempt=1, attempts=(), exit_codes=(0, 3)) -> Job:
@@ -85,7 +85,7 @@ def test_the_policy_reaches_the_request_as_the_recovery_settings(tmp_path):
 
 
 def test_a_running_job_is_watched_for_its_policy_only_while_it_may_run():
-    from tsubmit.watch import watched
+    from tsubmit.jobs.watch import watched
 
     running = make_job(state=RUNNING, exit_codes=(0, 0))
     for rank in running.ranks:

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from tsubmit.clusters import ClusterRef, Node, ResolvedCluster
-from tsubmit.job import Job, Rank
-from tsubmit.logs import WORKER_PREFIX
-from tsubmit.render import DETECTED, PORT, launch_variables, render
-from tsubmit.submit import Plan, dry_run
+from tsubmit.jobs.logs import WORKER_PREFIX
+from tsubmit.jobs.plan import Plan
+from tsubmit.jobs.preview import DETECTED, PORT, describe, launch_variables, render
+from tsubmit.model.job import Job, Rank
+from tsubmit.nodes.clusters import ClusterRef, Node, ResolvedCluster
 
 pytestmark = pytest.mark.usefixtures("no_injection")  # tests/conftest.py
 
@@ -306,7 +306,7 @@ def test_launch_script_runs_the_command_exactly(tmp_path, fake_torchrun, executo
 def test_dry_run_describes_every_rank_and_hides_env_values_in_extravars():
     cluster = make_cluster(gpus=2)
     job = make_job(cluster, env={"SECRET": "hunter2"})
-    description = dry_run(Plan(job, cluster))
+    description = describe(Plan(job, cluster))
     assert description["head"] == {"host": "node0", "reason": "first host of group all"}
     assert [r["rank"] for r in description["ranks"]] == [0, 1, 2]
     assert description["inventory"]["node1"] == {"tsubmit_rank": 1, "tsubmit_node_address": "10.0.0.2",
@@ -322,8 +322,8 @@ def test_dry_run_describes_every_rank_and_hides_env_values_in_extravars():
 def test_the_dry_run_computes_and_renders_with_the_collections_contract():
     """tsubmit's dry run and remote layout are the collection's own modules, the ones
     the render_launch and probe actions use: no second copy on the controller."""
-    from tsubmit import layout
-    from tsubmit.collection import plugin_utils
+    from tsubmit.model import layout
+    from tsubmit.model.collection import plugin_utils
 
     folder = TEMPLATES.parents[2] / "plugins" / "plugin_utils"
     assert Path(layout.__file__).resolve() == (folder / "launch_contract.py").resolve()

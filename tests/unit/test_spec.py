@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from tsubmit.clusters import ClusterRef
 from tsubmit.errors import EXIT_USAGE, UsageError
-from tsubmit.spec import RunRequest, load_env_file, parse_env_pairs, validate_request
+from tsubmit.jobs.request import RunRequest, load_env_file, parse_env_pairs, validate_request
+from tsubmit.nodes.clusters import ClusterRef
 
 # --- parse_env_pairs ---------------------------------------------------------------
 

@@ -1,9 +1,9 @@
-"""Job and rank states (tsubmit/states.py): one type, the changes it allows."""
+"""Job and rank states (tsubmit/model/states.py): one type, the changes it allows."""
 
 import pytest
 
-from tsubmit.job import Job, Rank
-from tsubmit.states import FINISHED_STATES, IllegalTransition, State
+from tsubmit.model.job import Job, Rank
+from tsubmit.model.states import FINISHED_STATES, IllegalTransition, State
 
 
 def make_job(state=State.RUNNING) -> Job:

@@ -5,8 +5,8 @@ import sqlite3
 import pytest
 
 from tsubmit.errors import UsageError
-from tsubmit.job import FAILED, RUNNING, SUCCEEDED, Job, Rank
-from tsubmit.store import SCHEMA_VERSION, JobStore
+from tsubmit.local.store import SCHEMA_VERSION, JobStore
+from tsubmit.model.job import FAILED, RUNNING, SUCCEEDED, Job, Rank
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
 """The shape of the code that no e2e test sees at once: the controller reads
-task results by task name, the roles lay a job's files out as tsubmit/layout.py
+task results by task name, the roles lay a job's files out as tsubmit/model/layout.py
 says, and the package's imports flow one way."""
 
 import ast
@@ -11,14 +11,17 @@ import jinja2.meta
 import pytest
 import yaml
 
-from tsubmit import check, layout, lifecycle, node_actions, optuna, submit
+from tsubmit.jobs import launch, lifecycle
+from tsubmit.model import layout
+from tsubmit.nodes import actions, cluster_check
+from tsubmit.optuna import dashboard, study
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE = REPO / "tsubmit"
-TASK_NAMES = [*submit.START_TASKS, lifecycle.STATUS_TASK, lifecycle.SETUP_GC_TASK, node_actions.STOP_TASK,
-              check.PROBE_TASK,
-              check.LISTEN_TASK, check.CONNECT_TASK, optuna.SUMMARY_TASK, optuna.SNAPSHOT_TASK,
-              optuna.DASHBOARD_TASK]
+TASK_NAMES = [*launch.START_TASKS, lifecycle.STATUS_TASK, lifecycle.SETUP_GC_TASK, actions.STOP_TASK,
+              cluster_check.PROBE_TASK,
+              cluster_check.LISTEN_TASK, cluster_check.CONNECT_TASK, study.SUMMARY_TASK, study.SNAPSHOT_TASK,
+              dashboard.DASHBOARD_TASK]
 
 
 def _task_names() -> set[str]:

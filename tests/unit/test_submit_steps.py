@@ -1,10 +1,10 @@
 """Which of submit.yml's steps `tsubmit run` skips for a job: the tagged ones it has
 nothing for, and the roles' argument-spec validation when it checked every input."""
 
-from tsubmit.clusters import ClusterRef, Node, ResolvedCluster
-from tsubmit.hooks import kinds_used
-from tsubmit.job import Job
-from tsubmit.submit import Plan, unused_steps
+from tsubmit.jobs.plan import Plan, unused_steps
+from tsubmit.model.job import Job
+from tsubmit.nodes.clusters import ClusterRef, Node, ResolvedCluster
+from tsubmit.nodes.hooks import kinds_used
 
 
 def job(executor: str) -> Job:

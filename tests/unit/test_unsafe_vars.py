@@ -7,7 +7,7 @@ from ansible._internal._datatag._tags import TrustedAsTemplate
 from ansible.parsing.dataloader import DataLoader
 from ansible.template import Templar
 
-from tsubmit.ansible_run import Template, vars_yaml
+from tsubmit.nodes.ansible_run import Template, vars_yaml
 
 # Strings a job may carry, among them every one YAML reads as something else
 # when it is not quoted (Ansible rebuilds a `!unsafe` scalar from its text).

@@ -31,7 +31,7 @@ class _Group(click.Group):
             exit_interrupted()
 
     def invoke(self, ctx):
-        from ..progress import shown
+        from ..nodes.progress import shown
 
         try:
             with shown():  # per-node progress of every verb, on a terminal

@@ -20,7 +20,7 @@ def ansible_info(output):
     TSUBMIT_ANSIBLE_PATH=~/ops/roles tsubmit ansible-info -o json
     """
     from .. import output as out
-    from ..ansible_env import describe
+    from ..nodes.ansible_env import describe
 
     info = describe()
     if output == "json":

@@ -33,7 +33,7 @@ def check(obj, name, inventory, group, vault_password_file, ask_vault_pass, outp
     tsubmit cluster check gpus --fix
     """
     from .. import output as out
-    from ..check import CHECKS, check_cluster
+    from ..nodes.cluster_check import CHECKS, check_cluster
 
     with resolved_cluster(name, inventory, group, vault_password_file, ask_vault_pass) as cluster:
         report = check_cluster(cluster, fix=fix, verbose=(obj or {}).get("verbose", 0))

@@ -55,7 +55,7 @@ def host_options(function):
 def add(name, head, workers, spares, gpus, identity_file, rdzv_addresses, python, torchrun, lease_dir,
         remote_root):
     """Write cluster NAME as a YAML inventory, head first; the host options apply to every host."""
-    from ..clusters import write_cluster
+    from ..nodes.clusters import write_cluster
 
     path = write_cluster(name, head, list(workers), gpus=gpus, identity_file=identity_file,
                          rdzv_addresses=_rdzv_pairs(rdzv_addresses), python=python,
@@ -68,7 +68,7 @@ def add(name, head, workers, spares, gpus, identity_file, rdzv_addresses, python
 @click.argument("name", required=False)
 def create(name):
     """Prompt for a cluster's fields (on a terminal) and write it."""
-    from ..clusters import write_cluster
+    from ..nodes.clusters import write_cluster
 
     if not sys.stdin.isatty():
         raise UsageError("cluster create prompts for its fields; without a terminal use "
@@ -99,7 +99,7 @@ def create(name):
 @click.option("--ask-vault-pass", is_flag=True, help="Prompt for the vault password (not stored).")
 def import_(name, inventory, group, vault_password_file, ask_vault_pass):
     """Register an existing inventory as cluster NAME, by reference (the file stays the source of truth)."""
-    from ..clusters import import_cluster
+    from ..nodes.clusters import import_cluster
     from .options import asked_vault_password
 
     if vault_password_file and ask_vault_pass:
@@ -115,8 +115,8 @@ def import_(name, inventory, group, vault_password_file, ask_vault_pass):
 def list_clusters(output):
     """List clusters: their source, inventory, group and hosts in rank order."""
     from .. import output as out
-    from ..clusters import cluster_names, cluster_ref, cluster_source, resolve
     from ..errors import TsubmitError
+    from ..nodes.clusters import cluster_names, cluster_ref, cluster_source, resolve
 
     rows = []
     for name in cluster_names():
@@ -143,7 +143,7 @@ def list_clusters(output):
 def show(name, output):
     """Show a cluster's hosts in rank order."""
     from .. import output as out
-    from ..clusters import cluster_ref, cluster_source, resolve
+    from ..nodes.clusters import cluster_ref, cluster_source, resolve
 
     resolved = resolve(cluster_ref(name))
     rows = [{"rank": n.rank, "host": n.name, "address": n.address,
@@ -186,7 +186,7 @@ def edit(name, add_workers, remove_hosts, spares, hosts, gpus, identity_file, rd
     tsubmit cluster edit gpus --host gpu3 --lease-dir /dev/shm/leases-gpu3
     tsubmit cluster edit gpus --python /opt/venv/bin/python   # every host
     """
-    from ..clusters import edit_cluster, read_cluster
+    from ..nodes.clusters import edit_cluster, read_cluster
 
     changes = {"add_workers": list(add_workers), "remove_hosts": list(remove_hosts),
                "spares": list(spares), "gpus": gpus,
@@ -228,7 +228,7 @@ def _prompt_changes(current: dict) -> dict:
 @click.argument("name")
 def remove(name):
     """Remove cluster NAME (its inventory file)."""
-    from ..clusters import remove_cluster
+    from ..nodes.clusters import remove_cluster
 
     remove_cluster(name)
     click.echo(f"cluster {name} removed")
@@ -251,8 +251,8 @@ def usage(obj, name, inventory, group, vault_password_file, ask_vault_pass, outp
     """
     from .. import output as out
     from ..errors import EXIT_LAUNCH
-    from ..gpu_leases import describe_lease
-    from ..gpu_leases import usage as read_usage
+    from ..nodes.gpu_leases import describe_lease
+    from ..nodes.gpu_leases import usage as read_usage
     from .options import resolved_cluster
 
     with resolved_cluster(name, inventory, group, vault_password_file, ask_vault_pass) as resolved:

@@ -20,7 +20,7 @@ def cron():
 @click.option("--if-running", metavar="POLICY", help="allow, skip, replace or fail.")
 def add(name, schedule, spec_file, wait, if_running):
     """Add a schedule NAME that runs a job spec."""
-    from ..cron import add as add_entry
+    from ..jobs.cron import add as add_entry
 
     entry = add_entry(name, schedule, spec_file, wait=wait, if_running=if_running)
     click.echo(f"schedule {name} added: {entry['schedule']} runs {entry['spec']}")
@@ -33,7 +33,7 @@ def add(name, schedule, spec_file, wait, if_running):
 def list_entries(output):
     """List schedules: next run time and last result."""
     from .. import output as out
-    from ..cron import listing
+    from ..jobs.cron import listing
 
     rows = listing()
     if output == "json":
@@ -55,7 +55,7 @@ def list_entries(output):
 @click.argument("name")
 def remove(name):
     """Remove schedule NAME from the crontab."""
-    from ..cron import remove as remove_entry
+    from ..jobs.cron import remove as remove_entry
 
     remove_entry(name)
     click.echo(f"schedule {name} removed")
@@ -65,7 +65,7 @@ def remove(name):
 @click.argument("name")
 def run_now(name):
     """Run schedule NAME now, exactly as cron would (bare environment, no terminal)."""
-    from ..cron import run_like_cron
+    from ..jobs.cron import run_like_cron
 
     code, log = run_like_cron(name)
     click.echo(f"schedule {name} exited {code}; its output is in {log}")
@@ -76,6 +76,6 @@ def run_now(name):
 @click.argument("name")
 def execute(name):
     """What a crontab entry runs (records the result)."""
-    from ..cron import execute as execute_entry
+    from ..jobs.cron import execute as execute_entry
 
     sys.exit(execute_entry(name))

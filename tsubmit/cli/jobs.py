@@ -12,14 +12,14 @@ LIST_WINDOW = 7 * 86400  # finished jobs older than this only show with --all
 
 
 def _store():
-    from ..store import open_store
+    from ..local.store import open_store
 
     return open_store()
 
 
 def _rank_rows(job):
     from .. import output as out
-    from ..lifecycle import shown_rank_state
+    from ..jobs.lifecycle import shown_rank_state
 
     return [[r.rank, r.host, shown_rank_state(r), r.pid, r.exit_code, out.timestamp(r.started_at),
              out.timestamp(r.ended_at), r.attempt] for r in job.ranks]
@@ -27,7 +27,7 @@ def _rank_rows(job):
 
 def print_summary(job) -> None:
     from .. import output as out
-    from ..lifecycle import shown_state
+    from ..jobs.lifecycle import shown_state
 
     line = f"job {job.id} ({job.name}): {shown_state(job)}"
     click.echo(line + (f" — {job.message}" if job.message else ""))
@@ -36,7 +36,7 @@ def print_summary(job) -> None:
     if job.attempts:
         click.echo(out.table(["ATTEMPT", "HOSTS", "STARTED", "ENDED", "CAUSE", "THEN"], _attempt_rows(job)))
     if job.extras.get("notify"):
-        from ..notify import public
+        from ..jobs.notify import public
 
         shown = public(job.extras["notify"])
         click.echo(f"notify: {', '.join(shown['urls'])} on {', '.join(shown['on'])}")
@@ -46,7 +46,7 @@ def print_summary(job) -> None:
                        f"(tried {out.counted(message['tries'], 'time')}{error})")
 
 
-# What came after an attempt, by Job.attempts' "restart" (tsubmit/recovery.py).
+# What came after an attempt, by Job.attempts' "restart" (tsubmit/jobs/recovery.py).
 _THEN = {"policy": "restarted (--restarts)", "resumed": "launched again (its launch was interrupted)",
          "user": "restarted (tsubmit restart)", None: "the job failed"}
 
@@ -83,8 +83,8 @@ def _reason(job) -> str:
 def list_jobs(obj, show_all, cluster, output):
     """List jobs, newest first (states refreshed from the nodes in one playbook run)."""
     from .. import output as out
-    from ..lifecycle import recently_silent, refresh, shown_state
-    from ..views import job_view
+    from ..jobs.lifecycle import recently_silent, refresh, shown_state
+    from ..jobs.views import job_view
 
     store = _store()
     jobs = store.jobs(where="cluster = ?", params=(cluster,)) if cluster else store.jobs()
@@ -116,10 +116,10 @@ def list_jobs(obj, show_all, cluster, output):
 @click.pass_obj
 def status(obj, job_ref, output):
     """Show a job and the state of each rank."""
-    from .. import executors
     from .. import output as out
-    from ..lifecycle import refresh
-    from ..views import job_view
+    from ..jobs.lifecycle import refresh
+    from ..jobs.views import job_view
+    from ..model import executors
 
     store = _store()
     try:
@@ -139,7 +139,7 @@ def status(obj, job_ref, output):
         click.echo(f"head: {job.ranks[0].host} ({job.inventory['head_reason']})")
     print_summary(job)
     if executors.get(job.executor).study_store:
-        from ..optuna import format_summary, study_summary
+        from ..optuna.study import format_summary, study_summary
 
         for line in format_summary(study_summary(job, verbose=obj["verbose"])):
             click.echo(line)
@@ -165,8 +165,8 @@ def logs(obj, job_ref, rank_number, all_ranks, worker, tail, follow, attempt, se
         raise UsageError(f"job {job.id} has no setup (tsubmit run --setup CMD)")
     if setup_log and follow:
         raise UsageError("--setup shows the setup's log, complete before the rank starts: drop -f")
-    from ..logs import worker_lines
-    from ..places import select_ranks
+    from ..jobs.logs import worker_lines
+    from ..nodes.places import select_ranks
 
     select = None
     if worker is not None:
@@ -179,20 +179,20 @@ def logs(obj, job_ref, rank_number, all_ranks, worker, tail, follow, attempt, se
     if tail is not None and tail < 0:
         raise UsageError("--tail must be 0 or more")
     if follow:
-        from ..lifecycle import follow as follow_job
+        from ..jobs.lifecycle import follow as follow_job
 
         follow_job(store, job, ranks, prefixed=all_ranks, tail=tail, verbose=obj["verbose"],
                    notice=_say, select=select)
         sys.exit(result_code(job))
-    from ..layout import LOG, SETUP_LOG
-    from ..logs import fetch
+    from ..jobs.logs import fetch
+    from ..model.layout import LOG, SETUP_LOG
 
     copies: dict[int, float] = {}
     lines = fetch(job, ranks, attempt, log=SETUP_LOG if setup_log else LOG, verbose=obj["verbose"],
                   copies=copies)
     for rank in ranks:
         if rank.rank in copies:
-            from ..kept_logs import when
+            from ..local.kept_logs import when
 
             _say(f"tsubmit: {rank.host} does not answer; rank {rank.rank}'s log is the copy kept on this "
                  f"machine at {when(copies[rank.rank])} (its last MiB as it stood then)")
@@ -215,7 +215,7 @@ def _check_worker(job, worker: int, rank_number, all_ranks: bool, setup_log: boo
         raise UsageError(f"--worker must be 0 or more (a worker's global rank), got {worker}")
     if rank_number is not None or all_ranks or setup_log:
         raise UsageError("--worker N reads every rank's log: drop --rank, --all and --setup")
-    from .. import executors
+    from ..model import executors
 
     if not executors.get(job.executor).node["torchrun"]:
         raise UsageError(f"--worker goes with the torchrun executor, whose workers' lines carry their "
@@ -228,7 +228,7 @@ def _say(line: str) -> None:
 
 def result_code(job) -> int:
     """A finished job's exit code: 0 when it succeeded, 1 otherwise."""
-    from ..job import SUCCEEDED
+    from ..model.job import SUCCEEDED
 
     return 0 if job.state == SUCCEEDED else EXIT_JOB_FAILED
 
@@ -236,7 +236,7 @@ def result_code(job) -> int:
 def wait_for_job(store, job, *, follow, all_ranks, timeout, verbose, summary=True) -> int:
     """`run --wait`: wait (lifecycle.wait_for), print the per-rank summary, and
     return the exit code."""
-    from ..lifecycle import wait_for
+    from ..jobs.lifecycle import wait_for
 
     ranks = (job.ranks if all_ranks else job.ranks[:1]) if follow else None
     if not wait_for(store, job, timeout=timeout, follow=ranks, prefixed=all_ranks, verbose=verbose,
@@ -276,7 +276,7 @@ def stop(obj, job_ref, grace):
     answer keeps the stop pending until a later stop or status reaches it.
     """
     from ..errors import LaunchError
-    from ..lifecycle import stop as stop_job
+    from ..jobs.lifecycle import stop as stop_job
 
     if grace < 0:
         raise UsageError("--grace must be 0 or more seconds")
@@ -300,7 +300,7 @@ def stop(obj, job_ref, grace):
 @click.pass_obj
 def restart(obj, job_ref):
     """Run a stopped, failed or finished job again as its next attempt."""
-    from ..run import restart as restart_job
+    from ..jobs.run import restart as restart_job
 
     store = _store()
     job = restart_job(store, store.find(job_ref), verbose=obj["verbose"])
@@ -317,7 +317,7 @@ def restart(obj, job_ref):
 def delete(obj, job_refs, delete_all, yes, force):
     """Stop jobs, remove their directories on every node and their records."""
     from ..errors import LaunchError
-    from ..lifecycle import delete as delete_job
+    from ..jobs.lifecycle import delete as delete_job
 
     store = _store()
     if delete_all == bool(job_refs):
@@ -365,8 +365,8 @@ def gc(obj, older_than, setups_unused_for, dry_run, output):
     With --setups-unused-for, also the nodes' setup folders (run --setup) that no
     rank used for that long; one in use stays."""
     from .. import output as out
-    from ..lifecycle import collect_garbage
-    from ..spec import parse_duration
+    from ..jobs.lifecycle import collect_garbage
+    from ..jobs.request import parse_duration
 
     removed = collect_garbage(_store(), parse_duration(older_than), dry_run=dry_run,
                               setups_unused_for=(parse_duration(setups_unused_for)
@@ -409,7 +409,7 @@ def postmortem(job_ref, attempt, output):
     then each one's stacks (py-spy, else state and wchan), its log's last 200
     lines and nvidia-smi, as taken before its ranks were stopped."""
     from .. import output as out
-    from .. import postmortem as postmortems
+    from ..jobs import postmortem as postmortems
 
     job = _store().find(job_ref)
     attempt = attempt or job.attempt

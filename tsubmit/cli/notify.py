@@ -1,4 +1,4 @@
-"""`tsubmit notify ...`: the notification endpoints (tsubmit/notify.py)."""
+"""`tsubmit notify ...`: the notification endpoints (tsubmit/jobs/notify.py)."""
 
 import click
 
@@ -13,7 +13,7 @@ def notify():
 def test(urls):
     """Send a test message to each URL; exit 3 if one was not delivered."""
     from ..errors import LaunchError
-    from ..notify import mask, send_test
+    from ..jobs.notify import mask, send_test
 
     failures = {}
     for url in urls:

@@ -51,7 +51,7 @@ def cluster_options(command):
 def resolved_cluster(name, inventory, group, vault_password_file, ask_vault_pass):
     """The cluster NAME, or -i INVENTORY [-g GROUP], resolved while an asked vault
     password lives (`cluster check`, `cluster usage`)."""
-    from ..clusters import resolve, select_cluster
+    from ..nodes.clusters import resolve, select_cluster
 
     # Unlike run, check and usage have no default cluster: they name what they read.
     if (name is None) == (inventory is None):

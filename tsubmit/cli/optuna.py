@@ -22,7 +22,7 @@ def db():
 def db_add(name, url, replace):
     """Add storage NAME. Give URL, or leave it out to type it without echo (or pipe it
     on stdin): a URL on the command line stays in your shell history."""
-    from ..optuna import add_storage, check_storage_name, mask_url
+    from ..optuna.storages import add_storage, check_storage_name, mask_url
 
     check_storage_name(name)
     if url is None:
@@ -37,7 +37,7 @@ def db_add(name, url, replace):
 def db_list(output):
     """List the named storages (passwords masked)."""
     from .. import output as out
-    from ..optuna import list_storages
+    from ..optuna.storages import list_storages
 
     storages = list_storages()
     if output == "json":
@@ -50,7 +50,7 @@ def db_list(output):
 @click.argument("name")
 def db_remove(name):
     """Forget storage NAME (the database itself is not touched)."""
-    from ..optuna import remove_storage
+    from ..optuna.storages import remove_storage
 
     remove_storage(name)
     click.echo(f"removed storage {name}")
@@ -62,7 +62,7 @@ def optuna():
 
 
 def _job(job_ref):
-    from ..store import open_store
+    from ..local.store import open_store
 
     return open_store().find(job_ref)
 
@@ -74,7 +74,7 @@ def _job(job_ref):
 def show(obj, job_ref, output):
     """Trials by state and the best value and params so far."""
     from .. import output as out
-    from ..optuna import format_summary, study_summary
+    from ..optuna.study import format_summary, study_summary
 
     summary = study_summary(_job(job_ref), verbose=(obj or {}).get("verbose", 0))
     if output == "json":
@@ -94,7 +94,7 @@ def show(obj, job_ref, output):
 def fetch(obj, job_ref, path, force):
     """Copy the job's study database back: a consistent SQLite snapshot (the WAL
     checkpointed, then SQLite's backup API). PATH defaults to ./<study>.db."""
-    from ..optuna import fetch_study
+    from ..optuna.study import fetch_study
 
     result = fetch_study(_job(job_ref), path, force=force, verbose=(obj or {}).get("verbose", 0))
     click.echo(f"study {result['study']}: {result['trials']} trials -> {result['path']}")
@@ -108,9 +108,9 @@ def dashboard(obj, job_ref, port):
     """Forward the job's optuna-dashboard (on the head's 127.0.0.1) to a local port over
     SSH and print its URL; blocks until Ctrl-C. Starts a dashboard over the study
     file when none runs (also after the job ended) and stops that one on exit."""
-    from ..optuna import close_dashboard, forward_dashboard, open_dashboard
-    from ..ports import check_port
-    from ..ssh_session import ended_forward
+    from ..nodes.ports import check_port
+    from ..nodes.ssh_session import ended_forward
+    from ..optuna.dashboard import close_dashboard, forward_dashboard, open_dashboard
 
     verbose = (obj or {}).get("verbose", 0)
     if port:

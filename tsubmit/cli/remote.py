@@ -6,8 +6,8 @@ import click
 
 
 def _places(job_ref, rank_number, all_ranks=False):
-    from ..places import places, select_ranks
-    from ..store import open_store
+    from ..local.store import open_store
+    from ..nodes.places import places, select_ranks
 
     job = open_store().find(job_ref)
     return places(job, select_ranks(job, rank_number, all_ranks))
@@ -25,7 +25,7 @@ def fetch(job_ref, paths, rank_number, all_ranks, dest, overwrite):
 
     PATHs are relative to the job's workdir on the node. One stream per node;
     sparse files stay sparse, executable bits are kept; running jobs too."""
-    from ..fetch_files import ProgressLine, check_paths, fetch, size_text
+    from ..jobs.fetch_files import ProgressLine, check_paths, fetch, size_text
     from ..output import counted
 
     check_paths(paths)  # before the store and the inventory are read
@@ -52,7 +52,7 @@ def shell(job_ref, rank_number, command):
 
     With `-- COMMAND...`, runs it (the words as given, no shell) and exits with
     its code; without, the node user's shell, on a terminal."""
-    from ..shell import shell as open_shell
+    from ..jobs.shell import shell as open_shell
 
     (place,) = _places(job_ref, rank_number)
     sys.exit(open_shell(place, list(command)))
@@ -66,8 +66,8 @@ def shell(job_ref, rank_number, command):
 def forward(job_ref, port, rank_number, local_port):
     """Forward 127.0.0.1:LOCAL_PORT here to 127.0.0.1:PORT on a rank's node over SSH
     (TensorBoard, a demo, a debugger) until Ctrl-C."""
-    from ..forward import forward as open_forward
-    from ..ports import check_port
+    from ..jobs.forward import forward as open_forward
+    from ..nodes.ports import check_port
 
     check_port(port, "PORT")
     if local_port is not None:

@@ -13,7 +13,7 @@ _KINDS = {"string": {}, "integer": {"type": int}, "boolean": {"is_flag": True},
 
 
 def _option(field):
-    """The `run` option of a spec key (tsubmit/jobspec.py: FIELDS)."""
+    """The `run` option of a spec key (tsubmit/model/jobspec.py: FIELDS)."""
     settings = dict(_KINDS[field.kind])
     text = field.description
     if settings.get("multiple"):
@@ -28,7 +28,7 @@ def _option(field):
 
 def job_options(function):
     """The options that describe a job (each a spec key), for run and export."""
-    from .. import jobspec
+    from ..model import jobspec
 
     options = [click.option("-f", "--spec", "spec_file", type=click.Path(dir_okay=False, path_type=Path),
                             help="A job spec file (YAML); options given here override its keys.")]
@@ -59,10 +59,10 @@ def run(obj, command, **options):
     tsubmit run -i hosts.ini -g trainers -- python train.py
     tsubmit run -f nightly.yaml --if-running skip
     """
-    from .. import jobspec
     from .. import output as out
-    from .. import run as front_door
-    from ..views import job_view
+    from ..jobs import run as front_door
+    from ..jobs.views import job_view
+    from ..model import jobspec
     from .options import asked_vault_password
 
     spec = _spec(options, command)
@@ -116,7 +116,7 @@ def run(obj, command, **options):
 def _spec(options: dict, command: tuple[str, ...]) -> dict:
     """The spec file's keys, overridden (or, for some lists, added to) by the
     options given on the command line."""
-    from .. import jobspec
+    from ..model import jobspec
 
     context = click.get_current_context()
     spec = jobspec.load(options["spec_file"]) if options["spec_file"] else {}
@@ -131,8 +131,8 @@ def _spec(options: dict, command: tuple[str, ...]) -> dict:
 
 def _spec_value(field, value, spec_value):
     """An option's value as its spec key holds it, added to SPEC_VALUE where the field says so."""
-    from .. import jobspec
-    from ..spec import parse_env_pairs
+    from ..jobs.request import parse_env_pairs
+    from ..model import jobspec
 
     base = spec_value if field.adds else None
     if field.kind == "mapping":
@@ -194,7 +194,7 @@ def export(command, destination, force, **options):
     tsubmit export -f job.yaml ./job-project
     cd job-project && ansible-playbook -i inventory playbooks/submit.yml -e @extravars.yml
     """
-    from ..run import dry_run
+    from ..jobs.run import dry_run
 
     if command[:1] == ("--",):  # `export DEST -- CMD`: click keeps a `--` that follows DEST
         command = command[1:]

@@ -27,10 +27,10 @@ def watch(obj, every, once, install, uninstall):
     but nothing is restarted or sent. Two watchers never act on the same job at
     once: a pass leaves a job another watcher (or `run --wait`) holds to it.
     """
+    from ..jobs.request import positive_duration
+    from ..jobs.watch import one_pass
+    from ..local.store import open_store
     from ..output import state_phrase
-    from ..spec import positive_duration
-    from ..store import open_store
-    from ..watch import one_pass
 
     if install or uninstall:
         _cron_entry(install, uninstall, once)
@@ -64,7 +64,7 @@ def watch(obj, every, once, install, uninstall):
 
 
 def _cron_entry(install: bool, uninstall: bool, once: bool) -> None:
-    from ..cron import WATCH, install_watch, uninstall_watch
+    from ..jobs.cron import WATCH, install_watch, uninstall_watch
 
     if (install and uninstall) or once:
         raise UsageError("give one of --install, --uninstall or --once")

@@ -1,6 +1,6 @@
 """Storage URLs without their secrets: the one implementation of masking a URL's
 password, used on the head by the store's scripts and on the controller by
-tsubmit/optuna.py (which loads this file), so both print the same thing.
+tsubmit/optuna/ (which loads this file), so both print the same thing.
 
 Pure functions, standard library only.
 """

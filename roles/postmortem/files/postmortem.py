@@ -2,7 +2,7 @@
 
 Usage: postmortem.py REMOTE_ROOT JSON PY_SPY
 JSON is a list of {"key", "dir", "marker", "pid_file", "lines"}: an attempt of
-a rank as tsubmit lays it out (tsubmit/layout.py), its folder relative to
+a rank as tsubmit lays it out (tsubmit/model/layout.py), its folder relative to
 REMOTE_ROOT, its TSUBMIT_RANK_MARKER value and how many of its log's last lines
 are wanted. PY_SPY is the host's tsubmit_py_spy ("" when unset: py-spy beside
 this Python, else on PATH).

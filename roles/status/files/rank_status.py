@@ -2,11 +2,11 @@
 
 Usage: rank_status.py REMOTE_ROOT JSON
 JSON is a list of {"key": ..., "dir": ATTEMPT_DIR, "marker": MARKER}, each an
-attempt of a rank as tsubmit lays it out (tsubmit/layout.py): its folder
+attempt of a rank as tsubmit lays it out (tsubmit/model/layout.py): its folder
 relative to REMOTE_ROOT and its TSUBMIT_RANK_MARKER value, and optionally
 "tail": N, the number of its log's last lines wanted when it failed (for a
 notification), and "keep": BYTES, how much of its log's end to send once it
-ended (the controller keeps that copy: tsubmit/kept_logs.py), from byte
+ended (the controller keeps that copy: tsubmit/local/kept_logs.py), from byte
 "keep_from" on (what the controller's copy already holds is not sent again),
 and with "keep_live", also while the rank runs (its complete lines): a node
 that is lost cannot be read afterwards. For each, the

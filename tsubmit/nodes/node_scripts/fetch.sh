@@ -1,0 +1,61 @@
+# tsubmit fetch, on the node: check every PATH, then write them to stdout as one
+# tar stream (GNU tar: sparse files as sparse members, so their holes never
+# travel). Run as `sh -c SCRIPT tsubmit ROOT WORKDIR JOB HOST PATH...`: every
+# argument is data, never parsed by a shell.
+#   ROOT     the host's tsubmit_remote_root (a leading ~ is this user's home)
+#   WORKDIR  the job's tree, relative to ROOT (tsubmit/model/layout.py)
+#   JOB      the job id, for messages
+#   HOST     the inventory name, for messages
+# Exit 65: a path leaves the workdir (itself, or a symbolic link under it,
+# resolves outside); 66: a path does not exist; 67: the job has no workdir
+# here. Otherwise tar's own code (1: a file changed while it was read).
+set -u
+root=$1 workdir=$2 job=$3 host=$4
+shift 4
+case $root in
+    "~") root=$HOME ;;
+    "~/"*) root=$HOME/${root#"~/"} ;;
+esac
+workdir=$root/$workdir
+if [ ! -d "$workdir" ]; then
+    echo "job $job has no folder $workdir on $host: its launch never reached the node, or the job was removed there" >&2
+    exit 67
+fi
+top=$(realpath -- "$workdir") || exit 67
+for path; do
+    if [ ! -e "$top/$path" ] && [ ! -L "$top/$path" ]; then
+        echo "$path does not exist in the workdir of job $job on $host ($top)" >&2
+        exit 66
+    fi
+    real=$(realpath -m -- "$top/$path") || exit 66
+    case $real in
+        "$top" | "$top"/*) ;;
+        *) echo "$path leaves the workdir of job $job on $host: it resolves to $real" >&2
+           exit 65 ;;
+    esac
+    # A link under a folder is sent as a link: one that points out would
+    # leave the fetched tree pointing at whatever that is on this machine.
+    outside=$(find "$top/$path" -type l -exec sh -c '
+        top=$1; shift
+        for link; do
+            real=$(realpath -m -- "$link")
+            case $real in
+                "$top" | "$top"/*) ;;
+                *) printf "%s points to %s\n" "${link#"$top"/}" "$real"; exit 1 ;;
+            esac
+        done' sh "$top" {} +)
+    if [ -n "$outside" ]; then
+        echo "$path holds a symbolic link that leaves the workdir of job $job on $host: $outside" | head -n 1 >&2
+        exit 65
+    fi
+done
+cd "$top" || exit 67
+# ./ first: a path that starts with - is a name, not an option.
+for path; do
+    shift
+    set -- "$@" "./$path"
+done
+if tar --version 2>/dev/null | grep -q 'GNU tar'; then
+    exec tar -cf - --sparse "$@"
+fi
+exec tar -cf - "$@"

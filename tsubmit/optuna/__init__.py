@@ -1,0 +1,2 @@
+"""Optuna on the controller side: named storages, an Optuna job's study, its dashboard.
+"""
