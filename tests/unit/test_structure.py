@@ -202,3 +202,40 @@ def test_the_package_has_no_import_cycle():
     for name in sorted(graph):
         visit(name, [])
     assert not cycles, "import cycles:\n" + "\n".join(sorted(set(cycles)))
+
+
+# The sub-packages are layers, top to bottom (docs/explanation/architecture.md):
+# a module imports from its own sub-package and those below it, never from one
+# above; the leaves (errors, interrupts, output, paths) import no sub-package.
+LAYERS = ("cli", "jobs", "optuna", "nodes", "local", "model")
+LEAVES = ("errors", "interrupts", "output", "paths")
+
+
+def _layer(module: str) -> int | None:
+    """Where MODULE stands (0 the top), or None for the package's entry points."""
+    parts = module.split(".")
+    if len(parts) < 2:
+        return None
+    if parts[1] in LAYERS and len(parts) > 2:
+        return LAYERS.index(parts[1])
+    return len(LAYERS) if parts[1] in LEAVES else None
+
+
+def test_imports_flow_down_the_sub_packages():
+    upward = []
+    for path in PACKAGE.rglob("*.py"):
+        module = ".".join(path.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
+        here = _layer(module)
+        if here is None:
+            continue
+        for target in _imports(path):
+            there = _layer(target)
+            if there is not None and there < here:
+                upward.append(f"{module} imports {target}")
+    assert not upward, "imports that run up the layers:\n" + "\n".join(sorted(set(upward)))
+
+
+def test_every_module_lives_in_a_sub_package_or_is_a_leaf():
+    flat = sorted(path.stem for path in PACKAGE.glob("*.py")
+                  if path.stem not in (*LEAVES, "__init__", "__main__", "archive_cli"))
+    assert not flat, f"modules outside the sub-packages: {flat} (docs/explanation/architecture.md says where)"
