@@ -108,6 +108,14 @@ def test_the_watcher_restarts_until_the_restarts_are_spent_then_the_job_fails(cl
     failed = webhook.bodies[1]["message"]  # with the end of the failed rank's log, of attempt 2
     assert "of rank 1's log:" in failed and '"attempt": 2' in failed and '"attempt": 1' not in failed, failed
 
+    # A restart by hand gives the job its --restarts anew.
+    cli.ok("restart", job_id)
+    assert wait_until(lambda: started(nodes.nodes, job_id, 3) == 2 and not job_processes(job_id))
+    fourth = cli.ok("watch", "--once")
+    assert "restarted as attempt 4" in fourth.stdout, fourth.output
+    assert [a["restart"] for a in cli.job(job_id)["attempts"]] == ["policy", "user", "policy"]
+    assert wait_until(lambda: started(nodes.nodes, job_id, 4) == 2 and not job_processes(job_id))
+
 
 def test_two_watchers_at_once_restart_a_failed_job_once(cli, nodes, workdir):
     cli.write_cluster("c", nodes, nodes.nodes[:2])
