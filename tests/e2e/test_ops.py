@@ -46,7 +46,7 @@ def installed_env(target: Path, home: Path) -> dict:
 def tsubmit_ansible_env(target: Path, home: Path) -> dict:
     """The variables the installed tsubmit sets for Ansible."""
     printed = subprocess.run(
-        [sys.executable, "-c", "import json; from tsubmit import ansible_env; "
+        [sys.executable, "-c", "import json; from tsubmit.nodes import ansible_env; "
          "print(json.dumps(ansible_env.environment()))"],
         env=installed_env(target, home), cwd=home, capture_output=True, text=True, check=True)
     return json.loads(printed.stdout)

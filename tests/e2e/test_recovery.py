@@ -194,7 +194,7 @@ def test_an_attempt_stopped_for_good_never_starts_on_its_node(cli, nodes, workdi
 def handle_end(cli, job_id: str, cause: str) -> subprocess.CompletedProcess:
     """recovery.handle_end as the watcher's callers call it (a hung rank, a lost node), in a process
     of the test's TSUBMIT_HOME."""
-    code = ("import sys; from tsubmit import recovery; from tsubmit.local.store import open_store; "
+    code = ("import sys; from tsubmit.jobs import recovery; from tsubmit.local.store import open_store; "
             "store = open_store(); job = store.find(sys.argv[1]); "
             "print(recovery.handle_end(store, job, sys.argv[2]).attempt)")
     return subprocess.run([sys.executable, "-c", code, job_id, cause], cwd=REPO, env=cli.env, text=True,
@@ -278,7 +278,7 @@ def test_run_wait_follows_a_restart_another_watcher_made(cli, nodes, workdir):
         with open(lock_path, "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # another watcher's
             assert wait_until(lambda: recorded()[1] == "failed", timeout=120)
-            code = ("import sys; from tsubmit import recovery; from tsubmit.local.store import open_store\n"
+            code = ("import sys; from tsubmit.jobs import recovery; from tsubmit.local.store import open_store\n"
                     "with recovery.job_lock(sys.argv[1], wait=True):\n"
                     "    store = open_store(); print(recovery.act(store, store.find(sys.argv[1])).attempt)")
             holder = subprocess.Popen([sys.executable, "-c", code, job_id], cwd=REPO, env=cli.env, text=True,
