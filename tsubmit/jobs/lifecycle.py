@@ -53,10 +53,16 @@ def refresh(store: JobStore, jobs: list[Job], *, skip_hosts: frozenset[str] = fr
     forgotten, and their copies say so (state DELETED)."""
     live = [job for job in jobs if job.may_run()]
     if live:
+        # Jobs refreshed only for what an earlier attempt left on a lost node: their ranks are read no more.
+        left_only = [job for job in live if not job.pending and not job.ranks_may_run()]
         for job in live:
             if job.pending:
                 _finish_pending(store, job, skip_hosts, verbose=verbose)
-        live = [job for job in live if job.state != states.DELETED]
+            _stop_left_behind(store, job, skip_hosts, verbose=verbose)
+        if left_only:
+            store.save_if_unchanged(*left_only)
+        read_no_more = {job.id for job in left_only}
+        live = [job for job in live if job.state != states.DELETED and job.id not in read_no_more]
         leftovers = _read(store, live, skip_hosts, verbose=verbose) if live else {}
         for job in live:
             if job.state == states.FAILED and not postmortem.exists(job):
@@ -258,6 +264,22 @@ def _finish_pending(store: JobStore, job: Job, skip_hosts: frozenset[str], *, ve
                        "was finished once they answered")
 
 
+def _stop_left_behind(store: JobStore, job: Job, skip_hosts: frozenset[str] = frozenset(), *,
+                      verbose: int = 0) -> None:
+    """Stop what an earlier attempt left on a node that did not answer when the
+    attempt ended (a lost node, which the attempts after it do not use), once
+    the node answers: each attempt's "unstopped" hosts (Job.attempts), as the
+    rank each held then, until the stop is done there."""
+    for record in job.attempts:
+        hosts = [host for host in record.get("unstopped", ()) if host not in skip_hosts]
+        if not hosts:
+            continue
+        acted = _act(store, job, "stop", hosts, grace=FAILURE_GRACE, attempt=record["attempt"], owed=False,
+                     ranks={host: record["hosts"].index(host) for host in hosts}, verbose=verbose)
+        done = set(hosts) - set(acted.failures)
+        record["unstopped"] = [host for host in record["unstopped"] if host not in done]
+
+
 def _act(store: JobStore, job: Job, action: str, hosts: list[str], **options) -> Acted:
     """node_actions.act, noting which hosts answered (recently_silent)."""
     acted = act(job, action, hosts, **options)
@@ -291,6 +313,7 @@ def stop(store: JobStore, job: Job, *, grace: int = 30, skip_hosts: frozenset[st
     (idempotent). Nodes that could not be reached are in the result and stay pending."""
     hosts = [rank.host for rank in job.ranks if rank.host not in skip_hosts]
     acted = _act(store, job, "stop", hosts, grace=grace, verbose=verbose)
+    _stop_left_behind(store, job, skip_hosts, verbose=verbose)
     _read(store, [job], skip_hosts, verbose=verbose)
     return acted
 

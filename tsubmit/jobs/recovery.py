@@ -9,6 +9,13 @@ records the attempt in job.attempts with why it ended, and, while restarts
 remain, launches the next attempt through `run.relaunch`, the one launch
 path; after N restarts the job fails with each attempt's cause recorded.
 
+A node silent for longer than the job's --node-timeout is lost
+(recovery_plan.lost_hosts): its ranks end with it, and the next attempt runs
+without it, a spare taking its rank or the job going on with fewer nodes
+(recovery_plan.next_plan). What the attempt still runs on a lost node is
+recorded ("unstopped") and stopped by the first refresh it answers
+(lifecycle), so it never runs beside the attempts after it.
+
 Every step is checked against the nodes and may be done again, so a watcher
 killed midway leaves nothing the next pass does not finish: an attempt
 recorded but not relaunched is relaunched; a launch whose launcher died
@@ -30,7 +37,7 @@ from ..model import states
 from ..model.job import Job
 from ..nodes.actions import FAILURE_GRACE, launcher_alive
 from ..paths import ensure_private_dir, state_dir
-from . import hangs, lifecycle, notify
+from . import hangs, lifecycle, notify, recovery_plan
 
 # How the attempt after a recorded one came (Job.attempts' "restart").
 POLICY = "policy"  # --restarts
@@ -89,8 +96,8 @@ def awaits_restart(job: Job) -> bool:
 
 def must_act(job: Job) -> bool:
     """Whether a watcher has something to do with JOB, just refreshed: an
-    ended attempt to restart, or a hung rank."""
-    return awaits_restart(job) or bool(hangs.hung_ranks(job))
+    ended attempt to restart, a hung rank, or a lost node."""
+    return awaits_restart(job) or bool(hangs.hung_ranks(job)) or bool(recovery_plan.lost_hosts(job))
 
 
 def handle_end(store: JobStore, job: Job, cause: str, *, lost_hosts=(), verbose: int = 0) -> Job:
@@ -114,7 +121,11 @@ def handle_end(store: JobStore, job: Job, cause: str, *, lost_hosts=(), verbose:
         acted = lifecycle.stop(store, job, grace=FAILURE_GRACE, skip_hosts=skip, verbose=verbose)
         if acted.failures:
             return job
+    _lose(job, skip)
     record = _record(job, cause, restart)  # with the ends the nodes gave
+    if skip:  # the lost nodes: what the attempt still runs there is stopped once they answer
+        record["lost_hosts"] = sorted(skip)
+        record.setdefault("unstopped", sorted(skip & set(record["hosts"])))
     if restart is None:
         message = f"{cause}; no restart left (--restarts {restarts(job)})" if restarts(job) else cause
         _fail(store, job, message, notified=failed_before and not restarts(job))
@@ -124,6 +135,10 @@ def handle_end(store: JobStore, job: Job, cause: str, *, lost_hosts=(), verbose:
         attempt = _relaunch(store, job, lost_hosts, verbose=verbose)
     except Interrupted:
         raise  # rolled back; not a try that failed
+    except recovery_plan.NotEnoughNodes as error:  # no node to launch on: no try would do better
+        record["restart"] = None
+        _fail(store, job, str(error))
+        return job
     except TsubmitError as error:
         record["launch_failures"] = record.get("launch_failures", 0) + 1
         if record["launch_failures"] < LAUNCH_TRIES:
@@ -141,9 +156,13 @@ def handle_end(store: JobStore, job: Job, cause: str, *, lost_hosts=(), verbose:
 
 def act(store: JobStore, job: Job, *, verbose: int = 0) -> Job:
     """What a watcher does with a job it holds (job_lock) and has just
-    refreshed: end an attempt that failed or hung (its evidence taken first:
-    tsubmit/jobs/hangs.py) and launch the next one, as the policy says. Returns the
-    job as it now is."""
+    refreshed: end an attempt that failed, hung (its evidence taken first:
+    tsubmit/jobs/hangs.py) or lost a node, and launch the next one, as the
+    policy says. Returns the job as it now is."""
+    lost = recovery_plan.lost_hosts(job)
+    if lost:
+        return handle_end(store, job, f"lost node{'s' if len(lost) > 1 else ''} {', '.join(lost)}",
+                          lost_hosts=lost, verbose=verbose)
     hung = hangs.hung_ranks(job)
     if hung:
         hangs.take_evidence(job, hung, verbose=verbose)
@@ -151,7 +170,22 @@ def act(store: JobStore, job: Job, *, verbose: int = 0) -> Job:
     cause = failure(job) if restarts(job) else None
     if cause is None:
         return job
+    # An attempt whose next one could not be launched yet: again without the nodes it lost.
+    record = next((r for r in job.attempts if r["attempt"] == job.attempt and r.get("lost_hosts")), None)
+    if record:
+        return handle_end(store, job, record["cause"], lost_hosts=record["lost_hosts"], verbose=verbose)
     return handle_end(store, job, cause, verbose=verbose)
+
+
+def _lose(job: Job, hosts: frozenset[str]) -> None:
+    """The ranks on HOSTS end with their lost nodes (no exit code), and the attempt with them."""
+    now = time.time()
+    for rank in job.ranks:
+        if rank.host in hosts and rank.state in states.LIVE_RANK_STATES:
+            rank.move_to(states.LOST)
+            rank.ended_at = now
+    if hosts and not job.state.is_terminal:
+        job.move_to(lifecycle.aggregate(job))
 
 
 def _ended_for_good(job: Job) -> bool:

@@ -170,9 +170,15 @@ class Job:
                    default=None)
 
     def may_run(self) -> bool:
-        """Whether any rank may still have processes: such a job stays refreshable
+        """Whether any rank may still have processes, this attempt's or one an
+        earlier attempt left on a lost node: such a job stays refreshable
         whatever its aggregate state says."""
-        return bool(self.pending) or any(rank.state in LIVE_RANK_STATES for rank in self.ranks)
+        return (bool(self.pending) or self.ranks_may_run()
+                or any(record.get("unstopped") for record in self.attempts))
+
+    def ranks_may_run(self) -> bool:
+        """Whether a rank of the current attempt may still have processes."""
+        return any(rank.state in LIVE_RANK_STATES for rank in self.ranks)
 
 
 # Pending actions by how much they do: a delete (or a cleanup) stops and removes

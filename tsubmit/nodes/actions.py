@@ -64,8 +64,11 @@ class Acted:
 
 
 def act(job: Job, action: str, hosts: list[str], *, grace: int, attempt: int | None = None,
-         verbose: int = 0) -> Acted:
-    """Carry out ACTION on HOSTS; hosts that could not do it are recorded as pending."""
+        ranks: dict[str, int] | None = None, owed: bool = True, verbose: int = 0) -> Acted:
+    """Carry out ACTION on HOSTS, each as the rank RANKS gives it (default: its
+    rank in the current attempt); a stop or rollback given ATTEMPT acts on that
+    attempt only. With OWED, hosts that could not do it are recorded as
+    pending (Job.pending)."""
     extravars: dict = {"stop_grace": grace}
     if action == "rollback":
         extravars.update(stop_attempt=attempt, stop_remove_attempt=True)
@@ -74,15 +77,21 @@ def act(job: Job, action: str, hosts: list[str], *, grace: int, attempt: int | N
         # these nodes afterwards, not even from a launch whose launcher died midway
         # (the next attempt, job.attempt + 1, may: tsubmit restart, recovery).
         extravars.update(stop_fence=job.attempt + 1)
+        if attempt:  # that attempt only (another node may hold the rank's number in a later one)
+            extravars["stop_attempt"] = attempt
     wanted = set(hosts)
+    as_ranks = (job_hosts(job) if ranks is None
+                else {host: {"tsubmit_rank": rank} for host, rank in ranks.items()})
     run = run_for_job(job, _ACTION_PLAYBOOKS[action], extravars,
-                      hosts={h: v for h, v in job_hosts(job).items() if h in wanted}, verbose=verbose)
+                      hosts={h: v for h, v in as_ranks.items() if h in wanted}, verbose=verbose)
     acted = Acted(failures=run.failures())
     for host in wanted - set(acted.failures):
         output = run.hosts[host].results.get(STOP_TASK, {}).get("stdout", "")
         acted.stopped |= bool(output.strip())
         acted.left += sum(int(line.split()[1]) for line in output.splitlines()
                           if line.startswith("left ") and line.split()[1].isdigit())
+    if not owed:
+        return acted
     if acted.failures:
         job.pending = {"action": action, "hosts": sorted(acted.failures), "grace": grace,
                        "attempt": attempt}

@@ -1,0 +1,158 @@
+"""Lost nodes on real sshd nodes: a node lost for real (its sshd and every
+connection to it gone, its rank's processes killed) is noticed by the watcher
+once silent past --node-timeout, and the job's next attempt runs on a spare,
+or on fewer nodes with --min-nodes, or the job fails naming the node. What
+each rank saw comes from its own output; what runs where is counted from
+/proc, never from tsubmit's word."""
+
+import json
+import time
+
+import pytest
+import yaml
+
+from tests.e2e.test_faults import job_processes, start
+from tests.e2e.test_lifecycle import log_of
+
+pytestmark = pytest.mark.e2e
+
+# Short, so that a test waits for a condition of seconds; the default is 2m.
+NODE_TIMEOUT = "2s"
+
+
+def report(node, job_id: str, rank: int, attempt: int) -> list[dict]:
+    """What report_and_sleep.py printed in that attempt of that rank on NODE (one line per worker)."""
+    lines = log_of(node, job_id, rank, attempt).splitlines()
+    return [json.loads(line.split("REPORT ", 1)[1]) for line in lines if "REPORT " in line]
+
+
+def watch_until(cli, condition, what: str, timeout: float = 300):
+    """`tsubmit watch --once` passes, as cron runs them, until CONDITION holds; its value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        passed = cli("watch", "--once")
+        found = condition()
+        if found:
+            return found
+        assert time.monotonic() < deadline, f"timed out waiting for {what}; the last pass:\n{passed.output}"
+
+
+def attempt_runs(cli, job_id: str, attempt: int, hosts: list[str]):
+    """The job's record once ATTEMPT runs on HOSTS, rank for rank, every rank running."""
+    job = cli.job(job_id)
+    return job if (job["attempt"] == attempt and [r["host"] for r in job["ranks"]] == hosts
+                   and all(r["state"] == "running" for r in job["ranks"])) else None
+
+
+def launch(cli, nodes, members, spares, workdir, *extra, executor="distributed") -> str:
+    cluster = {node.name: {**nodes.host_vars(node), "tsubmit_gpus": 1} for node in members}
+    cluster.update({node.name: {**nodes.host_vars(node), "tsubmit_gpus": 1, "tsubmit_spare": True}
+                    for node in spares})
+    path = cli.home / "config" / "clusters" / "c.yml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump({"all": {"hosts": cluster}}, sort_keys=False))
+    job_id = start(cli, "-c", "c", "--executor", executor, "--restarts", "2", "--node-timeout", NODE_TIMEOUT,
+                   *extra, "--workdir", str(workdir), "--", "python", "report_and_sleep.py")
+    for rank, node in enumerate(members):
+        assert_eventually(lambda n=node, r=rank: report(n, job_id, r, 1), f"rank {rank} running")
+    return job_id
+
+
+def assert_eventually(condition, what: str, timeout: float = 120):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def lost(nodes):
+    """Lose nodes for the test (nodes.lose_node), brought back at its end whatever happens."""
+    taken = []
+
+    def lose(node, **options):
+        taken.append(node)
+        nodes.lose_node(node, **options)
+
+    yield lose
+    for node in taken:
+        nodes.start_node(node)
+        nodes.kill_processes(node)
+
+
+def stop_and_count(cli, job_id: str) -> None:
+    cli.ok("stop", job_id, "--grace", "5")
+    assert job_processes(job_id) == []
+
+
+def test_a_lost_node_s_rank_goes_to_a_spare_with_its_node_rank_and_world_size(cli, nodes, workdir, lost):
+    head, worker, spare = nodes.nodes
+    job_id = launch(cli, nodes, [head, worker], [spare], workdir)
+    lost(worker)
+    job = watch_until(cli, lambda: attempt_runs(cli, job_id, 2, [head.name, spare.name]), "on the spare")
+    assert job["attempts"][0]["cause"] == f"lost node {worker.name}"
+    assert_eventually(lambda: report(spare, job_id, 1, 2), "the spare's rank reporting")
+    [seen] = report(spare, job_id, 1, 2)
+    assert (seen["NODE_RANK"], seen["WORLD_SIZE"], seen["MASTER_ADDR"], seen["TSUBMIT_ATTEMPT"]) == (
+        "1", "2", head.address, "2")
+    assert nodes.processes_of(worker, "report_and_sleep") == []  # lost with it
+    assert len(nodes.processes_of(head, r"^python report_and_sleep")) == 1  # attempt 2's only
+    stop_and_count(cli, job_id)
+
+
+@pytest.mark.parametrize("executor", ["distributed", "torchrun"])
+def test_without_a_spare_min_nodes_goes_on_with_the_survivors_and_a_smaller_world(cli, nodes, workdir, lost,
+                                                                                  executor):
+    head, worker, last = nodes.nodes
+    job_id = launch(cli, nodes, [head, worker, last], [], workdir, "--min-nodes", "2", executor=executor)
+    if executor == "torchrun":  # elastic: --nnodes=2:3, every node of the three in one world
+        assert report(last, job_id, 2, 1)[0]["WORLD_SIZE"] == "3"
+    lost(worker)
+    watch_until(cli, lambda: attempt_runs(cli, job_id, 2, [head.name, last.name]), "attempt 2 on two nodes")
+    assert_eventually(lambda: report(last, job_id, 1, 2), "the renumbered rank reporting")
+    [seen] = report(last, job_id, 1, 2)
+    assert (seen["NODE_RANK"], seen["WORLD_SIZE"], seen["MASTER_ADDR"]) == ("1", "2", head.address)
+    if executor == "torchrun":
+        assert seen["RANK"] == "1"
+    stop_and_count(cli, job_id)
+
+
+def test_a_lost_head_moves_to_the_spare_that_takes_rank_0(cli, nodes, workdir, lost):
+    head, worker, spare = nodes.nodes
+    job_id = launch(cli, nodes, [head, worker], [spare], workdir)
+    lost(head)
+    job = watch_until(cli, lambda: attempt_runs(cli, job_id, 2, [spare.name, worker.name]), "a new head")
+    assert f"{spare.name} holds rank 0, so it is the head" in cli.ok("status", job_id).stdout
+    assert job["ranks"][0]["address"] == spare.address
+    assert_eventually(lambda: report(worker, job_id, 1, 2), "rank 1 of attempt 2 reporting")
+    [seen] = report(worker, job_id, 1, 2)
+    assert (seen["NODE_RANK"], seen["WORLD_SIZE"], seen["MASTER_ADDR"]) == ("1", "2", spare.address)
+    stop_and_count(cli, job_id)
+
+
+def test_below_min_nodes_without_a_spare_the_job_fails_naming_the_lost_node(cli, nodes, workdir, lost):
+    head, worker, _ = nodes.nodes
+    job_id = launch(cli, nodes, [head, worker], [], workdir)
+    lost(worker)
+    job = watch_until(cli, lambda: (lambda j: j if j["state"] == "failed" else None)(cli.job(job_id)),
+                      "the job failed")
+    assert f"lost node {worker.name}: no free spare is left to take its rank" in job["message"]
+    assert job["attempt"] == 1
+    assert job_processes(job_id) == []  # the survivor's rank stopped, the lost one's died with its node
+
+
+def test_a_lost_node_that_comes_back_has_its_old_rank_stopped_by_the_next_pass(cli, nodes, workdir, lost):
+    head, worker, spare = nodes.nodes
+    job_id = launch(cli, nodes, [head, worker], [spare], workdir)
+    lost(worker, kill_processes=False)  # behind a cut cable: its rank runs on, unseen
+    watch_until(cli, lambda: attempt_runs(cli, job_id, 2, [head.name, spare.name]), "attempt 2 on the spare")
+    nodes.start_node(worker)
+    assert len(nodes.processes_of(worker, r"^python report_and_sleep")) == 1  # attempt 1's rank 1, still
+    watch_until(cli, lambda: not nodes.processes_of(worker, "report_and_sleep"), "the old rank stopped")
+    job = cli.job(job_id)
+    assert (job["attempt"], [r["host"] for r in job["ranks"]]) == (2, [head.name, spare.name]), job
+
+    assert all(r["state"] == "running" for r in job["ranks"])  # not used by the running attempt
+    assert len(nodes.processes_of(head, r"^python report_and_sleep")) == 1
+    assert len(nodes.processes_of(spare, r"^python report_and_sleep")) == 1
+    stop_and_count(cli, job_id)
