@@ -30,10 +30,10 @@ def test_a_watch_pass_ends_a_job_whose_rank_hung_after_its_post_mortem(cli, node
         said = []
         assert wait_until(lambda: said.append(cli.ok("watch", "--once").stdout) or said[-1], timeout=180,
                           interval=1)
+        assert job_processes(job_id) == []  # the pass stopped every rank: counted from /proc
         job = cli.job(job_id)
     finally:
         cli("stop", job_id, "--grace", "3")
-    assert job_processes(job_id) == []  # every rank stopped, counted from /proc
     assert f"job {job_id} (" in said[-1], said
     assert f") has failed: hung: rank 1 on {node2.name}, no output for " in said[-1], said
     assert job["state"] == "failed", job
@@ -72,10 +72,10 @@ def test_run_wait_restarts_a_job_whose_rank_hung(cli, nodes, workdir):
     job_id = job_id_of(run)
     try:
         assert run.code == 0, run.output
+        assert job_processes(job_id) == []  # neither attempt left anything running
         job = cli.job(job_id)
     finally:
         cli("stop", job_id, "--grace", "3")
-    assert job_processes(job_id) == []
     assert job["state"] == "succeeded" and job["attempt"] == 2, job
     first = job["attempts"][0]
     assert first["cause"].startswith(f"hung: rank 1 on {node2.name}, no output for "), first
