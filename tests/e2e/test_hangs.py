@@ -54,7 +54,9 @@ def test_a_watch_pass_ends_a_job_whose_rank_hung_after_its_post_mortem(cli, node
     assert "in stuck_in_collective (hang_on_rank.py:" in shown[3], shown
 
     # The hang's message names the rank whose log stopped and where its stack stands; then the end.
-    hang, end = webhook.bodies
+    # (sent at once, each in a thread of its own: in either order)
+    [hang] = [body for body in webhook.bodies if f"({job_id}) hung" in body["title"]]
+    [end] = [body for body in webhook.bodies if f"({job_id}) failed" in body["title"]]
     assert hang["title"].endswith(f"({job_id}) hung: rank 1: log silent for 20s (--hang-timeout)"), hang
     assert f"rank 1 on {node2.name}: running, hung: no output for " in hang["message"], hang
     assert "in stuck_in_collective (hang_on_rank.py:" in hang["message"], hang
