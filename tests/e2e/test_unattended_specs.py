@@ -47,7 +47,7 @@ def test_a_spec_with_every_key_runs_the_same_job_as_the_flags(cli, nodes, workdi
         "keep_going": True, "queue": True, "queue_timeout": "5m", "hang_timeout": "10m",
         # nothing listens on port 9: a message that cannot be sent leaves the job alone
         "notify": ["json://127.0.0.1:9/"], "notify_on": ["failed"],
-        "node_timeout": "5m", "min_nodes": 1,
+        "node_timeout": "5m", "min_nodes": 1, "restarts": 1, "sync_dirs": ["ckpt"],
     }
     # --setup runs on the node, never in a container (refused with --image): its own half
     setup = {"setup": "echo set up for $TSUBMIT_JOB_NAME", "setup_key": ["job.env"]}
@@ -61,7 +61,7 @@ def test_a_spec_with_every_key_runs_the_same_job_as_the_flags(cli, nodes, workdi
              "--hook", f"pre_launch_tasks={hook}", "--keep-going", "--queue", "--queue-timeout", "5m",
              "--hang-timeout", "10m",
              "--notify", "json://127.0.0.1:9/", "--notify-on", "failed", "--node-timeout", "5m",
-             "--min-nodes", "1"]
+             "--min-nodes", "1", "--restarts", "1", "--sync-dir", "ckpt"]
     container_flags = ["--image", "localhost/train:1", "--container-arg=--shm-size=1g", "--pull", "never"]
     setup_flags = ["--setup", setup["setup"], "--setup-key", "job.env"]
     for extra_keys, extra_flags in ((container, container_flags), (setup, setup_flags)):
