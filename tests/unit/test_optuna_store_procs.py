@@ -173,3 +173,20 @@ def test_the_status_role_ships_the_helper_beside_rank_status():
     [helper] = task["tsubmit.cluster.run_script"]["files"]
     assert helper["name"] == "tsubmit_procs.py"
     assert "/node_lib/files/tsubmit_procs.py" in helper["src"]  # found on the roles path
+
+
+def test_rank_status_says_how_long_a_running_rank_s_log_has_not_grown(tmp_path, sleeper):
+    """The hang's measure (--hang-timeout) is the node's: the log's age by the node's
+    own clock, so a controller whose clock is off does not change it."""
+    attempt = tmp_path / "job3" / "rank-0" / "attempt-1"
+    attempt.mkdir(parents=True)
+    ticks = tsubmit_procs.start_ticks(sleeper.pid)
+    (attempt / "pid").write_text(f"{sleeper.pid} {ticks} {int(time.time())}\n")
+    log = attempt / "output.log"
+    log.write_text("step 1\n")
+    last_write = time.time() - 120
+    os.utime(log, (last_write, last_write))
+    report = rank_status(tmp_path, "job3")
+    assert report["state"] == "running" and 120 <= report["log_idle"] < 180, report
+    (attempt / "exit_code").write_text(f"0 {int(time.time())}\n")
+    assert "log_idle" not in rank_status(tmp_path, "job3")  # an ended rank has no hang to tell
