@@ -5,13 +5,15 @@ the controller, and the job's own output says what it resumed from."""
 
 import json
 import re
+import shutil
+import sqlite3
 import subprocess
 import sys
 
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.conftest import EXAMPLES, REPO
 
 pytestmark = pytest.mark.e2e
 
@@ -209,3 +211,34 @@ def test_a_spec_files_sync_dirs_are_checked_as_the_option(cli, workdir, tmp_path
     spec.write_text(yaml.safe_dump({"command": ["python", "count.py", "1", "0"], "sync_dirs": "ckpt"}))
     run = cli("run", "-f", str(spec))
     assert run.code == 2 and "'sync_dirs' must be a list of strings" in run.stderr, run.output
+
+
+def study_trials(node, study: str) -> int:
+    with sqlite3.connect(node.remote_root / "optuna-studies" / f"{study}.db") as database:
+        return database.execute("SELECT COUNT(*) FROM trials t JOIN studies s USING (study_id) "
+                                "WHERE s.study_name = ? AND t.state = 'COMPLETE'", (study,)).fetchone()[0]
+
+
+def test_an_optuna_study_moves_with_the_head(cli, ops_nodes, tmp_path):
+    """The head's node was lost (silent past its timeout) and answers again: the next
+    attempt runs without it, the spare taking rank 0, so the study's store moves
+    there, and the study's SQLite file with it: the next attempt's workers add
+    their trials to the first attempt's. Every node of the attempt gets a copy,
+    the one left when a head is lost for good."""
+    a, b, _, d = ops_nodes.nodes
+    search = tmp_path / "optuna"
+    shutil.copytree(EXAMPLES / "optuna", search)
+    spare_cluster(cli, ops_nodes)
+    run = cli.ok("run", "-c", "ops", "--limit", f"{a.name},{b.name},{d.name}", "--executor", "optuna",
+                 "--study", "moving", "--wait", "--workdir", str(search), "--", "python", "search.py", "2")
+    job_id = re.search(r"job (\w+) ", run.stdout).group(1)
+    assert study_trials(a, "moving") == 4
+    ops_nodes.lose_node(a)
+    ops_nodes.start_node(a)
+    relaunched = relaunch_without(cli, job_id, [a.name])
+    assert relaunched.returncode == 0, relaunched.stderr
+    wait_for_end(cli, job_id)
+    assert [rank["host"] for rank in cli.job(job_id)["ranks"]] == [d.name, b.name]
+    assert study_trials(d, "moving") == 8
+    assert "trials: 8 (complete 8)" in cli.ok("status", job_id).stdout
+    assert study_trials(b, "moving") == 4  # the first attempt's, as the sync left it

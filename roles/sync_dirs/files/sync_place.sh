@@ -1,9 +1,11 @@
 #!/bin/sh
-# Usage: sync_place.sh ROOT JOB_ID DIR...
+# Usage: sync_place.sh ROOT JOB_ID STUDY DIR...
 #
 # On one node of each filesystem of the next attempt (roles/sync_dirs,
 # tasks/place.yml), from the private folder of its SSH round trip, which holds
-# the bundles (*.tar, made by sync_pack.sh): each DIR of them replaces the job's copy.
+# the bundles (*.tar, made by sync_pack.sh): each DIR of them replaces the job's copy,
+# and with STUDY (relative to ROOT, or absolute) an Optuna job's study file
+# replaces the node's, its write-ahead log with it.
 # Every argument is data, never parsed by a shell.
 #
 # Where the job's tree is unpacked, the bundles are unpacked beside it, then
@@ -14,8 +16,8 @@
 # before the tree appears).
 # Exit 65: a DIR's folder leaves the workdir (a link the job made).
 set -eu
-root=$1 job=$2
-shift 2
+root=$1 job=$2 study=$3
+shift 3
 case $root in
     "~") root=$HOME ;;
     "~/"*) root=$HOME/${root#"~/"} ;;
@@ -31,6 +33,20 @@ for tarfile in "$bundle"/*.tar; do
         exit 1
     fi
 done
+if [ -n "$study" ]; then
+    case $study in
+        /*) ;;
+        *) study=$root/$study ;;
+    esac
+    name=$(basename -- "$study")
+    mkdir -p -- "$(dirname -- "$study")"
+    # The new file with its own log, or none: never the old log beside the new file.
+    rm -f -- "$study-wal" "$study-shm"
+    [ ! -f "$incoming/s/$name-wal" ] || mv -f -- "$incoming/s/$name-wal" "$study-wal"
+    mv -f -- "$incoming/s/$name" "$study"
+    echo "placed the study $name"
+fi
+[ "$#" -gt 0 ] || exit 0
 if [ -d "$root/$job/workdir" ]; then
     top=$(realpath -- "$root/$job/workdir")
 else
@@ -50,7 +66,7 @@ for path; do
     if [ -e "$top/$path" ] || [ -L "$top/$path" ]; then
         mv -- "$top/$path" "$old/"
     fi
-    mv -- "$incoming/$path" "$top/$path"
+    mv -- "$incoming/w/$path" "$top/$path"
     rm -rf -- "$old"
     [ "$top" != "$root/$job/synced" ] || printf '%s\n' "$path" >>"$root/$job/synced.dirs"
     echo "placed $path"

@@ -1,9 +1,10 @@
 #!/bin/sh
-# Usage: sync_probe.sh ROOT JOB_ID TOKEN DIR...
+# Usage: sync_probe.sh ROOT JOB_ID TOKEN STUDY DIR...
 #
 # Before a job's next attempt (roles/sync_dirs, tasks/probe.yml), on every node
 # of the ending attempt and of the next: which filesystem the node's remote root
-# is on, and how new its copy of each DIR (relative to the job's workdir) is.
+# is on, and how new its copy of each DIR (relative to the job's workdir) and of
+# an Optuna job's study file STUDY (relative to ROOT, or absolute; "": none) is.
 # Every argument is data, never parsed by a shell. Prints:
 #   root PATH         the remote root, ~ expanded
 #   filesystem ID     the root's marker ROOT/.filesystem, written once with the
@@ -11,10 +12,11 @@
 #                     share the root (one machine, or one NFS export)
 #   dir N TIME|-      per DIR, in order: when anything under it was last
 #                     written (seconds since the epoch), or - without one
+#   study TIME|-      the same of STUDY (its write-ahead log counts), when given
 # Exit 65: a DIR, or a symbolic link under it, leaves the workdir.
 set -u
-root=$1 job=$2 token=$3
-shift 3
+root=$1 job=$2 token=$3 study=$4
+shift 4
 case $root in
     "~") root=$HOME ;;
     "~/"*) root=$HOME/${root#"~/"} ;;
@@ -62,3 +64,11 @@ for path; do
     [ -n "$newest" ] || newest=$(find "$top/$path" -exec stat -c %Y {} + | sort -n | tail -n 1)
     echo "dir $n ${newest:--}"
 done
+if [ -n "$study" ]; then
+    case $study in
+        /*) ;;
+        *) study=$root/$study ;;
+    esac
+    newest=$(find "$study" "$study-wal" -printf '%T@\n' 2>/dev/null | sort -n | tail -n 1)
+    echo "study ${newest:--}"
+fi
