@@ -70,10 +70,10 @@ def main() -> None:
 
 SYNC = """
 import sys
-from tsubmit import submit, sync_dirs
-from tsubmit.store import open_store
+from tsubmit.jobs import plan, sync_dirs
+from tsubmit.local.store import open_store
 job = open_store().find(sys.argv[1])
-synced = sync_dirs.sync(job, submit.replan(job))
+synced = sync_dirs.sync(job, plan.replan(job))
 print(f"sync {synced.seconds:.1f} s, {synced.size / 1e6:.0f} MB to the controller, "
       f"sent to {', '.join(synced.sent_to)}")
 """

@@ -99,7 +99,7 @@ def test_a_shared_filesystem_is_sent_the_copy_once(cli, nodes, workdir):
 
 RELAUNCH = """
 import sys
-from tsubmit import run
+from tsubmit.jobs import run
 from tsubmit.errors import TsubmitError
 from tsubmit.jobs.recovery_plan import next_plan
 from tsubmit.local.store import open_store
