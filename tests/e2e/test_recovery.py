@@ -278,7 +278,8 @@ def test_run_wait_follows_a_restart_another_watcher_made(cli, nodes, workdir):
         with open(lock_path, "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # another watcher's
             assert wait_until(lambda: recorded()[1] == "failed", timeout=120)
-            code = ("import sys; from tsubmit.jobs import recovery; from tsubmit.local.store import open_store\n"
+            code = ("import sys; from tsubmit.jobs import recovery\n"
+                    "from tsubmit.local.store import open_store\n"
                     "with recovery.job_lock(sys.argv[1], wait=True):\n"
                     "    store = open_store(); print(recovery.act(store, store.find(sys.argv[1])).attempt)")
             holder = subprocess.Popen([sys.executable, "-c", code, job_id], cwd=REPO, env=cli.env, text=True,

@@ -179,7 +179,7 @@ def logs(obj, job_ref, rank_number, all_ranks, worker, tail, follow, attempt, se
     if tail is not None and tail < 0:
         raise UsageError("--tail must be 0 or more")
     if follow:
-        from ..jobs.lifecycle import follow as follow_job
+        from ..jobs.wait import follow as follow_job
 
         follow_job(store, job, ranks, prefixed=all_ranks, tail=tail, verbose=obj["verbose"],
                    notice=_say, select=select)
@@ -234,9 +234,9 @@ def result_code(job) -> int:
 
 
 def wait_for_job(store, job, *, follow, all_ranks, timeout, verbose, summary=True) -> int:
-    """`run --wait`: wait (lifecycle.wait_for), print the per-rank summary, and
+    """`run --wait`: wait (wait.wait_for), print the per-rank summary, and
     return the exit code."""
-    from ..jobs.lifecycle import wait_for
+    from ..jobs.wait import wait_for
 
     ranks = (job.ranks if all_ranks else job.ranks[:1]) if follow else None
     if not wait_for(store, job, timeout=timeout, follow=ranks, prefixed=all_ranks, verbose=verbose,

@@ -140,12 +140,12 @@ def compose(job, event: str, tails: dict[int, list[str]] | None = None, *, cause
     elif event == "started":
         lines.append("it waited in the queue for its GPUs and started")
     elif event == "restarted":
-        from . import recovery
+        from . import attempts
 
         cause = cause or job.restart_cause()
         title += f" as attempt {job.attempt}" + (f" after {cause}" if cause else "")
         lines += [f"cause: {cause or 'not recorded'}",
-                  f"restarts: {recovery.restarts_used(job)} of {recovery.restarts(job)}"]
+                  f"restarts: {attempts.restarts_used(job)} of {attempts.restarts(job)}"]
     elif event == "lost_node":
         addresses = {r.host: r.address for r in job.ranks}
         lost = list(hosts) or [r.host for r in job.ranks if r.state == states.UNREACHABLE]
@@ -204,7 +204,7 @@ def record(job, event: str, tails: dict[int, list[str]] | None = None, **details
 
 def observe(job, before: str, tails: dict[int, list[str]] | None = None) -> bool:
     """Record the message of the state JOB reached from BEFORE, if it is an event."""
-    from .recovery import awaits_restart
+    from .attempts import awaits_restart
 
     if job.state == before or job.state not in (states.SUCCEEDED, states.FAILED):
         return False

@@ -35,69 +35,18 @@ from ..local import kept_logs
 from ..local.store import JobStore
 from ..model import states
 from ..model.job import Job
-from ..nodes.actions import FAILURE_GRACE, launcher_alive
+from ..nodes.actions import FAILURE_GRACE
 from ..paths import ensure_private_dir, state_dir
-from . import hangs, lifecycle, notify, recovery_plan
+from . import attempts, hangs, lifecycle, notify, recovery_plan
 
-# How the attempt after a recorded one came (Job.attempts' "restart").
-POLICY = "policy"  # --restarts
-RESUMED = "resumed"  # its launch was interrupted: launched again, not counted
-USER = "user"  # tsubmit restart
 # Tries at launching the next attempt before the job fails (a node's full disk, its archive gone).
 LAUNCH_TRIES = 3
-
-
-def policy(job: Job) -> dict:
-    """The job's recovery settings: restarts, node_timeout, min_nodes, hang_timeout, sync_dirs."""
-    return job.extras.get("recovery") or {}
-
-
-def restarts(job: Job) -> int:
-    return int(policy(job).get("restarts", 0))
-
-
-def restarts_used(job: Job) -> int:
-    """The restarts --restarts made since the job was submitted or last
-    restarted by hand, this attempt's own record aside."""
-    used = 0
-    for record in job.attempts:
-        if record["attempt"] != job.attempt:
-            used = 0 if record.get("restart") == USER else used + (record.get("restart") == POLICY)
-    return used
-
-
-def watched(job: Job) -> bool:
-    """Whether a watcher acts on JOB's attempts: it may restart them, or end a hung one."""
-    return bool(restarts(job) or policy(job).get("hang_timeout"))
-
-
-def launch_interrupted(job: Job) -> bool:
-    """Whether the launch of JOB's attempt died midway: its launcher is gone and some rank never started."""
-    return (job.launcher is not None and not launcher_alive(job)
-            and any(rank.pid is None for rank in job.ranks))
-
-
-def failure(job: Job) -> str | None:
-    """Why JOB's current attempt must end, as its record says after a refresh,
-    when nobody has acted on it yet (a rank failed, or its launch died midway);
-    else None."""
-    if job.state != states.FAILED or job.pending or launcher_alive(job) or _ended_for_good(job):
-        return None
-    if launch_interrupted(job):
-        return f"the launch of attempt {job.attempt} was interrupted"
-    rank = job.first_failure()
-    return f"rank {rank.rank} on {rank.host} {rank.reason()}" if rank else job.message or "failed"
-
-
-def awaits_restart(job: Job) -> bool:
-    """A job whose attempt ended and that --restarts still has to act on."""
-    return restarts(job) > 0 and failure(job) is not None
 
 
 def must_act(job: Job) -> bool:
     """Whether a watcher has something to do with JOB, just refreshed: an
     ended attempt to restart, a hung rank, or a lost node."""
-    return awaits_restart(job) or bool(hangs.hung_ranks(job)) or bool(recovery_plan.lost_hosts(job))
+    return attempts.awaits_restart(job) or bool(hangs.hung_ranks(job)) or bool(recovery_plan.lost_hosts(job))
 
 
 def handle_end(store: JobStore, job: Job, cause: str, *, lost_hosts=(), verbose: int = 0) -> Job:
@@ -109,11 +58,12 @@ def handle_end(store: JobStore, job: Job, cause: str, *, lost_hosts=(), verbose:
     that could not be stopped keeps the stop pending and nothing is launched:
     the next refresh finishes the stop, the next pass acts again."""
     failed_before = job.state == states.FAILED  # its failure was notified, unless a restart awaited it
-    restart = RESUMED if launch_interrupted(job) else POLICY if restarts_used(job) < restarts(job) else None
+    restart = (attempts.RESUMED if attempts.launch_interrupted(job)
+               else attempts.POLICY if attempts.restarts_used(job) < attempts.restarts(job) else None)
     # Recorded first: the attempt has failed from now on, whatever its ranks
     # say (a hung rank stopped is not a failed one: lifecycle.aggregate), and a
     # watcher killed from here on leaves it to the next pass.
-    _record(job, cause, restart)
+    attempts.record(job, cause, restart)
     job.move_to(lifecycle.aggregate(job))
     store.save(job)
     skip = frozenset(lost_hosts)
@@ -122,13 +72,14 @@ def handle_end(store: JobStore, job: Job, cause: str, *, lost_hosts=(), verbose:
         if acted.failures:
             return job
     _lose(job, skip)
-    record = _record(job, cause, restart)  # with the ends the nodes gave
+    record = attempts.record(job, cause, restart)  # with the ends the nodes gave
     if skip:  # the lost nodes: what the attempt still runs there is stopped once they answer
         record["lost_hosts"] = sorted(skip)
         record.setdefault("unstopped", sorted(skip & set(record["hosts"])))
     if restart is None:
-        message = f"{cause}; no restart left (--restarts {restarts(job)})" if restarts(job) else cause
-        _fail(store, job, message, notified=failed_before and not restarts(job))
+        allowed = attempts.restarts(job)
+        message = f"{cause}; no restart left (--restarts {allowed})" if allowed else cause
+        _fail(store, job, message, notified=failed_before and not allowed)
         return job
     store.save(job)
     try:
@@ -167,7 +118,7 @@ def act(store: JobStore, job: Job, *, verbose: int = 0) -> Job:
     if hung:
         hangs.take_evidence(job, hung, verbose=verbose)
         return handle_end(store, job, hangs.cause(hung), verbose=verbose)
-    cause = failure(job) if restarts(job) else None
+    cause = attempts.failure(job) if attempts.restarts(job) else None
     if cause is None:
         return job
     # An attempt whose next one could not be launched yet: again without the nodes it lost.
@@ -186,25 +137,6 @@ def _lose(job: Job, hosts: frozenset[str]) -> None:
             rank.ended_at = now
     if hosts and not job.state.is_terminal:
         job.move_to(lifecycle.aggregate(job))
-
-
-def _ended_for_good(job: Job) -> bool:
-    """Whether JOB's current attempt is recorded with no attempt to follow."""
-    return any(record["attempt"] == job.attempt and record.get("restart") is None for record in job.attempts)
-
-
-def _record(job: Job, cause: str, restart: str | None) -> dict:
-    """JOB's current attempt in job.attempts, recorded once (again: replaced)."""
-    record = next((r for r in job.attempts if r["attempt"] == job.attempt), None)
-    if record is None:
-        record = {"attempt": job.attempt}
-        job.attempts.append(record)
-    started = [rank.started_at for rank in job.ranks if rank.started_at]
-    ended = [rank.ended_at for rank in job.ranks if rank.ended_at]
-    record.update(hosts=[rank.host for rank in job.ranks], started_at=min(started, default=None),
-                  ended_at=max(ended, default=None) or record.get("ended_at") or time.time(),
-                  cause=cause, restart=restart)
-    return record
 
 
 def _fail(store: JobStore, job: Job, message: str, *, notified: bool = False) -> None:
@@ -232,11 +164,6 @@ def _relaunch(store: JobStore, job: Job, lost_hosts, *, verbose: int = 0) -> Job
     the_plan = (recovery_plan.next_plan(job, lost_hosts, store=store) if lost_hosts
                 else plan.replan(job))
     return run.relaunch(store, the_plan, verbose=verbose)
-
-
-def record_user_restart(job: Job) -> None:
-    """`tsubmit restart`: the ended attempt joins job.attempts, its cause what the job says."""
-    _record(job, job.message or str(job.state), USER)
 
 
 @contextlib.contextmanager

@@ -31,8 +31,8 @@ from ..model.states import ACTIVE_STATES, DELETED, LIVE_RANK_STATES
 from ..nodes import actions, gpu_leases
 from ..output import state_phrase
 from ..paths import ensure_private_dir, state_dir
+from . import attempts, lifecycle, notify, preview, sync_dirs
 from . import launch as launching
-from . import lifecycle, notify, preview, recovery, sync_dirs
 from . import plan as planning
 from .request import Behaviour, RunRequest, request_from_spec
 
@@ -119,7 +119,7 @@ def restart(store: JobStore, job: Job, *, verbose: int = 0) -> Job:
                          f"stop it first: tsubmit stop {job.id}")
     # Before anything changes: a host gone from the inventory is refused.
     the_plan = planning.replan(job)
-    recovery.record_user_restart(job)
+    attempts.record_user_restart(job)
     return relaunch(store, the_plan, verbose=verbose)
 
 

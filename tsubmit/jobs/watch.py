@@ -19,7 +19,7 @@ from ..errors import TsubmitError
 from ..local.store import JobStore
 from ..model.job import Job
 from ..paths import state_dir
-from . import lifecycle, recovery
+from . import attempts, lifecycle, recovery
 
 
 @dataclass
@@ -35,18 +35,12 @@ class Pass:
     failed: list[tuple[Job, str]] = field(default_factory=list)  # (job, why this pass could not act)
 
 
-def watched(job: Job) -> bool:
-    if recovery.awaits_restart(job):
-        return True
-    return job.may_run() and (bool(job.extras.get("notify")) or recovery.watched(job))
-
-
 def one_pass(store: JobStore, *, verbose: int = 0) -> Pass:
     done = Pass()
-    ids = [job.id for job in store.jobs() if watched(job)]
+    ids = [job.id for job in store.jobs() if attempts.refreshed_by_watch(job)]
     with _locked(ids) as mine:
         done.held_elsewhere = [job_id for job_id in ids if job_id not in mine]
-        jobs = [job for job in store.jobs() if job.id in mine and watched(job)]
+        jobs = [job for job in store.jobs() if job.id in mine and attempts.refreshed_by_watch(job)]
         before = {job.id: job.state for job in jobs}
         if jobs:
             done.refreshed = lifecycle.refresh(store, jobs, verbose=verbose)
@@ -60,7 +54,8 @@ def one_pass(store: JobStore, *, verbose: int = 0) -> Pass:
                 done.restarted.append((now, now.restart_cause()))
             elif job.state != before[job.id]:
                 done.changed.append((job, before[job.id]))
-            if not watched(now):  # its last pass: the folder keeps a lock per job still watched
+            # its last pass: the folder keeps a lock per job still watched
+            if not attempts.refreshed_by_watch(now):
                 (state_dir() / "watch" / f"{job.id}.lock").unlink(missing_ok=True)
     return done
 

@@ -5,7 +5,7 @@ rank runs and brought up to date by every refresh that reads its node
 (lifecycle._read; roles/status/files/rank_status.py reads the log in the same
 pass as the rank's state):
 
-- a watched job's running ranks (watch.watched: a watcher's pass, `run
+- a watched job's running ranks (attempts.refreshed_by_watch: a watcher's pass, `run
   --wait`, and any status or list of such a job) send what their log gained
   since the copy's end, complete lines only: one pass costs the new lines,
   not the log;
