@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from tests.conftest import EXAMPLES, REPO
+from tests.e2e.test_lost_nodes import attempt_runs, stop_and_count, watch_until
 
 pytestmark = pytest.mark.e2e
 
@@ -114,10 +115,10 @@ except TsubmitError as error:
 """
 
 
-def relaunch_without(cli, job_id, lost):
+def relaunch_without(cli, job_id, lost_hosts):
     """What the recovery engine does when LOST are lost: the next attempt's plan
     (recovery_plan.next_plan: a spare takes a lost rank), launched by run.relaunch."""
-    return subprocess.run([sys.executable, "-c", RELAUNCH, job_id, *lost], cwd=REPO, env=cli.env,
+    return subprocess.run([sys.executable, "-c", RELAUNCH, job_id, *lost_hosts], cwd=REPO, env=cli.env,
                           capture_output=True, text=True, timeout=600)
 
 
@@ -242,3 +243,40 @@ def test_an_optuna_study_moves_with_the_head(cli, ops_nodes, tmp_path):
     assert study_trials(d, "moving") == 8
     assert "trials: 8 (complete 8)" in cli.ok("status", job_id).stdout
     assert study_trials(b, "moving") == 4  # the first attempt's, as the sync left it
+
+
+@pytest.fixture
+def lose(nodes):
+    """Lose a node for the test (nodes.lose_node), brought back at its end whatever happens."""
+    taken = []
+
+    def lose_node(node):
+        taken.append(node)
+        nodes.lose_node(node)
+
+    yield lose_node
+    for node in taken:
+        nodes.start_node(node)
+        nodes.kill_processes(node)
+
+
+def test_a_lost_node_s_rank_resumes_on_the_spare_from_the_heads_checkpoint(cli, nodes, workdir, lose):
+    """The watcher finds the worker's node lost (past --node-timeout) and relaunches
+    its rank on the spare, which never held the job: the spare's rank resumes from
+    the head's checkpoint, synced through the controller before the launch."""
+    head, worker, spare = nodes.nodes
+    path = cli.write_cluster("c", nodes, [head, worker, spare])
+    inventory = yaml.safe_load(path.read_text())
+    inventory["all"]["hosts"][spare.name]["tsubmit_spare"] = True
+    path.write_text(yaml.safe_dump(inventory, sort_keys=False))
+    run = cli.ok("run", "-c", "c", "--executor", "distributed", "--restarts", "2", "--node-timeout", "2s",
+                 "--sync-dir", "ckpt", "--workdir", str(workdir), *CHECKPOINT, "wait")
+    job_id = re.search(r"job (\w+) ", run.stdout).group(1)
+    checkpoint = head.remote_root / job_id / "workdir" / "ckpt" / "step.txt"
+    watch_until(cli, lambda: checkpoint.exists() and log_of(worker, job_id, 1, 1), "the checkpoint written")
+    lose(worker)
+    watch_until(cli, lambda: attempt_runs(cli, job_id, 2, [head.name, spare.name]), "attempt 2 on the spare")
+    watch_until(cli, lambda: log_of(spare, job_id, 1, 2), "the spare's rank started")
+    assert log_of(spare, job_id, 1, 2) == "rank 1 resumed from: attempt 1 rank 0\n"
+    assert log_of(head, job_id, 0, 2) == "rank 0 resumed from: attempt 1 rank 0\n"
+    stop_and_count(cli, job_id)

@@ -5,11 +5,14 @@ with `all`) writes ckpt/step.txt, "attempt A rank R", and sets the file's and
 the folder's modification time to a stamp that grows with the attempt and the
 rank, so which node's copy is the newest is known whatever the machine's load.
 
-Usage: checkpoint.py [all]
+With `wait`, it then waits to be stopped, a checkpoint written.
+
+Usage: checkpoint.py [all] [wait]
 """
 
 import os
 import sys
+import time
 
 rank, attempt = int(os.environ["NODE_RANK"]), int(os.environ["TSUBMIT_ATTEMPT"])
 path = os.path.join("ckpt", "step.txt")
@@ -26,3 +29,5 @@ if rank == 0 or "all" in sys.argv[1:]:
     stamp = 1_700_000_000 + attempt * 100 + rank
     os.utime(path, (stamp, stamp))
     os.utime("ckpt", (stamp, stamp))
+while "wait" in sys.argv[1:]:
+    time.sleep(1)
