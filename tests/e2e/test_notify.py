@@ -301,3 +301,18 @@ def test_the_log_of_a_rank_whose_node_is_gone_is_the_copy_kept_when_it_ended(cli
         nodes.start_node(worker)
     cli.ok("delete", job_id, "--yes")
     assert not (cli.home / "state" / "logs" / job_id).exists()
+
+
+def test_a_torchrun_job_out_of_restarts_is_notified_once_with_the_worker_s_last_lines(cli, nodes, workdir,
+                                                                                    webhook):
+    cli.write_cluster("c", nodes, nodes.nodes[:2])
+    run = cli("run", "-c", "c", "--executor", "torchrun", "--restarts", "1", "--wait", "--notify",
+              webhook.url, "--notify-on", "failed", "--workdir", str(workdir), "--",
+              "python", "crash_first.py", "1", "7")
+    assert run.code == 1, run.output
+    assert wait_until(lambda: webhook.bodies, timeout=30)
+    [posted] = webhook.bodies  # attempt 1's failure was restarted: not the job's
+    body = posted["message"]
+    assert "attempt: 2" in body and "exit code: 7" in body
+    tail = body.split("'s log:\n", 1)[1]
+    assert "rank 1: giving up with 7" in tail and "ChildFailedError" not in tail, body

@@ -125,3 +125,19 @@ def test_the_default_events_are_every_event_and_end_is_both_ends():
     with pytest.raises(UsageError, match=r"unknown event 'hang'; choose from started, succeeded, failed, "
                                          r"restarted, hung, lost_node, end"):
         notify.settings([url], ["hang"])
+
+
+def test_a_failed_attempt_the_policy_restarts_is_not_notified_and_its_tails_are_held(monkeypatch, tmp_path):
+    """The final failure's message (recovery._fail) has the lines the refresh that
+    saw the attempt fail read, cut before torchrun's traceback, not the raw log."""
+    monkeypatch.setenv("TSUBMIT_HOME", str(tmp_path))
+    from tsubmit.jobs import recovery
+
+    job = three_rank_job(restarts=1)
+    job.state, job.ranks[1].state, job.ranks[1].exit_code = FAILED, FAILED, 7
+    assert not notify.observe(job, RUNNING, {0: [], 1: ["worker 1: out of patience"]})
+    assert notify.pending(job) == []
+    job.extras = json.loads(json.dumps(job.extras))  # as the store keeps it
+    assert recovery._tails(job) == notify.held_tails(job) == {1: ["worker 1: out of patience"]}
+    job.attempt = 2  # held for attempt 1 only
+    assert notify.held_tails(job) == {}

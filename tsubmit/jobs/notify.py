@@ -209,8 +209,23 @@ def observe(job, before: str, tails: dict[int, list[str]] | None = None) -> bool
     if job.state == before or job.state not in (states.SUCCEEDED, states.FAILED):
         return False
     if job.state == states.FAILED and awaits_restart(job):
-        return False  # not the job's end yet: the watcher restarts it, or says it failed (recovery._fail)
+        # Not the job's end yet: the watcher restarts it, or says it failed
+        # (recovery._fail), with these tails (held_tails): the workers' lines.
+        if job.extras.get("notify"):
+            job.extras["notify"]["held_tails"] = {"attempt": job.attempt, "tails": tails or {}}
+        return False
     return record(job, job.state, tails)
+
+
+def held_tails(job) -> dict[int, list[str]]:
+    """The failed ranks' last log lines that the refresh which saw JOB's current
+    attempt fail read (as rank_status.py cuts them: under torchrun, the
+    workers' lines before torchrun's own traceback), held for the message of
+    the job's failure if no restart follows."""
+    held = (job.extras.get("notify") or {}).get("held_tails") or {}
+    if held.get("attempt") != job.attempt:
+        return {}
+    return {int(rank): lines for rank, lines in held["tails"].items() if lines}
 
 
 def pending(job) -> list[dict]:

@@ -150,7 +150,11 @@ def _fail(store: JobStore, job: Job, message: str, *, notified: bool = False) ->
 
 
 def _tails(job: Job) -> dict[int, list[str]]:
-    """The end of the first failed rank's log, from the copy kept when it ended, for the message."""
+    """The end of the first failed rank's log for the message: as the refresh
+    that saw it fail read it (notify.held_tails), else from the copy kept when it ended."""
+    held = notify.held_tails(job)
+    if held:
+        return held
     rank = job.first_failure()
     kept = kept_logs.read(job.id, rank.rank, job.attempt) if rank else None
     return {rank.rank: kept[0][-notify.TAIL_LINES:]} if kept else {}
