@@ -32,6 +32,9 @@ Sections (figures are medians over alternating rounds of the same run):
   (callbacks/task_cpu.py) split the controller's CPU into tsubmit's own
   process, ansible-playbook's start-up and each task.
 * startup: `tsubmit --help`, `tsubmit list` with no jobs, `tsubmit run --dry-run`.
+* recovery: the time from losing a node to every rank of the next attempt
+  running (3 nodes and a spare), and a `tsubmit watch` pass over 20 active
+  jobs on 8 nodes (section_recovery.py).
 
 Measuring and reporting are apart: the sections (section_submit.py,
 sections.py, with common.py, references.py and artifacts.py) fill one dict
@@ -62,6 +65,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, SshNodes, close_masters, compile_checkout, loadavg, log, make_workdir, tree_size
 from references import ensure_bash_user
 from report import report
+from section_recovery import section_recovery
 from section_submit import Context, section_submit
 from sections import section_archive, section_list, section_resubmit, section_startup
 
@@ -82,7 +86,7 @@ def main() -> int:
     parser.add_argument("--torch-submit", metavar="PATH",
                         help="an installed torch-submit executable to compare")
     parser.add_argument("--sections", default="submit,resubmit,list,archive,startup",
-                        help="comma-separated subset of submit,resubmit,list,archive,startup")
+                        help="comma-separated subset of submit,resubmit,list,archive,startup,recovery")
     parser.add_argument("--no-round-trips", dest="round_trips", action="store_false",
                         help="skip the -vvvv submit that counts ssh invocations per task")
     parser.add_argument("--json", metavar="PATH", help="also write every figure as JSON")
@@ -106,8 +110,10 @@ def main() -> int:
     bench_dir = Path(tempfile.mkdtemp(prefix="tsb-bench-", dir="/tmp"))
     bench_dir.chmod(0o755)
     wd = make_workdir(bench_dir)
-    needs_nodes = sections & {"submit", "resubmit", "list"}
+    needs_nodes = sections & {"submit", "resubmit", "list", "recovery"}
     count = max(sizes) if "submit" in sections else 4
+    if "recovery" in sections:
+        count = max(count, 8)
     nodes = SshNodes(count, subnet=args.subnet, **({"user": ensure_bash_user()} if args.torch_submit else {}))
     ctx = Context(args, nodes, bench_dir, wd)
     tree_bytes, tree_files = tree_size(wd)
@@ -128,6 +134,8 @@ def main() -> int:
             section_archive(ctx)
         if "startup" in sections:
             section_startup(ctx, f"c{max(sizes)}" if "submit" in sections else None)
+        if "recovery" in sections:
+            section_recovery(ctx)
         ctx.results["meta"].update(loadavg_end=loadavg(), seconds=round(time.monotonic() - began))
         if args.json:  # first, so a failing report loses no measurement
             Path(args.json).write_text(json.dumps(ctx.results, indent=1, default=str))

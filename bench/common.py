@@ -257,9 +257,10 @@ def tree_size(wd: Path) -> tuple[int, int]:
     return total, files
 
 
-def write_cluster(home: Path, name: str, nodes: SshNodes, members) -> None:
-    """Like tests/conftest.py's Cli.write_cluster."""
+def write_cluster(home: Path, name: str, nodes: SshNodes, members, spares=()) -> None:
+    """Like tests/conftest.py's Cli.write_cluster; SPARES with tsubmit_spare."""
     hosts = {node.name: nodes.host_vars(node) for node in members}
+    hosts.update({node.name: {**nodes.host_vars(node), "tsubmit_spare": True} for node in spares})
     path = home / "config" / "clusters" / f"{name}.yml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump({"all": {"hosts": hosts}}, sort_keys=False))

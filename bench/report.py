@@ -304,6 +304,22 @@ def other_lines(results: dict) -> list[str]:
                          fmt_s(startup["dry_run"]["median"])])
         rows.append(["python -c pass", fmt_s(startup["python"]["median"])])
         lines += ["", "## start-up (s)", table(["command", "wall"], rows)]
+    recovery = results.get("recovery")
+    if recovery:
+        relaunch, watched = recovery["relaunch"], recovery["watch"]
+        beyond = relaunch["seconds"] - relaunch["node_timeout"]
+        lines += ["", "## recovery",
+                  table(["measured", "s"],
+                        [[f"lost node to every rank of the next attempt running ({relaunch['nodes']} nodes "
+                          f"+ {relaunch['spares']} spare)", fmt_s(relaunch["seconds"])],
+                         ["  of which --node-timeout", fmt_s(relaunch["node_timeout"])],
+                         [f"  of which the rest (a watch pass every {relaunch['watch_every']:g} s, stop, "
+                          "relaunch)", fmt_s(beyond)],
+                         [f"watch --once over {watched['jobs']} active jobs on {watched['nodes']} "
+                          "nodes, wall", fmt_s(watched["wall_median"])],
+                         ["  controller CPU", fmt_s(watched["cpu_median"])]]),
+                  f"(goals: relaunch within node-timeout + 30 s: {verdict(beyond <= 30)}; "
+                  f"a pass over 20 jobs under 5 s: {verdict(watched['wall_median'] < 5)})"]
     trips = results.get("round_trips")
     if trips:
         lines += ["", "## ssh invocations per task for one node (one -vvvv submit, N=1)"]
