@@ -11,10 +11,6 @@
 set -eu
 root=$1 job=$2 out=$3 study=$4
 shift 4
-case $root in
-    "~") root=$HOME ;;
-    "~/"*) root=$HOME/${root#"~/"} ;;
-esac
 # The members' two folders are links: tar keeps the names it is given, and
 # stores what they lead to (a link under a DIR stays a link).
 links=$(mktemp -d "$root/$job/.sync-pack.XXXXXX")

@@ -14,14 +14,11 @@
 # (a spare) keeps the DIRs in ROOT/JOB_ID/synced/, listed in synced.dirs, until
 # its launch unpacks the tree (roles/launch/files/start_rank.sh puts them in
 # before the tree appears).
+# ROOT is absolute (what sync_probe.sh printed).
 # Exit 65: a DIR's folder leaves the workdir (a link the job made).
 set -eu
 root=$1 job=$2 study=$3
 shift 3
-case $root in
-    "~") root=$HOME ;;
-    "~/"*) root=$HOME/${root#"~/"} ;;
-esac
 bundle=$(dirname "$0")
 incoming=$(mktemp -d "$root/$job/.sync-incoming.XXXXXX")
 trap 'rm -rf "$incoming"' EXIT
