@@ -293,3 +293,30 @@ def test_run_wait_follows_a_restart_another_watcher_made(cli, nodes, workdir):
     job = cli.job(job_id)
     assert job["state"] == "succeeded" and [a["attempt"] for a in job["attempts"]] == [1]
     assert attempt_dirs(nodes.nodes, job_id) == {f"rank-{r}/attempt-{a}" for r in (0, 1) for a in (1, 2)}
+
+
+def test_a_next_attempt_that_cannot_be_launched_is_tried_each_pass_then_fails_the_job(cli, nodes, workdir,
+                                                                                        tmp_path):
+    cli.write_cluster("c", nodes, nodes.nodes[:2])
+    hook = tmp_path / "refuse.yml"
+    hook.write_text("- name: Refuse the second attempt on rank 1\n"
+                    "  ansible.builtin.fail:\n"
+                    "    msg: no room for attempt 2 here\n"
+                    "  when: tsubmit_job_attempt | int == 2 and tsubmit_rank | int == 1\n")
+    job_id = start(cli, "-c", "c", "--executor", "distributed", "--restarts", "1", "--hook",
+                   f"pre_launch_tasks={hook}", "--workdir", str(workdir), "--",
+                   "python", "fail_until.py", "1", "3", "99")
+    assert wait_until(lambda: started(nodes.nodes, job_id, 1) == 2 and not job_processes(job_id))
+    worker = nodes.nodes[1].name
+    for tries in (1, 2, 3):
+        watched = cli("watch", "--once")
+        assert watched.code == 3, watched.output  # the launch failed on a node, named
+        assert f"\n  {worker}: " in watched.stderr and "no room for attempt 2 here" in watched.stderr, \
+            watched.output
+        job = cli.job(job_id)
+        assert job["attempt"] == 1 and job["attempts"][0]["launch_failures"] == tries
+        assert attempt_dirs(nodes.nodes, job_id) == {"rank-0/attempt-1", "rank-1/attempt-1"}  # rolled back
+        assert not job_processes(job_id)
+    assert job["state"] == "failed" and "attempt 2 could not be launched (3 tries)" in job["message"], job
+    assert job["attempts"][0]["restart"] is None
+    assert cli.ok("watch", "--once").stdout == ""

@@ -5,7 +5,7 @@ import time
 
 import click
 
-from ..errors import EXIT_LAUNCH, TsubmitError, UsageError
+from ..errors import TsubmitError, UsageError
 
 
 @click.command()
@@ -50,10 +50,12 @@ def watch(obj, every, once, install, uninstall):
                            + (f": {job.message}" if job.message and job.state == "failed" else ""))
             for job, cause in done.restarted:
                 click.echo(f"job {job.id} ({job.name}) restarted as attempt {job.attempt}: {cause}")
-            for job, error in done.failed:
+            for job, error in done.failed:  # tried again by the next pass
                 click.echo(f"tsubmit watch: job {job.id} ({job.name}): {error}", err=True)
+                for host, message in getattr(error, "host_errors", {}).items():
+                    click.echo(f"  {host}: {message}", err=True)
             if once and done.failed:
-                sys.exit(EXIT_LAUNCH)
+                sys.exit(done.failed[0][1].exit_code)
         if once:
             return
         try:

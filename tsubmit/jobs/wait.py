@@ -60,9 +60,11 @@ def _watch_own(store: JobStore, job: Job, notice, restarted, *, verbose: int = 0
         if mine:
             try:
                 now = recovery.act(store, now, verbose=verbose)
-            except TsubmitError as error:
+            except TsubmitError as error:  # tried again at the next refresh
                 if notice:
-                    notice(f"tsubmit: job {job.id}: {error}")
+                    hosts = "".join(f"; {host}: {message}"
+                                    for host, message in getattr(error, "host_errors", {}).items())
+                    notice(f"tsubmit: job {job.id}: {error}{hosts}")
     attempt = job.attempt
     job.__dict__.update(now.__dict__)
     if job.attempt != attempt:

@@ -32,7 +32,7 @@ class Pass:
     held_elsewhere: list[str] = field(default_factory=list)
     changed: list[tuple[Job, str]] = field(default_factory=list)  # (job, its state before)
     restarted: list[tuple[Job, str]] = field(default_factory=list)  # (next attempt, cause)
-    failed: list[tuple[Job, str]] = field(default_factory=list)  # (job, why this pass could not act)
+    failed: list[tuple[Job, TsubmitError]] = field(default_factory=list)  # (job, why this pass could not act)
 
 
 def one_pass(store: JobStore, *, verbose: int = 0) -> Pass:
@@ -48,7 +48,7 @@ def one_pass(store: JobStore, *, verbose: int = 0) -> Pass:
             try:
                 now = recovery.act(store, job, verbose=verbose)
             except TsubmitError as error:  # the others are still acted on; the next pass tries again
-                done.failed.append((job, str(error)))
+                done.failed.append((job, error))
                 continue
             if now.attempt != job.attempt:
                 done.restarted.append((now, now.restart_cause()))
