@@ -184,11 +184,11 @@ def logs(obj, job_ref, rank_number, all_ranks, worker, tail, follow, attempt, se
         follow_job(store, job, ranks, prefixed=all_ranks, tail=tail, verbose=obj["verbose"],
                    notice=_say, select=select)
         sys.exit(result_code(job))
-    from ..jobs.logs import fetch
+    from ..jobs.logs import read
     from ..model.layout import LOG, SETUP_LOG
 
     copies: dict[int, float] = {}
-    lines = fetch(job, ranks, attempt, log=SETUP_LOG if setup_log else LOG, verbose=obj["verbose"],
+    lines = read(job, ranks, attempt, log=SETUP_LOG if setup_log else LOG, verbose=obj["verbose"],
                   copies=copies)
     for rank in ranks:
         if rank.rank in copies:

@@ -38,7 +38,7 @@ def worker_lines(worker: int):
     return select
 
 
-def fetch(job: Job, ranks: list[Rank], attempt: int, *, log: str = layout.LOG,
+def read(job: Job, ranks: list[Rank], attempt: int, *, log: str = layout.LOG,
           verbose: int = 0, copies: dict[int, float] | None = None) -> dict[int, list[str]]:
     """Each rank's log lines, read on its node by a shell script (playbooks/logs.yml):
     LOG is the file of the attempt's folder, its output or the setup's (layout.SETUP_LOG).
