@@ -1,12 +1,12 @@
 """Shared fixtures: real sshd nodes for the session, an isolated TSUBMIT_HOME
-per test, and a helper that runs the real `tsubmit` command."""
+per test, a helper that runs the real `tsubmit` command, notification endpoints
+and the real crontab."""
 
 import contextlib
 import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,11 +16,13 @@ import pytest
 import yaml
 
 from tests.harness import SshNodes, xdist_subnet
+from tests.harness import crontab as real_crontab
+from tests.harness.endpoints import Mailbox, Webhook
 from tests.harness.inventories import OpsInventory, write_ops_inventory
+from tests.harness.jobs import TSUBMIT
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
-TSUBMIT = [sys.executable, "-m", "tsubmit"]
 
 
 @dataclass
@@ -146,3 +148,32 @@ def workdir(tmp_path):
     shutil.copytree(EXAMPLES / "ddp", target)
     shutil.copytree(REPO / "tests" / "jobs", target, dirs_exist_ok=True)
     return target
+
+
+@pytest.fixture
+def webhook():
+    hook = Webhook()
+    yield hook
+    hook.close()
+
+
+@pytest.fixture
+def mailbox():
+    box = Mailbox()
+    yield box
+    box.close()
+
+
+@pytest.fixture
+def saved_crontab():
+    """The real crontab of this user (or its absence), restored after the test, also
+    by the next run when this one is killed (tests/harness/crontab.py). One test at a
+    time has it, whatever the number of xdist workers."""
+    with real_crontab.held():
+        yield
+
+
+@pytest.fixture
+def crontab(saved_crontab):
+    """The real crontab of this user holding one entry of its own, restored after the test."""
+    real_crontab.write("7 3 * * * echo foreign-entry\n")

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
+from tests.harness.jobs import attempt_dir, exit_code
 
 pytestmark = pytest.mark.e2e
 
@@ -127,17 +128,6 @@ def write_prepare_role(role: Path) -> None:
         "ansible.builtin.debug": {"msg": "preparing {{ inventory_hostname }}"}}], sort_keys=False))
 
 
-def exit_code(attempt: Path, timeout: float = 120) -> int:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not (attempt / "exit_code").exists():
-        assert time.monotonic() < deadline, (attempt / "output.log").read_text() if (
-            attempt / "output.log").exists() else f"{attempt}: nothing"
-        time.sleep(0.5)
-    return int((attempt / "exit_code").read_text().split()[0])
-
-
 def test_the_readmes_minimal_playbook_runs_a_job_on_the_nodes(shipped, nodes, workdir, tmp_path):
     members = nodes.nodes[:2]
     nodes.write_inventory(tmp_path / "hosts.yml", group="trainers", members=members)
@@ -158,7 +148,7 @@ def test_the_readmes_minimal_playbook_runs_a_job_on_the_nodes(shipped, nodes, wo
     assert play.returncode == 0, play.stdout[-4000:] + play.stderr[-2000:]
     assert play.stdout.index("prepare_nodes : Prepare the node") < play.stdout.index("preflight : ")
     for rank, node in enumerate(members):
-        attempt = node.remote_root / job_id / f"rank-{rank}" / "attempt-1"
+        attempt = attempt_dir(node, job_id, rank)
         assert exit_code(attempt) == 0, (attempt / "output.log").read_text()
         log = (attempt / "output.log").read_text()
         assert f"/2 node {rank} allreduce=3 expected=3 weights_in_sync=True OK" in log, log

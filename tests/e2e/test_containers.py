@@ -7,17 +7,15 @@ tsubmit_container_run_args, the mechanism a site would use.
 """
 
 import os
-import re
 import subprocess
-import time
 
 import pytest
 
-from tests.harness.images import build_image
+from tests.harness import eventually
+from tests.harness.images import build_image, container_cluster
+from tests.harness.jobs import attempt_dir, job_id_of
 
 pytestmark = pytest.mark.e2e
-
-SANDBOX_ARGS = ["--ulimit=nofile=1024:1024", "--ulimit=nproc=4096:4096", "--shm-size=256m"]
 
 
 @pytest.fixture(scope="session")
@@ -30,22 +28,13 @@ def podman(nodes, *args) -> str:
                           capture_output=True, text=True, check=True).stdout
 
 
-def container_cluster(cli, nodes, count=2, **extra):
-    return cli.write_cluster("c", nodes, nodes.nodes[:count], tsubmit_container_engine="podman",
-                             tsubmit_container_run_args=SANDBOX_ARGS, **extra)
-
-
-def job_id(run) -> str:
-    return re.search(r"job (\w+)", run.stdout).group(1)
-
-
 def test_two_node_job_in_a_container_sees_the_contract_and_the_tree(cli, nodes, workdir, image):
     container_cluster(cli, nodes)
     run = cli("run", "-c", "c", "--image", image, "--executor", "docker", "--wait",
               "--env", "JOB_SECRET=s3cret value", "--workdir", str(workdir), "--",
               "sh", "-c", "env | sort; echo FILES; ls -a")
     assert run.code == 0, run.output
-    job = job_id(run)
+    job = job_id_of(run)
     head, worker = nodes.nodes[0], nodes.nodes[1]
     for rank in (0, 1):
         log = cli.ok("logs", job, "--rank", str(rank)).stdout
@@ -60,9 +49,9 @@ def test_two_node_job_in_a_container_sees_the_contract_and_the_tree(cli, nodes, 
         assert env["JOB_SECRET"] == "s3cret value"
         assert "show_env.py" in log.split("FILES")[1] and ".tsubmit" in log.split("FILES")[1]
     # the secret went through a 0600 env file, not the command line
-    env_file = head.remote_root / job / "rank-0" / "attempt-1" / "container.env"
+    env_file = attempt_dir(head, job) / "container.env"
     assert oct(env_file.stat().st_mode & 0o777) == "0o600"
-    assert "s3cret" not in (head.remote_root / job / "rank-0" / "attempt-1" / "output.log").read_text() \
+    assert "s3cret" not in (attempt_dir(head, job) / "output.log").read_text() \
         .split("FILES")[1]
     assert podman(nodes, "ps", "--all", "--quiet", "--filter", f"label=tsubmit.job={job}") == ""
 
@@ -72,7 +61,7 @@ def test_a_container_exiting_3_on_rank_1_fails_the_job(cli, nodes, workdir, imag
     run = cli("run", "-c", "c", "--image", image, "--executor", "distributed", "--wait",
               "--workdir", str(workdir), "--", "sh", "-c", "exit $((NODE_RANK * 3))")
     assert run.code == 1, run.output
-    job = cli.job(job_id(run))
+    job = cli.job(job_id_of(run))
     assert job["state"] == "failed" and job["message"] == "rank 1 on node2 exited with 3"
 
 
@@ -91,11 +80,9 @@ def _sleeping(seconds: int) -> list[str]:
 
 def test_stop_leaves_no_container_and_no_process(cli, nodes, workdir, image):
     container_cluster(cli, nodes)
-    job = job_id(cli.ok("run", "-c", "c", "--image", image, "--executor", "distributed", "--workdir",
+    job = job_id_of(cli.ok("run", "-c", "c", "--image", image, "--executor", "distributed", "--workdir",
                         str(workdir), "--", "sleep", "6127"))
-    deadline = time.monotonic() + 60
-    while len(_sleeping(6127)) < 2 and time.monotonic() < deadline:
-        time.sleep(0.5)
+    eventually(lambda: len(_sleeping(6127)) >= 2, message="sleep 6127 in both containers")
     assert len(_sleeping(6127)) == 2
     assert cli.job(job)["state"] == "running"
     cli.ok("stop", job, "--grace", "3")

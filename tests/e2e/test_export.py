@@ -2,27 +2,24 @@
 ansible-playbook) and `tsubmit run --check` (check mode: nothing launched)."""
 
 import os
-import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.harness.jobs import attempt_dir, exit_code, job_id_of
+
 pytestmark = pytest.mark.e2e
 
 
 def rank_log(node, job_id, rank):
-    path = node.remote_root / job_id / f"rank-{rank}" / "attempt-1" / "output.log"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if (path.parent / "exit_code").exists():
-            return path.read_text()
-        time.sleep(0.5)
-    raise AssertionError(f"{path} did not finish")
+    """The rank's whole log, once its attempt ended."""
+    attempt = attempt_dir(node, job_id, rank)
+    exit_code(attempt, timeout=60)
+    return (attempt / "output.log").read_text()
 
 
 def test_an_exported_project_runs_with_plain_ansible_playbook(cli, nodes, workdir, tmp_path):
@@ -31,7 +28,7 @@ def test_an_exported_project_runs_with_plain_ansible_playbook(cli, nodes, workdi
     project = tmp_path / "project"
     exported = cli.ok("export", "-c", "c", "--executor", "distributed", "--name", "exported",
                       "--env", "JOB_X=1", "--workdir", str(workdir), str(project), *command)
-    job_id = re.search(r"job (\w+) ", exported.stdout).group(1)
+    job_id = job_id_of(exported)
     assert oct((project / "extravars.yml").stat().st_mode & 0o777) == "0o600"
     env = {key: value for key, value in os.environ.items() if not key.startswith("ANSIBLE_")}
     env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
@@ -42,7 +39,7 @@ def test_an_exported_project_runs_with_plain_ansible_playbook(cli, nodes, workdi
 
     run = cli.ok("run", "-c", "c", "--executor", "distributed", "--name", "normal", "--wait",
                  "--env", "JOB_X=1", "--workdir", str(workdir), *command)
-    normal_id = re.search(r"job (\w+) ", run.stdout).group(1)
+    normal_id = job_id_of(run)
     normal_logs = [rank_log(node, normal_id, rank) for rank, node in enumerate(nodes.nodes[:2])]
     assert exported_logs == normal_logs == ["node 0 says hello\n", "node 1 says hello\n"]
     assert cli("status", job_id).code == 2  # not tracked: documented
@@ -88,7 +85,7 @@ def test_an_export_with_hooks_is_self_contained_and_lint_clean(cli, nodes, workd
                       "--executor", "distributed", "--name", "hooked", "--hook", f"pre_launch_tasks={hook}",
                       "--hook", "pre_launch_roles=team_prepare", "--workdir", str(workdir),
                       str(project), "--", "python", "-c", "print(sorted(__import__('os').listdir('.')))")
-    job_id = re.search(r"job (\w+) ", exported.stdout).group(1)
+    job_id = job_id_of(exported)
     extravars = (project / "extravars.yml").read_text()
     assert str(tmp_path) not in extravars, extravars
 

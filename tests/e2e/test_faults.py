@@ -6,7 +6,6 @@ job's marker in the processes' environment, never from tsubmit's word."""
 
 import json
 import os
-import re
 import signal
 import sqlite3
 import subprocess
@@ -18,8 +17,9 @@ import pytest
 import yaml
 
 from tests.conftest import TSUBMIT
-from tests.e2e.test_interrupts import catches
-from tests.e2e.test_lifecycle import wait_until
+from tests.harness import eventually
+from tests.harness.jobs import attempt_dir, distributed, job_id_of, job_processes, start
+from tests.harness.processes import catches, stderr_reader
 
 pytestmark = pytest.mark.e2e
 
@@ -27,43 +27,11 @@ SLEEP_UNLESS_RANK_1 = ("import os, sys, time; print('up', flush=True); "
                        "sys.exit(1) if os.environ['NODE_RANK'] == '1' else time.sleep(300)")
 
 
-def job_processes(job_id: str) -> list[str]:
-    """Command lines of live processes whose environment names the job: the
-    rank marker launch.sh exports, or TSUBMIT_JOB_ID that every command sees."""
-    wanted = (f"TSUBMIT_RANK_MARKER={job_id}.".encode(), f"TSUBMIT_JOB_ID={job_id}\0".encode())
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-            if stat[stat.rindex(")") + 2] == "Z":
-                continue
-            environ = Path(f"/proc/{pid}/environ").read_bytes() + b"\0"
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except (OSError, ValueError):
-            continue
-        if any(marker in environ for marker in wanted):
-            found.append(f"{pid} {cmdline}")
-    return found
-
-
-def job_id_of(result) -> str:
-    return re.search(r"job (\w{10}) ", result.stdout + result.stderr).group(1)
-
-
-def start(cli, *args) -> str:
-    return job_id_of(cli.ok("run", *args))
-
-
-def distributed(cli, cluster, workdir, *command, extra=()):
-    return start(cli, "-c", cluster, "--executor", "distributed", *extra, "--workdir", str(workdir),
-                 "--", *command)
-
-
 def sleeping_on_two_nodes(cli, nodes, workdir):
     """A sleeper.py job on the first two nodes, every rank's processes up: (job id, the worker node)."""
     cli.write_cluster("c", nodes, nodes.nodes[:2])
     job_id = distributed(cli, "c", workdir, "python", "sleeper.py")
-    assert wait_until(lambda: len(job_processes(job_id)) >= 4)
+    eventually(lambda: len(job_processes(job_id)) >= 4, message="torchrun and a worker on each node")
     return job_id, nodes.nodes[1]
 
 
@@ -88,7 +56,7 @@ def test_a_failed_rank_stops_the_other_ranks(cli, nodes, workdir):
 def test_keep_going_leaves_the_others_running_and_stop_still_stops_them(cli, nodes, workdir):
     cli.write_cluster("c", nodes, nodes.nodes)
     job_id = distributed(cli, "c", workdir, "python", "-c", SLEEP_UNLESS_RANK_1, extra=["--keep-going"])
-    assert wait_until(lambda: cli.job(job_id)["ranks"][1]["state"] == "failed")
+    eventually(lambda: cli.job(job_id)["ranks"][1]["state"] == "failed", message="rank 1 failed")
     status = cli.ok("status", job_id).stdout
     assert f"job {job_id}" in status and "failed (2 ranks still running)" in status
     assert len(job_processes(job_id)) >= 2
@@ -119,7 +87,8 @@ def test_env_path_emptied_fails_with_127_instead_of_losing_the_rank(cli, nodes, 
 def test_stop_reaches_a_daemon_that_left_the_ranks_session(cli, nodes, workdir):
     cli.write_cluster("c", nodes, nodes.nodes[:2])
     job_id = distributed(cli, "c", workdir, "python", "daemonize.py")
-    assert wait_until(lambda: sum("sleep 600" in p for p in job_processes(job_id)) == 2)
+    eventually(lambda: sum("sleep 600" in p for p in job_processes(job_id)) == 2,
+               message="both daemonized 'sleep 600's", detail=lambda: job_processes(job_id))
     stop = cli.ok("stop", job_id, "--grace", "3")
     assert "0 processes left" in stop.stdout
     assert job_processes(job_id) == []
@@ -130,7 +99,8 @@ def test_stop_kills_torchrun_workers_that_ignore_sigterm(cli, nodes, workdir):
     cli.write_cluster("c", nodes, nodes.nodes[:1], tsubmit_gpus=2)
     job_id = start(cli, "-c", "c", "--workdir", str(workdir), "--", "python", "sleeper.py",
                    "--ignore-term")
-    assert wait_until(lambda: sum("sleeper.py" in p for p in job_processes(job_id)) >= 3)
+    eventually(lambda: sum("sleeper.py" in p for p in job_processes(job_id)) >= 3,
+               message="torchrun and its two sleeper.py workers", detail=lambda: job_processes(job_id))
     cli.ok("stop", job_id, "--grace", "3")
     assert job_processes(job_id) == []
     assert cli.job(job_id)["state"] == "stopped"
@@ -171,12 +141,13 @@ def torchrun_killed(cli, nodes, workdir) -> str:
     its two workers, in sessions of their own, go on without it."""
     cli.write_cluster("c", nodes, nodes.nodes[:2], tsubmit_gpus=2)
     job_id = start(cli, "-c", "c", "--workdir", str(workdir), "--", "python", "sleeper.py")
-    assert wait_until(lambda: sum("sleeper.py" in p for p in job_processes(job_id)) >= 6)
+    eventually(lambda: sum("sleeper.py" in p for p in job_processes(job_id)) >= 6,
+               message="6 sleeper.py processes of the job", detail=lambda: job_processes(job_id))
     node1 = f"TSUBMIT_RANK_MARKER={job_id}.r0."
     [torchrun] = [int(p.split()[0]) for p in job_processes(job_id) if "torchrun" in p
                   and node1 in Path(f"/proc/{p.split()[0]}/environ").read_text(errors="replace")]
     os.kill(torchrun, signal.SIGKILL)
-    assert wait_until(lambda: not Path(f"/proc/{torchrun}").exists())
+    eventually(lambda: not Path(f"/proc/{torchrun}").exists(), message=f"torchrun {torchrun} gone")
     return job_id
 
 
@@ -344,14 +315,14 @@ def test_a_restart_that_fails_on_one_node_is_rolled_back_and_can_be_retried(cli,
         restart = cli("restart", job_id)
         assert restart.code == 3, restart.output
         assert "node2" in restart.stderr and "rolled back" in restart.stderr
-        assert not (nodes.nodes[0].remote_root / job_id / "rank-0" / "attempt-2").exists()
+        assert not attempt_dir(nodes.nodes[0], job_id, 0, 2).exists()
         job = cli.job(job_id)
         assert (job["state"], job["attempt"]) == ("succeeded", 1)
         assert {r["state"] for r in job["ranks"]} == {"succeeded"}
     finally:
         nodes.start_node(worker)
     cli.ok("restart", job_id)
-    assert wait_until(lambda: cli.job(job_id)["state"] == "succeeded")
+    eventually(lambda: cli.job(job_id)["state"] == "succeeded", message="the job succeeded")
     job = cli.job(job_id)
     assert job["attempt"] == 2
     assert cli.ok("logs", job_id, "--rank", "1").stdout == "attempt 2\n"
@@ -381,7 +352,8 @@ def test_a_job_keeps_the_connection_details_it_was_launched_with(cli, nodes, wor
     assert cli.job(job_id)["state"] == "running"
     cli.ok("stop", job_id, "--grace", "2")
     cli.ok("restart", job_id)  # with the connection details it was launched with, too
-    assert wait_until(lambda: len(job_processes(job_id)) >= 4)
+    eventually(lambda: len(job_processes(job_id)) >= 4,
+               message="the restart's torchrun and a worker on each node")
     cli.ok("delete", job_id, "--yes")
     assert job_processes(job_id) == []
     assert not any((node.remote_root / job_id).exists() for node in nodes.nodes)
@@ -396,20 +368,20 @@ def test_run_wait_names_a_node_that_stops_answering_and_goes_on_waiting(cli, nod
                                 "silent-node", "--wait", "--workdir", str(workdir), "--",
                                 "python", "sleeper.py"],
                                env=cli.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    said: list[str] = []
-    reader = threading.Thread(target=lambda: said.extend(waiting.stderr), daemon=True)
-    reader.start()
+    said, reader = stderr_reader(waiting)
     worker = nodes.nodes[1]
     try:
-        assert wait_until(lambda: '"running"' in cli("status", "silent-node", "-o", "json").stdout,
-                          timeout=120)
+        eventually(lambda: '"running"' in cli("status", "silent-node", "-o", "json").stdout,
+                   timeout=120, message="job silent-node running")
         job_id = cli.job("silent-node")["id"]
         nodes.stop_node(worker)  # a partition: its rank keeps running
-        assert wait_until(lambda: any("no answer from node2" in line for line in said), timeout=120), said
+        eventually(lambda: any("no answer from node2" in line for line in said), timeout=120,
+                   message="'no answer from node2' from run --wait", detail=lambda: said)
         assert waiting.poll() is None, "a silent node does not end the wait"
     finally:
         nodes.start_node(worker)
-    assert wait_until(lambda: any("answers again" in line for line in said), timeout=120), said
+    eventually(lambda: any("answers again" in line for line in said), timeout=120,
+               message="'answers again' from run --wait", detail=lambda: said)
     cli.ok("stop", job_id, "--grace", "3")
     assert waiting.wait(timeout=120) == 1
     reader.join(timeout=10)
@@ -481,7 +453,8 @@ def test_ctrl_c_during_a_submit_rolls_back_every_node(cli, nodes, workdir, tmp_p
                            env=cli.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     seen = []
     if moment is None:  # as soon as tsubmit handles signals: its first line (tsubmit/__main__.py)
-        assert wait_until(lambda: catches(run.pid, signal.SIGTERM), interval=0.01)
+        eventually(lambda: catches(run.pid, signal.SIGTERM), interval=0.01,
+                   message="tsubmit handling SIGTERM")
     else:  # progress lines, one per change off a terminal: "node1: launching"
         for line in run.stderr:
             seen.append(line)
@@ -572,11 +545,13 @@ def test_a_store_locked_during_a_launch_is_waited_for_and_the_running_job_record
         holder.execute("BEGIN EXCLUSIVE")  # held past the launch and the store timeout
         reader = threading.Thread(target=lambda: said.extend(run.stderr), daemon=True)
         reader.start()
-        assert wait_until(lambda: run.poll() is not None or any("as long as it takes" in line
-                                                                 for line in said)), said
+        eventually(lambda: run.poll() is not None or any("as long as it takes" in line for line in said),
+                   message="run waiting for the store 'as long as it takes', or its end",
+                   detail=lambda: said)
         if interrupted:  # Ctrl-C while the record waits: rolled back once it is written
             run.send_signal(signal.SIGINT)
-            assert wait_until(lambda: any("interrupted" in line for line in said)), said
+            eventually(lambda: any("interrupted" in line for line in said),
+                       message="'interrupted' from run", detail=lambda: said)
     finally:
         holder.execute("ROLLBACK")
         holder.close()
@@ -614,7 +589,8 @@ def test_runner_secrets_of_a_killed_controller_are_removed_by_the_next_command(c
                             "SECRET=hunter2", "--workdir", str(workdir), "--", "python", "sleeper.py"],
                            env=cli.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     runs = cli.home / "state" / "runs"
-    assert wait_until(lambda: list(runs.glob("*-submit-*/env/extravars")), timeout=60)
+    eventually(lambda: list(runs.glob("*-submit-*/env/extravars")), timeout=60,
+               message="the submit run's extravars written")
     run.kill()
     run.wait()
     assert list(runs.glob("*-submit-*/env/extravars"))

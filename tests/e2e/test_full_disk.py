@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from tests.e2e.test_faults import job_processes
+from tests.harness.jobs import job_processes
 
 pytestmark = pytest.mark.e2e
 

@@ -15,25 +15,22 @@ import signal
 import stat
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import TSUBMIT, fresh_cli
-from tests.e2e.test_lifecycle import log_of, wait_until
-from tests.harness import SshNodes, xdist_subnet
+from tests.conftest import fresh_cli
+from tests.harness import SshNodes, eventually, xdist_subnet
+from tests.harness.gpus import HOLD, gpu_cluster, hold_gpus, queued_run
+from tests.harness.jobs import attempt_dir, exit_code, job_id_of, log_of
 from tests.harness.sshd import DEFAULT_USER, ensure_test_user
 
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
 HELPER = REPO / "roles" / "gpu_lease" / "files" / "gpu_lease.py"
-# A rank that prints what it was given, then holds its GPUs for a while.
-HOLD = ["python", "-c", "import os, time; print('CVD', os.environ.get('CUDA_VISIBLE_DEVICES'), "
-        "os.environ['NPROC_PER_NODE'], flush=True); time.sleep(600)"]
 
 
 @pytest.fixture
@@ -43,31 +40,12 @@ def other_cli():
         yield made
 
 
-def gpu_cluster(nodes, members, *controllers, name: str = "c") -> str:
-    """The cluster NAME of MEMBERS, each declaring 4 GPUs, known to every one of CONTROLLERS
-    (one or more TSUBMIT_HOMEs: what each researcher's laptop knows)."""
-    for controller in controllers:
-        controller.write_cluster(name, nodes, members, tsubmit_gpus=4)
-    return name
-
-
-def start(cli, cluster, *args, command=HOLD) -> str:
-    run = cli.ok("run", "-c", cluster, "--executor", "distributed", *args, "--", *command)
-    return re.search(r"job (\w+) ", run.stdout).group(1)
-
-
 def leased(node, job_id, rank) -> tuple[set[int], int]:
     """The GPU ids the rank's process saw, and its NPROC_PER_NODE."""
-    assert wait_until(lambda: "CVD " in log_of(node, job_id, rank)), log_of(node, job_id, rank)
+    eventually(lambda: "CVD " in log_of(node, job_id, rank), message=f"'CVD' in rank {rank}'s log",
+               detail=lambda: log_of(node, job_id, rank))
     ids, nproc = log_of(node, job_id, rank).split("CVD ", 1)[1].split()[:2]
     return {int(i) for i in ids.split(",")}, int(nproc)
-
-
-def stderr_lines(process: subprocess.Popen) -> list[str]:
-    """PROCESS's stderr lines as they arrive (read by a thread)."""
-    lines: list[str] = []
-    threading.Thread(target=lambda: lines.extend(process.stderr), daemon=True).start()
-    return lines
 
 
 def usage(cli, cluster) -> dict[str, dict]:
@@ -78,8 +56,8 @@ def test_two_controllers_get_disjoint_gpus_and_a_third_job_exits_5_naming_the_ho
         cli, other_cli, nodes, workdir):
     members = nodes.nodes[:2]
     gpu_cluster(nodes, members, cli, other_cli)
-    first = start(cli, "c", "--gpus", "2", "--name", "alice-job", "--workdir", str(workdir))
-    second = start(other_cli, "c", "--gpus", "2", "--name", "bob-job", "--workdir", str(workdir))
+    first = hold_gpus(cli, "c", "--gpus", "2", "--name", "alice-job", "--workdir", str(workdir))
+    second = hold_gpus(other_cli, "c", "--gpus", "2", "--name", "bob-job", "--workdir", str(workdir))
     try:
         for rank, node in enumerate(members):
             mine, theirs = leased(node, first, rank), leased(node, second, rank)
@@ -123,7 +101,7 @@ def test_a_lease_half_taken_across_the_nodes_is_given_back(cli, other_cli, nodes
     members = nodes.nodes[:2]
     gpu_cluster(nodes, members, cli, name="both")
     gpu_cluster(nodes, members[1:], other_cli, name="second")
-    holder = start(other_cli, "second", "--workdir", str(workdir))  # all 4 GPUs of node2
+    holder = hold_gpus(other_cli, "second", "--workdir", str(workdir))  # all 4 GPUs of node2
     try:
         run = cli("run", "-c", "both", "--executor", "distributed", "--gpus", "2", "--workdir",
                   str(workdir), "--", *HOLD)
@@ -146,16 +124,12 @@ def test_a_lease_half_taken_across_the_nodes_is_given_back(cli, other_cli, nodes
 def test_queue_starts_right_after_the_holder_ends(cli, other_cli, nodes, workdir):
     node = nodes.nodes[0]
     gpu_cluster(nodes, [node], cli, other_cli)
-    holder = start(other_cli, "c", "--gpus", "3", "--workdir", str(workdir))
-    queued = subprocess.Popen(
-        [*TSUBMIT, "run", "-c", "c", "--executor", "distributed", "--gpus", "2", "--queue",
-         "--name", "waiter", "--workdir", str(workdir), "--", *HOLD],
-        env=cli.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    holder = hold_gpus(other_cli, "c", "--gpus", "3", "--workdir", str(workdir))
+    # it waits, saying for what (a timestamped line: not a terminal), and is
+    # recorded only once it starts
+    queued, err, _ = queued_run(cli, "c", "--gpus", "2", "--name", "waiter", "--workdir", str(workdir),
+                                "--", *HOLD)
     try:
-        # it waits, saying for what (a timestamped line: not a terminal), and is
-        # recorded only once it starts
-        err = stderr_lines(queued)
-        assert wait_until(lambda: any("queued:" in line for line in err), timeout=60), err
         assert queued.poll() is None
         assert cli.ok("list", "-o", "json").json() == []
         other_cli.ok("stop", holder)
@@ -166,7 +140,7 @@ def test_queue_starts_right_after_the_holder_ends(cli, other_cli, nodes, workdir
         assert time.monotonic() - stopped_at < 30
         assert re.search(r"^\d{4}-\d\d-\d\dT[\d:]+ tsubmit: queued: GPUs busy: node1 has 1 of 4 GPUs "
                          rf"free, the job wants 2; held by job {holder}", err, re.M), err
-        job_id = re.search(r"job (\w+) \(waiter\)", out).group(1)
+        job_id = job_id_of(out)
         assert len(leased(node, job_id, 0)[0]) == 2
     finally:
         if queued.poll() is None:
@@ -178,7 +152,7 @@ def test_queue_starts_right_after_the_holder_ends(cli, other_cli, nodes, workdir
 def test_queue_timeout_exits_5_and_ctrl_c_while_queued_leaves_nothing(cli, nodes, workdir):
     node = nodes.nodes[0]
     gpu_cluster(nodes, [node], cli)
-    holder = start(cli, "c", "--workdir", str(workdir))
+    holder = hold_gpus(cli, "c", "--workdir", str(workdir))
     before = set(node.remote_root.iterdir())
     try:
         started = time.monotonic()
@@ -188,16 +162,12 @@ def test_queue_timeout_exits_5_and_ctrl_c_while_queued_leaves_nothing(cli, nodes
         assert "--queue-timeout" in late.stderr and f"held by job {holder}" in late.stderr
         assert time.monotonic() - started < 60
 
-        interrupted = subprocess.Popen(
-            [*TSUBMIT, "run", "-c", "c", "--executor", "distributed", "--queue", "--name", "ctrl-c",
-             "--workdir", str(workdir), "--", "python", "-c", "print('never')"],
-            env=cli.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        interrupted, lines, reader = queued_run(cli, "c", "--name", "ctrl-c", "--workdir", str(workdir),
+                                                "--", "python", "-c", "print('never')")
         try:
-            lines = stderr_lines(interrupted)
-            assert wait_until(lambda: any("queued:" in line for line in lines), timeout=60), lines
             interrupted.send_signal(signal.SIGINT)
             interrupted.wait(timeout=60)
-            time.sleep(0.5)
+            reader.join(timeout=60)
             err = "".join(lines)
         finally:
             if interrupted.poll() is None:
@@ -217,8 +187,9 @@ def test_kill_9_of_every_process_of_a_job_frees_its_gpus(cli, other_cli, nodes, 
     gpu_cluster(nodes, [node], cli, other_cli)
     # torchrun: the launch script, torchrun and its workers
     run = cli.ok("run", "-c", "c", "--gpus", "2", "--workdir", str(workdir), "--", "python", "sleeper.py")
-    job_id = re.search(r"job (\w+) ", run.stdout).group(1)
-    assert wait_until(lambda: len(nodes.processes_of(node, r"sleeper\.py")) >= 3)
+    job_id = job_id_of(run)
+    eventually(lambda: len(nodes.processes_of(node, r"sleeper\.py")) >= 3,
+               message="torchrun and its two workers")
     assert [lease["job_id"] for lease in usage(cli, "c")["node1"]["leases"]] == [job_id]
     marker = f"TSUBMIT_RANK_MARKER={job_id}.".encode()
     pids = [pid for pid in map(int, filter(str.isdigit, os.listdir("/proc")))
@@ -226,11 +197,12 @@ def test_kill_9_of_every_process_of_a_job_frees_its_gpus(cli, other_cli, nodes, 
     assert len(pids) >= 4
     for pid in pids:
         os.kill(pid, signal.SIGKILL)
-    assert wait_until(lambda: not any(marker in _environ(pid) for pid in pids), timeout=10)
+    eventually(lambda: not any(marker in _environ(pid) for pid in pids), timeout=10,
+               message="every killed process of the job gone")
 
     # nobody released anything: the lease died with the processes
     assert usage(other_cli, "c")["node1"]["free"] == [0, 1, 2, 3]
-    all_four = start(other_cli, "c", "--gpus", "4", "--workdir", str(workdir))
+    all_four = hold_gpus(other_cli, "c", "--gpus", "4", "--workdir", str(workdir))
     try:
         assert leased(node, all_four, 0) == ({0, 1, 2, 3}, 4)
     finally:
@@ -246,16 +218,17 @@ def test_the_lease_outlives_a_torchrun_killed_9_while_its_workers_run(cli, other
     gpu_cluster(nodes, [node], cli, other_cli)
     run = cli.ok("run", "-c", "c", "--gpus", "2", "--workdir", str(workdir), "--", "python", "sleeper.py",
                  "--ignore-term")
-    job_id = re.search(r"job (\w+) ", run.stdout).group(1)
-    attempt = node.remote_root / job_id / "rank-0" / "attempt-1"
-    assert wait_until(lambda: len(nodes.processes_of(node, r"^python\S* sleeper\.py")) == 2)
+    job_id = job_id_of(run)
+    attempt = attempt_dir(node, job_id)
+    eventually(lambda: len(nodes.processes_of(node, r"^python\S* sleeper\.py")) == 2,
+               message="the two sleeper.py workers")
     marker = f"TSUBMIT_RANK_MARKER={job_id}.r0.a1".encode()
     marked = [pid for pid in map(int, filter(str.isdigit, os.listdir("/proc"))) if marker in _environ(pid)]
     [torchrun] = [pid for pid in marked if b"--rdzv-backend" in _cmdline(pid)]
     try:
         os.kill(torchrun, signal.SIGKILL)
         # the rank's command has ended; its workers, which ignore the launch script's SIGTERM, live on
-        assert wait_until(lambda: not Path(f"/proc/{torchrun}").exists())
+        eventually(lambda: not Path(f"/proc/{torchrun}").exists(), message=f"torchrun {torchrun} gone")
         assert len(nodes.processes_of(node, r"^python\S* sleeper\.py")) == 2
         assert usage(other_cli, "c")["node1"]["free"] == [2, 3]
         all_four = other_cli("run", "-c", "c", "--gpus", "4", "--executor", "distributed",
@@ -263,10 +236,11 @@ def test_the_lease_outlives_a_torchrun_killed_9_while_its_workers_run(cli, other
         assert all_four.code == 5, all_four.output
         assert f"job {job_id}" in all_four.stderr
         # the rank ends once its leftovers are gone (killed), and frees its GPUs after
-        assert wait_until(lambda: (attempt / "exit_code").exists(), timeout=120), log_of(node, job_id, 0)
+        exit_code(attempt)
         assert nodes.processes_of(node, r"^python\S* sleeper\.py") == []
         assert int((attempt / "leftovers").read_text()) >= 2
-        assert wait_until(lambda: usage(other_cli, "c")["node1"]["free"] == [0, 1, 2, 3])
+        eventually(lambda: usage(other_cli, "c")["node1"]["free"] == [0, 1, 2, 3],
+                   message="node1's 4 GPUs free")
     finally:
         cli.ok("stop", job_id)
     assert not any(marker in _environ(pid) for pid in marked)
@@ -277,8 +251,8 @@ def test_shell_sees_the_gpus_the_rank_leased_and_names_the_host_of_a_missing_com
         cli, nodes, workdir):
     node = nodes.nodes[0]
     gpu_cluster(nodes, [node], cli)
-    holder = start(cli, "c", "--gpus", "1", "--workdir", str(workdir))
-    job_id = start(cli, "c", "--gpus", "2", "--workdir", str(workdir))
+    holder = hold_gpus(cli, "c", "--gpus", "1", "--workdir", str(workdir))
+    job_id = hold_gpus(cli, "c", "--gpus", "2", "--workdir", str(workdir))
     try:
         assert leased(node, job_id, 0) == ({1, 2}, 2)
         show = ["--", "sh", "-c", 'echo "cvd=[${CUDA_VISIBLE_DEVICES-unset}]"']
@@ -289,7 +263,7 @@ def test_shell_sees_the_gpus_the_rank_leased_and_names_the_host_of_a_missing_com
                                           f"job {job_id}, with the rank's PATH)"), missing.stderr
         none = cli.ok("run", "-c", "c", "--executor", "distributed", "--gpus", "0", "--wait",
                       "--workdir", str(workdir), "--", "true")
-        none_id = re.search(r"job (\w+) ", none.stdout).group(1)
+        none_id = job_id_of(none)
         assert cli.ok("shell", none_id, *show).stdout == "cvd=[]\n"
     finally:
         cli.ok("stop", holder)
@@ -300,18 +274,18 @@ def test_gpus_0_opts_out_and_a_node_without_gpus_runs_as_before(cli, nodes, work
     node = nodes.nodes[0]
     gpu_cluster(nodes, [node], cli)
     cli.write_cluster("plain", nodes, [node])
-    holder = start(cli, "c", "--workdir", str(workdir))  # every GPU of the node
+    holder = hold_gpus(cli, "c", "--workdir", str(workdir))  # every GPU of the node
     try:
         cpu = cli.ok("run", "-c", "c", "--executor", "distributed", "--gpus", "0", "--wait",
                      "--workdir", str(workdir), "--", "sh", "-c",
                      "echo \"cvd=[${CUDA_VISIBLE_DEVICES-unset}] nproc=$NPROC_PER_NODE\"")
-        job_id = re.search(r"job (\w+) ", cpu.stdout).group(1)
+        job_id = job_id_of(cpu)
         assert "cvd=[] nproc=1" in log_of(node, job_id, 0)
         # no tsubmit_gpus, no nvidia-smi: nothing to lease, --gpus is processes per node
         plain = cli.ok("run", "-c", "plain", "--executor", "distributed", "--gpus", "3", "--wait",
                        "--workdir", str(workdir), "--", "sh", "-c",
                        "echo \"cvd=[${CUDA_VISIBLE_DEVICES-unset}] nproc=$NPROC_PER_NODE\"")
-        job_id = re.search(r"job (\w+) ", plain.stdout).group(1)
+        job_id = job_id_of(plain)
         assert "cvd=[unset] nproc=3" in log_of(node, job_id, 0)
         too_many = cli("run", "-c", "c", "--gpus", "5", "--workdir", str(workdir), "--", "true")
         assert too_many.code == 3, too_many.output
@@ -339,7 +313,7 @@ def test_a_fake_nvidia_smi_gives_the_node_its_gpu_ids(cli, workdir):
         node = gpu_nodes.nodes[0]
         cli.write_cluster("g", gpu_nodes, [node])
         assert usage(cli, "g")["node1"]["gpus"] == [0, 1, 2]
-        job_id = start(cli, "g", "--gpus", "2", "--workdir", str(workdir))
+        job_id = hold_gpus(cli, "g", "--gpus", "2", "--workdir", str(workdir))
         try:
             assert leased(node, job_id, 0) == ({0, 1}, 2)
             assert usage(cli, "g")["node1"]["free"] == [2]
@@ -496,7 +470,7 @@ def test_without_a_shared_lease_folder_a_user_leases_in_their_own_and_is_told_so
     cli.write_cluster("c", nodes, [node], tsubmit_gpus=4, tsubmit_gpu_lease_dir=str(missing))
     job_id = None
     try:
-        job_id = start(cli, "c", "--gpus", "1", "--workdir", str(workdir))
+        job_id = hold_gpus(cli, "c", "--gpus", "1", "--workdir", str(workdir))
         assert leased(node, job_id, 0) == ({0}, 1)
         assert not missing.exists()  # only root makes the shared one
         assert own.stat().st_uid == ensure_test_user(DEFAULT_USER).pw_uid
@@ -534,7 +508,7 @@ def test_hosts_of_one_machine_sharing_a_lease_folder_are_named_with_the_fix(cli,
 
     # the fix: node2 leases in a folder of its own
     cli.ok("cluster", "edit", "one", "--host", "node2", "--lease-dir", str(second.lease_dir))
-    job_id = start(cli, "one", "--gpus", "2", "--workdir", str(workdir))
+    job_id = hold_gpus(cli, "one", "--gpus", "2", "--workdir", str(workdir))
     try:
         assert leased(first, job_id, 0) == ({0, 1}, 2) and leased(second, job_id, 1) == ({0, 1}, 2)
         assert "same machine" not in cli.ok("cluster", "check", "one").stdout

@@ -12,7 +12,6 @@ show for the same input.
 import json
 import re
 import shlex
-import time
 import uuid
 from pathlib import Path
 
@@ -20,7 +19,8 @@ import pytest
 import yaml
 
 from tests.conftest import EXAMPLES
-from tests.e2e.test_lifecycle import wait_until
+from tests.harness import eventually
+from tests.harness.jobs import attempt_dir, exit_code, job_id_of
 
 pytestmark = pytest.mark.e2e
 
@@ -77,15 +77,11 @@ def seen_on_nodes(nodes, job_id: str, count: int) -> list[dict]:
     """What each rank printed, read from its log on its node."""
     found = []
     for rank, node in enumerate(nodes.nodes[:count]):
-        log = (node.remote_root / job_id / f"rank-{rank}" / "attempt-1" / "output.log").read_text()
+        log = (attempt_dir(node, job_id, rank) / "output.log").read_text()
         seen = seen_in(log)
         assert seen, log
         found += seen
     return found
-
-
-def job_id_of(run) -> str:
-    return re.search(r"job (\w+) ", run.stdout).group(1)
 
 
 def run_options(source: str, tmp_path: Path, *, name: str, env: dict, command: list[str],
@@ -137,12 +133,9 @@ def test_every_rank_receives_the_strings_byte_for_byte(cli, nodes, show_dir, tmp
     assert cli.job(job_id)["name"] == name
     if source == "cli":  # a restart reads the job back from the store and runs it again
         cli.ok("restart", job_id)
-        log = nodes.nodes[0].remote_root / job_id / "rank-0" / "attempt-2" / "output.log"
-        deadline = time.monotonic() + 60
-        while not (log.parent / "exit_code").exists():
-            assert time.monotonic() < deadline, cli("logs", job_id, "--attempt", "2").output
-            time.sleep(0.5)
-        [again] = seen_in(log.read_text())
+        attempt = attempt_dir(nodes.nodes[0], job_id, 0, 2)
+        exit_code(attempt, timeout=60)
+        [again] = seen_in((attempt / "output.log").read_text())
         assert again == {"argv": hostile(marker), "name": name, "env": env, "study": None}
 
     # --dry-run shows what the ranks received, for the same input
@@ -202,13 +195,11 @@ def seen_by_shell(log: str) -> dict:
 
 
 def test_a_container_job_receives_the_strings_through_its_env_file(cli, nodes, show_dir, marker):
-    from tests.e2e.test_containers import SANDBOX_ARGS
-    from tests.harness.images import build_image
+    from tests.harness.images import build_image, container_cluster
 
     image = build_image(nodes.nodes[0].user)
     (show_dir / "show_args.sh").write_text(show_sh(hostile_env(marker)))
-    cli.write_cluster("c", nodes, nodes.nodes[:2], tsubmit_container_engine="podman",
-                      tsubmit_container_run_args=SANDBOX_ARGS)
+    container_cluster(cli, nodes)
     name, env = hostile_name(marker), hostile_env(marker)
     command = ["sh", "show_args.sh", *hostile(marker)]
     options = ["--image", image, "--executor", "docker", "--name", name,
@@ -220,7 +211,7 @@ def test_a_container_job_receives_the_strings_through_its_env_file(cli, nodes, s
     assert run.code == 0, run.output
     job_id = job_id_of(run)
     for rank, node in enumerate(nodes.nodes[:2]):
-        log = (node.remote_root / job_id / f"rank-{rank}" / "attempt-1" / "output.log").read_text()
+        log = (attempt_dir(node, job_id, rank) / "output.log").read_text()
         assert seen_by_shell(log) == {"argv": hostile(marker), "name": name, "env": env}, log
     for rank in dry["ranks"]:
         assert rank["command"].endswith(shlex.join(command))
@@ -322,7 +313,7 @@ def test_a_job_and_its_followed_log_under_a_remote_root_with_shell_characters(cl
     run = cli("run", "-c", "c", "--executor", "distributed", "--follow", "--name", hostile_name(marker),
               "--workdir", str(show_dir), "--", "python", "show_args.py", *hostile(marker))
     assert run.code == 0, run.output
-    job_id = re.search(r"job (\w+)", run.output).group(1)
+    job_id = job_id_of(run)
     [line] = [line for line in run.stdout.splitlines() if line.startswith("SEEN ")]
     assert json.loads(line.removeprefix("SEEN "))["argv"] == hostile(marker)
     assert (root / job_id / "rank-0" / "attempt-1" / "output.log").read_text().startswith(line)
@@ -366,19 +357,16 @@ def test_an_exported_project_keeps_the_strings_data_for_plain_ansible_playbook(c
                       *[f"--env={key}={value}" for key, value in env.items()],
                       "--workdir", str(show_dir), str(project),
                       "--", "python", "show_args.py", *hostile(marker))
-    job_id = re.search(r"job (\w+) ", exported.stdout).group(1)
+    job_id = job_id_of(exported)
     assert "!unsafe" in (project / "extravars.yml").read_text()
     clean = {key: value for key, value in os.environ.items() if not key.startswith("ANSIBLE_")}
     clean["PATH"] = f"{Path(sys.executable).parent}:{clean['PATH']}"
     play = subprocess.run(["ansible-playbook", "-i", "inventory", "playbooks/submit.yml",
                            "-e", "@extravars.yml"], cwd=project, env=clean, capture_output=True, text=True)
     assert play.returncode == 0, play.stdout[-3000:] + play.stderr[-2000:]
-    log = nodes.nodes[0].remote_root / job_id / "rank-0" / "attempt-1" / "output.log"
-    deadline = time.monotonic() + 60
-    while not (log.parent / "exit_code").exists():
-        assert time.monotonic() < deadline
-        time.sleep(0.5)
-    [seen] = seen_in(log.read_text())
+    attempt = attempt_dir(nodes.nodes[0], job_id)
+    exit_code(attempt, timeout=60)
+    [seen] = seen_in((attempt / "output.log").read_text())
     assert seen == {"argv": hostile(marker), "name": name, "env": env, "study": None}
 
 
@@ -406,7 +394,7 @@ def test_a_restart_never_writes_job_json_through_a_link_the_job_made(cli, nodes,
     tree = nodes.nodes[0].remote_root / job_id / "workdir"
     assert (tree / ".tsubmit").is_symlink() or (tree / ".tsubmit" / "job.json").is_symlink()
     cli.ok("restart", job_id)
-    assert wait_until(lambda: cli.job(job_id)["state"] == "succeeded")
+    eventually(lambda: cli.job(job_id)["state"] == "succeeded", message="the restarted job succeeded")
     assert (tree.parent / "victim").read_text() == "the job wrote this"
     meta = tree / ".tsubmit" / "job.json"
     assert not (tree / ".tsubmit").is_symlink() and not meta.is_symlink()

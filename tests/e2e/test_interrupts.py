@@ -5,18 +5,17 @@ signal, and a file written to while it is packed is named, not a traceback."""
 
 import fcntl
 import os
-import re
 import signal
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import TSUBMIT
-from tests.e2e.test_gpu_leases import gpu_cluster, start
-from tests.e2e.test_lifecycle import wait_until
+from tests.harness import eventually
+from tests.harness.gpus import gpu_cluster, hold_gpus, queued_run
+from tests.harness.processes import catches, stderr_reader
 
 pytestmark = pytest.mark.e2e
 
@@ -25,23 +24,8 @@ F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ, named by Python from 3.10 on Linux on
 SIGNALS = [signal.SIGINT, signal.SIGTERM]
 
 
-def catches(pid: int, number: int) -> bool:
-    """Whether process PID has a handler for signal NUMBER (its SigCgt mask)."""
-    status = Path(f"/proc/{pid}/status").read_text()
-    mask = int(re.search(r"^SigCgt:\s*(\w+)", status, re.M).group(1), 16)
-    return bool(mask >> (number - 1) & 1)
-
-
 def writing_to_a_full_pipe(pid: int) -> bool:
     return "pipe_write" in Path(f"/proc/{pid}/wchan").read_text()
-
-
-def stderr_reader(process: subprocess.Popen) -> tuple[list[str], threading.Thread]:
-    """PROCESS's stderr lines as they arrive, and the thread reading them (ends with the process)."""
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(process.stderr), daemon=True)
-    reader.start()
-    return lines, reader
 
 
 def finish(process: subprocess.Popen) -> None:
@@ -62,25 +46,29 @@ def test_a_signal_while_tsubmit_loads_exits_130_with_a_word(cli, number):
     process = subprocess.Popen([*TSUBMIT, "list"], env={**cli.env, "PYTHONPROFILEIMPORTTIME": "1"},
                                stdout=subprocess.PIPE, stderr=write_end)
     os.close(write_end)
-    err = b""
+    read: list[bytes] = []
+
+    def held_at_an_import_handling_sigterm() -> bool:
+        assert process.poll() is None, "tsubmit loaded without handling SIGTERM"
+        if not writing_to_a_full_pipe(process.pid):
+            return False
+        if catches(process.pid, signal.SIGTERM):
+            return True
+        read.append(os.read(read_end, 256))  # let it load a few modules more
+        return False
+
     try:
-        while not (catches(process.pid, signal.SIGTERM) and writing_to_a_full_pipe(process.pid)):
-            assert process.poll() is None, "tsubmit loaded without handling SIGTERM"
-            if writing_to_a_full_pipe(process.pid):
-                err += os.read(read_end, 256)  # let it load a few modules more
-            else:
-                time.sleep(0.005)
+        eventually(held_at_an_import_handling_sigterm, interval=0.005, timeout=120,
+                   message="tsubmit held at an import, handling SIGTERM")
         process.send_signal(number)
-        drained = []
-        drainer = threading.Thread(target=lambda: drained.extend(iter(lambda: os.read(read_end, 65536), b"")))
+        drainer = threading.Thread(target=lambda: read.extend(iter(lambda: os.read(read_end, 65536), b"")))
         drainer.start()
         process.wait(timeout=60)
         drainer.join(timeout=60)
-        err += b"".join(drained)
     finally:
         finish(process)
         os.close(read_end)
-    text = err.decode()
+    text = b"".join(read).decode()
     assert process.returncode == EXIT_INTERRUPTED, text[-2000:]
     assert text.rstrip().endswith("tsubmit: interrupted"), text[-2000:]
     assert "Traceback" not in text
@@ -103,7 +91,7 @@ def test_ctrl_c_while_packing_stops_at_once_and_caches_nothing(cli, tmp_path):
             fds = Path(f"/proc/{process.pid}/fd")
             return any(os.readlink(fd) == str(huge) for fd in fds.iterdir() if fd.is_symlink())
 
-        assert wait_until(reading_it, timeout=120)
+        eventually(reading_it, timeout=120, message=f"tsubmit reading {huge}")
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=60)
     finally:
@@ -156,7 +144,8 @@ def test_sigterm_while_run_waits_exits_130_and_the_job_goes_on(cli, nodes, workd
     try:
         lines, reader = stderr_reader(process)
         # The wait asks the nodes with the status playbook: launched and recorded by then.
-        assert wait_until(lambda: cli.status_runs() > 0, timeout=120), lines
+        eventually(lambda: cli.status_runs() > 0, timeout=120, message="run --wait's first status run",
+                   detail=lambda: lines)
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)
         reader.join(timeout=60)
@@ -175,15 +164,11 @@ def test_sigterm_while_run_waits_exits_130_and_the_job_goes_on(cli, nodes, workd
 def test_sigterm_while_queued_exits_130_and_leaves_nothing(cli, nodes, workdir):
     node = nodes.nodes[0]
     gpu_cluster(nodes, [node], cli)
-    holder = start(cli, "c", "--workdir", str(workdir))
+    holder = hold_gpus(cli, "c", "--workdir", str(workdir))
     try:
-        process = subprocess.Popen(
-            [*TSUBMIT, "run", "-c", "c", "--executor", "distributed", "--queue", "--name", "queued",
-             "--workdir", str(workdir), "--", "python", "-c", "print('never')"],
-            env=cli.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        process, lines, reader = queued_run(cli, "c", "--name", "queued", "--workdir", str(workdir),
+                                            "--", "python", "-c", "print('never')")
         try:
-            lines, reader = stderr_reader(process)
-            assert wait_until(lambda: any("queued:" in line for line in lines), timeout=60), lines
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=60)
             reader.join(timeout=60)

@@ -10,6 +10,8 @@ import stat
 import pytest
 import yaml
 
+from tests.harness.jobs import job_id_of, start
+
 pytestmark = pytest.mark.e2e
 
 CONNECTION = ("ansible_host", "ansible_port", "ansible_user", "ansible_ssh_private_key_file",
@@ -62,7 +64,7 @@ def test_the_same_job_runs_through_every_kind_of_inventory(cli, nodes, workdir, 
     run = cli("run", "-i", str(source), "-g", "trainers", "--executor", "distributed", "--wait",
               "--workdir", str(workdir), "--", "python", "show_env.py")
     assert run.code == 0, run.output
-    job = re.search(r"job (\w+) ", run.stdout).group(1)
+    job = job_id_of(run)
     logs = cli.ok("logs", job, "--all").stdout
     ranks = sorted(json.loads(line.split("ENV ", 1)[1])["NODE_RANK"] for line in logs.splitlines()
                    if "ENV " in line)
@@ -100,7 +102,7 @@ def test_head_selection_rules_and_stable_ranks(cli, nodes, tmp_path):
     run = cli("run", "--wait", "-i", str(inventory), "-g", "trainers", "--executor", "distributed",
               "--", "python", "-c", "pass", cwd=tmp_path)
     assert run.code == 0, run.output
-    job = re.search(r"job (\w+) ", run.stdout).group(1)
+    job = job_id_of(run)
     assert f"head: {b.name} (tsubmit_head is set on it)" in cli.ok("status", job).stdout
 
 
@@ -119,7 +121,7 @@ def test_host_variables_torchrun_and_env_reach_the_job(cli, nodes, workdir, tmp_
     run = cli("run", "-c", "c", "--wait", "--workdir", str(workdir), "--", "python3", "show_env.py")
     assert run.code == 0, run.output
     assert marker.exists()
-    job = re.search(r"job (\w+) ", run.stdout).group(1)
+    job = job_id_of(run)
     [line] = [ln for ln in cli.ok("logs", job).stdout.splitlines() if "ENV " in ln]
     values = json.loads(line.split("ENV ", 1)[1])
     assert values["JOB_FROM_HOST"] == "yes"
@@ -240,7 +242,7 @@ def test_vault_encrypted_variables_need_the_password_file(cli, nodes, workdir, t
 
     run = cli("run", "-i", str(inventory), "--vault-password-file", str(password), *command)
     assert run.code == 0, run.output
-    job = re.search(r"job (\w+) ", run.stdout).group(1)
+    job = job_id_of(run)
     assert cli.ok("logs", job).stdout == "hidden value\n"
     assert "hidden value" not in run.output
 
@@ -264,9 +266,8 @@ def test_a_worker_behind_a_bastion_runs_and_its_log_follows(cli, nodes, workdir,
                                           f" -o HostKeyAlias=[{worker.address}]:{worker.port}")
     inventory = tmp_path / "hosts.yml"
     inventory.write_text(yaml.safe_dump({"all": {"hosts": {worker.name: behind}}}))
-    job = re.search(r"job (\w+) ", cli.ok(
-        "run", "-i", str(inventory), "--executor", "distributed", "--workdir", str(workdir), "--",
-        "python", "count.py", "5", "0").stdout).group(1)
+    job = start(cli, "-i", str(inventory), "--executor", "distributed", "--workdir", str(workdir), "--",
+                "python", "count.py", "5", "0")
     follow = cli("logs", job, "-f")
     assert follow.code == 0, follow.output
     assert follow.stdout.splitlines() == [f"line {i}" for i in range(5)]
@@ -282,7 +283,7 @@ def test_a_python_path_with_a_space_is_one_path(cli, nodes, tmp_path):
     run = cli("run", "-c", "c", "--wait", "--executor", "distributed", "--workdir", str(tmp_path), "--",
               "python", "-c", "import os; print('FIRST', os.environ['PATH'].split(':')[0])")
     assert run.code == 0, run.output
-    job = re.search(r"job (\w+) ", run.stdout).group(1)
+    job = job_id_of(run)
     assert f"FIRST {folder}" in cli.ok("logs", job).stdout
 
 
@@ -298,7 +299,7 @@ def test_a_spare_is_kept_out_of_the_launch(cli, nodes, workdir, tmp_path):
     run = cli("run", "-c", "withspare", "--wait", "--executor", "distributed", "--workdir", str(workdir),
               "--", "python3", "show_env.py")
     assert run.code == 0, run.output
-    job_id = re.search(r"job (\w+) ", run.stdout).group(1)
+    job_id = job_id_of(run)
     job = cli.job(job_id)
     assert [r["host"] for r in job["ranks"]] == [b.name, c.name]
     world_sizes = {json.loads(line.split("ENV ", 1)[1])["WORLD_SIZE"]

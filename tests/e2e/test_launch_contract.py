@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.harness.jobs import attempt_dir, job_id_of
+
 pytestmark = pytest.mark.usefixtures("no_injection")  # tests/conftest.py
 
 RENDER_TASK = "Compute every rank's launch on the controller"
@@ -65,10 +67,10 @@ def test_the_dry_run_shows_byte_for_byte_what_each_node_receives(cli, nodes, wor
                "--", "python", "-c", "print('$(x) {{ y }}')", "a b"]
     dry = cli.ok("run", "--dry-run", "-o", "json", *options).json()
     run = cli.ok("run", "--wait", *options)
-    job_id = re.search(r"job (\w+)", run.stdout).group(1)
+    job_id = job_id_of(run)
     dry_id = dry["extravars"]["tsubmit_job_id"]
     for rank, node in enumerate(members):
-        attempt = node.remote_root / job_id / f"rank-{rank}" / "attempt-1"
+        attempt = attempt_dir(node, job_id, rank)
         launch_sh = (attempt / "launch.sh").read_text()
         environment_sh = (attempt / "environment.sh").read_text()
         port = re.search(r"^export MASTER_PORT=(\d+)$", environment_sh, re.MULTILINE).group(1)
@@ -95,7 +97,7 @@ def test_a_restart_renders_on_the_controller_as_run_does(cli, nodes, workdir):
     cli.write_cluster("two", nodes, nodes.nodes[:2])
     run = cli.ok("run", "-c", "two", "--executor", "distributed", "--wait", "--workdir", str(workdir), "--",
                  "python", "-c", "import os; print('attempt', os.environ['TSUBMIT_ATTEMPT'])")
-    job_id = re.search(r"job (\w+)", run.stdout).group(1)
+    job_id = job_id_of(run)
     cli.ok("restart", job_id)
     assert cli.ok("status", job_id, "-o", "json").json()["attempt"] == 2
     submits = sorted((cli.home / "state" / "runs").glob("*-submit-*"), key=lambda path: path.stat().st_mtime)

@@ -7,6 +7,8 @@ import re
 
 import pytest
 
+from tests.harness.jobs import job_id_of
+
 pytestmark = pytest.mark.e2e
 
 
@@ -25,7 +27,7 @@ def test_a_lightning_trainer_launches_its_own_processes_on_every_node(cli, nodes
     cli.write_cluster("c", nodes, nodes.nodes[:2], tsubmit_gpus=2)
     run = cli("run", "-c", "c", "--executor", "distributed", "--wait", "--timeout", "10m",
               "--workdir", str(workdir), "--", "python", "lightning_ddp.py", timeout=900)
-    job_id = re.search(r"job (\w{10}) ", run.stdout).group(1)
+    job_id = job_id_of(run)
     assert run.code == 0, run.output + cli("logs", job_id, "--all").stdout
     shown = lines_of(cli, job_id, r"\[rank (\d) \S+\] lightning global_rank (\d) of (\d) node_rank (\d)")
     # Lightning's global ranks 0-1 on the head (tsubmit's rank 0), 2-3 on the worker.
@@ -40,7 +42,7 @@ def test_accelerate_launch_runs_on_every_node(cli, nodes, workdir):
               '--num_processes "$WORLD_SIZE" accelerate_sum.py')
     run = cli("run", "-c", "c", "--executor", "distributed", "--wait", "--timeout", "10m",
               "--workdir", str(workdir), "--", "sh", "-c", launch, timeout=900)
-    job_id = re.search(r"job (\w{10}) ", run.stdout).group(1)
+    job_id = job_id_of(run)
     assert run.code == 0, run.output + cli("logs", job_id, "--all").stdout
     shown = lines_of(cli, job_id, r"\[rank (\d) \S+\] accelerate process (\d) of (\d) sum (\d+)")
     assert shown == [("0", "0", "4", "10"), ("0", "1", "4", "10"),

@@ -13,26 +13,10 @@ import time
 import pytest
 import yaml
 
+from tests.harness import eventually
+from tests.harness.jobs import attempt_dir, job_id_of, log_of, start
+
 pytestmark = pytest.mark.e2e
-
-
-def submit(cli, *args) -> str:
-    run = cli.ok("run", *args)
-    return re.search(r"job (\w+) ", run.stdout).group(1)
-
-
-def wait_until(predicate, timeout=60.0, interval=0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return False
-
-
-def log_of(node, job_id, rank, attempt=1):
-    path = node.remote_root / job_id / f"rank-{rank}" / f"attempt-{attempt}" / "output.log"
-    return path.read_text() if path.exists() else ""
 
 
 def test_a_rank_that_exits_7_fails_the_job(cli, nodes, workdir):
@@ -51,10 +35,11 @@ def test_a_rank_that_exits_7_fails_the_job(cli, nodes, workdir):
 
 def test_stopping_a_torchrun_job_leaves_no_process_on_any_node(cli, nodes, workdir):
     cli.write_cluster("c", nodes, nodes.nodes[:2], tsubmit_gpus=2)
-    job_id = submit(cli, "-c", "c", "--workdir", str(workdir), "--", "python", "sleeper.py")
+    job_id = start(cli, "-c", "c", "--workdir", str(workdir), "--", "python", "sleeper.py")
     members = nodes.nodes[:2]
     # torchrun and its two workers on each node
-    assert wait_until(lambda: all(len(nodes.processes_of(n, r"sleeper\.py")) >= 3 for n in members))
+    eventually(lambda: all(len(nodes.processes_of(n, r"sleeper\.py")) >= 3 for n in members),
+               message="torchrun and its two workers on both nodes")
     assert cli.job(job_id)["state"] == "running"
 
     stop = cli.ok("stop", job_id, "--grace", "10")
@@ -70,10 +55,10 @@ def test_stopping_a_torchrun_job_leaves_no_process_on_any_node(cli, nodes, workd
 
 def test_a_job_ignoring_sigterm_is_killed_after_the_grace_period(cli, nodes, workdir):
     cli.write_cluster("c", nodes, nodes.nodes[:1])
-    job_id = submit(cli, "-c", "c", "--executor", "distributed", "--workdir", str(workdir), "--",
-                    "python", "sleeper.py", "--ignore-term")
+    job_id = start(cli, "-c", "c", "--executor", "distributed", "--workdir", str(workdir), "--",
+                   "python", "sleeper.py", "--ignore-term")
     node = nodes.nodes[0]
-    assert wait_until(lambda: "tick 1" in log_of(node, job_id, 0))
+    eventually(lambda: "tick 1" in log_of(node, job_id, 0), message="'tick 1' in rank 0's log")
     started = time.monotonic()
     cli.ok("stop", job_id, "--grace", "2")
     assert time.monotonic() - started >= 2
@@ -103,8 +88,8 @@ def test_logs_follow_streams_until_the_job_ends_with_its_code(cli, nodes, workdi
     """The job waits at its gate until the follow printed its first lines, however
     loaded the machine; the follow ends, and is ended if the test fails."""
     cli.write_cluster("c", nodes, nodes.nodes[:1])
-    job_id = submit(cli, "-c", "c", "--executor", "distributed", "--workdir", str(workdir), "--",
-                    "python", "gated.py", "6", "3", "go")
+    job_id = start(cli, "-c", "c", "--executor", "distributed", "--workdir", str(workdir), "--",
+                   "python", "gated.py", "6", "3", "go")
     follow = subprocess.Popen([sys.executable, "-m", "tsubmit", "logs", job_id, "-f"], env=cli.env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -125,15 +110,16 @@ def test_logs_follow_streams_until_the_job_ends_with_its_code(cli, nodes, workdi
 
 def test_restart_runs_attempt_2_and_keeps_attempt_1_logs(cli, nodes, workdir):
     cli.write_cluster("c", nodes, nodes.nodes[:2])
-    job_id = submit(cli, "-c", "c", "--executor", "distributed", "--workdir", str(workdir), "--",
-                    "python", "sleeper.py")
-    assert wait_until(lambda: "tick 0" in log_of(nodes.nodes[1], job_id, 1))
+    job_id = start(cli, "-c", "c", "--executor", "distributed", "--workdir", str(workdir), "--",
+                   "python", "sleeper.py")
+    eventually(lambda: "tick 0" in log_of(nodes.nodes[1], job_id, 1), message="'tick 0' in rank 1's log")
     refused = cli("restart", job_id)
     assert refused.code == 2 and "rank 0" in refused.stderr and "still runs" in refused.stderr
     cli.ok("stop", job_id, "--grace", "5")
 
     cli.ok("restart", job_id)
-    assert wait_until(lambda: "tick 0" in log_of(nodes.nodes[1], job_id, 1, attempt=2))
+    eventually(lambda: "tick 0" in log_of(nodes.nodes[1], job_id, 1, attempt=2),
+               message="'tick 0' in rank 1's log of attempt 2")
     job = cli.job(job_id)
     assert job["attempt"] == 2 and job["state"] == "running"
     assert {r["attempt"] for r in job["ranks"]} == {2}
@@ -147,9 +133,9 @@ def test_restart_increments_the_attempt_seen_by_the_job(cli, nodes, workdir):
     cli.write_cluster("c", nodes, nodes.nodes[:1])
     run = cli.ok("run", "-c", "c", "--executor", "distributed", "--wait", "--workdir", str(workdir),
                  "--", "python", "-c", "import os; print('attempt', os.environ['TSUBMIT_ATTEMPT'])")
-    job_id = re.search(r"job (\w+) ", run.stdout).group(1)
+    job_id = job_id_of(run)
     cli.ok("restart", job_id)
-    assert wait_until(lambda: cli.job(job_id)["state"] == "succeeded")
+    eventually(lambda: cli.job(job_id)["state"] == "succeeded", message="the restarted job succeeded")
     assert cli.ok("logs", job_id).stdout == "attempt 2\n"
     assert cli.ok("logs", job_id, "--attempt", "1").stdout == "attempt 1\n"
     # said as a sentence says it, not "is succeeded" (issue 26, item 19)
@@ -159,10 +145,11 @@ def test_restart_increments_the_attempt_seen_by_the_job(cli, nodes, workdir):
 
 def test_delete_removes_remote_directories_and_the_record(cli, nodes, workdir):
     cli.write_cluster("c", nodes, nodes.nodes[:2])
-    job_id = submit(cli, "-c", "c", "--executor", "distributed", "--workdir", str(workdir), "--",
-                    "python", "sleeper.py")
+    job_id = start(cli, "-c", "c", "--executor", "distributed", "--workdir", str(workdir), "--",
+                   "python", "sleeper.py")
     members = nodes.nodes[:2]
-    assert wait_until(lambda: all((n.remote_root / job_id).is_dir() for n in members))
+    eventually(lambda: all((n.remote_root / job_id).is_dir() for n in members),
+               message="the job's folder on both nodes")
     cli.ok("delete", job_id, "--yes")
     for node in members:
         assert not (node.remote_root / job_id).exists()
@@ -173,8 +160,8 @@ def test_delete_removes_remote_directories_and_the_record(cli, nodes, workdir):
 def test_list_refreshes_every_active_job_in_one_playbook_run(cli, nodes, workdir):
     cli.write_cluster("a", nodes, nodes.nodes[:2])
     cli.write_cluster("b", nodes, nodes.nodes[1:])
-    ids = [submit(cli, "-c", cluster, "--executor", "distributed", "--workdir", str(workdir), "--",
-                  "python", "sleeper.py") for cluster in ("a", "b", "a")]
+    ids = [start(cli, "-c", cluster, "--executor", "distributed", "--workdir", str(workdir), "--",
+                 "python", "sleeper.py") for cluster in ("a", "b", "a")]
     before = cli.status_runs()
     listing = cli.ok("list", "-o", "json").json()
     assert cli.status_runs() - before == 1
@@ -189,11 +176,11 @@ def test_list_refreshes_every_active_job_in_one_playbook_run(cli, nodes, workdir
 
 def test_a_reused_pid_is_not_taken_for_the_job(cli, nodes, workdir):
     cli.write_cluster("c", nodes, nodes.nodes[:1])
-    job_id = submit(cli, "-c", "c", "--executor", "distributed", "--workdir", str(workdir), "--",
-                    "python", "sleeper.py")
+    job_id = start(cli, "-c", "c", "--executor", "distributed", "--workdir", str(workdir), "--",
+                   "python", "sleeper.py")
     node = nodes.nodes[0]
-    pid_file = node.remote_root / job_id / "rank-0" / "attempt-1" / "pid"
-    assert wait_until(lambda: "tick 0" in log_of(node, job_id, 0))
+    pid_file = attempt_dir(node, job_id) / "pid"
+    eventually(lambda: "tick 0" in log_of(node, job_id, 0), message="'tick 0' in rank 0's log")
     pid, ticks, started = pid_file.read_text().split()
     # The job dies behind tsubmit's back (no exit code), and its pid goes to
     # an unrelated process: simulated by pointing the record at a live one.
@@ -224,18 +211,17 @@ def test_distributed_max_restarts_reruns_a_failed_command(cli, nodes, workdir):
     run = cli("run", "-c", "c", "--executor", "distributed", "--max-restarts", "2", "--wait",
               "--workdir", str(workdir), "--", "python", "exit_on_rank.py", "0", "5")
     assert run.code == 1
-    job_id = re.search(r"job (\w+)", run.stdout).group(1)
-    log = cli.ok("logs", job_id).stdout
+    log = cli.ok("logs", job_id_of(run)).stdout
     assert log.count("node 0 says hello") == 3
     assert "restart 2" in log
 
 
 def test_an_unreachable_node_is_reported_as_such_not_as_a_failed_job(cli, nodes, workdir):
     cli.write_cluster("c", nodes, nodes.nodes[:2])
-    job_id = submit(cli, "-c", "c", "--executor", "distributed", "--workdir", str(workdir), "--",
-                    "python", "sleeper.py")
+    job_id = start(cli, "-c", "c", "--executor", "distributed", "--workdir", str(workdir), "--",
+                   "python", "sleeper.py")
     worker = nodes.nodes[1]
-    assert wait_until(lambda: "tick 0" in log_of(worker, job_id, 1))
+    eventually(lambda: "tick 0" in log_of(worker, job_id, 1), message="'tick 0' in rank 1's log")
     nodes.stop_node(worker)  # a partition: the rank keeps running, its node does not answer
     try:
         job = cli.job(job_id)
@@ -244,7 +230,8 @@ def test_an_unreachable_node_is_reported_as_such_not_as_a_failed_job(cli, nodes,
         assert "unreachable: node2" in job["message"]
     finally:
         nodes.start_node(worker)
-    assert wait_until(lambda: cli.job(job_id)["ranks"][1]["state"] == "running", timeout=120)
+    eventually(lambda: cli.job(job_id)["ranks"][1]["state"] == "running", timeout=120,
+               message="rank 1 running again once node2 answers")
     cli.ok("stop", job_id, "--grace", "5")
     assert nodes.processes_of(worker, r"sleeper\.py") == []
 
@@ -261,8 +248,8 @@ def test_the_state_folder_keeps_what_a_failed_run_needs_and_no_successful_run(cl
     runs = cli.home / "state" / "runs"
     seen = []
     for _ in range(2):
-        job_id = submit(cli, "-c", "c", "--executor", "distributed", "--wait", "--env", "SECRET=hunter2",
-                        "--workdir", str(workdir), "--", "python", "-c", "print('done')")
+        job_id = start(cli, "-c", "c", "--executor", "distributed", "--wait", "--env", "SECRET=hunter2",
+                       "--workdir", str(workdir), "--", "python", "-c", "print('done')")
         cli.ok("status", job_id)
         seen.append({path.name: (path / "outcome").read_text() for path in runs.iterdir()})
     first, outcomes = seen

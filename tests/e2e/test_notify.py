@@ -4,101 +4,18 @@ its mailto:// sends to; the jobs run on real sshd nodes. And why a job failed:
 the first failed rank, its host, address and exit code (the worker's under
 torchrun), in status, list, run --wait and the messages."""
 
-import email
 import json
 import re
 import socket
 import subprocess
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import yaml
-from aiosmtpd.controller import Controller
 
-from tests.e2e.test_faults import job_id_of, job_processes
-from tests.e2e.test_lifecycle import wait_until
-from tests.e2e.test_unattended import saved_crontab  # noqa: F401 - a fixture
+from tests.harness import eventually
+from tests.harness.jobs import job_id_of, job_processes
 
 pytestmark = pytest.mark.e2e
-
-
-class Webhook:
-    """A real HTTP server on 127.0.0.1 that keeps the JSON bodies posted to it
-    and answers 500 while `failing` is set."""
-
-    def __init__(self):
-        self.bodies: list[dict] = []
-        self.failing = False
-        self.answering = threading.Event()  # cleared: the server takes a request and says nothing
-        self.answering.set()
-        hook = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                hook.answering.wait()
-                if hook.failing:
-                    self.send_response(500)
-                else:
-                    hook.bodies.append(json.loads(body))
-                    self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"json://127.0.0.1:{self.server.server_port}/hook?token=s3cr3t-hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.answering.set()
-        self.server.shutdown()
-        self.server.server_close()
-
-
-class Mailbox:
-    """A real SMTP server (aiosmtpd) on 127.0.0.1 keeping the messages it receives."""
-
-    def __init__(self):
-        self.messages: list[email.message.Message] = []
-        mailbox = self
-
-        class Handler:
-            async def handle_DATA(self, server, session, envelope):
-                mailbox.messages.append(email.message_from_bytes(envelope.content))
-                return "250 OK"
-
-        with socket.socket() as probe:  # aiosmtpd checks its port by connecting: not 0
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        self.controller = Controller(Handler(), hostname="127.0.0.1", port=port)
-        self.controller.start()
-        self.url = (f"mailto://127.0.0.1:{port}?from=tsubmit@example.com&to=ops@example.com"
-                    "&name=s3cr3t-mail")
-
-    def text(self, message) -> str:
-        parts = message.walk() if message.is_multipart() else [message]
-        return "\n".join(part.get_payload(decode=True).decode() for part in parts
-                         if part.get_content_type() == "text/plain")
-
-    def close(self):
-        self.controller.stop()
-
-
-@pytest.fixture
-def webhook():
-    hook = Webhook()
-    yield hook
-    hook.close()
-
-
-@pytest.fixture
-def mailbox():
-    box = Mailbox()
-    yield box
-    box.close()
 
 
 def assert_masked(text: str, *urls: str) -> None:
@@ -131,7 +48,8 @@ def test_a_crash_names_the_rank_that_failed_first_everywhere_and_is_notified(cli
     listed = cli.ok("list").stdout
     assert re.search(r"REASON", listed) and reason in listed
 
-    assert wait_until(lambda: webhook.bodies and mailbox.messages, timeout=30)
+    eventually(lambda: webhook.bodies and mailbox.messages, timeout=30,
+               message="the failure posted to the webhook and mailed")
     [posted], [mail] = webhook.bodies, mailbox.messages
     body = posted["message"]
     for text in (posted["title"] + "\n" + body, mail["Subject"] + "\n" + mailbox.text(mail)):
@@ -240,7 +158,7 @@ def test_the_config_file_s_default_list_is_used_masked_in_dry_run_and_export(cli
                        if path.is_file() and path.suffix != ".gz")
     run = cli.ok("run", "-c", "c", "--executor", "distributed", "--wait", "--workdir", str(workdir),
                  "--", "python", "exit_on_rank.py", "9", "0")
-    assert wait_until(lambda: webhook.bodies, timeout=30)
+    eventually(lambda: webhook.bodies, timeout=30, message="the end posted to the webhook")
     assert cli.job(job_id_of(run))["extras"]["notify"]["on"] == ["succeeded"]
     for shown in (dry.output, dry_json.output, exported, run.output):
         assert_masked(shown, webhook.url)

@@ -9,7 +9,6 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import time
 import tomllib
 import uuid
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
+from tests.harness.jobs import attempt_dir, exit_code
 
 pytestmark = pytest.mark.e2e
 
@@ -50,17 +50,6 @@ def tsubmit_ansible_env(target: Path, home: Path) -> dict:
          "print(json.dumps(ansible_env.environment()))"],
         env=installed_env(target, home), cwd=home, capture_output=True, text=True, check=True)
     return json.loads(printed.stdout)
-
-
-def exit_code(attempt: Path, timeout: float = 120) -> int:
-    """The rank's exit code once it ended; its log when it did not end in time."""
-    deadline = time.monotonic() + timeout
-    while not (attempt / "exit_code").exists():
-        log = attempt / "output.log"
-        assert time.monotonic() < deadline, (
-            f"{attempt} did not end within {timeout} s; its log:\n{log.read_text() if log.exists() else '-'}")
-        time.sleep(0.5)
-    return int((attempt / "exit_code").read_text().split()[0])
 
 
 def write_hook(path: Path, tasks: list[dict]) -> Path:
@@ -164,7 +153,7 @@ def test_the_example_playbook_launches_a_job_without_the_cli(installed, nodes, w
         {"tsubmit_job_id": job_id, "tsubmit_job_command": ["python", "allreduce.py"]}))
     assert f"job {job_id} rank 1: pid" in play.stdout
     for rank, node in enumerate(members):
-        attempt = node.remote_root / job_id / f"rank-{rank}" / "attempt-1"
+        attempt = attempt_dir(node, job_id, rank)
         assert exit_code(attempt) == 0, (attempt / "output.log").read_text()
         log = (attempt / "output.log").read_text()
         assert f"/2 node {rank} allreduce=3 expected=3 weights_in_sync=True OK" in log, log
@@ -181,7 +170,7 @@ def test_the_example_playbook_launches_a_job_without_the_cli(installed, nodes, w
     assert len(job_ids) == 1, play.stdout
     [job_id] = job_ids
     for rank, node in enumerate(members):
-        attempt = node.remote_root / job_id / f"rank-{rank}" / "attempt-1"
+        attempt = attempt_dir(node, job_id, rank)
         assert exit_code(attempt) == 0, (attempt / "output.log").read_text()
         assert (attempt / "output.log").read_text() == f"hello {rank}\n"
     digest = subprocess.run(["sha256sum", str(tree)], capture_output=True, text=True,
@@ -229,7 +218,7 @@ def test_post_launch_and_on_stop_hooks_run_around_the_rank(cli, nodes, workdir, 
     job = cli.job("around")
     for rank in job["ranks"]:
         node = nodes.nodes[rank["rank"]]
-        recorded = (node.remote_root / job["id"] / f"rank-{rank['rank']}" / "attempt-1" / "post-launch")
+        recorded = (attempt_dir(node, job["id"], rank['rank']) / "post-launch")
         assert recorded.read_text().split()[0] == str(rank["pid"])
     cli.ok("stop", "around")
     for rank, node in enumerate(nodes.nodes[:2]):

@@ -7,11 +7,12 @@ TSUBMIT_OPTUNA_URI=off gives Optuna's own lookup back. On nodes whose first
 python3.13 on PATH is a stale shim and whose inventory names no
 ansible_python_interpreter."""
 
-import re
 import sqlite3
 
 import pytest
 import yaml
+
+from tests.harness.jobs import job_id_of
 
 pytestmark = pytest.mark.e2e
 
@@ -71,7 +72,7 @@ def test_torch_submits_optuna_calls_work_unchanged_on_every_node(cli, nodes, tmp
     study = f"contract-{how}"
     run = cli("run", "-c", "c", "--executor", "optuna", "--study", study, "--wait",
               "--workdir", str(workdir), "--", "python", "search.py", how)
-    job = re.search(r"job (\w{10})\b", run.output).group(1)
+    job = job_id_of(run)
     logs = cli("logs", job, "--all").stdout
     assert run.code == 0, run.output + logs
     assert "DONE 0" in logs and "DONE 1" in logs
@@ -87,6 +88,6 @@ def test_turned_off_optuna_sees_the_uri_as_it_is(cli, nodes, tmp_path):
     run = cli("run", "-c", "c", "--executor", "optuna", "--study", "contract-off", "--wait",
               "--env", "TSUBMIT_OPTUNA_URI=off", "--workdir", str(workdir), "--", "python", "search.py",
               "load")
-    job = re.search(r"job (\w{10})\b", run.output).group(1)
+    job = job_id_of(run)
     assert run.code == 1, run.output
     assert "Can't load plugin: sqlalchemy.dialects:grpc" in cli("logs", job).stdout

@@ -2,14 +2,14 @@
 per node against one study whose SQLite store runs on the head."""
 
 import json
-import re
 import shutil
 import sqlite3
-import time
 
 import pytest
 
 from tests.conftest import EXAMPLES
+from tests.harness import eventually
+from tests.harness.jobs import job_id_of
 
 pytestmark = pytest.mark.e2e
 
@@ -35,14 +35,13 @@ def test_a_two_node_search_fills_one_study_on_the_head(cli, nodes, search_dir):
     cli.write_cluster("c", nodes, nodes.nodes[:2])
     run = cli("run", "-c", "c", "--executor", "optuna", "--study", "e2e-search", "--direction",
               "minimize", "--wait", "--workdir", str(search_dir), "--", "python", "search.py", "3")
-    assert run.code == 0, run.output + cli("logs", re.search(r"job (\w+)", run.stdout).group(1),
-                                           "--all").stdout
+    job = job_id_of(run)
+    assert run.code == 0, run.output + cli("logs", job, "--all").stdout
     head = nodes.nodes[0]
     found = trials(head, "e2e-search")
     assert len(found) == 6
     assert {state for state, _ in found} == {"COMPLETE"}
     assert sorted(node for _, node in found) == ['"0"'] * 3 + ['"1"'] * 3
-    job = re.search(r"job (\w+)", run.stdout).group(1)
     status = cli.ok("status", job).stdout
     assert "trials: 6 (complete 6)" in status and "best: " in status
 
@@ -52,22 +51,20 @@ def test_a_two_node_search_fills_one_study_on_the_head(cli, nodes, search_dir):
     assert again.code == 0, again.output
     assert len(trials(head, "e2e-search")) == 10
     # once the workers ended, nothing of the store is left running
-    deadline = time.monotonic() + 30
-    while nodes.processes_of(head, "optuna_store") and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert nodes.processes_of(head, "optuna_store") == []
+    eventually(lambda: nodes.processes_of(head, "optuna_store") == [], timeout=30,
+               message="no optuna_store process left on the head",
+               detail=lambda: nodes.processes_of(head, "optuna_store"))
 
 
 def test_stop_leaves_no_store_worker_or_running_trial(cli, nodes, search_dir):
     cli.write_cluster("c", nodes, nodes.nodes[:2])
     run = cli.ok("run", "-c", "c", "--executor", "optuna", "--study", "e2e-stop", "--env",
                  "TRIAL_SECONDS=30", "--workdir", str(search_dir), "--", "python", "search.py", "5")
-    job = re.search(r"job (\w+)", run.stdout).group(1)
+    job = job_id_of(run)
     head = nodes.nodes[0]
-    deadline = time.monotonic() + 90
-    while not any(state == "RUNNING" for state, _ in trials(head, "e2e-stop")):
-        assert time.monotonic() < deadline, cli("logs", job, "--all").stdout
-        time.sleep(1)
+    eventually(lambda: any(state == "RUNNING" for state, _ in trials(head, "e2e-stop")), timeout=90,
+               interval=1, message="a RUNNING trial in study e2e-stop",
+               detail=lambda: cli("logs", job, "--all").stdout)
     cli.ok("stop", job, "--grace", "5")
     assert [state for state, _ in trials(head, "e2e-stop") if state == "RUNNING"] == []
     for node in nodes.nodes[:2]:

@@ -1,7 +1,7 @@
 """The optuna_store role on real sshd nodes, with real Optuna and gRPC: the head-node store.
 
 `tsubmit run --executor optuna` is wired by the submit path; these tests drive
-the role directly (tests/e2e/optuna_support.py: a stand-in for submit.yml through
+the role directly (tests/harness/optuna_store.py: a stand-in for submit.yml through
 tsubmit's own ansible-runner wrapper, and the example search as workers over real
 ssh on other nodes). The maintenance steps run through the playbooks tsubmit ships:
 optuna_summary, optuna_fetch, optuna_dashboard and optuna_release (through
@@ -28,8 +28,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.e2e import optuna_support
-from tests.e2e.optuna_support import (
+from tests.harness import eventually, optuna_store
+from tests.harness.jobs import attempt_dir
+from tests.harness.optuna_store import (
     PLAYBOOKS,
     REPO,
     failure_line,
@@ -42,7 +43,6 @@ from tests.e2e.optuna_support import (
     store_processes,
     trials_in_file,
     unique_study,
-    wait_until,
     watchdog_saw,
     worker_command,
     worker_env,
@@ -54,8 +54,8 @@ from tsubmit.nodes.ansible_run import run_playbook
 pytestmark = pytest.mark.e2e
 
 # the shared fixtures, by name, so that pytest finds them in this module
-home = optuna_support.home
-cluster = optuna_support.cluster
+home = optuna_store.home
+cluster = optuna_store.cluster
 
 # --------------------------------------------------------------------------- the head-node store
 
@@ -176,12 +176,12 @@ def test_watchdog_restarts_a_killed_server_and_the_search_finishes(cluster, node
         [*nodes.ssh_args(second), worker_command(nodes, second, job_id, env, 16)],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        wait_until(lambda: len(trials_in_file(nodes, head, endpoint["study_file"], endpoint["study"])) >= 3,
+        eventually(lambda: len(trials_in_file(nodes, head, endpoint["study_file"], endpoint["study"])) >= 3,
                    timeout=120, message="three trials")
         ready = store / "store" / "attempt-1" / "ready"  # "PID" of the store, once it listens
         killed = read_pid(ready)
         os.kill(killed, 9)
-        restarted = wait_until(lambda: (ready.exists() and read_pid(ready) != killed
+        restarted = eventually(lambda: (ready.exists() and read_pid(ready) != killed
                                         and listening(head.address, endpoint["port"])
                                         and read_pid(ready)),
                                timeout=60, message="the server restarted")
@@ -256,12 +256,12 @@ def test_the_store_stops_by_itself_once_every_worker_ended(cluster, nodes):
     assert not run.failures(), run.failures()
     store = cluster.store_dir(job_id, head)
     for rank in (0, 1):
-        attempt = head.remote_root / job_id / f"rank-{rank}" / "attempt-1"
+        attempt = attempt_dir(head, job_id, rank)
         attempt.mkdir(parents=True)
         watchdog_saw(store, f"waiting for rank {rank}: starting")
         assert len(store_processes(nodes, head, job_id)) == 2, "a rank still runs"
         (attempt / "exit_code").write_text(f"0 {int(time.time())}\n")
-    wait_until(lambda: store_processes(nodes, head, job_id) == [], timeout=30, message="the store stopped")
+    eventually(lambda: store_processes(nodes, head, job_id) == [], timeout=30, message="the store stopped")
     ended = json.loads((store / "ended").read_text())
     assert ended["reason"] == "every worker ended" and ended["stopped"] == ["dashboard", "server"]
     assert not listening(head.address, endpoint["port"])
@@ -272,7 +272,7 @@ def test_the_store_stops_by_itself_once_every_worker_ended(cluster, nodes):
     # until tsubmit reports that every worker ended (optuna_release).
     job_id, run, endpoint = cluster.start([head, second], study=unique_study("release"))
     assert not run.failures(), run.failures()
-    attempt = head.remote_root / job_id / "rank-0" / "attempt-1"
+    attempt = attempt_dir(head, job_id)
     attempt.mkdir(parents=True)
     (attempt / "exit_code").write_text(f"0 {int(time.time())}\n")
     watchdog_saw(cluster.store_dir(job_id, head), "waiting for rank 1: its folder is not on this node")
@@ -280,14 +280,14 @@ def test_the_store_stops_by_itself_once_every_worker_ended(cluster, nodes):
     from tsubmit.optuna import study as optuna_study
 
     assert optuna_study.release_store(cluster.job(job_id, [head, second]))
-    wait_until(lambda: store_processes(nodes, head, job_id) == [], timeout=30, message="the store stopped")
+    eventually(lambda: store_processes(nodes, head, job_id) == [], timeout=30, message="the store stopped")
     assert "reported by tsubmit" in (cluster.store_dir(job_id, head) / "ended").read_text()
 
     # The job's folder removed (a failed launch rolled back): the store stops too.
     job_id, run, endpoint = cluster.start([head, second], study=unique_study("gone"))
     assert not run.failures(), run.failures()
     nodes.ssh(head, f"rm -rf {shlex.quote(str(head.remote_root / job_id))}")
-    wait_until(lambda: store_processes(nodes, head, job_id) == [], timeout=30, message="the store stopped")
+    eventually(lambda: store_processes(nodes, head, job_id) == [], timeout=30, message="the store stopped")
     assert not listening(head.address, endpoint["port"])
 
 

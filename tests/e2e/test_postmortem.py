@@ -14,9 +14,9 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
-from tests.e2e.test_faults import job_id_of, job_processes
-from tests.e2e.test_lifecycle import wait_until
+from tests.harness import eventually
 from tests.harness.accounts import DEFAULT_USER, ensure_test_user, run_as
+from tests.harness.jobs import job_id_of, job_processes
 
 pytestmark = pytest.mark.e2e
 
@@ -79,11 +79,11 @@ def test_a_node_gone_when_the_job_fails_is_named_in_the_post_mortem(cli, nodes, 
                               "--", "python", "stuck_unless.py", "1", "7", str(gate)))
     node3 = nodes.nodes[2]
     try:
-        assert wait_until(lambda: [r["state"] for r in cli.job(job_id)["ranks"]] == ["running"] * 3,
-                          timeout=120)
+        eventually(lambda: [r["state"] for r in cli.job(job_id)["ranks"]] == ["running"] * 3,
+                   timeout=120, message="the three ranks running")
         nodes.stop_node(node3)  # a partition: its rank keeps running
         gate.touch()
-        assert wait_until(lambda: cli.job(job_id)["state"] == "failed", timeout=120)
+        eventually(lambda: cli.job(job_id)["state"] == "failed", timeout=120, message="the job failed")
         shown = cli.ok("postmortem", job_id).stdout
         assert "rank 1 on node2: failed (exit 7)" in shown
         assert "in wait_for_peers (stuck_unless.py:" in shown.splitlines()[2], shown  # rank 0
@@ -112,7 +112,8 @@ def test_a_rank_process_of_another_user_yields_its_state_and_says_why_it_has_no_
         sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"],
                                    user=other.pw_uid, group=other.pw_gid, extra_groups=[], cwd="/")
         try:
-            assert wait_until(lambda: Path(f"/proc/{sleeper.pid}").stat().st_uid == other.pw_uid, timeout=30)
+            eventually(lambda: Path(f"/proc/{sleeper.pid}").stat().st_uid == other.pw_uid, timeout=30,
+                       message=f"{sleeper.pid} running as {OTHER_USER}")
             ticks = Path(f"/proc/{sleeper.pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
             (attempt / "pid").write_text(f"{sleeper.pid} {ticks} 0\n")
             for path in folder.rglob("*"):

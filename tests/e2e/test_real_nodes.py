@@ -6,20 +6,17 @@ directory with vaulted variables, a ProxyJump bastion and the head at the
 highest address (run, dry-run, check, export, import and later verbs)."""
 
 import json
-import re
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.harness.jobs import attempt_dir, job_id_of
+
 pytestmark = pytest.mark.e2e
 
 EXIT_LAUNCH = 3
-
-
-def job_id_of(output: str) -> str:
-    return re.search(r"job (\w{10})\b", output).group(1)
 
 
 def discovering_inventory(path: Path, nodes, members, **extra) -> Path:
@@ -36,7 +33,7 @@ def show_env_job(cli, nodes, members, workdir: Path, tmp_path: Path) -> str:
     run = cli("run", "-i", str(inventory), "-g", "trainers", "--executor", "distributed", "--wait",
               "--workdir", str(workdir), "--", "python", "show_env.py")
     assert run.code == 0, run.output
-    return job_id_of(run.stdout)
+    return job_id_of(run)
 
 
 def env_lines(text: str) -> list[dict]:
@@ -65,7 +62,7 @@ def test_logs_and_delete_work_where_the_first_python_is_a_stale_shim(cli, nodes,
 def test_a_log_that_cannot_be_read_fails_naming_the_host(cli, nodes, workdir, tmp_path):
     members = nodes.nodes[:2]
     job = show_env_job(cli, nodes, members, workdir, tmp_path)
-    (members[1].remote_root / job / "rank-1" / "attempt-1" / "output.log").unlink()
+    (attempt_dir(members[1], job, 1) / "output.log").unlink()
 
     logs = cli("logs", job, "--rank", "1")
     assert logs.code == EXIT_LAUNCH, logs.output
@@ -80,7 +77,7 @@ def test_logs_of_a_job_whose_launch_failed_say_so(cli, nodes, workdir, tmp_path)
     run = cli("run", "-i", str(inventory), "-g", "trainers", "--executor", "distributed",
               "--workdir", str(workdir), "--", "no-such-program-16", "x")
     assert run.code == EXIT_LAUNCH, run.output
-    job = job_id_of(run.output)
+    job = job_id_of(run)
     logs = cli("logs", job)
     assert logs.code == EXIT_LAUNCH, logs.output
     assert f"job {job} has no log: its launch failed" in logs.stderr
@@ -124,7 +121,7 @@ def test_follow_on_a_host_whose_key_changed_fails_at_once_naming_known_hosts(cli
     run = cli("run", "-i", str(inventory), "-g", "trainers", "--executor", "distributed",
               "--workdir", str(workdir), "--", "python", "sleeper.py", "60")
     assert run.code == 0, run.output
-    job = job_id_of(run.stdout)
+    job = job_id_of(run)
     try:
         # The node "was reinstalled": another node's key under its address.
         other_key = " ".join(nodes.known_hosts.read_text().splitlines()[1].split()[1:])
@@ -243,7 +240,7 @@ def test_a_vaulted_inventory_through_a_bastion_runs_and_every_later_verb_works(c
               "--", "python", "secrets.py")
     assert run.code == 0, run.output
     assert_no_secret(ops, run.output)
-    job = job_id_of(run.stdout)
+    job = job_id_of(run)
     status = cli.job(job)
     assert [rank["host"] for rank in status["ranks"]] == [node.name for node in ops.rank_order()]
 

@@ -6,7 +6,6 @@ The jobs' files are made by the jobs themselves on the nodes, so what the
 tests fetch is what a training run leaves behind."""
 
 import os
-import pty
 import re
 import select
 import shutil
@@ -14,13 +13,16 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import TSUBMIT, Cli, fresh_cli
+from tests.harness import eventually
+from tests.harness.jobs import job_id_of
+from tests.harness.processes import listening
+from tests.harness.terminal import on_a_terminal
 
 pytestmark = pytest.mark.e2e
 
@@ -57,10 +59,6 @@ else:
 """
 
 
-def job_id(result) -> str:
-    return re.search(r"job (\w+) ", result.stdout).group(1)
-
-
 def workdir_on(node, job: str) -> Path:
     return node.remote_root / job / "workdir"
 
@@ -77,8 +75,8 @@ def outputs(nodes, tmp_path_factory):
                   "--env", "QUOTED=it's {{ x }} $HOME `id`", "--workdir", str(work), "--", "python",
                   "make_outputs.py")
         assert run.code == 0, run.output
-        yield cli, job_id(run)
-        cli("delete", "--yes", job_id(run))
+        yield cli, job_id_of(run)
+        cli("delete", "--yes", job_id_of(run))
 
 
 # --------------------------------------------------------------------------- fetch
@@ -193,33 +191,6 @@ def test_shell_runs_a_command_in_the_rank_workdir_with_its_environment(outputs, 
     assert echo.code == 0 and echo.stdout == "$NODE_RANK ; id {{ x }}\n", echo.output
 
 
-def on_terminal(cli, args, typed: bytes = b"", timeout: float = 120) -> tuple[int, str]:
-    """Run tsubmit with a terminal as its stdin, stdout and stderr, as a user types it;
-    (exit code, everything the terminal showed)."""
-    pid, terminal = pty.fork()
-    if pid == 0:  # the child
-        os.execvpe(TSUBMIT[0], [*TSUBMIT, *args], cli.env)
-    output = b""
-    try:
-        if typed:
-            os.write(terminal, typed)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([terminal], [], [], 1)
-            if ready:
-                try:
-                    chunk = os.read(terminal, 4096)
-                except OSError:  # the terminal closed: tsubmit ended
-                    break
-                if not chunk:
-                    break
-                output += chunk
-        _, status = os.waitpid(pid, 0)
-    finally:
-        os.close(terminal)
-    return os.waitstatus_to_exitcode(status), output.decode(errors="replace")
-
-
 def test_shell_and_fetch_reuse_the_connection_ansible_opened(outputs, nodes):
     """The run left Ansible's control masters (ControlPersist); a shell and a fetch go
     through the same sockets instead of opening connections of their own."""
@@ -234,15 +205,15 @@ def test_shell_and_fetch_reuse_the_connection_ansible_opened(outputs, nodes):
 
 def test_shell_without_a_command_is_an_interactive_shell_on_a_terminal(outputs):
     cli, job = outputs
-    code, shown = on_terminal(cli, ["shell", job, "--rank", "1"],
-                              b'echo "rank=$NODE_RANK"; [ -t 0 ] && echo "on a tty"; exit 3\n')
+    code, shown = on_a_terminal(cli, "shell", job, "--rank", "1",
+                                typed=b'echo "rank=$NODE_RANK"; [ -t 0 ] && echo "on a tty"; exit 3\n')
     assert code == 3, shown
     assert "rank=1" in shown and "on a tty" in shown, shown
 
 
 def test_fetch_shows_progress_on_a_terminal_only(outputs, tmp_path):
     cli, job = outputs
-    code, shown = on_terminal(cli, ["fetch", job, "big.bin", "--dest", str(tmp_path / "tty")])
+    code, shown = on_a_terminal(cli, "fetch", job, "big.bin", "--dest", str(tmp_path / "tty"))
     assert code == 0, shown
     assert re.search(r"\rfetching [\d.]+ [KMG]?B at .*rank 0", shown), shown
     piped = cli.ok("fetch", job, "big.bin", "--dest", str(tmp_path / "piped"))
@@ -253,19 +224,19 @@ def test_fetch_shows_progress_on_a_terminal_only(outputs, tmp_path):
 
 
 def _forwarding(process, timeout=60):
-    """The URL tsubmit forward prints once it forwards."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([process.stdout], [], [], 1)
-        if ready:
-            line = process.stdout.readline()
-            if not line:
-                break
-            match = re.search(r"forwarding (http://127\.0\.0\.1:(\d+)/)", line)
-            if match:
-                return match.group(1), int(match.group(2))
-    process.kill()
-    raise AssertionError(f"no URL printed: {process.communicate()}")
+    """The URL tsubmit forward prints once it forwards, and its local port."""
+    def printed_url():
+        ready, _, _ = select.select([process.stdout], [], [], 0)
+        line = process.stdout.readline() if ready else None
+        assert line != "", f"tsubmit forward ended without a URL: {process.communicate()}"
+        match = re.search(r"forwarding (http://127\.0\.0\.1:(\d+)/)", line or "")
+        return match and (match.group(1), int(match.group(2)))
+
+    def output():
+        process.kill()
+        return process.communicate()
+
+    return eventually(printed_url, timeout=timeout, message="tsubmit forward printing its URL", detail=output)
 
 
 def _free_port() -> int:
@@ -286,17 +257,6 @@ def _processes_with(text: str) -> list[int]:
     return found
 
 
-def _wait_listening(port: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise AssertionError(f"nothing listens on {port}")
-
-
 @pytest.fixture
 def serving(cli, nodes, tmp_path):
     """A running two-node job whose rank 1 serves its workdir on 127.0.0.1:PORT."""
@@ -306,8 +266,8 @@ def serving(cli, nodes, tmp_path):
     run = cli("run", "-c", "pair", "--executor", "distributed", "--env", f"PORT={port}",
               "--env", "SERVE_RANK=1", "--workdir", str(tmp_path), "--", "python", "serve.py")
     assert run.code == 0, run.output
-    job = job_id(run)
-    _wait_listening(port)
+    job = job_id_of(run)
+    eventually(lambda: listening("127.0.0.1", port), message=f"rank 1's server listening on {port}")
     yield job, port
     cli("stop", job, "--grace", "1")
 
@@ -325,10 +285,8 @@ def test_forward_to_a_rank_http_server(cli, serving):
         assert _processes_with(tunnel), "an ssh carries the forward"
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0, process.stderr.read()
-        deadline = time.monotonic() + 10
-        while _processes_with(tunnel) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not _processes_with(tunnel), "the ssh ended with tsubmit forward"
+        eventually(lambda: not _processes_with(tunnel), timeout=10, interval=0.1,
+                   message="the ssh of the forward ended with tsubmit forward")
     finally:
         if process.poll() is None:
             process.kill()
@@ -421,7 +379,7 @@ def test_fetch_and_shell_through_a_bastion_with_a_vaulted_inventory(cli, ops_inv
               str(ops.vault_password_file), "--executor", "distributed", "--wait",
               "--workdir", str(tmp_path / "work"), "--", "python", "make_outputs.py")
     assert run.code == 0, run.output
-    job = job_id(run)
+    job = job_id_of(run)
     head = ops.rank_order()[0]
     result = cli("shell", job, "--", "sh", "-c", 'echo "$NODE_RANK $SITE_TOKEN"; pwd')
     assert result.code == 0, result.output
@@ -443,7 +401,7 @@ def test_fetch_shell_and_forward_on_the_local_cluster_need_no_ssh(cli, tmp_path)
     run = cli("run", "--executor", "distributed", "--wait", "--workdir", str(tmp_path / "work"), "--",
               "python", "make_outputs.py")
     assert run.code == 0, run.output
-    job = job_id(run)
+    job = job_id_of(run)
     try:
         result = cli("shell", job, "--", "sh", "-c", 'echo "$NODE_RANK $TSUBMIT_JOB_ID"; exit 4')
         assert result.code == 4 and result.stdout == f"0 {job}\n", result.output
@@ -471,7 +429,7 @@ def test_a_home_whose_path_holds_ssh_tokens_reaches_the_nodes(nodes, tmp_path):
         run = cli("run", "-c", "pair", "--executor", "distributed", "--wait", "--workdir", str(tmp_path),
                   "--", "python", "-c", "print('reached')")
         assert run.code == 0, run.output
-        job = job_id(run)
+        job = job_id_of(run)
         assert cli.ok("shell", job, "--rank", "1", "--", "echo", "shell reached").stdout == "shell reached\n"
         cli.ok("delete", "--yes", job)
     finally:

@@ -6,6 +6,8 @@ import re
 
 import pytest
 
+from tests.harness.jobs import attempt_dir, job_id_of
+
 pytestmark = pytest.mark.e2e
 
 
@@ -17,7 +19,7 @@ def rank_lines(output: str, pattern: str) -> list[str]:
 def test_torchrun_allreduce_on_real_nodes(cli, nodes, workdir, count):
     cli.write_cluster("c", nodes, nodes.nodes[:count])
     run = cli("run", "-c", "c", "--wait", "--workdir", str(workdir), "--", "python", "allreduce.py")
-    job_id = re.search(r"job (\w+) ", run.stdout).group(1)
+    job_id = job_id_of(run)
     assert run.code == 0, run.output + cli("logs", job_id, "--all").stdout
 
     logs = cli.ok("logs", job_id, "--all").stdout
@@ -28,7 +30,7 @@ def test_torchrun_allreduce_on_real_nodes(cli, nodes, workdir, count):
         assert f"allreduce={expected:g} expected={expected:g} weights_in_sync=True OK" in line
     # every rank wrote its own log on its own node
     for rank, node in enumerate(nodes.nodes[:count]):
-        log = node.remote_root / job_id / f"rank-{rank}" / "attempt-1" / "output.log"
+        log = attempt_dir(node, job_id, rank) / "output.log"
         assert f"/{count} node {rank} allreduce={expected:g}" in log.read_text()
 
 
@@ -65,7 +67,7 @@ def test_distributed_executor_sees_the_environment_contract(cli, nodes, workdir)
 
 def test_local_cluster_runs_the_ddp_example(cli, workdir):
     run = cli("run", "--gpus", "2", "--wait", "--workdir", str(workdir), "--", "python", "allreduce.py")
-    job_id = re.search(r"job (\w+) ", run.stdout).group(1)
+    job_id = job_id_of(run)
     assert run.code == 0, run.output + cli("logs", job_id).stdout
     logs = cli.ok("logs", job_id).stdout
     assert len(rank_lines(logs, r"allreduce=3 expected=3 weights_in_sync=True OK")) == 2

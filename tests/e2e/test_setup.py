@@ -9,7 +9,6 @@ the tests count what really ran on each node."""
 
 import os
 import pwd
-import re
 import shutil
 import signal
 import subprocess
@@ -22,6 +21,9 @@ import pytest
 import yaml
 
 from tests.conftest import TSUBMIT
+from tests.harness import eventually
+from tests.harness.jobs import attempt_dir, job_id_of
+from tests.harness.processes import stderr_reader
 
 pytestmark = pytest.mark.e2e
 
@@ -31,10 +33,6 @@ COUNTING = ('echo "start $NODE_RANK $TSUBMIT_JOB_ID" >> "$TSUBMIT_SETUP_DIR/../.
             'echo "end $NODE_RANK" >> "$TSUBMIT_SETUP_DIR/../../setup-runs"')
 # The rank fails unless the setup it follows was complete.
 USES_SETUP = ["--executor", "distributed", "--", "sh", "-c", 'test -f "$TSUBMIT_SETUP_DIR/ready"']
-
-
-def job_id(result) -> str:
-    return re.search(r"job (\w+) ", result.output).group(1)
 
 
 def runs_on(root: Path) -> list[str]:
@@ -71,9 +69,9 @@ def test_a_setup_runs_once_per_node_and_again_when_requirements_change(pair, nod
     second = cli("run", "-c", "pair", "--wait", "--setup", setup, "--workdir", str(tmp_path), *USES_SETUP)
     assert second.code == 0, second.output
     for rank, node in enumerate(nodes.nodes[:2]):
-        assert runs_on(node.remote_root) == [f"start {rank} {job_id(first)}", f"end {rank}"], \
+        assert runs_on(node.remote_root) == [f"start {rank} {job_id_of(first)}", f"end {rank}"], \
             "the second job with the same inputs skipped the setup"
-        log = node.remote_root / job_id(second) / f"rank-{rank}" / "attempt-1" / "setup.log"
+        log = attempt_dir(node, job_id_of(second), rank) / "setup.log"
         assert "setup skipped: it already succeeded here with the same inputs" in log.read_text()
     key = setup_dirs(nodes.nodes[0].remote_root)
     assert len(key) == 1
@@ -82,7 +80,7 @@ def test_a_setup_runs_once_per_node_and_again_when_requirements_change(pair, nod
     third = cli("run", "-c", "pair", "--wait", "--setup", setup, "--workdir", str(tmp_path), *USES_SETUP)
     assert third.code == 0, third.output
     for rank, node in enumerate(nodes.nodes[:2]):
-        assert runs_on(node.remote_root)[2:] == [f"start {rank} {job_id(third)}", f"end {rank}"]
+        assert runs_on(node.remote_root)[2:] == [f"start {rank} {job_id_of(third)}", f"end {rank}"]
         assert len(setup_dirs(node.remote_root)) == 2, "a new key, a folder of its own"
 
     # --setup-key names the files the cache follows: requirements.txt no longer counts.
@@ -120,10 +118,6 @@ def test_nodes_sharing_a_folder_and_jobs_started_together_run_the_setup_once(cli
     for output in outputs:
         cli.ok("delete", "--yes", job_id_of(output))
     shutil.rmtree(shared, ignore_errors=True)
-
-
-def job_id_of(output: str) -> str:
-    return re.search(r"job (\w+) ", output).group(1)
 
 
 def test_a_setup_makes_a_venv_with_a_local_wheel_and_the_rank_uses_it(cli, nodes, fresh_roots, tmp_path):
@@ -165,10 +159,10 @@ def test_a_setup_makes_a_venv_with_a_local_wheel_and_the_rank_uses_it(cli, nodes
     run = cli("run", "-c", "one", "--wait", "--setup", setup, "--workdir", str(work),
               "--executor", "distributed", "--", "setup-probe")
     assert run.code == 0, run.output
-    check_used(job_id(run))
+    check_used(job_id_of(run))
     # The same setup again is skipped; `python` is the venv's.
-    again = job_id(cli.ok("run", "-c", "one", "--wait", "--setup", setup, "--workdir", str(work),
-                          "--executor", "distributed", "--", "python", "show.py"))
+    again = job_id_of(cli.ok("run", "-c", "one", "--wait", "--setup", setup, "--workdir", str(work),
+                             "--executor", "distributed", "--", "python", "show.py"))
     assert "setup skipped" in cli.ok("logs", again, "--setup").stdout
     check_used(again)
     # A shell on the rank's node has the rank's environment: the venv first.
@@ -193,7 +187,7 @@ def test_a_failing_setup_fails_the_launch_with_its_last_lines_and_rolls_back(pai
     assert ("building step 4 | building step 5 | building step 6 | building step 7 | "
             "error: no compiler") in line
     assert "building step 2" not in line, "the last lines only"
-    job = job_id(run)
+    job = job_id_of(run)
     for node in nodes.nodes[:2]:
         assert not (node.remote_root / job).exists(), f"the job's folder is left on {node.name}"
         assert nodes.processes_of(node, r"^sleep 30[12]") == [], f"something is left running on {node.name}"
@@ -209,22 +203,22 @@ def test_logs_setup_shows_what_ran_or_that_it_was_skipped(pair, nodes, tmp_path)
                    "--executor", "distributed", "--", "true")
     second = cli.ok("run", "-c", "pair", "--wait", "--setup", setup, "--workdir", str(tmp_path),
                     "--executor", "distributed", "--", "true")
-    shown = cli.ok("logs", job_id(first), "--setup").stdout
-    workdir = nodes.nodes[0].remote_root / job_id(first) / "workdir"
+    shown = cli.ok("logs", job_id_of(first), "--setup").stdout
+    workdir = nodes.nodes[0].remote_root / job_id_of(first) / "workdir"
     assert f"installing for rank 0 in {workdir}" in shown
     assert "[tsubmit] running the setup" in shown and "[tsubmit] setup done" in shown
-    every = cli.ok("logs", job_id(second), "--setup", "--all").stdout.splitlines()
+    every = cli.ok("logs", job_id_of(second), "--setup", "--all").stdout.splitlines()
     for rank, node in enumerate(nodes.nodes[:2]):
         prefix = f"[rank {rank} {node.name}] [tsubmit] setup skipped"
         assert any(line.startswith(prefix) for line in every), every
     assert not any("installing" in line for line in every)
-    assert "installing" not in cli.ok("logs", job_id(first)).stdout, "the rank's own log is apart"
+    assert "installing" not in cli.ok("logs", job_id_of(first)).stdout, "the rank's own log is apart"
 
     plain = cli.ok("run", "-c", "pair", "--wait", "--workdir", str(tmp_path), "--executor", "distributed",
                    "--", "true")
-    refused = cli("logs", job_id(plain), "--setup")
-    assert refused.code == 2 and f"job {job_id(plain)} has no setup" in refused.stderr
-    refused = cli("logs", job_id(first), "--setup", "-f")
+    refused = cli("logs", job_id_of(plain), "--setup")
+    assert refused.code == 2 and f"job {job_id_of(plain)} has no setup" in refused.stderr
+    refused = cli("logs", job_id_of(first), "--setup", "-f")
     assert refused.code == 2 and "drop -f" in refused.stderr
 
 
@@ -235,7 +229,7 @@ def test_gc_removes_setup_folders_unused_for_a_time_but_never_one_in_use(cli, no
     def run(setup: str, *command: str, wait: bool = True) -> str:
         argv = ["run", "-c", "one", "--setup", COUNTING.format(pause=0) + f"; echo {setup}",
                 "--workdir", str(tmp_path), "--executor", "distributed"]
-        return job_id(cli.ok(*argv, *(["--wait"] if wait else []), "--", *command))
+        return job_id_of(cli.ok(*argv, *(["--wait"] if wait else []), "--", *command))
 
     def key(job: str) -> str:
         return cli.job(job)["extras"]["setup"]["key"]
@@ -288,7 +282,7 @@ def test_with_pre_launch_hooks_the_setup_runs_first_and_the_rank_holds_its_lock(
     setup = "echo '{{ 7 * 7 }}' > \"$TSUBMIT_SETUP_DIR/out\""
     run = cli.ok("run", "-c", "one", "--setup", setup, "--hook", f"pre_launch_tasks={hook}",
                  "--workdir", str(tmp_path), "--executor", "distributed", "--", "sleep", "304")
-    job = job_id(run)
+    job = job_id_of(run)
     assert (node.remote_root / job / "hooked").read_text() == "{{ 7 * 7 }}\n"
     key = cli.job(job)["extras"]["setup"]["key"]
     setup_dir = node.remote_root / ".setup" / key
@@ -298,12 +292,12 @@ def test_with_pre_launch_hooks_the_setup_runs_first_and_the_rank_holds_its_lock(
     # A rank started at once holds it too, and a restart takes the cached setup.
     cli.ok("stop", job)
     assert not holds_lock(setup_dir.parent / f"{key}.lock"), "a stopped rank lets go"
-    plain = job_id(cli.ok("run", "-c", "one", "--setup", setup, "--workdir", str(tmp_path),
-                          "--executor", "distributed", "--", "sleep", "305"))
+    plain = job_id_of(cli.ok("run", "-c", "one", "--setup", setup, "--workdir", str(tmp_path),
+                             "--executor", "distributed", "--", "sleep", "305"))
     assert holds_lock(setup_dir.parent / f"{key}.lock")
     cli.ok("stop", plain)
     cli.ok("restart", plain)
-    attempt = node.remote_root / plain / "rank-0" / "attempt-2" / "setup.log"
+    attempt = attempt_dir(node, plain, 0, 2) / "setup.log"
     assert "setup skipped" in attempt.read_text()
     assert holds_lock(setup_dir.parent / f"{key}.lock")
     cli.ok("stop", plain)
@@ -320,14 +314,20 @@ def test_ctrl_c_twice_during_a_long_setup_stops_it_and_rolls_back(cli, nodes, fr
     run = subprocess.Popen([*TSUBMIT, "run", "-c", "one", "--setup", setup, "--workdir", str(tmp_path),
                             "--executor", "distributed", "--", "true"],
                            env=cli.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not started.exists() and time.monotonic() < deadline and run.poll() is None:
-        time.sleep(0.2)
-    assert started.exists(), "the setup never started"
+    said, reader = stderr_reader(run)
+
+    def setup_started() -> bool:
+        assert run.poll() is None, f"run ended before its setup started:\n{''.join(said)}"
+        return started.exists()
+
+    eventually(setup_started, timeout=120, message="the setup started")
     run.send_signal(signal.SIGINT)
-    time.sleep(1)
+    eventually(lambda: any("interrupt again to cancel" in line for line in said),
+               message="run taking the first interrupt", detail=lambda: said)
     run.send_signal(signal.SIGINT)
-    stdout, stderr = run.communicate(timeout=120)
+    stdout = run.communicate(timeout=120)[0]
+    reader.join(timeout=60)
+    stderr = "".join(said)
     assert run.returncode == 130, stdout + stderr
     assert "Traceback" not in stderr
     job = next(job for job in cli.ok("list", "-o", "json").json())

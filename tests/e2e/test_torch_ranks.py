@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_lifecycle import log_of, wait_until
+from tests.harness import eventually
+from tests.harness.jobs import job_id_of, log_of
 
 pytestmark = pytest.mark.e2e
 
@@ -59,7 +60,7 @@ def run_ranks_job(cli, nodes, members, workdir, *extra):
     cli.write_cluster("c", nodes, members, tsubmit_gpus=2)
     run = cli("run", "-c", "c", "--wait", "--timeout", "150s", "--workdir", str(workdir), *extra, "--",
               "python", "ranks.py", timeout=240)
-    job = re.search(r"job (\w{10})\b", run.output).group(1)
+    job = job_id_of(run)
     return run, job
 
 
@@ -124,7 +125,7 @@ def test_each_workers_lines_carry_its_rank_as_they_are_printed_and_logs_picks_on
     members = nodes.nodes[:2]
     cli.write_cluster("c", nodes, members, tsubmit_gpus=2)
     run = cli.ok("run", "-c", "c", "--workdir", str(workdir), "--", "python", "gated.py", "2", "0", "go")
-    job = re.search(r"job (\w{10})\b", run.output).group(1)
+    job = job_id_of(run)
     try:
         expected = {f"[worker {worker}] {text} of worker {worker}" for worker in range(4)
                     for text in ("line 0", "line 1")}
@@ -132,13 +133,14 @@ def test_each_workers_lines_carry_its_rank_as_they_are_printed_and_logs_picks_on
         def logged():
             return [log_of(node, job, rank) for rank, node in enumerate(members)]
 
-        assert wait_until(lambda: expected <= {line for log in logged() for line in log.splitlines()},
-                          timeout=120), logged()
+        eventually(lambda: expected <= {line for log in logged() for line in log.splitlines()},
+                   timeout=120, message="two lines and a stderr line of every worker in the logs",
+                   detail=logged)
         third = cli.ok("logs", job, "--worker", "3").stdout.splitlines()
         assert sorted(third) == ["line 0 of worker 3", "line 1 of worker 3", "to stderr from worker 3"]
         for node in members:
             (node.remote_root / job / "workdir" / "go").touch()
-        assert wait_until(lambda: cli.job(job)["state"] == "succeeded")
+        eventually(lambda: cli.job(job)["state"] == "succeeded", message="the job succeeded")
         first = cli.ok("logs", job, "--worker", "0").stdout.splitlines()
         assert first[-2:] == ["line 2 of worker 0", "line 3 of worker 0"]
         assert cli.ok("logs", job, "--worker", "2", "--tail", "1").stdout == "line 3 of worker 2\n"
@@ -161,10 +163,11 @@ def test_the_rendezvous_store_listens_on_the_rendezvous_address_only(cli, nodes,
     head = members[0]
     cli.write_cluster("c", nodes, members, tsubmit_gpus=1)
     run = cli.ok("run", "-c", "c", "--workdir", str(workdir), "--", "python", "gated.py", "1", "0", "go")
-    job = re.search(r"job (\w{10})\b", run.output).group(1)
+    job = job_id_of(run)
     try:
-        assert wait_until(lambda: all("line 0 of worker" in log_of(node, job, rank)
-                                      for rank, node in enumerate(members)), timeout=120)
+        eventually(lambda: all("line 0 of worker" in log_of(node, job, rank)
+                               for rank, node in enumerate(members)), timeout=120,
+                   message="'line 0 of worker' in both ranks' logs")
         agents = [int(line.split()[0]) for line in subprocess.run(
             ["ps", "-eo", "pid,args", "ww"], capture_output=True, text=True, check=True).stdout.splitlines()
             if f"--rdzv-id={job}" in line and "is_host=1" in line and "torchrun" in line]

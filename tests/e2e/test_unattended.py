@@ -15,29 +15,11 @@ import pytest
 import yaml
 
 from tests.conftest import REPO, TSUBMIT
-from tests.harness.crontab import held as held_crontab
+from tests.harness import eventually
+from tests.harness.crontab import lines as crontab_lines
 from tests.harness.crontab import read as crontab_text
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def saved_crontab():
-    """The real crontab of this user (or its absence), restored after the test, also
-    by the next run when this one is killed (tests/harness/crontab.py). One test at a
-    time has it, whatever the number of xdist workers."""
-    with held_crontab():
-        yield
-
-
-@pytest.fixture
-def crontab(saved_crontab):
-    """The real crontab of this user holding one entry of its own, restored after the test."""
-    subprocess.run(["crontab", "-"], input="7 3 * * * echo foreign-entry\n", text=True, check=True)
-
-
-def crontab_lines() -> list[str]:
-    return subprocess.run(["crontab", "-l"], capture_output=True, text=True, check=True).stdout.splitlines()
 
 
 def test_cron_add_list_run_remove_against_the_real_crontab(cli, workdir, tmp_path, crontab):
@@ -263,14 +245,13 @@ def test_a_real_cron_daemon_runs_an_awkward_entry(workdir, tmp_path, crontab):
                       wait=True)
     cli.ok("cron", "add", "by-cron", "--schedule", "* * * * *", "-f", str(spec), cwd=tmp_path)
     daemon = subprocess.Popen(["/usr/sbin/cron", "-f"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    def ran() -> dict | None:
+        [row] = cli.ok("cron", "list", "-o", "json").json()
+        return row if row["last_exit_code"] is not None else None
+
     try:
-        deadline = time.monotonic() + 150
-        row = None
-        while time.monotonic() < deadline:
-            [row] = cli.ok("cron", "list", "-o", "json").json()
-            if row["last_exit_code"] is not None:
-                break
-            time.sleep(2)
+        row = eventually(ran, timeout=150, interval=2, message="the cron daemon running the entry",
+                         detail=lambda: (home / "state" / "cron" / "by-cron.log").read_text())
     finally:
         cli.ok("cron", "remove", "by-cron")
         daemon.terminate()
@@ -293,10 +274,11 @@ def test_overlapping_cron_runs_keep_their_own_logs_and_the_latest_start_wins(cli
     results = {}
     first = threading.Thread(target=lambda: results.setdefault("first", run_like_cron(cli, "overlap")))
     first.start()
-    deadline = time.monotonic() + 120
-    while not [j for j in cli.ok("list", "-o", "json").json() if j["state"] == "running"]:
-        assert time.monotonic() < deadline and first.is_alive(), results
-        time.sleep(0.3)
+    def first_job_running() -> list:
+        assert first.is_alive(), results
+        return [j for j in cli.ok("list", "-o", "json").json() if j["state"] == "running"]
+
+    eventually(first_job_running, timeout=120, interval=0.3, message="the first cron run's job running")
     second_started = time.time()
     results["second"] = run_like_cron(cli, "overlap")
     assert first.is_alive(), "the first run was to end after the second"

@@ -3,11 +3,12 @@ retention, the parts a cron entry relies on. The cron tests themselves, which ed
 real crontab, are in test_unattended.py."""
 
 import json
-import re
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import yaml
+
+from tests.harness.jobs import start
 
 pytestmark = pytest.mark.e2e
 
@@ -193,12 +194,10 @@ def test_json_outputs_carry_the_documented_keys(cli, workdir):
 
 def test_gc_removes_old_finished_jobs_and_leaves_running_ones(cli, nodes, workdir):
     cli.write_cluster("c", nodes, nodes.nodes[:2])
-    finished = re.search(r"job (\w+) ", cli.ok(
-        "run", "-c", "c", "--executor", "distributed", "--wait", "--workdir", str(workdir), "--",
-        "python", "-c", "pass").stdout).group(1)
-    running = re.search(r"job (\w+) ", cli.ok(
-        "run", "-c", "c", "--executor", "distributed", "--workdir", str(workdir), "--",
-        "python", "sleeper.py").stdout).group(1)
+    finished = start(cli, "-c", "c", "--executor", "distributed", "--wait", "--workdir", str(workdir),
+                     "--", "python", "-c", "pass")
+    running = start(cli, "-c", "c", "--executor", "distributed", "--workdir", str(workdir), "--",
+                    "python", "sleeper.py")
     members = nodes.nodes[:2]
     dry = cli.ok("gc", "--older-than", "0s", "--dry-run", "-o", "json").json()
     assert [j.split()[0] for j in dry["jobs"]] == [finished]

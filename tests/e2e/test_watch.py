@@ -6,22 +6,22 @@ import subprocess
 import pytest
 
 from tests.conftest import REPO, TSUBMIT
-from tests.e2e.test_faults import job_processes, start
-from tests.e2e.test_lifecycle import wait_until
-from tests.e2e.test_notify import webhook  # noqa: F401 - a fixture
-from tests.e2e.test_unattended import crontab, crontab_lines, saved_crontab  # noqa: F401 - fixtures
+from tests.harness import eventually
+from tests.harness.crontab import lines as crontab_lines
+from tests.harness.jobs import job_processes, start
 
 pytestmark = pytest.mark.e2e
 
 
-def test_two_watchers_at_once_notify_each_ended_job_once(cli, nodes, workdir, webhook):  # noqa: F811
+def test_two_watchers_at_once_notify_each_ended_job_once(cli, nodes, workdir, webhook):
     cli.write_cluster("c", nodes, nodes.nodes[:2])
     common = ("-c", "c", "--executor", "distributed", "--workdir", str(workdir))
     failing = start(cli, *common, "--notify", webhook.url, "--notify-on", "failed", "--",
                     "python", "exit_on_rank.py", "1", "7")
     succeeding = start(cli, *common, "--notify", webhook.url, "--", "python", "-c", "pass")
     quiet = start(cli, *common, "--", "python", "-c", "pass")
-    assert wait_until(lambda: not any(job_processes(job) for job in (failing, succeeding, quiet)))
+    eventually(lambda: not any(job_processes(job) for job in (failing, succeeding, quiet)),
+               message="the three jobs ended on the nodes")
 
     watchers = [subprocess.Popen([*TSUBMIT, "watch", "--once"], cwd=REPO, env=cli.env, text=True,
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
@@ -53,12 +53,12 @@ def test_a_bad_watch_interval_is_refused(cli, every, message):
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
-def test_watch_install_keeps_one_cron_entry_that_runs_a_pass(cli, nodes, workdir, webhook,  # noqa: F811
-                                                             crontab):  # noqa: F811
+def test_watch_install_keeps_one_cron_entry_that_runs_a_pass(cli, nodes, workdir, webhook,
+                                                             crontab):
     cli.write_cluster("c", nodes, nodes.nodes[:1])
     job = start(cli, "-c", "c", "--executor", "distributed", "--notify", webhook.url, "--workdir",
                 str(workdir), "--", "python", "-c", "pass")
-    assert wait_until(lambda: not job_processes(job))
+    eventually(lambda: not job_processes(job), message="the job ended on the node")
     cli.ok("watch", "--install")
     [entry] = [line for line in crontab_lines() if "cron exec watch" in line]
     assert entry.startswith("* * * * * PATH=")

@@ -81,3 +81,8 @@ def held() -> Iterator[str | None]:
         finally:
             signal.signal(signal.SIGTERM, previous)
             _restore_journal(journal)
+
+
+def lines() -> list[str]:
+    """The crontab's lines ([] when this user has none)."""
+    return (read() or "").splitlines()

@@ -1,6 +1,7 @@
 """A container image built locally, without any registry: a tiny root
 filesystem (the shell and a few coreutils with their libraries, copied from
-this machine) imported into the test user's podman storage."""
+this machine) imported into the test user's podman storage; and the cluster
+that runs jobs in it."""
 
 import shutil
 import subprocess
@@ -9,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 IMAGE = "localhost/tsubmit-test:latest"
+SANDBOX_ARGS = ["--ulimit=nofile=1024:1024", "--ulimit=nproc=4096:4096", "--shm-size=256m"]
 PROGRAMS = ("sh", "env", "ls", "cat", "sleep", "printenv", "echo", "sort")
 
 
@@ -44,3 +46,9 @@ def build_image(user: str) -> str:
 def remove_image(user: str) -> None:
     subprocess.run(["runuser", "-u", user, "--", "podman", "rmi", "--force", IMAGE], cwd="/",
                    capture_output=True)
+
+
+def container_cluster(cli, nodes, count: int = 2, **extra) -> None:
+    """The cluster "c" of the first COUNT nodes, running jobs under podman with SANDBOX_ARGS."""
+    cli.write_cluster("c", nodes, nodes.nodes[:count], tsubmit_container_engine="podman",
+                      tsubmit_container_run_args=SANDBOX_ARGS, **extra)

@@ -12,9 +12,11 @@ import contextlib
 import ctypes
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -240,3 +242,18 @@ def tail(path: Path, lines: int = 30) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError as exc:
         return f"(no log: {exc})"
+
+
+def catches(pid: int, number: int) -> bool:
+    """Whether process PID has a handler for signal NUMBER (its SigCgt mask)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    mask = int(re.search(r"^SigCgt:\s*(\w+)", status, re.M).group(1), 16)
+    return bool(mask >> (number - 1) & 1)
+
+
+def stderr_reader(process: subprocess.Popen) -> tuple[list[str], threading.Thread]:
+    """PROCESS's stderr lines as they arrive, and the thread reading them (ends with the process)."""
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(process.stderr), daemon=True)
+    reader.start()
+    return lines, reader

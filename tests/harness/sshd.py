@@ -66,6 +66,7 @@ from .processes import (  # noqa: F401  (re-exported)
     sweep_stale_base_dirs,
 )
 from .unkind import SESSION_PATH, SFTP_SERVER, SLOW_LOGIN, STALE_SHIM, Unkindness  # noqa: F401
+from .waiting import eventually
 
 SSHD = "/usr/sbin/sshd"
 # sshd refuses to start without its privilege separation directory, which
@@ -471,14 +472,14 @@ class SshNodes(NodeClients):
                 future.result()
 
     def _wait_ready(self, node: Node) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT
-        # /proc rather than a probe connection, which sshd would log as an error.
-        while not procs.has_listener(node.address, node.port):
+        def listening() -> bool:
             if node.process is None or node.process.poll() is not None:
                 raise HarnessError(f"sshd of {node.name} exited:\n{procs.tail(node.log_file)}")
-            if time.monotonic() > deadline:
-                raise HarnessError(f"sshd of {node.name} not listening after {READY_TIMEOUT}s")
-            time.sleep(0.02)
+            # /proc rather than a probe connection, which sshd would log as an error.
+            return procs.has_listener(node.address, node.port)
+
+        eventually(listening, timeout=READY_TIMEOUT, interval=0.02,
+                   message=f"sshd of {node.name} listening on {node.address}:{node.port}")
         try:
             self.ssh(node, "true", timeout=READY_TIMEOUT)
         except (SshCommandError, subprocess.TimeoutExpired) as exc:

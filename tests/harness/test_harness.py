@@ -12,12 +12,13 @@ import pwd
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from .sshd import SshCommandError, SshNodes, xdist_subnet
+from .waiting import eventually
 
 # Hosts .250-.252 rather than the default .2: the conftest's session nodes of the
 # same xdist worker may be alive at the same time on the low addresses.
@@ -90,18 +91,12 @@ def test_ansible_ping_with_host_key_checking(nodes: SshNodes, tmp_path: Path) ->
         assert f"{node.name} | SUCCESS" in result.stdout
 
 
-def wait_for(condition: Callable[[], object], what: str, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
 def test_processes_of_tells_nodes_apart(nodes: SshNodes) -> None:
     node1, node2 = nodes.nodes[:2]
     nodes.ssh(node1, "nohup sleep 4242 >/dev/null 2>&1 &")
     # The background job may not have exec'd sleep yet when ssh returns.
-    wait_for(lambda: nodes.processes_of(node1, r"^sleep 4242$"), "sleep on node1")
+    eventually(lambda: nodes.processes_of(node1, r"^sleep 4242$"), timeout=10, interval=0.05,
+               message="sleep on node1")
     assert nodes.processes_of(node1, r"^sleep 4242$") == ["sleep 4242"]
     assert nodes.processes_of(node2, r"sleep 4242") == []
     assert nodes.kill_processes(node1) >= 1
@@ -118,7 +113,8 @@ def test_stop_node_makes_it_unreachable_and_start_node_brings_it_back(nodes: Ssh
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_for(lambda: nodes.processes_of(node, r"^sleep 600$"), "held connection")
+        eventually(lambda: nodes.processes_of(node, r"^sleep 600$"), timeout=10, interval=0.05,
+                   message="the held connection's sleep")
         nodes.stop_node(node, kill_processes=True)
         assert held.wait(timeout=10) != 0
     finally:
@@ -183,7 +179,8 @@ def test_stop_cleans_up_processes_and_files() -> None:
     with SshNodes(1, subnet=xdist_subnet(), first_host=FIRST_HOST - 1) as ssh_nodes:
         node = ssh_nodes.nodes[0]
         ssh_nodes.ssh(node, "nohup sleep 4343 >/dev/null 2>&1 &")
-        wait_for(lambda: ssh_nodes.processes_of(node, r"^sleep 4343$"), "sleep")
+        eventually(lambda: ssh_nodes.processes_of(node, r"^sleep 4343$"), timeout=10, interval=0.05,
+                   message="sleep on the node")
         sshd_pid = node.process.pid if node.process else 0
         base_dir = ssh_nodes.base_dir
     assert base_dir is not None and not base_dir.exists()

@@ -2,7 +2,7 @@
 
 import time
 
-from tests.e2e.test_notify import Webhook
+from tests.harness.endpoints import Webhook
 from tsubmit.jobs import notify
 from tsubmit.local.store import JobStore
 from tsubmit.model.job import FAILED, Job, Rank

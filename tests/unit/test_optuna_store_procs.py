@@ -17,12 +17,7 @@ sys.path.insert(0, str(NODE_LIB))
 
 import tsubmit_procs  # noqa: E402 - the node-side module, from the role's files
 
-
-def wait_for(condition, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
+from tests.harness import eventually  # noqa: E402
 
 
 @pytest.fixture
@@ -68,7 +63,8 @@ def test_a_zombie_counts_as_dead():
     process = subprocess.Popen(["true"], start_new_session=True)
     ticks = (tsubmit_procs.proc_fields(process.pid) or [None] * 20)[19]
     try:
-        wait_for(lambda: (tsubmit_procs.proc_fields(process.pid) or ["?"])[0] == "Z")
+        eventually(lambda: (tsubmit_procs.proc_fields(process.pid) or ["?"])[0] == "Z", timeout=10,
+                   interval=0.02, message=f"{process.pid} a zombie")
         assert Path(f"/proc/{process.pid}").exists(), "the zombie is still in the process table"
         assert tsubmit_procs.start_ticks(process.pid) is None
         assert not tsubmit_procs.is_ours((process.pid, ticks))
@@ -91,14 +87,15 @@ def test_a_group_lives_while_a_member_outlives_its_leader(tmp_path):
     marker = tmp_path / "child"
     leader = subprocess.Popen(["sh", "-c", f"sleep 60 & echo $! > {marker}; exit 0"], start_new_session=True)
     leader.wait()
-    wait_for(marker.exists)
+    eventually(marker.exists, timeout=10, interval=0.02, message=f"{marker} written")
     child = int(marker.read_text())
     try:
         assert tsubmit_procs.start_ticks(leader.pid) is None
         assert tsubmit_procs.group_alive(leader.pid)
     finally:
         os.kill(child, 9)
-    wait_for(lambda: not tsubmit_procs.group_alive(leader.pid))
+    eventually(lambda: not tsubmit_procs.group_alive(leader.pid), timeout=10, interval=0.02,
+               message=f"group {leader.pid} gone")
 
 
 def test_a_command_name_with_spaces_and_parentheses_is_read_right(tmp_path):
@@ -143,7 +140,8 @@ def test_rank_status_takes_a_zombie_launch_shell_for_ended(tmp_path):
     ticks = tsubmit_procs.proc_fields(process.pid)[19]
     try:
         (attempt / "pid").write_text(f"{process.pid} {ticks} {int(time.time())}\n")
-        wait_for(lambda: (tsubmit_procs.proc_fields(process.pid) or ["?"])[0] == "Z")
+        eventually(lambda: (tsubmit_procs.proc_fields(process.pid) or ["?"])[0] == "Z", timeout=10,
+                   interval=0.02, message=f"launch shell {process.pid} a zombie")
         assert rank_status(tmp_path, "job1")["state"] == "lost"
     finally:
         process.wait()

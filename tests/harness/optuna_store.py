@@ -22,7 +22,6 @@ import shutil
 import socket
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -32,6 +31,8 @@ from tsubmit.model import layout
 from tsubmit.model.job import Job, Rank
 from tsubmit.nodes import ansible_env
 from tsubmit.nodes.ansible_run import run_playbook
+
+from .waiting import eventually
 
 REPO = Path(__file__).resolve().parents[2]
 ROLE_FILES = REPO / "roles" / "optuna_store" / "files"
@@ -291,21 +292,11 @@ def store_log(store: Path, name: str = "store", attempt: int = 1) -> Path:
     return store / name / f"attempt-{attempt}" / "output.log"
 
 
-def wait_until(condition, timeout: float = 30, interval: float = 0.2, message: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"{message} not met within {timeout}s")
-
-
 def watchdog_saw(store: Path, line: str, timeout: float = 30) -> None:
     """Wait until the store logged LINE: it then judged the ranks' files
     as the test left them, so a store still running afterwards stayed up on purpose."""
-    wait_until(lambda: line in store_log(store).read_text(), timeout=timeout,
-               message=f"the store logged {line!r}")
+    eventually(lambda: line in store_log(store).read_text(), timeout=timeout,
+               message=f"the store logging {line!r}")
 
 
 def read_pid(path: Path) -> int:
