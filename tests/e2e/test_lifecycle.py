@@ -274,8 +274,8 @@ def test_logs_follow_gives_up_on_a_node_that_stops_answering_naming_it(cli, node
     the first node (issue 29 item 4)."""
     cli.write_cluster("c", nodes, nodes.nodes[:2])
     node2 = nodes.nodes[1]
-    job_id = submit(cli, "-c", "c", "--executor", "distributed", "--node-timeout", "8s",
-                    "--workdir", str(workdir), "--", "python", "sleeper.py")
+    job_id = start(cli, "-c", "c", "--executor", "distributed", "--node-timeout", "8s",
+                   "--workdir", str(workdir), "--", "python", "sleeper.py")
     follow = subprocess.Popen([sys.executable, "-m", "tsubmit", "logs", job_id, "-f", "--all"], env=cli.env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

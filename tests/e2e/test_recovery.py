@@ -14,9 +14,8 @@ import sys
 import pytest
 
 from tests.conftest import REPO, TSUBMIT
-from tests.e2e.test_faults import job_processes, start
-from tests.e2e.test_lifecycle import log_of, wait_until
-from tests.e2e.test_notify import webhook  # noqa: F401 - a fixture
+from tests.harness import eventually
+from tests.harness.jobs import attempt_dir, job_id_of, job_processes, log_of, start
 
 pytestmark = pytest.mark.e2e
 
@@ -48,7 +47,7 @@ def test_run_wait_restarts_a_failed_attempt_and_the_next_one_knows_why(cli, node
     run = cli("run", "-c", "c", "--executor", executor, "--restarts", "2", "--wait", "--workdir",
               str(workdir), "--", "python", "fail_until.py", "1", "3", "1")
     assert run.code == 0, run.output
-    job_id = run.stderr.split("job ", 1)[1].split()[0]
+    job_id = job_id_of(run)
     worker = nodes.nodes[1].name
     cause = f"rank 1 on {worker} exited with 3" + (" (worker rank 1, local rank 0)" if executor == "torchrun"
                                                    else "")
@@ -69,16 +68,18 @@ def test_run_wait_restarts_a_failed_attempt_and_the_next_one_knows_why(cli, node
 
 
 def test_the_watcher_restarts_until_the_restarts_are_spent_then_the_job_fails(cli, nodes, workdir,
-                                                                             webhook):  # noqa: F811
+                                                                             webhook):
     cli.write_cluster("c", nodes, nodes.nodes[:2])
     job_id = start(cli, "-c", "c", "--executor", "distributed", "--restarts", "1", "--notify", webhook.url,
                    "--workdir", str(workdir), "--", "python", "fail_until.py", "1", "4", "99")
     worker = nodes.nodes[1].name
-    assert wait_until(lambda: started(nodes.nodes, job_id, 1) == 2 and not job_processes(job_id))
+    eventually(lambda: started(nodes.nodes, job_id, 1) == 2 and not job_processes(job_id),
+               message="both ranks of attempt 1 started and ended")
 
     first = cli.ok("watch", "--once")
     assert f"job {job_id} " in first.stdout and "restarted as attempt 2" in first.stdout, first.output
-    assert wait_until(lambda: started(nodes.nodes, job_id, 2) == 2 and not job_processes(job_id))
+    eventually(lambda: started(nodes.nodes, job_id, 2) == 2 and not job_processes(job_id),
+               message="both ranks of attempt 2 started and ended")
 
     second = cli.ok("watch", "--once")
     assert f"job {job_id} " in second.stdout and "has failed" in second.stdout, second.output
@@ -110,18 +111,21 @@ def test_the_watcher_restarts_until_the_restarts_are_spent_then_the_job_fails(cl
 
     # A restart by hand gives the job its --restarts anew.
     cli.ok("restart", job_id)
-    assert wait_until(lambda: started(nodes.nodes, job_id, 3) == 2 and not job_processes(job_id))
+    eventually(lambda: started(nodes.nodes, job_id, 3) == 2 and not job_processes(job_id),
+               message="both ranks of attempt 3 started and ended")
     fourth = cli.ok("watch", "--once")
     assert "restarted as attempt 4" in fourth.stdout, fourth.output
     assert [a["restart"] for a in cli.job(job_id)["attempts"]] == ["policy", "user", "policy"]
-    assert wait_until(lambda: started(nodes.nodes, job_id, 4) == 2 and not job_processes(job_id))
+    eventually(lambda: started(nodes.nodes, job_id, 4) == 2 and not job_processes(job_id),
+               message="both ranks of attempt 4 started and ended")
 
 
 def test_two_watchers_at_once_restart_a_failed_job_once(cli, nodes, workdir):
     cli.write_cluster("c", nodes, nodes.nodes[:2])
     job_id = start(cli, "-c", "c", "--executor", "distributed", "--restarts", "3", "--workdir", str(workdir),
                    "--", "python", "fail_until.py", "1", "5", "1")
-    assert wait_until(lambda: started(nodes.nodes, job_id, 1) == 2 and not job_processes(job_id))
+    eventually(lambda: started(nodes.nodes, job_id, 1) == 2 and not job_processes(job_id),
+               message="both ranks of attempt 1 started and ended")
     watchers = [subprocess.Popen([*TSUBMIT, "watch", "--once"], cwd=REPO, env=cli.env, text=True,
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
     try:
@@ -132,7 +136,7 @@ def test_two_watchers_at_once_restart_a_failed_job_once(cli, nodes, workdir):
     assert [watcher.returncode for watcher in watchers] == [0, 0], outputs
     said = "".join(out for out, _ in outputs)
     assert said.count("restarted as attempt") == 1, outputs
-    assert wait_until(lambda: cli.job(job_id)["state"] == "succeeded", timeout=120)
+    eventually(lambda: cli.job(job_id)["state"] == "succeeded", timeout=120, message="the job succeeded")
     job = cli.job(job_id)
     assert job["attempt"] == 2 and [a["attempt"] for a in job["attempts"]] == [1]
     assert attempt_dirs(nodes.nodes, job_id) == {f"rank-{r}/attempt-{a}" for r in (0, 1) for a in (1, 2)}
@@ -145,7 +149,8 @@ def test_a_watcher_killed_mid_relaunch_leaves_what_the_next_pass_completes(cli, 
     cli.write_cluster("c", nodes, nodes.nodes[:2])
     job_id = start(cli, "-c", "c", "--executor", "distributed", "--restarts", "1", "--workdir", str(workdir),
                    "--", "python", "fail_until.py", "1", "6", "1")
-    assert wait_until(lambda: started(nodes.nodes, job_id, 1) == 2 and not job_processes(job_id))
+    eventually(lambda: started(nodes.nodes, job_id, 1) == 2 and not job_processes(job_id),
+               message="both ranks of attempt 1 started and ended")
     store = cli.home / "state" / "jobs.sqlite"
 
     def relaunching() -> bool:  # the next attempt is recorded, its launch under way
@@ -157,14 +162,15 @@ def test_a_watcher_killed_mid_relaunch_leaves_what_the_next_pass_completes(cli, 
     watcher = subprocess.Popen([*TSUBMIT, "watch", "--once"], cwd=REPO, env=cli.env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        assert wait_until(relaunching, timeout=120, interval=0.05)
+        eventually(relaunching, timeout=120, interval=0.05,
+                   message="attempt 2 recorded, its launch under way")
     finally:
         watcher.send_signal(signal.SIGKILL)
         watcher.wait()
 
     again = cli.ok("watch", "--once")
     assert "restarted as attempt 3: the launch of attempt 2 was interrupted" in again.stdout, again.output
-    assert wait_until(lambda: cli.job(job_id)["state"] == "succeeded", timeout=120)
+    eventually(lambda: cli.job(job_id)["state"] == "succeeded", timeout=120, message="the job succeeded")
     job = cli.job(job_id)
     assert [(a["attempt"], a["restart"]) for a in job["attempts"]] == [(1, "policy"), (2, "resumed")]
     # Attempt 2 never runs beside attempt 3, and no rank of attempt 3 started twice.
@@ -181,14 +187,14 @@ def test_an_attempt_stopped_for_good_never_starts_on_its_node(cli, nodes, workdi
     cli.write_cluster("c", nodes, nodes.nodes[:1])
     job_id = start(cli, "-c", "c", "--executor", "distributed", "--workdir", str(workdir), "--",
                    "python", "sleeper.py")
-    assert wait_until(lambda: job_processes(job_id))
+    eventually(lambda: job_processes(job_id), message="the job's processes")
     cli.ok("stop", job_id)
-    attempt_dir = nodes.nodes[0].remote_root / job_id / "rank-0" / "attempt-1"
-    (attempt_dir / "pid").unlink()  # as if the launch had not reached the start yet
-    relaunched = nodes.ssh(nodes.nodes[0], f"/bin/sh {attempt_dir / 'launch.sh'} start", check=False)
+    attempt = attempt_dir(nodes.nodes[0], job_id)
+    (attempt / "pid").unlink()  # as if the launch had not reached the start yet
+    relaunched = nodes.ssh(nodes.nodes[0], f"/bin/sh {attempt / 'launch.sh'} start", check=False)
     assert relaunched.returncode == 1 and "stopped for good" in relaunched.stderr, relaunched
     assert not job_processes(job_id)
-    assert not (attempt_dir / "pid").exists()
+    assert not (attempt / "pid").exists()
 
 
 def handle_end(cli, job_id: str, cause: str) -> subprocess.CompletedProcess:
@@ -206,15 +212,15 @@ def test_an_attempt_ended_for_a_cause_its_ranks_do_not_show_fails_or_restarts(cl
     cli.write_cluster("c", nodes, nodes.nodes[:2])
     job_id = start(cli, "-c", "c", "--executor", "distributed", "--restarts", "1", "--workdir", str(workdir),
                    "--", "python", "sleeper.py")
-    assert wait_until(lambda: len(job_processes(job_id)) >= 4)
+    eventually(lambda: len(job_processes(job_id)) >= 4, message="torchrun and a worker on each node")
     assert handle_end(cli, job_id, "rank 1 hung").stdout.strip() == "2"
-    assert wait_until(lambda: started(nodes.nodes, job_id, 2) == 2)
+    eventually(lambda: started(nodes.nodes, job_id, 2) == 2, message="both ranks of attempt 2 started")
     assert not any(f"{job_id}.r{r}.a1" in line for r in (0, 1) for line in job_processes(job_id))
     job = cli.job(job_id)
     assert job["state"] == "running" and [(a["attempt"], a["cause"]) for a in job["attempts"]] == [
         (1, "rank 1 hung")]
     for rank, node in enumerate(nodes.nodes[:2]):  # the next attempt is told
-        environment = node.remote_root / job_id / f"rank-{rank}" / "attempt-2" / "environment.sh"
+        environment = attempt_dir(node, job_id, rank, 2) / "environment.sh"
         assert "export TSUBMIT_RESTART_CAUSE='rank 1 hung'" in environment.read_text()
 
     assert handle_end(cli, job_id, "rank 0 hung").stdout.strip() == "2"  # no restart left
@@ -232,7 +238,7 @@ def test_the_documented_ddp_run_resumes_from_its_checkpoint_on_the_next_attempt(
     run = cli("run", "-c", "c", "--restarts", "3", "--sync-dir", "ckpt", "--wait", "--workdir", str(workdir),
               "--", "python", "checkpointed.py", "--steps", "8", "--fail-at-step", "5")
     assert run.code == 0, run.output
-    job_id = run.stderr.split("job ", 1)[1].split()[0]
+    job_id = job_id_of(run)
     head = nodes.nodes[0]
     first, second = log_of(head, job_id, 0, 1), log_of(head, job_id, 0, 2)
     assert "step 4 loss" in first and "step 6 loss" not in first, first
@@ -271,13 +277,13 @@ def test_run_wait_follows_a_restart_another_watcher_made(cli, nodes, workdir):
             with contextlib.suppress(sqlite3.Error), sqlite3.connect(store) as db:
                 return db.execute("SELECT id, state FROM jobs").fetchone()
 
-        assert wait_until(recorded, interval=0.05)
+        eventually(recorded, interval=0.05, message="the job recorded")
         job_id = recorded()[0]
         lock_path = cli.home / "state" / "watch" / f"{job_id}.lock"
         lock_path.parent.mkdir(mode=0o700, exist_ok=True)
         with open(lock_path, "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # another watcher's
-            assert wait_until(lambda: recorded()[1] == "failed", timeout=120)
+            eventually(lambda: recorded()[1] == "failed", timeout=120, message="attempt 1 recorded failed")
             code = ("import sys; from tsubmit.jobs import recovery\n"
                     "from tsubmit.local.store import open_store\n"
                     "with recovery.job_lock(sys.argv[1], wait=True):\n"

@@ -138,7 +138,8 @@ def test_lose_node_leaves_no_connection_to_it_and_start_node_brings_it_back(node
                                                "-o", f"ControlPath={socket_path}", "-fN"]
     subprocess.run(argv, check=True, timeout=30, stdin=subprocess.DEVNULL, capture_output=True)
     nodes.ssh(node, "nohup sleep 4343 >/dev/null 2>&1 &")
-    wait_for(lambda: nodes.processes_of(node, r"^sleep 4343$"), "sleep on the node")
+    eventually(lambda: nodes.processes_of(node, r"^sleep 4343$"), timeout=10, interval=0.05,
+               message="sleep on the node")
     try:
         nodes.lose_node(node)
         assert not socket_path.exists()
@@ -155,7 +156,8 @@ def test_lose_node_leaves_no_connection_to_it_and_start_node_brings_it_back(node
 def test_a_node_lost_behind_a_partition_keeps_its_processes(nodes: SshNodes) -> None:
     node = nodes.nodes[1]
     nodes.ssh(node, "nohup sleep 4444 >/dev/null 2>&1 &")
-    wait_for(lambda: nodes.processes_of(node, r"^sleep 4444$"), "sleep on the node")
+    eventually(lambda: nodes.processes_of(node, r"^sleep 4444$"), timeout=10, interval=0.05,
+               message="sleep on the node")
     try:
         nodes.lose_node(node, kill_processes=False)
         assert nodes.ssh(node, "true", check=False, timeout=15).returncode == 255
