@@ -466,7 +466,10 @@ def test_ctrl_c_during_a_submit_rolls_back_every_node(cli, nodes, workdir, tmp_p
     assert run.returncode == 130, stdout + stderr
     assert "Traceback" not in stderr
     jobs = [job for job in cli.ok("list", "-o", "json").json() if job["name"] == name]
-    time.sleep(3)  # a node still busy with the launch would start its rank by now
+    # Once nothing runs on any node, no launch still under way can start a rank later.
+    eventually(lambda: not any(nodes.processes_of(node, ".") for node in nodes.nodes), timeout=60,
+               message="nothing of the launch left running on the nodes",
+               detail=lambda: {node.name: nodes.processes_of(node, ".") for node in nodes.nodes})
     for job in jobs:
         assert job_processes(job["id"]) == []
         assert job["state"] == "stopped", job

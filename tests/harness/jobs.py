@@ -17,14 +17,14 @@ if TYPE_CHECKING:
 
 # The tsubmit command as tests run it: the interpreter of this test run, so the checkout's code.
 TSUBMIT = [sys.executable, "-m", "tsubmit"]
-# `job ID (NAME) ...`, as run, restart, stop and export start their line; ids are 10 hex digits.
-JOB_LINE = re.compile(r"\bjob ([0-9a-f]{10}) \(")
+# `job ID (NAME) running ...`, `launch of job ID failed; ...`: ids are 10 hex digits.
+JOB_NAMED = re.compile(r"\bjob ([0-9a-f]{10})\b")
 
 
 def job_id_of(output) -> str:
     """The id of the job named first in OUTPUT: a command's result (stdout, then stderr) or a text."""
     text = output if isinstance(output, str) else output.stdout + output.stderr
-    found = JOB_LINE.search(text)
+    found = JOB_NAMED.search(text)
     assert found, f"no job id in:\n{text}"
     return found.group(1)
 

@@ -35,8 +35,10 @@ def test_an_error_of_the_condition_ends_the_wait_at_once():
         eventually(lambda: 1 / 0, timeout=60, message="never")
 
 
-def test_job_id_of_reads_the_line_run_prints():
-    assert job_id_of("job 0123abcdef (bold-otter-12) running on 2 node(s) of c\n") == "0123abcdef"
+@pytest.mark.parametrize("output", ["job 0123abcdef (bold-otter-12) running on 2 node(s) of c\n",
+                                    "node2: failed\ntsubmit: launch of job 0123abcdef failed; nothing left"])
+def test_job_id_of_reads_the_id_run_prints(output):
+    assert job_id_of(output) == "0123abcdef"
 
 
 def test_job_id_of_names_the_output_without_one():
