@@ -4,9 +4,8 @@ anything is stopped, and the attempt ended; a rank that keeps printing is never 
 
 import pytest
 
-from tests.e2e.test_faults import job_id_of, job_processes, start
-from tests.e2e.test_lifecycle import wait_until
-from tests.e2e.test_notify import webhook  # noqa: F401 - a fixture
+from tests.harness import eventually
+from tests.harness.jobs import job_id_of, job_processes, start
 
 pytestmark = pytest.mark.e2e
 
@@ -18,7 +17,7 @@ def ranks_running(cli, job_id: str, count: int) -> bool:
 
 
 def test_a_watch_pass_ends_a_job_whose_rank_hung_after_its_post_mortem(cli, nodes, workdir,
-                                                                      webhook):  # noqa: F811
+                                                                      webhook):
     cli.write_cluster("c", nodes, nodes.nodes[:2])
     node2 = nodes.nodes[1]
     # rank 1 prints, then blocks with its process alive; rank 0 prints on, never hung
@@ -26,10 +25,10 @@ def test_a_watch_pass_ends_a_job_whose_rank_hung_after_its_post_mortem(cli, node
                    "--notify", webhook.url, "--workdir", str(workdir), "--",
                    "python", "hang_on_rank.py", "1", "100000")
     try:
-        assert wait_until(lambda: ranks_running(cli, job_id, 2), timeout=120)
+        eventually(lambda: ranks_running(cli, job_id, 2), timeout=120, message="both ranks running")
         said = []
-        assert wait_until(lambda: said.append(cli.ok("watch", "--once").stdout) or said[-1], timeout=180,
-                          interval=1)
+        eventually(lambda: said.append(cli.ok("watch", "--once").stdout) or said[-1], timeout=180,
+                   interval=1, message="a watch pass acting on the hung rank")
         assert job_processes(job_id) == []  # the pass stopped every rank: counted from /proc
         job = cli.job(job_id)
     finally:

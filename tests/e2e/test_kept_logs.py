@@ -6,9 +6,8 @@ import re
 
 import pytest
 
-from tests.e2e.test_faults import distributed, job_id_of, job_processes
-from tests.e2e.test_lifecycle import wait_until
-from tests.e2e.test_notify import webhook  # noqa: F401 - a fixture
+from tests.harness import eventually
+from tests.harness.jobs import distributed, job_id_of, job_processes
 
 pytestmark = pytest.mark.e2e
 
@@ -32,15 +31,16 @@ def copy_said(cli, job_id: str, rank: int) -> str:
 
 
 def test_a_running_rank_whose_node_is_lost_shows_the_copy_the_watcher_kept(cli, nodes, workdir,
-                                                                         webhook):  # noqa: F811
+                                                                         webhook):
     cli.write_cluster("c", nodes, nodes.nodes[:2])
     job_id = distributed(cli, "c", workdir, "python", "-c", TICKS, "0",
                          extra=("--notify", webhook.url, "--notify-on", "failed"))  # watched
     worker = nodes.nodes[1]
     try:
         # the watcher's passes bring the running rank's new lines
-        assert wait_until(lambda: cli.ok("watch", "--once")
-                          and "node 1 tick 3\n" in copy_said(cli, job_id, 1), timeout=120)
+        eventually(lambda: cli.ok("watch", "--once") and "node 1 tick 3\n" in copy_said(cli, job_id, 1),
+                   timeout=120, message="'node 1 tick 3' in the copy the watcher keeps",
+                   detail=lambda: copy_said(cli, job_id, 1))
         nodes.stop_node(worker)  # its rank runs on, unseen: a network partition
         shown = cli("logs", job_id, "--rank", "1")
         assert shown.code == 0, shown.output
@@ -92,7 +92,7 @@ def test_a_rank_whose_log_is_long_is_seen_ending_and_its_last_mib_kept(cli, node
 
 
 def test_a_restart_is_notified_with_its_cause_and_the_ended_attempt_s_logs_are_kept(cli, nodes, workdir,
-                                                                                 webhook):  # noqa: F811
+                                                                                 webhook):
     cli.write_cluster("c", nodes, nodes.nodes[:2])
     run = cli("run", "-c", "c", "--executor", "distributed", "--restarts", "1", "--wait", "--notify",
               webhook.url, "--workdir", str(workdir), "--", "python", "fail_until.py", "1", "3", "1")
@@ -100,7 +100,8 @@ def test_a_restart_is_notified_with_its_cause_and_the_ended_attempt_s_logs_are_k
     job_id = job_id_of(run)
     worker = nodes.nodes[1]
     cause = f"rank 1 on {worker.name} exited with 3"
-    assert wait_until(lambda: len(webhook.bodies) == 2, timeout=30), webhook.bodies
+    eventually(lambda: len(webhook.bodies) == 2, timeout=30, message="two messages posted",
+               detail=lambda: webhook.bodies)
     restarted, succeeded = webhook.bodies
     name = cli.job(job_id)["name"]
     assert restarted["title"] == f"tsubmit: job {name} ({job_id}) restarted as attempt 2 after {cause}"

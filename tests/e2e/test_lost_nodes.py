@@ -6,13 +6,12 @@ each rank saw comes from its own output; what runs where is counted from
 /proc, never from tsubmit's word."""
 
 import json
-import time
 
 import pytest
 import yaml
 
-from tests.e2e.test_faults import job_processes, start
-from tests.e2e.test_lifecycle import log_of
+from tests.harness import eventually
+from tests.harness.jobs import job_processes, log_of, start
 
 pytestmark = pytest.mark.e2e
 
@@ -28,13 +27,14 @@ def report(node, job_id: str, rank: int, attempt: int) -> list[dict]:
 
 def watch_until(cli, condition, what: str, timeout: float = 300):
     """`tsubmit watch --once` passes, as cron runs them, until CONDITION holds; its value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        passed = cli("watch", "--once")
-        found = condition()
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"timed out waiting for {what}; the last pass:\n{passed.output}"
+    passes = []
+
+    def after_a_pass():
+        passes[:] = [cli("watch", "--once")]
+        return condition()
+
+    return eventually(after_a_pass, timeout=timeout, interval=0, message=what,
+                      detail=lambda: f"the last pass:\n{passes[-1].output}")
 
 
 def attempt_runs(cli, job_id: str, attempt: int, hosts: list[str]):
@@ -54,15 +54,9 @@ def launch(cli, nodes, members, spares, workdir, *extra, executor="distributed")
     job_id = start(cli, "-c", "c", "--executor", executor, "--restarts", "2", "--node-timeout", NODE_TIMEOUT,
                    *extra, "--workdir", str(workdir), "--", "python", "report_and_sleep.py")
     for rank, node in enumerate(members):
-        assert_eventually(lambda n=node, r=rank: report(n, job_id, r, 1), f"rank {rank} running")
+        eventually(lambda n=node, r=rank: report(n, job_id, r, 1), timeout=120,
+                   message=f"rank {rank} running")
     return job_id
-
-
-def assert_eventually(condition, what: str, timeout: float = 120):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 @pytest.fixture
@@ -91,7 +85,7 @@ def test_a_lost_node_s_rank_goes_to_a_spare_with_its_node_rank_and_world_size(cl
     lost(worker)
     job = watch_until(cli, lambda: attempt_runs(cli, job_id, 2, [head.name, spare.name]), "on the spare")
     assert job["attempts"][0]["cause"] == f"lost node {worker.name}"
-    assert_eventually(lambda: report(spare, job_id, 1, 2), "the spare's rank reporting")
+    eventually(lambda: report(spare, job_id, 1, 2), timeout=120, message="the spare's rank reporting")
     [seen] = report(spare, job_id, 1, 2)
     assert (seen["NODE_RANK"], seen["WORLD_SIZE"], seen["MASTER_ADDR"], seen["TSUBMIT_ATTEMPT"]) == (
         "1", "2", head.address, "2")
@@ -109,7 +103,7 @@ def test_without_a_spare_min_nodes_goes_on_with_the_survivors_and_a_smaller_worl
         assert report(last, job_id, 2, 1)[0]["WORLD_SIZE"] == "3"
     lost(worker)
     watch_until(cli, lambda: attempt_runs(cli, job_id, 2, [head.name, last.name]), "attempt 2 on two nodes")
-    assert_eventually(lambda: report(last, job_id, 1, 2), "the renumbered rank reporting")
+    eventually(lambda: report(last, job_id, 1, 2), timeout=120, message="the renumbered rank reporting")
     [seen] = report(last, job_id, 1, 2)
     assert (seen["NODE_RANK"], seen["WORLD_SIZE"], seen["MASTER_ADDR"]) == ("1", "2", head.address)
     if executor == "torchrun":
@@ -124,7 +118,7 @@ def test_a_lost_head_moves_to_the_spare_that_takes_rank_0(cli, nodes, workdir, l
     job = watch_until(cli, lambda: attempt_runs(cli, job_id, 2, [spare.name, worker.name]), "a new head")
     assert f"{spare.name} holds rank 0, so it is the head" in cli.ok("status", job_id).stdout
     assert job["ranks"][0]["address"] == spare.address
-    assert_eventually(lambda: report(worker, job_id, 1, 2), "rank 1 of attempt 2 reporting")
+    eventually(lambda: report(worker, job_id, 1, 2), timeout=120, message="rank 1 of attempt 2 reporting")
     [seen] = report(worker, job_id, 1, 2)
     assert (seen["NODE_RANK"], seen["WORLD_SIZE"], seen["MASTER_ADDR"]) == ("1", "2", spare.address)
     stop_and_count(cli, job_id)

@@ -1,7 +1,7 @@
 """The optuna_store role on real sshd nodes, with real Optuna and gRPC: the head-node store.
 
 `tsubmit run --executor optuna` is wired by the submit path; these tests drive
-the role directly (tests/harness/optuna_store.py: a stand-in for submit.yml through
+the role directly (tests/harness/optuna_role.py: a stand-in for submit.yml through
 tsubmit's own ansible-runner wrapper, and the example search as workers over real
 ssh on other nodes). The maintenance steps run through the playbooks tsubmit ships:
 optuna_summary, optuna_fetch, optuna_dashboard and optuna_release (through
@@ -28,9 +28,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.harness import eventually, optuna_store
+from tests.harness import eventually, optuna_role
 from tests.harness.jobs import attempt_dir
-from tests.harness.optuna_store import (
+from tests.harness.optuna_role import (
     PLAYBOOKS,
     REPO,
     failure_line,
@@ -54,8 +54,8 @@ from tsubmit.nodes.ansible_run import run_playbook
 pytestmark = pytest.mark.e2e
 
 # the shared fixtures, by name, so that pytest finds them in this module
-home = optuna_store.home
-cluster = optuna_store.cluster
+home = optuna_role.home
+cluster = optuna_role.cluster
 
 # --------------------------------------------------------------------------- the head-node store
 

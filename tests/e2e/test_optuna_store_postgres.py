@@ -6,7 +6,7 @@ watchdog. What these tests guard is the password: never on a command line, in
 runner artifacts or in the store's logs, and never in a failure's one line.
 scripts/setup.sh --test installs PostgreSQL: without it these tests fail in CI
 (tests.harness.ci.missing) rather than skip silently. The role is driven as in
-test_optuna_store.py, through tests/harness/optuna_store.py.
+test_optuna_store.py, through tests/harness/optuna_role.py.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import optuna_store
+from tests.harness import optuna_role
 from tests.harness.ci import missing  # scripts/setup.sh --test installs PostgreSQL: CI fails without
-from tests.harness.optuna_store import (
+from tests.harness.optuna_role import (
     failure_line,
     python_on,
     run_worker,
@@ -40,8 +40,8 @@ from tests.harness.optuna_store import (
 pytestmark = pytest.mark.e2e
 
 # the shared fixtures, by name, so that pytest finds them in this module
-home = optuna_store.home
-cluster = optuna_store.cluster
+home = optuna_role.home
+cluster = optuna_role.cluster
 
 
 PG_BIN = Path("/usr/lib/postgresql")

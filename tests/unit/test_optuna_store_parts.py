@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.harness import eventually
 from tsubmit.model import layout
 
 REPO = Path(__file__).resolve().parents[2]
@@ -216,10 +217,9 @@ def test_the_store_is_a_managed_process_started_again_and_stopped_as_a_rank(tmp_
         assert len(_marked("J1.rstore.a1")) == 2  # the shell that keeps it up, and the store
         server = int((here / "ready").read_text())
         os.kill(server, 9)
-        deadline = time.monotonic() + 60
-        while not ((here / "ready").exists() and int((here / "ready").read_text()) != server):
-            assert time.monotonic() < deadline, (here / "output.log").read_text()
-            time.sleep(0.1)
+        eventually(lambda: (here / "ready").exists() and int((here / "ready").read_text()) != server,
+                   interval=0.1, message="the store started again (a new pid in ready)",
+                   detail=lambda: (here / "output.log").read_text())
         assert "starting it again on the same port" in (here / "output.log").read_text()
         import optuna
 
