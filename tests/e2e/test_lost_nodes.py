@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from tests.harness import eventually
-from tests.harness.jobs import job_processes, log_of, start
+from tests.harness.jobs import attempt_runs, job_processes, log_of, start, stop_and_count, watch_until
 
 pytestmark = pytest.mark.e2e
 
@@ -23,25 +23,6 @@ def report(node, job_id: str, rank: int, attempt: int) -> list[dict]:
     """What report_and_sleep.py printed in that attempt of that rank on NODE (one line per worker)."""
     lines = log_of(node, job_id, rank, attempt).splitlines()
     return [json.loads(line.split("REPORT ", 1)[1]) for line in lines if "REPORT " in line]
-
-
-def watch_until(cli, condition, what: str, timeout: float = 300):
-    """`tsubmit watch --once` passes, as cron runs them, until CONDITION holds; its value."""
-    passes = []
-
-    def after_a_pass():
-        passes[:] = [cli("watch", "--once")]
-        return condition()
-
-    return eventually(after_a_pass, timeout=timeout, interval=0, message=what,
-                      detail=lambda: f"the last pass:\n{passes[-1].output}")
-
-
-def attempt_runs(cli, job_id: str, attempt: int, hosts: list[str]):
-    """The job's record once ATTEMPT runs on HOSTS, rank for rank, every rank running."""
-    job = cli.job(job_id)
-    return job if (job["attempt"] == attempt and [r["host"] for r in job["ranks"]] == hosts
-                   and all(r["state"] == "running" for r in job["ranks"])) else None
 
 
 def launch(cli, nodes, members, spares, workdir, *extra, executor="distributed") -> str:
@@ -72,11 +53,6 @@ def lost(nodes):
     for node in taken:
         nodes.start_node(node)
         nodes.kill_processes(node)
-
-
-def stop_and_count(cli, job_id: str) -> None:
-    cli.ok("stop", job_id, "--grace", "5")
-    assert job_processes(job_id) == []
 
 
 def test_a_lost_node_s_rank_goes_to_a_spare_with_its_node_rank_and_world_size(cli, nodes, workdir, lost):

@@ -228,7 +228,7 @@ def test_a_torchrun_job_out_of_restarts_is_notified_once_with_the_worker_s_last_
               webhook.url, "--notify-on", "failed", "--workdir", str(workdir), "--",
               "python", "crash_first.py", "1", "7")
     assert run.code == 1, run.output
-    assert wait_until(lambda: webhook.bodies, timeout=30)
+    eventually(lambda: webhook.bodies, timeout=30, message="the failure posted to the webhook")
     [posted] = webhook.bodies  # attempt 1's failure was restarted: not the job's
     body = posted["message"]
     assert "attempt: 2" in body and "exit code: 7" in body

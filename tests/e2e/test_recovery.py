@@ -312,7 +312,8 @@ def test_a_next_attempt_that_cannot_be_launched_is_tried_each_pass_then_fails_th
     job_id = start(cli, "-c", "c", "--executor", "distributed", "--restarts", "1", "--hook",
                    f"pre_launch_tasks={hook}", "--workdir", str(workdir), "--",
                    "python", "fail_until.py", "1", "3", "99")
-    assert wait_until(lambda: started(nodes.nodes, job_id, 1) == 2 and not job_processes(job_id))
+    eventually(lambda: started(nodes.nodes, job_id, 1) == 2 and not job_processes(job_id),
+               message="both ranks of attempt 1 started and ended")
     worker = nodes.nodes[1].name
     for tries in (1, 2, 3):
         watched = cli("watch", "--once")

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from tests.conftest import EXAMPLES, REPO
-from tests.e2e.test_lost_nodes import attempt_runs, stop_and_count, watch_until
+from tests.harness.jobs import attempt_runs, job_id_of, log_of, stop_and_count, watch_until
 
 pytestmark = pytest.mark.e2e
 
@@ -22,13 +22,7 @@ CHECKPOINT = ["--", "python", "checkpoint.py"]
 
 
 def submitted(cli, *args) -> str:
-    run = cli.ok("run", "--executor", "distributed", "--wait", *args)
-    return re.search(r"job (\w+) ", run.stdout).group(1)
-
-
-def log_of(node, job_id, rank, attempt) -> str:
-    path = node.remote_root / job_id / f"rank-{rank}" / f"attempt-{attempt}" / "output.log"
-    return path.read_text() if path.exists() else ""
+    return job_id_of(cli.ok("run", "--executor", "distributed", "--wait", *args))
 
 
 def wait_for_end(cli, job_id) -> dict:

@@ -78,3 +78,28 @@ def job_processes(job: str) -> list[str]:
             found.append(f"{pid} {cmdline}")
     return found
 
+
+
+def attempt_runs(cli, job: str, attempt: int, hosts: list[str]) -> dict | None:
+    """JOB's record once ATTEMPT runs on HOSTS, rank for rank, every rank running; else None."""
+    record = cli.job(job)
+    return record if (record["attempt"] == attempt and [r["host"] for r in record["ranks"]] == hosts
+                      and all(r["state"] == "running" for r in record["ranks"])) else None
+
+
+def watch_until(cli, condition, what: str, timeout: float = 300):
+    """`tsubmit watch --once` passes, as cron runs them, until CONDITION holds; its value."""
+    passes = []
+
+    def after_a_pass():
+        passes[:] = [cli("watch", "--once")]
+        return condition()
+
+    return eventually(after_a_pass, timeout=timeout, interval=0, message=what,
+                      detail=lambda: f"the last pass:\n{passes[-1].output}")
+
+
+def stop_and_count(cli, job: str) -> None:
+    """Stop JOB; nothing of it may be left running (counted from /proc)."""
+    cli.ok("stop", job, "--grace", "5")
+    assert job_processes(job) == []
