@@ -303,3 +303,41 @@ def test_logs_follow_gives_up_on_a_node_that_stops_answering_naming_it(cli, node
         cli("stop", job_id, "--grace", "2")
     assert not nodes.processes_of(node2, r"sleeper\.py")
     assert not nodes.processes_of(nodes.nodes[0], r"^tail ")
+
+
+def test_logs_follow_takes_up_a_node_that_answers_again_where_it_stopped(cli, nodes, workdir):
+    """A node whose sshd is gone for a while, back within the node timeout: its
+    rank's log is followed on from the last line shown, none lost, none twice."""
+    cli.write_cluster("c", nodes, nodes.nodes[:2])
+    node2 = nodes.nodes[1]
+    job_id = submit(cli, "-c", "c", "--executor", "distributed", "--node-timeout", "2m",
+                    "--workdir", str(workdir), "--", "python", "sleeper.py")
+    follow = subprocess.Popen([sys.executable, "-m", "tsubmit", "logs", job_id, "-f", "--all"], env=cli.env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines, notices = line_reader(follow.stdout), line_reader(follow.stderr)
+        ticks: list[int] = []
+
+        def next_tick_of_node2() -> int:
+            while True:
+                found = re.match(r"\[rank 1 node2\] tick (\d+)", lines.get(timeout=120))
+                if found:
+                    ticks.append(int(found.group(1)))
+                    return ticks[-1]
+
+        next_tick_of_node2()
+        nodes.stop_node(node2)
+        assert "no answer from node2" in notices.get(timeout=120)
+        nodes.start_node(node2)
+        assert "node2 answers again" in notices.get(timeout=120)
+        started_again = ticks[-1]
+        while next_tick_of_node2() < started_again + 3:
+            pass
+        assert ticks == list(range(ticks[0], ticks[-1] + 1)), ticks
+    finally:
+        if follow.poll() is None:
+            follow.kill()
+            follow.wait()
+        nodes.start_node(node2)
+        cli("stop", job_id, "--grace", "2")
+    assert not nodes.processes_of(node2, r"sleeper\.py")
