@@ -267,17 +267,23 @@ def test_the_state_folder_keeps_what_a_failed_run_needs_and_no_successful_run(cl
                                     if path.is_file())
 
 
+def _follow_two_nodes(cli, nodes, workdir, node_timeout: str) -> tuple[str, subprocess.Popen]:
+    """A job ticking on two nodes with NODE_TIMEOUT, and `logs -f --all` following it."""
+    cli.write_cluster("c", nodes, nodes.nodes[:2])
+    job_id = start(cli, "-c", "c", "--executor", "distributed", "--node-timeout", node_timeout,
+                   "--workdir", str(workdir), "--", "python", "sleeper.py")
+    follow = subprocess.Popen([sys.executable, "-m", "tsubmit", "logs", job_id, "-f", "--all"], env=cli.env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return job_id, follow
+
+
 def test_logs_follow_gives_up_on_a_node_that_stops_answering_naming_it(cli, nodes, workdir):
     """`logs -f --all` while the second node's sshd dies: the follow of that rank is
     tried again for the job's node timeout, then every follow ends with exit 3
     naming the host, instead of waiting forever for a rank that still runs on
     the first node (issue 29 item 4)."""
-    cli.write_cluster("c", nodes, nodes.nodes[:2])
     node2 = nodes.nodes[1]
-    job_id = start(cli, "-c", "c", "--executor", "distributed", "--node-timeout", "8s",
-                   "--workdir", str(workdir), "--", "python", "sleeper.py")
-    follow = subprocess.Popen([sys.executable, "-m", "tsubmit", "logs", job_id, "-f", "--all"], env=cli.env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    job_id, follow = _follow_two_nodes(cli, nodes, workdir, "8s")
     try:
         lines = line_reader(follow.stdout)
         # both ranks stream before the node goes
@@ -308,12 +314,8 @@ def test_logs_follow_gives_up_on_a_node_that_stops_answering_naming_it(cli, node
 def test_logs_follow_takes_up_a_node_that_answers_again_where_it_stopped(cli, nodes, workdir):
     """A node whose sshd is gone for a while, back within the node timeout: its
     rank's log is followed on from the last line shown, none lost, none twice."""
-    cli.write_cluster("c", nodes, nodes.nodes[:2])
     node2 = nodes.nodes[1]
-    job_id = submit(cli, "-c", "c", "--executor", "distributed", "--node-timeout", "2m",
-                    "--workdir", str(workdir), "--", "python", "sleeper.py")
-    follow = subprocess.Popen([sys.executable, "-m", "tsubmit", "logs", job_id, "-f", "--all"], env=cli.env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    job_id, follow = _follow_two_nodes(cli, nodes, workdir, "2m")
     try:
         lines, notices = line_reader(follow.stdout), line_reader(follow.stderr)
         ticks: list[int] = []
