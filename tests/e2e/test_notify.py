@@ -12,8 +12,9 @@ import subprocess
 import pytest
 import yaml
 
+from tests.e2e.test_lost_nodes import NODE_TIMEOUT, launch, lost  # noqa: F401 - lost: a fixture
 from tests.harness import eventually
-from tests.harness.jobs import job_id_of, job_processes
+from tests.harness.jobs import job_id_of, job_processes, watch_until
 
 pytestmark = pytest.mark.e2e
 
@@ -234,3 +235,22 @@ def test_a_torchrun_job_out_of_restarts_is_notified_once_with_the_worker_s_last_
     assert "attempt: 2" in body and "exit code: 7" in body
     tail = body.split("'s log:\n", 1)[1]
     assert "rank 1: giving up with 7" in tail and "ChildFailedError" not in tail, body
+
+
+def test_a_lost_node_is_notified_with_its_host_address_and_rank_and_its_log_kept(cli, nodes, workdir,
+                                                                                 webhook, lost):  # noqa: F811
+    head, worker, _ = nodes.nodes
+    job_id = launch(cli, nodes, [head, worker], [], workdir, "--notify", webhook.url)
+    cli.ok("watch", "--once")  # a pass while the node answers: it keeps what the rank printed
+    lost(worker)
+    watch_until(cli, lambda: cli.job(job_id)["state"] == "failed", "the job failed")
+    eventually(lambda: len(webhook.bodies) == 2, timeout=30, message="two messages")
+    # sent at once, in threads of their own: in either order
+    failed, lost_node = sorted(webhook.bodies, key=lambda body: "state: lost_node" in body["message"])
+    assert lost_node["title"].endswith(f"lost node: {worker.name} (address {worker.address})")
+    assert lost_node["message"].endswith(f"lost node: {worker.name} (address {worker.address}), rank 1, "
+                                         f"silent for longer than {NODE_TIMEOUT} (--node-timeout)")
+    assert f"first failed rank: 1 on {worker.name}" in failed["message"]
+    assert f"cause: lost node {worker.name}: no free spare" in failed["message"], failed["message"]
+    shown = cli("logs", job_id, "--rank", "1")  # its node is gone: the copy the watcher kept
+    assert shown.code == 0 and "REPORT " in shown.stdout, shown.output

@@ -131,6 +131,8 @@ def compose(job, event: str, tails: dict[int, list[str]] | None = None, *, cause
                   f"exit code: {rank.exit_code}"]
         if (rank.cause or {}).get("error"):
             lines.append(f"error: {rank.cause['error']}")
+        if rank.state == states.LOST and job.message:  # why: its node was lost, say
+            lines.append(f"cause: {job.message}")
         tail = (tails or {}).get(rank.rank)
         if tail:
             lines += [f"last {counted(len(tail), 'line')} of rank {rank.rank}'s log:", *tail]

@@ -74,6 +74,8 @@ def handle_end(store: JobStore, job: Job, cause: str, *, lost_hosts=(), verbose:
     _lose(job, skip)
     record = attempts.record(job, cause, restart)  # with the ends the nodes gave
     if skip:  # the lost nodes: what the attempt still runs there is stopped once they answer
+        if not record.get("lost_hosts"):  # told once, not again when the relaunch is tried again
+            notify.record(job, "lost_node", hosts=sorted(skip))
         record["lost_hosts"] = sorted(skip)
         record.setdefault("unstopped", sorted(skip & set(record["hosts"])))
     if restart is None:
