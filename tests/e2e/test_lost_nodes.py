@@ -126,3 +126,15 @@ def test_a_lost_node_that_comes_back_has_its_old_rank_stopped_by_the_next_pass(c
     assert len(nodes.processes_of(head, r"^python report_and_sleep")) == 1
     assert len(nodes.processes_of(spare, r"^python report_and_sleep")) == 1
     stop_and_count(cli, job_id)
+
+
+def test_delete_removes_the_job_from_a_lost_node_too(cli, nodes, workdir, lost):
+    head, worker, spare = nodes.nodes
+    job_id = launch(cli, nodes, [head, worker], [spare], workdir)
+    lost(worker)
+    watch_until(cli, lambda: attempt_runs(cli, job_id, 2, [head.name, spare.name]), "attempt 2 on the spare")
+    nodes.start_node(worker)
+    assert (worker.remote_root / job_id).exists()  # attempt 1's folder, on the node it was lost with
+    cli.ok("delete", "--yes", job_id)
+    assert [node.name for node in nodes.nodes if (node.remote_root / job_id).exists()] == []
+    assert job_processes(job_id) == []

@@ -25,7 +25,7 @@ from ..local import kept_inventories, kept_logs
 from ..local.store import JobStore
 from ..model import executors, layout, states
 from ..model.job import Job, Rank
-from ..nodes.actions import FAILURE_GRACE, Acted, act, launcher_alive
+from ..nodes.actions import FAILURE_GRACE, Acted, act, every_host, launcher_alive
 from ..nodes.ansible_run import run_playbook
 from . import attempts, notify, postmortem
 
@@ -243,7 +243,7 @@ def _finish_pending(store: JobStore, job: Job, skip_hosts: frozenset[str], *, ve
     hosts = [host for host in pending["hosts"] if host not in skip_hosts]
     if not hosts:
         return
-    acted = _act(store, job, pending["action"], hosts, grace=pending["grace"],
+    acted = _act(store, job, pending["action"], hosts, grace=pending["grace"], ranks=every_host(job),
                  attempt=pending.get("attempt"), verbose=verbose)
     still = sorted(set(acted.failures) | set(pending["hosts"]) - set(hosts))
     job.pending = {**pending, "hosts": still} if still else None
@@ -317,7 +317,8 @@ def delete(store: JobStore, job: Job, *, force: bool = False, verbose: int = 0) 
     """Stop what runs, remove the job's directories on every node and its record.
     Returns the hosts where that could not be done; without FORCE the record
     is then kept, marked as pending that cleanup."""
-    acted = _act(store, job, "delete", [rank.host for rank in job.ranks], grace=10, verbose=verbose)
+    hosts = every_host(job)  # a lost node too: the job's folder stays there otherwise
+    acted = _act(store, job, "delete", list(hosts), grace=10, ranks=hosts, verbose=verbose)
     if not acted.failures or force:
         store.delete(job.id)
         postmortem.remove(job.id)

@@ -30,6 +30,16 @@ def job_hosts(job: Job, extra: dict | None = None) -> dict[str, dict]:
     return {rank.host: {"tsubmit_rank": rank.rank, **(extra or {})} for rank in job.ranks}
 
 
+def every_host(job: Job) -> dict[str, int]:
+    """Every host the job ran on, with the rank it held last: the current
+    attempt's, then those only earlier attempts ran on (a lost node)."""
+    held = {}
+    for record in reversed(job.attempts):
+        for rank, host in enumerate(record.get("hosts") or ()):
+            held.setdefault(host, rank)
+    return {**held, **{rank.host: rank.rank for rank in job.ranks}}
+
+
 def run_for_job(job: Job, playbook: str, extravars: dict, *, hosts: dict | None = None, **options):
     """Run a playbook on the job's nodes with the job's inventory and vault password file."""
     return run_playbook(playbook, job.inventory["sources"], job_hosts(job) if hosts is None else hosts,
