@@ -242,7 +242,10 @@ def test_the_documented_ddp_run_resumes_from_its_checkpoint_on_the_next_attempt(
     head = nodes.nodes[0]
     first, second = log_of(head, job_id, 0, 1), log_of(head, job_id, 0, 2)
     assert "step 4 loss" in first and "step 6 loss" not in first, first
-    assert f"attempt 2, after: rank 1 on {nodes.nodes[1].name} exited with 3" in second, second
+    # Why attempt 1 ended, as recorded: the rank that ended first (under torchrun rank 0's gloo
+    # abort may end before rank 1's agent reports its worker's exit).
+    [record] = cli.job(job_id)["attempts"]
+    assert f"attempt 2, after: {record['cause']}" in second and " exited with " in record["cause"], second
     assert "resumed from step 4" in second and "done: 8 steps, 4 of them in attempt 2" in second, second
     assert cli.job(job_id)["attempt"] == 2
     assert not job_processes(job_id)
