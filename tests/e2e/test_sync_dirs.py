@@ -4,7 +4,6 @@ newest copy of each synced folder reaches every node of that attempt through
 the controller, and the job's own output says what it resumed from."""
 
 import json
-import re
 import shutil
 import sqlite3
 import subprocess
@@ -226,7 +225,7 @@ def test_an_optuna_study_moves_with_the_head(cli, ops_nodes, tmp_path):
     spare_cluster(cli, ops_nodes)
     run = cli.ok("run", "-c", "ops", "--limit", f"{a.name},{b.name},{d.name}", "--executor", "optuna",
                  "--study", "moving", "--wait", "--workdir", str(search), "--", "python", "search.py", "2")
-    job_id = re.search(r"job (\w+) ", run.stdout).group(1)
+    job_id = job_id_of(run)
     assert study_trials(a, "moving") == 4
     ops_nodes.lose_node(a)
     ops_nodes.start_node(a)
@@ -265,7 +264,7 @@ def test_a_lost_node_s_rank_resumes_on_the_spare_from_the_heads_checkpoint(cli, 
     path.write_text(yaml.safe_dump(inventory, sort_keys=False))
     run = cli.ok("run", "-c", "c", "--executor", "distributed", "--restarts", "2", "--node-timeout", "2s",
                  "--sync-dir", "ckpt", "--workdir", str(workdir), *CHECKPOINT, "wait")
-    job_id = re.search(r"job (\w+) ", run.stdout).group(1)
+    job_id = job_id_of(run)
     checkpoint = head.remote_root / job_id / "workdir" / "ckpt" / "step.txt"
     watch_until(cli, lambda: checkpoint.exists() and log_of(worker, job_id, 1, 1), "the checkpoint written")
     lose(worker)
