@@ -177,3 +177,18 @@ def saved_crontab():
 def crontab(saved_crontab):
     """The real crontab of this user holding one entry of its own, restored after the test."""
     real_crontab.write("7 3 * * * echo foreign-entry\n")
+
+
+@pytest.fixture
+def lost(nodes):
+    """Lose nodes for the test (nodes.lose_node), brought back at its end whatever happens."""
+    taken = []
+
+    def lose(node, **options):
+        taken.append(node)
+        nodes.lose_node(node, **options)
+
+    yield lose
+    for node in taken:
+        nodes.start_node(node)
+        nodes.kill_processes(node)

@@ -5,55 +5,13 @@ or on fewer nodes with --min-nodes, or the job fails naming the node. What
 each rank saw comes from its own output; what runs where is counted from
 /proc, never from tsubmit's word."""
 
-import json
-
 import pytest
-import yaml
 
 from tests.harness import eventually
-from tests.harness.jobs import attempt_runs, job_processes, log_of, start, stop_and_count, watch_until
+from tests.harness.jobs import attempt_runs, job_processes, stop_and_count, watch_until
+from tests.harness.lost_nodes import launch, report
 
 pytestmark = pytest.mark.e2e
-
-# Short, so that a test waits for a condition of seconds; the default is 2m.
-NODE_TIMEOUT = "2s"
-
-
-def report(node, job_id: str, rank: int, attempt: int) -> list[dict]:
-    """What report_and_sleep.py printed in that attempt of that rank on NODE (one line per worker)."""
-    lines = log_of(node, job_id, rank, attempt).splitlines()
-    return [json.loads(line.split("REPORT ", 1)[1]) for line in lines if "REPORT " in line]
-
-
-def launch(cli, nodes, members, spares, workdir, *extra, executor="distributed") -> str:
-    cluster = {node.name: {**nodes.host_vars(node), "tsubmit_gpus": 1} for node in members}
-    cluster.update({node.name: {**nodes.host_vars(node), "tsubmit_gpus": 1, "tsubmit_spare": True}
-                    for node in spares})
-    path = cli.home / "config" / "clusters" / "c.yml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump({"all": {"hosts": cluster}}, sort_keys=False))
-    job_id = start(cli, "-c", "c", "--executor", executor, "--restarts", "2", "--node-timeout", NODE_TIMEOUT,
-                   *extra, "--workdir", str(workdir), "--", "python", "report_and_sleep.py")
-    for rank, node in enumerate(members):
-        eventually(lambda n=node, r=rank: report(n, job_id, r, 1), timeout=120,
-                   message=f"rank {rank} running")
-    return job_id
-
-
-@pytest.fixture
-def lost(nodes):
-    """Lose nodes for the test (nodes.lose_node), brought back at its end whatever happens."""
-    taken = []
-
-    def lose(node, **options):
-        taken.append(node)
-        nodes.lose_node(node, **options)
-
-    yield lose
-    for node in taken:
-        nodes.start_node(node)
-        nodes.kill_processes(node)
-
 
 def test_a_lost_node_s_rank_goes_to_a_spare_with_its_node_rank_and_world_size(cli, nodes, workdir, lost):
     head, worker, spare = nodes.nodes

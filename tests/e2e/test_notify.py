@@ -12,9 +12,9 @@ import subprocess
 import pytest
 import yaml
 
-from tests.e2e.test_lost_nodes import NODE_TIMEOUT, launch, lost  # noqa: F401 - lost: a fixture
 from tests.harness import eventually
 from tests.harness.jobs import job_id_of, job_processes, watch_until
+from tests.harness.lost_nodes import NODE_TIMEOUT, launch
 
 pytestmark = pytest.mark.e2e
 
@@ -238,7 +238,7 @@ def test_a_torchrun_job_out_of_restarts_is_notified_once_with_the_worker_s_last_
 
 
 def test_a_lost_node_is_notified_with_its_host_address_and_rank_and_its_log_kept(cli, nodes, workdir,
-                                                                                 webhook, lost):  # noqa: F811
+                                                                                 webhook, lost):
     head, worker, _ = nodes.nodes
     job_id = launch(cli, nodes, [head, worker], [], workdir, "--notify", webhook.url)
     cli.ok("watch", "--once")  # a pass while the node answers: it keeps what the rank printed
