@@ -17,7 +17,6 @@ one filesystem: the bytes are not copied again).
 from __future__ import annotations
 
 import os
-import posixpath
 import shutil
 import sys
 import tarfile
@@ -30,6 +29,7 @@ from pathlib import Path, PurePosixPath
 
 from ..errors import LaunchError, TsubmitError, UsageError
 from ..model import layout
+from ..model.workdir_paths import inside_workdir
 from ..nodes import ssh
 from ..nodes.places import Place, node_script
 from ..nodes.ssh_session import Session
@@ -42,19 +42,8 @@ TAR_FILE_CHANGED = 1
 def check_paths(paths: list[str] | tuple[str, ...]) -> list[str]:
     """The paths, normalised, if each names something inside the workdir; else a
     UsageError naming the path."""
-    checked: list[str] = []
-    for path in paths:
-        if not path or "\0" in path or "\n" in path:
-            raise UsageError(f"fetch: {path!r} is not a path: give paths relative to the job's workdir")
-        if path.startswith(("/", "~")):
-            raise UsageError(f"fetch: {path} is absolute; paths are relative to the job's workdir on the "
-                             "node (e.g. out/model.pt)")
-        if ".." in PurePosixPath(path).parts:
-            raise UsageError(f"fetch: {path} leaves the job's workdir (it goes through ..); paths are "
-                             "relative to the workdir and stay inside it")
-        normal = posixpath.normpath(path)
-        if normal not in checked:
-            checked.append(normal)
+    checked = inside_workdir(paths, "fetch:", "paths relative to the job's workdir on the node, "
+                                              "e.g. out/model.pt")
     if not checked:
         raise UsageError("fetch: name at least one PATH in the job's workdir")
     return checked

@@ -32,11 +32,11 @@ import secrets
 import shutil
 import time
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
 
 from ..errors import LaunchError, UsageError
 from ..model import executors, layout
 from ..model.job import Job
+from ..model.workdir_paths import inside_workdir
 from ..nodes.ansible_run import run_playbook
 from ..paths import ensure_private_dir, state_dir
 
@@ -46,22 +46,9 @@ OPTION = "--sync-dir"
 def check_paths(paths) -> list[str]:
     """PATHS normalised, each a folder inside the job's workdir; else a
     UsageError naming the option and the path."""
-    checked: list[str] = []
-    for path in paths or ():
-        if not isinstance(path, str) or not path.strip() or any(c in path for c in "\0\n\r"):
-            raise UsageError(f"{OPTION} {path!r} is not a path: give a folder relative to the job's "
-                             "workdir, e.g. ckpt")
-        if path.startswith(("/", "~")):
-            raise UsageError(f"{OPTION} {path} is absolute; give a folder relative to the job's "
-                             "workdir, e.g. ckpt")
-        if ".." in PurePosixPath(path).parts:
-            raise UsageError(f"{OPTION} {path} leaves the job's workdir (it goes through ..); give a "
-                             "folder inside it")
-        normal = posixpath.normpath(path)
-        if normal == ".":
-            raise UsageError(f"{OPTION} {path} is the whole workdir; give a folder inside it, e.g. ckpt")
-        if normal not in checked:
-            checked.append(normal)
+    checked = inside_workdir(paths, OPTION, "a folder relative to the job's workdir, e.g. ckpt")
+    if "." in checked:
+        raise UsageError(f"{OPTION} . is the whole workdir; give a folder inside it, e.g. ckpt")
     return checked
 
 
