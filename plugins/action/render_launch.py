@@ -101,7 +101,8 @@ class ActionModule(ActionBase):
         every layout (the repository, the wheel, the collection)."""
         role_path = self._task._role._role_path
         sources = {"run_setup.sh": f"{role_path}/files/run_setup.sh",
-                   "gpu_lease.py": f"{role_path}/../gpu_lease/files/gpu_lease.py"}
+                   "gpu_lease.py": f"{role_path}/../gpu_lease/files/gpu_lease.py",
+                   "tsubmit_procs.py": f"{role_path}/../node_lib/files/tsubmit_procs.py"}
         sources.update((name, f"{role_path}/../optuna_store/files/{name}")
                        for name in launch_contract.OPTUNA_HELPERS)
         return sources

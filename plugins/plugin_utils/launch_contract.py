@@ -369,7 +369,8 @@ def ship(job: dict, rank: int, probe: dict, scripts: dict[str, str], sources: di
     JOB: id, attempt, setup, executor, meta (job.json), archive (its path on
     the controller), archive_digest. PROBE: what the host's probe found.
     SCRIPTS: the rank's launch.sh and environment.sh. SOURCES: the
-    controller's paths of run_setup.sh, gpu_lease.py and the OPTUNA_HELPERS.
+    controller's paths of run_setup.sh, gpu_lease.py (with the tsubmit_procs.py it
+    imports) and the OPTUNA_HELPERS.
     STAGED: pre-launch hooks run between the placing and the start."""
     root = probe["remote_root"]
     files = [{"name": "launch.sh", "content": scripts["launch.sh"], "mode": "0700"},
@@ -389,7 +390,8 @@ def ship(job: dict, rank: int, probe: dict, scripts: dict[str, str], sources: di
     if not (probe["archive_present"] or probe["tree_present"]):
         files.append({"name": "workdir.tar.gz", "src": job["archive"]})
     if _int(probe["lease"]) > 0:
-        files.append({"name": "gpu_lease.py", "src": sources["gpu_lease.py"], "mode": "0644"})
+        files += [{"name": name, "src": sources[name], "mode": "0644"}
+                  for name in ("gpu_lease.py", "tsubmit_procs.py")]
     if executors.traits(job["executor"])["study_store"]:
         files += [{"name": OPTUNA_HELPER_PREFIX + name, "src": sources[name], "mode": "0644"}
                   for name in OPTUNA_HELPERS]

@@ -287,7 +287,9 @@ def test_launch_script_runs_the_command_exactly(tmp_path, fake_torchrun, executo
     values = {**variables(job, cluster), "launch_attempt_dir": str(attempt), "launch_workdir": str(work),
               "launch_gpu_lease_dir": str(tmp_path / "leases")}
     # The node declares a GPU: the rank leases it with the helper start_rank.sh puts beside launch.sh.
-    shutil.copy(Path(__file__).parents[2] / "roles" / "gpu_lease" / "files" / "gpu_lease.py", attempt)
+    roles = Path(__file__).parents[2] / "roles"
+    shutil.copy(roles / "gpu_lease" / "files" / "gpu_lease.py", attempt)
+    shutil.copy(roles / "node_lib" / "files" / "tsubmit_procs.py", attempt)
     script = attempt / "launch.sh"
     script.write_text(render("launch.sh.j2", values))
     (attempt / "environment.sh").write_text(render("environment.sh.j2", values))

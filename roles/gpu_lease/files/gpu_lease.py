@@ -260,35 +260,14 @@ def usage(shared: str, declared: int) -> None:
     print(json.dumps({**report(ids, leases), "lease_dir": folder, "shared": not note, "note": note}))
 
 
-MARKER = b"TSUBMIT_RANK_MARKER="
-
-
-def marked(marker: str) -> list[int]:
-    """This user's live processes whose environment holds the rank's MARKER. (As the
-    node_lib role's helpers find them; this helper is shipped alone.)"""
-    wanted = MARKER + marker.encode()
-    uid = os.getuid()
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            if os.stat(f"/proc/{entry}").st_uid != uid:
-                continue
-            with open(f"/proc/{entry}/environ", "rb") as handle:
-                environ = handle.read()  # a zombie's is empty
-        except OSError:
-            continue
-        if wanted in environ.split(b"\0"):
-            found.append(int(entry))
-    return found
-
-
 def hold(marker: str, poll: float = 0.5) -> None:
     """Return once no process of the rank is left but this one and the launch
     script that waits for it: the lease descriptor both hold stays open until then."""
+    # The node_lib helper shipped beside this file in a launch (only `hold` runs there).
+    from tsubmit_procs import marked_processes
+
     ours = {os.getpid(), os.getppid()}
-    while any(pid not in ours for pid in marked(marker)):
+    while any(pid not in ours for pid in marked_processes().get(marker, ())):
         time.sleep(poll)
 
 

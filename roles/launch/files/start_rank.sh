@@ -80,10 +80,13 @@ mkdir -p "$attempt_dir"
 chmod 0700 "$attempt_dir"
 mv -f "$bundle/launch.sh" "$attempt_dir/launch.sh"
 mv -f "$bundle/environment.sh" "$attempt_dir/environment.sh"
-# The GPU lease helper, when the rank leases GPUs (launch.sh runs it).
-if [ -f "$bundle/gpu_lease.py" ]; then
-    mv -f "$bundle/gpu_lease.py" "$attempt_dir/gpu_lease.py"
-fi
+# The GPU lease helper and the process helpers it imports, when the rank
+# leases GPUs (launch.sh runs it).
+for helper in gpu_lease.py tsubmit_procs.py; do
+    if [ -f "$bundle/$helper" ]; then
+        mv -f "$bundle/$helper" "$attempt_dir/$helper"
+    fi
+done
 for helper in "$bundle"/optuna-lib-*; do
     [ -f "$helper" ] || continue
     mkdir -p "$root/$job_id/optuna-lib"
