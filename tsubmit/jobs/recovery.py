@@ -37,7 +37,7 @@ from ..model import states
 from ..model.job import Job
 from ..nodes.actions import FAILURE_GRACE
 from ..paths import ensure_private_dir, state_dir
-from . import attempts, hangs, lifecycle, notify, recovery_plan
+from . import attempts, hangs, lifecycle, notify, plan, recovery_plan, run
 
 # Tries at launching the next attempt before the job fails (a node's full disk, its archive gone).
 LAUNCH_TRIES = 3
@@ -165,8 +165,6 @@ def _tails(job: Job) -> dict[int, list[str]]:
 def _relaunch(store: JobStore, job: Job, lost_hosts, *, verbose: int = 0) -> Job:
     """The next attempt: on the same nodes, or without LOST_HOSTS (a spare takes
     a lost node's rank, or the job goes on with fewer nodes)."""
-    from . import plan, recovery_plan, run
-
     the_plan = (recovery_plan.next_plan(job, lost_hosts, store=store) if lost_hosts
                 else plan.replan(job))
     return run.relaunch(store, the_plan, verbose=verbose)
