@@ -20,13 +20,8 @@ RESUMED = "resumed"  # its launch was interrupted: launched again, not counted
 USER = "user"  # tsubmit restart
 
 
-def policy(job: Job) -> dict:
-    """The job's recovery settings: restarts, node_timeout, min_nodes, hang_timeout, sync_dirs."""
-    return job.extras.get("recovery") or {}
-
-
 def restarts(job: Job) -> int:
-    return int(policy(job).get("restarts", 0))
+    return int(job.recovery.get("restarts", 0))
 
 
 def restarts_used(job: Job) -> int:
@@ -41,7 +36,7 @@ def restarts_used(job: Job) -> int:
 
 def acted_on(job: Job) -> bool:
     """Whether a watcher acts on JOB's attempts: it may restart them, or end a hung one."""
-    return bool(restarts(job) or policy(job).get("hang_timeout"))
+    return bool(restarts(job) or job.recovery.get("hang_timeout"))
 
 
 def launch_interrupted(job: Job) -> bool:

@@ -20,7 +20,7 @@ from . import notify, postmortem
 
 
 def timeout(job: Job) -> float | None:
-    return (job.extras.get("recovery") or {}).get("hang_timeout")
+    return job.recovery.get("hang_timeout")
 
 
 def hung_ranks(job: Job) -> list[Rank]:

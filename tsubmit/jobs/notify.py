@@ -122,7 +122,7 @@ def compose(job, event: str, tails: dict[int, list[str]] | None = None, *, cause
              f"GPU-hours: {gpu_hours(job):.2f} ({counted(leased_gpus(job), 'GPU')} on "
              f"{counted(len(job.ranks), 'node')})"]
     title = f"tsubmit: job {job.name} ({job.id}) {event.replace('_', ' ')}"
-    policy = job.extras.get("recovery") or {}
+    policy = job.recovery
     rank = job.first_failure() if event == "failed" else None
     if rank is not None:
         reason = rank.reason()

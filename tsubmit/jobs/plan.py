@@ -128,7 +128,7 @@ def extravars(job: Job, archive: archives.Archive | None) -> dict:
         "tsubmit_job_container": job.extras.get("container"),
         "tsubmit_job_optuna": job.extras.get("optuna"),
         "tsubmit_job_setup": job.extras.get("setup"),
-        "tsubmit_job_min_nodes": (job.extras.get("recovery") or {}).get("min_nodes"),
+        "tsubmit_job_min_nodes": job.recovery.get("min_nodes"),
         **hooks.job_extravars(job.extras),
         "tsubmit_job_archive": str(archive.path) if archive else "<archive>",
         "tsubmit_job_archive_digest": archive.digest if archive else "<digest>",

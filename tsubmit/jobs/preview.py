@@ -49,7 +49,7 @@ def launch_variables(job: Job, cluster: ResolvedCluster, node: Node, nproc: int 
     values = {"id": job.id, "name": job.name, "attempt": job.attempt, "executor": executor.runs,
               "command": job.command, "env": job.env, "max_restarts": job.max_restarts,
               "container": job.extras.get("container"), "setup": job.extras.get("setup"),
-              "min_nodes": (job.extras.get("recovery") or {}).get("min_nodes"),
+              "min_nodes": job.recovery.get("min_nodes"),
               "restart_cause": job.restart_cause()}
     return contract.rank_variables(values, nodes, node.rank, _optuna_endpoint(job, cluster))
 

@@ -33,7 +33,7 @@ class NotEnoughNodes(UsageError):
 
 
 def node_timeout(job: Job) -> float:
-    return (job.extras.get("recovery") or {}).get("node_timeout") or DEFAULT_NODE_TIMEOUT
+    return job.recovery.get("node_timeout") or DEFAULT_NODE_TIMEOUT
 
 
 def lost_hosts(job: Job, now: float | None = None) -> list[str]:
@@ -46,8 +46,7 @@ def lost_hosts(job: Job, now: float | None = None) -> list[str]:
 
 def min_nodes(job: Job) -> int:
     """The fewest nodes the job may go on with (--min-nodes; default: all of them)."""
-    recovery = job.extras.get("recovery") or {}
-    return recovery.get("min_nodes") or len(job.ranks)
+    return job.recovery.get("min_nodes") or len(job.ranks)
 
 
 def next_plan(job: Job, lost_hosts, *, store: JobStore | None = None) -> Plan:

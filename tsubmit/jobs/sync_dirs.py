@@ -53,7 +53,7 @@ def check_paths(paths) -> list[str]:
 
 
 def paths_of(job: Job) -> list[str]:
-    return list((job.extras.get("recovery") or {}).get("sync_dirs") or [])
+    return list(job.recovery.get("sync_dirs") or [])
 
 
 def study_of(job: Job) -> str | None:

@@ -159,6 +159,12 @@ class Job:
                     "")
 
     @property
+    def recovery(self) -> dict:
+        """How the job recovers (extras["recovery"]): restarts, node_timeout,
+        min_nodes, hang_timeout, sync_dirs; a key absent takes its default."""
+        return self.extras.get("recovery") or {}
+
+    @property
     def head(self) -> Rank:
         return self.ranks[0]
 
