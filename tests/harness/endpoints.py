@@ -7,8 +7,6 @@ import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from aiosmtpd.controller import Controller
-
 
 class Webhook:
     """A real HTTP server on 127.0.0.1 that keeps the JSON bodies posted to it
@@ -60,6 +58,10 @@ class Mailbox:
         with socket.socket() as probe:  # aiosmtpd checks its port by connecting: not 0
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
+        # Imported here: conftest imports this module, and the compatibility job's
+        # venv (scripts/compat.sh) has no test extras.
+        from aiosmtpd.controller import Controller
+
         self.controller = Controller(Handler(), hostname="127.0.0.1", port=port)
         self.controller.start()
         self.url = (f"mailto://127.0.0.1:{port}?from=tsubmit@example.com&to=ops@example.com"
