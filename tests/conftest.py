@@ -56,6 +56,21 @@ class Cli:
         )
         return Result(process.returncode, process.stdout, process.stderr)
 
+    def at_once(self, *args: str, count: int = 2, timeout: float = 300) -> list[Result]:
+        """COUNT `tsubmit ARGS` started together, racing each other; their results. None is
+        left running, even when one runs past TIMEOUT."""
+        processes = [subprocess.Popen([*TSUBMIT, *args], cwd=REPO, env=self.env, text=True,
+                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE) for _ in range(count)]
+        try:
+            outputs = [process.communicate(timeout=timeout) for process in processes]
+        finally:
+            for process in processes:
+                process.kill()
+                process.wait()
+        return [Result(process.returncode, out, err)
+                for process, (out, err) in zip(processes, outputs, strict=True)]
+
     def ok(self, *args: str, **kwargs) -> Result:
         result = self(*args, **kwargs)
         assert result.code == 0, f"tsubmit {' '.join(args)} exited {result.code}:\n{result.output}"

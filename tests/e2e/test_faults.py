@@ -420,15 +420,12 @@ def test_list_racing_several_submissions_records_them_all_running(cli, nodes, wo
     lister = threading.Thread(target=keep_listing)
     lister.start()
     try:
-        runs = [subprocess.Popen([*TSUBMIT, "run", "-c", "c", "--executor", "distributed",
-                                  "--workdir", str(workdir), "--", "python", "sleeper.py"],
-                                 env=cli.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                 text=True) for _ in range(4)]
-        outputs = [run.communicate(timeout=300)[0] for run in runs]
+        runs = cli.at_once("run", "-c", "c", "--executor", "distributed", "--workdir", str(workdir),
+                           "--", "python", "sleeper.py", count=4)
     finally:
         stop_listing.set()
         lister.join()
-    assert all(run.returncode == 0 for run in runs), outputs
+    assert all(run.code == 0 for run in runs), [run.output for run in runs]
     jobs = cli.ok("list", "-o", "json").json()
     assert len(jobs) == 4
     assert [job["state"] for job in jobs] == ["running"] * 4, [job["message"] for job in jobs]

@@ -23,7 +23,7 @@ import yaml
 
 from tests.conftest import fresh_cli
 from tests.harness import SshNodes, eventually, xdist_subnet
-from tests.harness.gpus import HOLD, gpu_cluster, hold_gpus, queued_run
+from tests.harness.gpus import HOLD, gpu_cluster, hold_gpus, interrupted_while_queued, queued_run
 from tests.harness.jobs import attempt_dir, exit_code, job_id_of, log_of
 from tests.harness.sshd import DEFAULT_USER, ensure_test_user
 
@@ -162,17 +162,9 @@ def test_queue_timeout_exits_5_and_ctrl_c_while_queued_leaves_nothing(cli, nodes
         assert "--queue-timeout" in late.stderr and f"held by job {holder}" in late.stderr
         assert time.monotonic() - started < 60
 
-        interrupted, lines, reader = queued_run(cli, "c", "--name", "ctrl-c", "--workdir", str(workdir),
-                                                "--", "python", "-c", "print('never')")
-        try:
-            interrupted.send_signal(signal.SIGINT)
-            interrupted.wait(timeout=60)
-            reader.join(timeout=60)
-            err = "".join(lines)
-        finally:
-            if interrupted.poll() is None:
-                interrupted.kill()
-        assert interrupted.returncode == 130, err
+        code, err = interrupted_while_queued(cli, "c", signal.SIGINT, "--name", "ctrl-c", "--workdir",
+                                             str(workdir), "--", "python", "-c", "print('never')")
+        assert code == 130, err
         assert "nothing was started or recorded" in err
         jobs = cli.ok("list", "-o", "json").json()
         assert [job["id"] for job in jobs] == [holder]  # the queued job left no record

@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import TSUBMIT
 from tests.harness import eventually
-from tests.harness.gpus import gpu_cluster, hold_gpus, queued_run
+from tests.harness.gpus import gpu_cluster, hold_gpus, interrupted_while_queued
 from tests.harness.processes import catches, stderr_reader
 
 pytestmark = pytest.mark.e2e
@@ -166,16 +166,9 @@ def test_sigterm_while_queued_exits_130_and_leaves_nothing(cli, nodes, workdir):
     gpu_cluster(nodes, [node], cli)
     holder = hold_gpus(cli, "c", "--workdir", str(workdir))
     try:
-        process, lines, reader = queued_run(cli, "c", "--name", "queued", "--workdir", str(workdir),
-                                            "--", "python", "-c", "print('never')")
-        try:
-            process.send_signal(signal.SIGTERM)
-            process.wait(timeout=60)
-            reader.join(timeout=60)
-        finally:
-            finish(process)
-        err = "".join(lines)
-        assert process.returncode == EXIT_INTERRUPTED, err
+        code, err = interrupted_while_queued(cli, "c", signal.SIGTERM, "--name", "queued", "--workdir",
+                                             str(workdir), "--", "python", "-c", "print('never')")
+        assert code == EXIT_INTERRUPTED, err
         assert "interrupted while queued for GPUs; nothing was started or recorded" in err
         assert [job["id"] for job in cli.ok("list", "-o", "json").json()] == [holder]
     finally:

@@ -1,6 +1,7 @@
 """The job lifecycle on real sshd nodes and real processes: states, logs,
 stop, restart, delete and the refresh of many jobs in one playbook run."""
 
+import contextlib
 import os
 import queue
 import re
@@ -267,14 +268,25 @@ def test_the_state_folder_keeps_what_a_failed_run_needs_and_no_successful_run(cl
                                     if path.is_file())
 
 
-def _follow_two_nodes(cli, nodes, workdir, node_timeout: str) -> tuple[str, subprocess.Popen]:
-    """A job ticking on two nodes with NODE_TIMEOUT, and `logs -f --all` following it."""
+@contextlib.contextmanager
+def _following_two_nodes(cli, nodes, workdir, node_timeout: str):
+    """A job ticking on two nodes with NODE_TIMEOUT, and `logs -f --all` following it (the
+    process, yielded). Whatever the test did, the follow ends, the second node's sshd is
+    back, and the job is stopped with nothing of it left on that node."""
     cli.write_cluster("c", nodes, nodes.nodes[:2])
     job_id = start(cli, "-c", "c", "--executor", "distributed", "--node-timeout", node_timeout,
                    "--workdir", str(workdir), "--", "python", "sleeper.py")
     follow = subprocess.Popen([sys.executable, "-m", "tsubmit", "logs", job_id, "-f", "--all"], env=cli.env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    return job_id, follow
+    try:
+        yield follow
+    finally:
+        if follow.poll() is None:
+            follow.kill()
+            follow.wait()
+        nodes.start_node(nodes.nodes[1])
+        cli("stop", job_id, "--grace", "2")
+    assert not nodes.processes_of(nodes.nodes[1], r"sleeper\.py")
 
 
 def test_logs_follow_gives_up_on_a_node_that_stops_answering_naming_it(cli, nodes, workdir):
@@ -283,8 +295,7 @@ def test_logs_follow_gives_up_on_a_node_that_stops_answering_naming_it(cli, node
     naming the host, instead of waiting forever for a rank that still runs on
     the first node (issue 29 item 4)."""
     node2 = nodes.nodes[1]
-    job_id, follow = _follow_two_nodes(cli, nodes, workdir, "8s")
-    try:
+    with _following_two_nodes(cli, nodes, workdir, "8s") as follow:
         lines = line_reader(follow.stdout)
         # both ranks stream before the node goes
         seen: set[str] = set()
@@ -301,13 +312,6 @@ def test_logs_follow_gives_up_on_a_node_that_stops_answering_naming_it(cli, node
         assert "node1:" not in stderr, stderr
         assert waited >= 8, waited
         assert nodes.processes_of(nodes.nodes[0], r"sleeper\.py"), "rank 0 runs on: only the follow ended"
-    finally:
-        if follow.poll() is None:
-            follow.kill()
-            follow.wait()
-        nodes.start_node(node2)
-        cli("stop", job_id, "--grace", "2")
-    assert not nodes.processes_of(node2, r"sleeper\.py")
     assert not nodes.processes_of(nodes.nodes[0], r"^tail ")
 
 
@@ -315,8 +319,7 @@ def test_logs_follow_takes_up_a_node_that_answers_again_where_it_stopped(cli, no
     """A node whose sshd is gone for a while, back within the node timeout: its
     rank's log is followed on from the last line shown, none lost, none twice."""
     node2 = nodes.nodes[1]
-    job_id, follow = _follow_two_nodes(cli, nodes, workdir, "2m")
-    try:
+    with _following_two_nodes(cli, nodes, workdir, "2m") as follow:
         lines, notices = line_reader(follow.stdout), line_reader(follow.stderr)
         ticks: list[int] = []
 
@@ -336,10 +339,3 @@ def test_logs_follow_takes_up_a_node_that_answers_again_where_it_stopped(cli, no
         while next_tick_of_node2() < started_again + 3:
             pass
         assert ticks == list(range(ticks[0], ticks[-1] + 1)), ticks
-    finally:
-        if follow.poll() is None:
-            follow.kill()
-            follow.wait()
-        nodes.start_node(node2)
-        cli("stop", job_id, "--grace", "2")
-    assert not nodes.processes_of(node2, r"sleeper\.py")

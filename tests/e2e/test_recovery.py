@@ -41,6 +41,17 @@ def started(nodes, job_id: str, attempt: int) -> int:
     return sum(1 for node in nodes for _ in (node.remote_root / job_id).glob(f"rank-*/attempt-{attempt}/pid"))
 
 
+def ended_first_attempt(cli, nodes, workdir, *options: str, code: int, until: int) -> str:
+    """A job on the first two nodes (with OPTIONS) whose rank 1 exits with CODE while its
+    attempt is at most UNTIL (fail_until.py); its id, once both ranks of attempt 1 ended."""
+    cli.write_cluster("c", nodes, nodes.nodes[:2])
+    job_id = start(cli, "-c", "c", "--executor", "distributed", *options, "--workdir", str(workdir), "--",
+                   "python", "fail_until.py", "1", str(code), str(until))
+    eventually(lambda: started(nodes.nodes, job_id, 1) == 2 and not job_processes(job_id),
+               message="both ranks of attempt 1 started and ended")
+    return job_id
+
+
 @pytest.mark.parametrize("executor", ["distributed", "torchrun"])
 def test_run_wait_restarts_a_failed_attempt_and_the_next_one_knows_why(cli, nodes, workdir, executor):
     cli.write_cluster("c", nodes, nodes.nodes[:2])
@@ -69,12 +80,9 @@ def test_run_wait_restarts_a_failed_attempt_and_the_next_one_knows_why(cli, node
 
 def test_the_watcher_restarts_until_the_restarts_are_spent_then_the_job_fails(cli, nodes, workdir,
                                                                              webhook):
-    cli.write_cluster("c", nodes, nodes.nodes[:2])
-    job_id = start(cli, "-c", "c", "--executor", "distributed", "--restarts", "1", "--notify", webhook.url,
-                   "--workdir", str(workdir), "--", "python", "fail_until.py", "1", "4", "99")
+    job_id = ended_first_attempt(cli, nodes, workdir, "--restarts", "1", "--notify", webhook.url,
+                                 code=4, until=99)
     worker = nodes.nodes[1].name
-    eventually(lambda: started(nodes.nodes, job_id, 1) == 2 and not job_processes(job_id),
-               message="both ranks of attempt 1 started and ended")
 
     first = cli.ok("watch", "--once")
     assert f"job {job_id} " in first.stdout and "restarted as attempt 2" in first.stdout, first.output
@@ -121,21 +129,11 @@ def test_the_watcher_restarts_until_the_restarts_are_spent_then_the_job_fails(cl
 
 
 def test_two_watchers_at_once_restart_a_failed_job_once(cli, nodes, workdir):
-    cli.write_cluster("c", nodes, nodes.nodes[:2])
-    job_id = start(cli, "-c", "c", "--executor", "distributed", "--restarts", "3", "--workdir", str(workdir),
-                   "--", "python", "fail_until.py", "1", "5", "1")
-    eventually(lambda: started(nodes.nodes, job_id, 1) == 2 and not job_processes(job_id),
-               message="both ranks of attempt 1 started and ended")
-    watchers = [subprocess.Popen([*TSUBMIT, "watch", "--once"], cwd=REPO, env=cli.env, text=True,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
-    try:
-        outputs = [watcher.communicate(timeout=240) for watcher in watchers]
-    finally:
-        for watcher in watchers:
-            watcher.kill()
-    assert [watcher.returncode for watcher in watchers] == [0, 0], outputs
-    said = "".join(out for out, _ in outputs)
-    assert said.count("restarted as attempt") == 1, outputs
+    job_id = ended_first_attempt(cli, nodes, workdir, "--restarts", "3", code=5, until=1)
+    watchers = cli.at_once("watch", "--once", timeout=240)
+    outputs = [watcher.output for watcher in watchers]
+    assert [watcher.code for watcher in watchers] == [0, 0], outputs
+    assert "".join(watcher.stdout for watcher in watchers).count("restarted as attempt") == 1, outputs
     eventually(lambda: cli.job(job_id)["state"] == "succeeded", timeout=120, message="the job succeeded")
     job = cli.job(job_id)
     assert job["attempt"] == 2 and [a["attempt"] for a in job["attempts"]] == [1]
@@ -146,11 +144,7 @@ def test_two_watchers_at_once_restart_a_failed_job_once(cli, nodes, workdir):
 
 
 def test_a_watcher_killed_mid_relaunch_leaves_what_the_next_pass_completes(cli, nodes, workdir):
-    cli.write_cluster("c", nodes, nodes.nodes[:2])
-    job_id = start(cli, "-c", "c", "--executor", "distributed", "--restarts", "1", "--workdir", str(workdir),
-                   "--", "python", "fail_until.py", "1", "6", "1")
-    eventually(lambda: started(nodes.nodes, job_id, 1) == 2 and not job_processes(job_id),
-               message="both ranks of attempt 1 started and ended")
+    job_id = ended_first_attempt(cli, nodes, workdir, "--restarts", "1", code=6, until=1)
     store = cli.home / "state" / "jobs.sqlite"
 
     def relaunching() -> bool:  # the next attempt is recorded, its launch under way
@@ -306,17 +300,13 @@ def test_run_wait_follows_a_restart_another_watcher_made(cli, nodes, workdir):
 
 def test_a_next_attempt_that_cannot_be_launched_is_tried_each_pass_then_fails_the_job(cli, nodes, workdir,
                                                                                         tmp_path):
-    cli.write_cluster("c", nodes, nodes.nodes[:2])
     hook = tmp_path / "refuse.yml"
     hook.write_text("- name: Refuse the second attempt on rank 1\n"
                     "  ansible.builtin.fail:\n"
                     "    msg: no room for attempt 2 here\n"
                     "  when: tsubmit_job_attempt | int == 2 and tsubmit_rank | int == 1\n")
-    job_id = start(cli, "-c", "c", "--executor", "distributed", "--restarts", "1", "--hook",
-                   f"pre_launch_tasks={hook}", "--workdir", str(workdir), "--",
-                   "python", "fail_until.py", "1", "3", "99")
-    eventually(lambda: started(nodes.nodes, job_id, 1) == 2 and not job_processes(job_id),
-               message="both ranks of attempt 1 started and ended")
+    job_id = ended_first_attempt(cli, nodes, workdir, "--restarts", "1", "--hook", f"pre_launch_tasks={hook}",
+                                 code=3, until=99)
     worker = nodes.nodes[1].name
     for tries in (1, 2, 3):
         watched = cli("watch", "--once")

@@ -1,11 +1,9 @@
 """`tsubmit watch` on real sshd nodes: the jobs nobody waits for are refreshed
 and notified, each message sent once however many watchers run."""
 
-import subprocess
 
 import pytest
 
-from tests.conftest import REPO, TSUBMIT
 from tests.harness import eventually
 from tests.harness.crontab import lines as crontab_lines
 from tests.harness.jobs import job_processes, start
@@ -23,15 +21,9 @@ def test_two_watchers_at_once_notify_each_ended_job_once(cli, nodes, workdir, we
     eventually(lambda: not any(job_processes(job) for job in (failing, succeeding, quiet)),
                message="the three jobs ended on the nodes")
 
-    watchers = [subprocess.Popen([*TSUBMIT, "watch", "--once"], cwd=REPO, env=cli.env, text=True,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
-    try:
-        outputs = [watcher.communicate(timeout=120) for watcher in watchers]
-    finally:
-        for watcher in watchers:
-            watcher.kill()
-    assert [watcher.returncode for watcher in watchers] == [0, 0], outputs
-    said = "".join(out for out, _ in outputs)
+    watchers = cli.at_once("watch", "--once", timeout=120)
+    assert [watcher.code for watcher in watchers] == [0, 0], [watcher.output for watcher in watchers]
+    said = "".join(watcher.stdout for watcher in watchers)
     assert said.count(f"job {failing} ") == 1 and said.count(f"job {succeeding} ") == 1, said
     assert quiet not in said  # it notifies nobody: not watched
     titles = [body["title"] for body in webhook.bodies]

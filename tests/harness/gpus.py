@@ -43,3 +43,18 @@ def queued_run(cli, cluster: str, *args: str) -> tuple[subprocess.Popen, list[st
         process.wait()
         raise
     return process, lines, reader
+
+
+def interrupted_while_queued(cli, cluster: str, number: int, *args: str) -> tuple[int, str]:
+    """`tsubmit run --queue ARGS` on CLUSTER, sent signal NUMBER once it is queued: its exit
+    code and stderr. It is killed if the signal did not end it."""
+    process, lines, reader = queued_run(cli, cluster, *args)
+    try:
+        process.send_signal(number)
+        process.wait(timeout=60)
+        reader.join(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return process.returncode, "".join(lines)
