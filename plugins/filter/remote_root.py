@@ -21,6 +21,12 @@ options:
     description: The host's C(tsubmit_remote_root), or null.
     type: str
     required: true
+  home_relative:
+    description:
+      - Give the root as a node script takes it, absolute or relative to the node user's home (a
+        leading C(~) made C(.)); the script starts in that home (C(cd)) and resolves it there.
+    type: bool
+    default: false
 """
 
 EXAMPLES = r"""
@@ -36,8 +42,9 @@ _value:
 """
 
 
-def remote_root(value) -> str:
-    return launch_contract.host_value({"tsubmit_remote_root": value}, "remote_root")
+def remote_root(value, home_relative=False) -> str:
+    root = launch_contract.host_value({"tsubmit_remote_root": value}, "remote_root")
+    return launch_contract.home_relative(root) if home_relative else root
 
 
 class FilterModule:

@@ -85,6 +85,13 @@ def _under(root: str | None, *parts: str) -> str:
     return f"{root.rstrip('/')}/{path}" if root else path
 
 
+def home_relative(root: str) -> str:
+    """ROOT as a node script takes it: absolute, or relative to the node user's home
+    (a leading ~ made .). The controller does not know that home: the script
+    resolves it there, by starting in it (`cd`); ./ keeps CDPATH out."""
+    return "." + root[1:] if root == "~" or root.startswith("~/") else root
+
+
 def job_dir(job_id: str, root: str | None = None) -> str:
     return _under(root, job_id)
 

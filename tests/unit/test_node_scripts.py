@@ -107,3 +107,15 @@ def test_cluster_check_s_listener_outlives_the_hangup_that_ends_its_ssh_session(
     connect = subprocess.run([sys.executable, str(listen.with_name("connect.py")), "127.0.0.1",
                               str(port), "5"], capture_output=True, text=True, timeout=30, check=True)
     assert json.loads(connect.stdout)["status"] == "ok", connect.stdout
+
+
+def test_sync_probe_finds_a_remote_root_under_the_home_from_any_folder(tmp_path):
+    # The controller cannot know the node's $HOME: it hands the root relative to it.
+    root = layout.home_relative("~/jobs")
+    (tmp_path / "jobs" / "3f2a" / "workdir" / "ckpt").mkdir(parents=True)
+    probe = subprocess.run(["sh", str(REPO / "roles" / "sync_dirs" / "files" / "sync_probe.sh"),
+                            root, "3f2a", "token1", "", "ckpt"], capture_output=True, text=True,
+                           cwd="/", env={**os.environ, "HOME": str(tmp_path)}, timeout=30, check=True)
+    lines = probe.stdout.splitlines()
+    assert lines[:2] == [f"root {tmp_path}/jobs", "filesystem token1"]
+    assert lines[2].startswith("dir 1 ") and lines[2] != "dir 1 -"

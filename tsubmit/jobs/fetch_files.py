@@ -112,8 +112,8 @@ def _receive(stream: Stream, paths: list[str]) -> None:
     """Run one node's stream to its end; the outcome is recorded in STREAM."""
     place = stream.place
     argv = ssh.command_argv(place.conn, node_script("fetch.sh"),
-                            [place.root, layout.workdir(place.job.id), place.job.id, place.rank.host,
-                             *paths], tty=False)
+                            [layout.workdir(place.job.id, layout.home_relative(place.root)), place.job.id,
+                             place.rank.host, *paths], tty=False)
     session = Session(place.conn, argv, place.where)
     stream.session = session
     process = session.process

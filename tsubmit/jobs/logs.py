@@ -74,12 +74,10 @@ def read(job: Job, ranks: list[Rank], attempt: int, *, log: str = layout.LOG,
             for rank in ranks}
 
 
-# Follows a log until the rank's process ends: PATH (a leading ~ is the node
-# user's home), the lines of it to start with ("+1": all, "+K": from line K),
-# the pid ("": none).
-_FOLLOW_SCRIPT = '''path=$1
-case $path in "~/"*) path=$HOME/${path#"~/"} ;; esac
-exec tail -n "$2" -F ${3:+"--pid=$3"} "$path"'''
+# Follows a log until the rank's process ends: PATH (absolute, or relative to
+# the node user's home: layout.home_relative), the lines of it to start with
+# ("+1": all, "+K": from line K), the pid ("": none).
+_FOLLOW_SCRIPT = 'cd && exec tail -n "$2" -F ${3:+"--pid=$3"} "$1"'
 # A node whose sshd does not answer is given this long (seconds) when the job
 # names no node timeout (--node-timeout): the watcher's default.
 NODE_TIMEOUT = 120.0
@@ -102,7 +100,8 @@ def follow_command(conn: ssh.Connection, log_path: str, pid: int | None, tail: i
     third of NODE_TIMEOUT (ssh's keepalives), so the follow can try again in time."""
     start = f"+{from_line}" if from_line is not None else str(tail) if tail is not None else "+1"
     alive_every = max(1, min(15, int(node_timeout / 9)))
-    return ssh.command_argv(conn, _FOLLOW_SCRIPT, [log_path, start, str(pid or "")], tty=False, shared=False,
+    return ssh.command_argv(conn, _FOLLOW_SCRIPT, [layout.home_relative(log_path), start, str(pid or "")],
+                            tty=False, shared=False,
                             options=("-o", f"ServerAliveInterval={alive_every}",
                                      "-o", "ServerAliveCountMax=3"))
 

@@ -14,12 +14,11 @@ def shell(place: Place, command: list[str]) -> int:
     COMMAND's exit code, or the interactive shell's. On a terminal the node gets one
     (ssh -t), so editors, pagers and Ctrl-C work there."""
     terminal = sys.stdin.isatty() and sys.stdout.isatty()
-    job, rank = place.job, place.rank
+    job, rank, root = place.job, place.rank, layout.home_relative(place.root)
+    environment = layout.attempt_file(job.id, rank.rank, job.attempt, layout.ENVIRONMENT, root=root)
     argv = ssh.command_argv(place.conn, node_script("shell.sh"),
-                            [place.root, layout.workdir(job.id),
-                             layout.attempt_file(job.id, rank.rank, job.attempt, layout.ENVIRONMENT),
-                             job.id, str(rank.rank), rank.host, *command],
-                            tty=terminal)
+                            [layout.workdir(job.id, root), environment, job.id, str(rank.rank), rank.host,
+                             *command], tty=terminal)
     # stdin and stdout are the user's; stderr passes through, its last lines
     # kept to explain an ssh that could not connect.
     session = Session(place.conn, argv, place.where, stdin=None, stdout=None, echo=True)

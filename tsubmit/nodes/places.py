@@ -6,7 +6,8 @@ ssh (ssh_session.py), because Ansible cannot hold a session, a stream or a
 forward. What runs on the node is a small POSIX sh script of node_scripts/,
 handed to `sh -c` with every value as a positional argument, so nothing a
 user typed is parsed by a shell. The job's files on a node are found by the
-layout of tsubmit/model/layout.py, whose paths the scripts receive as arguments;
+layout of tsubmit/model/layout.py, whose paths the scripts receive as arguments
+(under the root as layout.home_relative gives it: the node resolves its home);
 the nodes are asked, whatever the local record says.
 """
 

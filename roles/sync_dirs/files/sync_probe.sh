@@ -5,8 +5,9 @@
 # of the ending attempt and of the next: which filesystem the node's remote root
 # is on, and how new its copy of each DIR (relative to the job's workdir) and of
 # an Optuna job's study file STUDY (relative to ROOT, or absolute; "": none) is.
-# Every argument is data, never parsed by a shell. Prints:
-#   root PATH         the remote root, ~ expanded
+# ROOT is absolute or relative to this user's home (tsubmit.cluster.remote_root's
+# home_relative). Every argument is data, never parsed by a shell. Prints:
+#   root PATH         the remote root, absolute
 #   filesystem ID     the root's marker ROOT/.filesystem, written once with the
 #                     first TOKEN that reaches it: nodes that print the same ID
 #                     share the root (one machine, or one NFS export)
@@ -17,11 +18,7 @@
 set -u
 root=$1 job=$2 token=$3 study=$4
 shift 4
-case $root in
-    "~") root=$HOME ;;
-    "~/"*) root=$HOME/${root#"~/"} ;;
-esac
-mkdir -p "$root" || exit 1
+cd && mkdir -p "$root" && root=$(cd -- "$root" && pwd) || exit 1
 marker=$root/.filesystem
 if [ ! -s "$marker" ]; then
     # Written aside, then linked: a link never replaces an existing marker, so

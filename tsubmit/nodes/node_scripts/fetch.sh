@@ -1,22 +1,18 @@
 # tsubmit fetch, on the node: check every PATH, then write them to stdout as one
 # tar stream (GNU tar: sparse files as sparse members, so their holes never
-# travel). Run as `sh -c SCRIPT tsubmit ROOT WORKDIR JOB HOST PATH...`: every
+# travel). Run as `sh -c SCRIPT tsubmit WORKDIR JOB HOST PATH...`: every
 # argument is data, never parsed by a shell.
-#   ROOT     the host's tsubmit_remote_root (a leading ~ is this user's home)
-#   WORKDIR  the job's tree, relative to ROOT (tsubmit/model/layout.py)
+#   WORKDIR  the job's tree, absolute or relative to this user's home
+#            (launch_contract.home_relative)
 #   JOB      the job id, for messages
 #   HOST     the inventory name, for messages
 # Exit 65: a path leaves the workdir (itself, or a symbolic link under it,
 # resolves outside); 66: a path does not exist; 67: the job has no workdir
 # here. Otherwise tar's own code (1: a file changed while it was read).
 set -u
-root=$1 workdir=$2 job=$3 host=$4
-shift 4
-case $root in
-    "~") root=$HOME ;;
-    "~/"*) root=$HOME/${root#"~/"} ;;
-esac
-workdir=$root/$workdir
+workdir=$1 job=$2 host=$3
+shift 3
+cd || exit 67
 if [ ! -d "$workdir" ]; then
     echo "job $job has no folder $workdir on $host: its launch never reached the node, or the job was removed there" >&2
     exit 67
