@@ -63,7 +63,8 @@ def spec_keys() -> str:
 def exit_codes() -> str:
     from tsubmit.errors import EXIT_CODES
 
-    return _table(("code", "meaning"), ((str(code), _cell(text)) for code, text in EXIT_CODES.items()))
+    return _table(("code", "meaning"), ((str(code), _cell(f"{name}: {text}"))
+                                        for code, (name, text) in EXIT_CODES.items()))
 
 
 def executors() -> str:

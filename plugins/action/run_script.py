@@ -61,7 +61,7 @@ class ActionModule(ActionBase):
             result.update(changed=True, msg=f"check mode: would run {script_name}"
                           + (f" with {names}" if names else ""))
             if args["check_output"] is not None:
-                result.update(stdout=args["check_output"], stdout_lines=args["check_output"].splitlines())
+                result.update(stdout=args["check_output"])
             return result
 
         large = [item for item in files if item["src"] and os.path.getsize(item["src"]) > INLINE_LIMIT]
@@ -78,7 +78,9 @@ class ActionModule(ActionBase):
             if folder:  # the command removes its folder itself; a failed transfer leaves it
                 self._low_level_execute_command(f"rm -rf {shlex.quote(folder)}", sudoable=False)
             raise
-        result.update(outcome, changed=True)
+        # rc, stdout and stderr: not their *_lines twins, which would carry every
+        # byte of output twice through the worker, the callbacks and runner's events.
+        result.update(rc=outcome["rc"], stdout=outcome["stdout"], stderr=outcome["stderr"], changed=True)
         if outcome["rc"] != 0:
             result.update(failed=True, msg="non-zero return code")
         return result

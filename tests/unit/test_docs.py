@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import click
+import click.testing
 import pytest
 
 from tests.harness.ci import missing
@@ -79,6 +80,12 @@ def test_every_spec_key_and_exit_code_is_in_the_reference(site):
     codes = (site / "reference" / "exit-codes" / "index.html").read_text()
     for code in EXIT_CODES:
         assert f"<td>{code}</td>" in codes, f"exit code {code} is not in the reference"
+
+
+def test_tsubmit_help_names_every_exit_code():
+    shown = " ".join(click.testing.CliRunner().invoke(main, ["--help"]).output.split())
+    for code, (name, _) in EXIT_CODES.items():
+        assert f"{code} {name}" in shown, shown
 
 
 def test_the_host_variables_are_those_of_the_roles_argument_specs(site):

@@ -6,7 +6,7 @@ import sys
 import click
 
 from .. import __version__
-from ..errors import EXIT_USAGE, TsubmitError
+from ..errors import EXIT_CODES, EXIT_USAGE, TsubmitError
 from ..interrupts import exit_interrupted
 from .ansible_info import ansible_info
 from .cluster import cluster
@@ -45,17 +45,15 @@ class _Group(click.Group):
             exit_interrupted()
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+HELP = ("Submit and manage distributed PyTorch jobs on machines reachable over SSH.\n\nExit codes: "
+        + ", ".join(f"{code} {name}" for code, (name, _) in EXIT_CODES.items()) + ".")
+
+
+@click.group(cls=_Group, help=HELP, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="tsubmit")
 @click.option("-v", "--verbose", count=True, help="Show Ansible's own output (-vv for more).")
 @click.pass_context
 def main(ctx: click.Context, verbose: int) -> None:
-    """Submit and manage distributed PyTorch jobs on machines reachable over SSH.
-
-    Exit codes: 0 ok, 1 job failed, 2 bad usage or input, 3 cluster unreachable
-    or launch failed, 4 refused by the overlap policy, 5 GPUs busy (leased by other
-    jobs; --queue waits), 130 interrupted (rolled back).
-    """
     ctx.obj = {"verbose": verbose}
 
 
