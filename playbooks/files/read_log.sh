@@ -1,5 +1,5 @@
 #!/bin/sh
-# Print one rank's log for `tsubmit logs`. A shell script, not a Python
+# Print one rank's log for `tsubmit logs` (Usage: read_log.sh LOG [LINES]). A shell script, not a Python
 # module: the node's first python3 on PATH may be a broken shim, and a log
 # that cannot be read must fail the host, never look empty (issue 16).
 log=$1
@@ -7,6 +7,8 @@ case $log in
   "~/"*) log=$HOME/${log#"~/"} ;;
 esac
 if [ -r "$log" ] && [ -f "$log" ]; then
+  # Only the last $2 lines when asked: a log of gigabytes is never carried whole.
+  if [ -n "${2:-}" ]; then exec tail -n "$2" -- "$log"; fi
   exec cat -- "$log"
 fi
 if [ -e "$log" ]; then

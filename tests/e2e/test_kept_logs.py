@@ -86,6 +86,8 @@ def test_a_rank_whose_log_is_long_is_seen_ending_and_its_last_mib_kept(cli, node
     job_id = job_id_of(run)
     shown = cli.ok("logs", job_id).stdout.splitlines()
     assert len(shown) == 12000 and shown[-1] == f"11999 {line}"
+    assert cli.ok("logs", job_id, "--tail", "2").stdout == f"11998 {line}\n11999 {line}\n"
+    assert cli.ok("logs", job_id, "--tail", "0").stdout == ""
     kept = copy_said(cli, job_id, 0).splitlines()[1:]  # under its header
     assert kept[-1] == f"11999 {line}" and len(kept) == 1024 * 1024 // 106  # its last MiB, whole lines
     assert kept[0] == f"{12000 - len(kept):05d} {line}"

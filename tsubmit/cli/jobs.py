@@ -188,8 +188,9 @@ def logs(obj, job_ref, rank_number, all_ranks, worker, tail, follow, attempt, se
     from ..model.layout import LOG, SETUP_LOG
 
     copies: dict[int, float] = {}
+    # A worker's last lines are not its node's: with --worker every line is read.
     lines = read(job, ranks, attempt, log=SETUP_LOG if setup_log else LOG, verbose=obj["verbose"],
-                  copies=copies)
+                  tail=tail if select is None else None, copies=copies)
     for rank in ranks:
         if rank.rank in copies:
             from ..local.kept_logs import when

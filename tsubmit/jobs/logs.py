@@ -38,10 +38,11 @@ def worker_lines(worker: int):
     return select
 
 
-def read(job: Job, ranks: list[Rank], attempt: int, *, log: str = layout.LOG,
+def read(job: Job, ranks: list[Rank], attempt: int, *, log: str = layout.LOG, tail: int | None = None,
           verbose: int = 0, copies: dict[int, float] | None = None) -> dict[int, list[str]]:
     """Each rank's log lines, read on its node by a shell script (playbooks/logs.yml):
-    LOG is the file of the attempt's folder, its output or the setup's (layout.SETUP_LOG).
+    LOG is the file of the attempt's folder, its output or the setup's (layout.SETUP_LOG);
+    with TAIL, only its last TAIL lines travel.
 
     A rank whose node does not answer: with COPIES (a dict), its output's copy
     kept on the controller when it ended (tsubmit/local/kept_logs.py) if there is
@@ -54,7 +55,8 @@ def read(job: Job, ranks: list[Rank], attempt: int, *, log: str = layout.LOG,
                           f"`tsubmit status {job.id}`, check the nodes with `tsubmit cluster check`"
                           " (or -i INVENTORY), then `tsubmit restart` it")
     files = {rank.host: layout.attempt_file(job.id, rank.rank, attempt, log) for rank in ranks}
-    hosts = {host: {**vars_, "tsubmit_log_path": files[host]}
+    wanted = {} if tail is None else {"tsubmit_log_tail": tail}
+    hosts = {host: {**vars_, "tsubmit_log_path": files[host], **wanted}
              for host, vars_ in job_hosts(job).items() if host in files}
     run = run_for_job(job, "logs", {}, hosts=hosts, verbose=verbose)
     failures = run.failures()
