@@ -19,7 +19,7 @@ from ansible_collections.tsubmit.cluster.plugins.plugin_utils import launch_cont
 ACTIONS = ("start", "stop", "release", "summary", "snapshot", "dashboard", "check")
 # The modules optuna_store.py imports: the role's own, and what it shares with
 # other roles (found beside this role, else on the roles path).
-OWN_FILES = ("store_base.py", "store_serve.py", "store_urls.py", "tsubmit_optuna_grpc.py")
+OWN_FILES = ("store_study.py", "store_urls.py", "tsubmit_optuna_grpc.py")
 SHARED_FILES = {"tsubmit_procs.py": "node_lib", "stop.sh": "stop"}
 # The file start is handed an external storage's URL in (it may hold a password).
 URL_FILE = "storage-url"

@@ -25,8 +25,7 @@ NODE_LIB = REPO / "roles" / "node_lib" / "files"
 sys.path[:0] = [str(FILES), str(NODE_LIB)]
 
 import optuna_store  # noqa: E402 - the node-side modules, from the role's files
-import store_base  # noqa: E402
-import store_serve  # noqa: E402
+import store_study  # noqa: E402
 from tsubmit_procs import is_ours, read_pid, start_ticks  # noqa: E402
 
 STORE_MODULES = sorted(path.name for path in FILES.glob("store_*.py"))
@@ -111,7 +110,7 @@ def test_optunas_private_api_is_in_one_file_one_piece_a_side():
                           ("tsubmit_optuna_grpc.py", "PatientProxy")}
 
 
-# --------------------------------------------------------------------------- store_base
+# --------------------------------------------------------------------------- the parts
 
 
 def test_the_study_file_keeps_safe_names_and_hashes_others():
@@ -125,34 +124,41 @@ def test_the_study_file_keeps_safe_names_and_hashes_others():
 
 
 def test_grpc_target_brackets_ipv6():
-    assert store_base.grpc_target("127.0.0.1", 5) == "127.0.0.1:5"
-    assert store_base.grpc_target("::1", 5) == "[::1]:5"
+    assert store_study.grpc_target("127.0.0.1", 5) == "127.0.0.1:5"
+    assert store_study.grpc_target("::1", 5) == "[::1]:5"
 
 
-def test_bind_problem_names_a_taken_port_and_a_foreign_address():
+def test_a_taken_port_and_a_foreign_address_are_named():
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         port = taken.getsockname()[1]
-        assert store_base.bind_problem("127.0.0.1", port) == (
-            f"port {port} on 127.0.0.1 is already in use by another process")
-    assert "is not an address of this node" in store_base.bind_problem("192.0.2.1", 0)
-    assert store_base.bind_problem("127.0.0.1", store_base.free_port("127.0.0.1")) is None
+        with pytest.raises(store_study.StoreError, match=f"^port {port} on 127.0.0.1 is already in use by "
+                                                         "another process$"):
+            store_study.probe_port("127.0.0.1", port, check=True)
+    with pytest.raises(store_study.StoreError, match="is not an address of this node"):
+        store_study.probe_port("192.0.2.1", 0)
+    free = store_study.probe_port("127.0.0.1", 0)
+    assert store_study.probe_port("127.0.0.1", free, check=True) == free
 
 
-def test_last_error_is_the_last_error_line(tmp_path):
-    log = tmp_path / "server.log"
-    log.write_text("2026 started\n2026 ERROR first\nnoise\n2026 ERROR port 5 is taken\ntraceback\n")
-    assert store_base.last_error(str(log)) == "port 5 is taken"
+def test_a_start_that_failed_is_named_by_the_last_error_of_its_log(tmp_path):
+    config = {"dir": str(tmp_path), "attempt": 1, "job_id": "J"}
+    here = Path(optuna_store.process_dir(config, "store"))
+    here.mkdir(parents=True)
+    (here / "exit_code").write_text("1 1\n")
+    assert optuna_store.wait_ready(config, "store", 5) == "no output"
+    log = here / "output.log"
     log.write_text("just this\n")
-    assert store_base.last_error(str(log)) == "just this"
-    assert store_base.last_error(str(tmp_path / "missing")) == "no output"
+    assert optuna_store.wait_ready(config, "store", 5) == "just this"
+    log.write_text("2026 started\n2026 ERROR first\nnoise\n2026 ERROR port 5 is taken\ntraceback\n")
+    assert optuna_store.wait_ready(config, "store", 5) == "port 5 is taken"
 
 
 def test_write_private_is_0600_and_atomic(tmp_path):
     target = tmp_path / "store.json"
-    store_base.write_private(str(target), "one")
-    store_base.write_private(str(target), "two")
+    optuna_store.write_private(str(target), "one")
+    optuna_store.write_private(str(target), "two")
     assert target.read_text() == "two"
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
     assert [p.name for p in tmp_path.iterdir()] == ["store.json"]
@@ -236,10 +242,10 @@ def test_the_store_is_a_managed_process_started_again_and_stopped_as_a_rank(tmp_
 
 
 def test_the_starter_waits_for_the_ready_file_the_server_writes(tmp_path):
-    """store_serve marks itself ready in its process folder; the starter waits for
+    """The serve process marks itself ready in its process folder; the starter waits for
     that file, or for the end the shell records when the first start failed."""
     config = {"dir": str(tmp_path), "attempt": 1, "job_id": "J"}
-    here = Path(store_base.process_dir(config, "store"))
+    here = Path(optuna_store.process_dir(config, "store"))
     here.mkdir(parents=True)
     (here / "ready").write_text("1\n")
     assert optuna_store.wait_ready(config, "store", 5) is None
@@ -251,17 +257,17 @@ def test_the_starter_waits_for_the_ready_file_the_server_writes(tmp_path):
 
 
 def test_need_config_names_the_missing_folder(tmp_path):
-    with pytest.raises(store_base.StoreError, match=r"no Optuna store for this job on this node \(.*optuna"):
-        store_base.need_config({"dir": str(tmp_path / "job" / "optuna")})
+    with pytest.raises(store_study.StoreError, match=r"no Optuna store for this job on this node \(.*optuna"):
+        optuna_store.load_config(str(tmp_path / "job" / "optuna"))
 
 
 def test_an_external_url_is_read_from_its_file_only(tmp_path):
-    with pytest.raises(store_base.StoreError, match="is missing or empty"):
-        store_base.read_url(str(tmp_path / "storage-url"))
+    with pytest.raises(store_study.StoreError, match="is missing or empty"):
+        store_study.read_url(str(tmp_path / "storage-url"))
     (tmp_path / "storage-url").write_text("postgresql://u:pw@h/d\n")
     config = {"kind": "external", "url_file": str(tmp_path / "storage-url")}
-    assert store_base.url_or_none(config) == "postgresql://u:pw@h/d"
-    assert store_base.url_or_none({"kind": "head"}) is None
+    assert store_study.url_or_none(config) == "postgresql://u:pw@h/d"
+    assert store_study.url_or_none({"kind": "head"}) is None
 
 
 # --------------------------------------------------------------------------- workers_ended
@@ -288,11 +294,11 @@ def _attempt(config, rank) -> Path:
 
 def test_workers_ended_waits_for_every_rank(tmp_path):
     config = _config(tmp_path)
-    assert store_serve.workers_state(config)[0] is None  # no rank folder seen yet
+    assert optuna_store.workers_state(config)[0] is None  # no rank folder seen yet
     (_attempt(config, 0) / "exit_code").write_text("0 1\n")
-    assert store_serve.workers_state(config)[0] is None  # rank 1 not seen (another node's disk)
+    assert optuna_store.workers_state(config)[0] is None  # rank 1 not seen (another node's disk)
     (_attempt(config, 1) / "stopped").write_text("1\n")
-    assert store_serve.workers_state(config)[0] == "every worker ended"
+    assert optuna_store.workers_state(config)[0] == "every worker ended"
 
 
 def test_a_rank_whose_process_is_gone_has_ended_and_a_live_one_has_not(tmp_path):
@@ -301,50 +307,50 @@ def test_a_rank_whose_process_is_gone_has_ended_and_a_live_one_has_not(tmp_path)
     try:
         ticks = start_ticks(process.pid)
         (_attempt(config, 0) / "pid").write_text(f"{process.pid} {ticks} {int(time.time())}\n")
-        assert store_serve.workers_state(config)[0] is None
+        assert optuna_store.workers_state(config)[0] is None
     finally:
         process.kill()
         process.wait()
-    assert store_serve.workers_state(config)[0] == "every worker ended"
+    assert optuna_store.workers_state(config)[0] == "every worker ended"
 
 
 def test_the_watchdog_says_which_rank_it_waits_for(tmp_path):
     config = _config(tmp_path)
-    assert store_serve.workers_state(config) == (
+    assert optuna_store.workers_state(config) == (
         None, "rank 0: its folder is not on this node (tsubmit reports when it ends)")
     attempt = _attempt(config, 0)
-    assert store_serve.workers_state(config) == (None, "rank 0: starting")
+    assert optuna_store.workers_state(config) == (None, "rank 0: starting")
     (attempt / layout.PID).write_text(f"{os.getpid()} {start_ticks(os.getpid())} 0\n")
-    assert store_serve.workers_state(config) == (None, f"rank 0: running (pid {os.getpid()})")
+    assert optuna_store.workers_state(config) == (None, f"rank 0: running (pid {os.getpid()})")
     (attempt / layout.EXIT_CODE).write_text("0 1\n")
-    assert store_serve.workers_state(config)[1].startswith("rank 1: its folder is not on this node")
+    assert optuna_store.workers_state(config)[1].startswith("rank 1: its folder is not on this node")
 
 
 def test_release_ends_the_workers_whatever_the_files_say(tmp_path):
     config = _config(tmp_path)
     (Path(config["dir"]) / "workers-ended").write_text("1\n")
-    assert store_serve.workers_state(config)[0] == "every worker ended (reported by tsubmit)"
+    assert optuna_store.workers_state(config)[0] == "every worker ended (reported by tsubmit)"
 
 
-# --------------------------------------------------------------------------- store_base, on real Optuna
+# --------------------------------------------------------------------------- store_study, on real Optuna
 
 
 @pytest.fixture
 def storage():
-    optuna = store_base.quiet_optuna()
+    optuna = store_study.quiet_optuna()
     return optuna.storages.InMemoryStorage()
 
 
 def test_ensure_study_refuses_the_other_direction(storage):
-    study_id = store_base.ensure_study(storage, "s", "minimize")
-    assert store_base.ensure_study(storage, "s", "minimize") == study_id
-    with pytest.raises(store_base.StoreError, match="already exists with direction minimize; run it with "
+    study_id = store_study.ensure_study(storage, "s", "minimize")
+    assert store_study.ensure_study(storage, "s", "minimize") == study_id
+    with pytest.raises(store_study.StoreError, match="already exists with direction minimize; run it with "
                                                     "--direction minimize or choose another --study"):
-        store_base.ensure_study(storage, "s", "maximize")
+        store_study.ensure_study(storage, "s", "maximize")
 
 
 def test_fail_running_trials_only_the_jobs_when_asked(storage):
-    optuna = store_base.quiet_optuna()
+    optuna = store_study.quiet_optuna()
     study = optuna.create_study(storage=storage, study_name="s")
     ours, theirs, done = study.ask(), study.ask(), study.ask()
     study_id = storage.get_study_id_from_name("s")
@@ -352,29 +358,29 @@ def test_fail_running_trials_only_the_jobs_when_asked(storage):
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
         storage.set_trial_system_attr(trial_id, "tsubmit:job", job)
     study.tell(done, 1.0)
-    assert store_base.fail_running_trials(storage, "s", "job-a") == 1
+    assert store_study.fail_running_trials({"study": "s", "kind": "external", "job_id": "job-a"}, storage) == 1
     states = {t.number: t.state.name for t in study.get_trials()}
     assert states == {ours.number: "FAIL", theirs.number: "RUNNING", done.number: "COMPLETE"}
-    assert store_base.fail_running_trials(storage, "s", None) == 1
-    assert store_base.fail_running_trials(storage, "no such study", None) == 0
+    assert store_study.fail_running_trials({"study": "s", "kind": "head"}, storage) == 1
+    assert store_study.fail_running_trials({"study": "no such study", "kind": "head"}, storage) == 0
 
 
 @pytest.mark.parametrize(("direction", "best"), [("minimize", 1.0), ("maximize", 3.0)])
 def test_summarize_counts_states_and_picks_the_best(storage, direction, best):
-    optuna = store_base.quiet_optuna()
+    optuna = store_study.quiet_optuna()
     study = optuna.create_study(storage=storage, study_name="s", direction=direction)
     for value in (2.0, 1.0, 3.0):
         trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 10)})
         study.tell(trial, value)
     study.ask()
-    summary = store_base.summarize(storage, "s", direction)
+    summary = store_study.summarize(storage, "s", direction)
     assert summary["trials"] == {"COMPLETE": 3, "RUNNING": 1} and summary["total"] == 4
     assert summary["best"]["value"] == best and set(summary["best"]["params"]) == {"x"}
 
 
 def test_a_missing_driver_names_its_pip_package():
-    assert store_base.driver_problem("postgresql+pg8000://u@h/d") in (None, "pg8000")
-    assert store_base.driver_problem("mysql+mysqldb://u@h/d") in (None, "mysqlclient")
+    assert store_study.driver_problem("postgresql+pg8000://u@h/d") in (None, "pg8000")
+    assert store_study.driver_problem("mysql+mysqldb://u@h/d") in (None, "mysqlclient")
 
 
 def test_a_store_started_again_after_its_workers_ended_ends_at_once(tmp_path):
@@ -383,10 +389,10 @@ def test_a_store_started_again_after_its_workers_ended_ends_at_once(tmp_path):
     config = _config(tmp_path, nodes=1)
     (_attempt(config, 0) / "exit_code").write_text("0 1\n")
     study_file = tmp_path / "s.db"
-    optuna = store_base.quiet_optuna()
-    optuna.create_study(storage=store_base.sqlite_url(str(study_file)), study_name="s").ask()
+    optuna = store_study.quiet_optuna()
+    optuna.create_study(storage=f"sqlite:///{study_file}", study_name="s").ask()
     config.update(kind="head", study="s", job_id="J", attempt=1, dashboard=False, study_file=str(study_file))
-    store_base.save_config(config)
-    store_serve.serve(config["dir"], "store")
+    optuna_store.save_config(config)
+    optuna_store.serve(config["dir"], "store")
     ended = json.loads((Path(config["dir"]) / "ended").read_text())
     assert ended["reason"] == "every worker ended" and ended["failed_trials"] == 1 and ended["stopped"] == []
