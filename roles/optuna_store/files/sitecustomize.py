@@ -1,24 +1,14 @@
 """tsubmit: Optuna understands the DATABASE_URI tsubmit hands its workers.
 
-torch-submit's contract is `optuna.load_study(study_name=os.environ["STUDY_NAME"],
-storage=os.environ["DATABASE_URI"])` (and `optuna.create_study(...,
-storage=DATABASE_URI, load_if_exists=True)`). With tsubmit's head-node store,
-DATABASE_URI is `grpc://HOST:PORT`, which Optuna alone would hand to
-SQLAlchemy ("Can't load plugin: sqlalchemy.dialects:grpc").
-
-Python imports `sitecustomize` at start-up from sys.path, and tsubmit puts
-this file's folder on the workers' PYTHONPATH, so every Python of an Optuna
-job runs this. It costs nothing until Optuna is imported: an import hook then
-wraps `optuna.storages.get_storage`, through which every study function
-resolves a storage string, so that a `grpc://` string becomes the same
-GrpcStorageProxy `tsubmit_optuna.load_study()` uses (waiting for the store
-while it is started again, tagging the trials with the job). Any
-other string, and any storage object, goes to Optuna unchanged.
-
-Turn it off with TSUBMIT_OPTUNA_URI=off in the job's environment (`--env`);
-then only `tsubmit_optuna.load_study()` reaches the head-node store. Another
-`sitecustomize` later on sys.path (a distribution's, a virtualenv's) still runs,
-after this one.
+torch-submit's contract, `optuna.load_study(study_name=os.environ["STUDY_NAME"],
+storage=os.environ["DATABASE_URI"])`, works with tsubmit's head-node store,
+whose DATABASE_URI is `grpc://HOST:PORT` (Optuna alone would hand it to
+SQLAlchemy). Python runs this file at start-up from the workers' PYTHONPATH; once
+Optuna is imported, an import hook wraps `optuna.storages.get_storage`, through
+which every study function resolves a storage string, so that a `grpc://`
+string becomes the proxy `tsubmit_optuna.load_study()` uses. Anything else goes
+to Optuna unchanged. TSUBMIT_OPTUNA_URI=off turns it off; another
+`sitecustomize` later on sys.path still runs, after this one.
 """
 
 import importlib.machinery
