@@ -358,7 +358,8 @@ def test_fail_running_trials_only_the_jobs_when_asked(storage):
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
         storage.set_trial_system_attr(trial_id, "tsubmit:job", job)
     study.tell(done, 1.0)
-    assert store_study.fail_running_trials({"study": "s", "kind": "external", "job_id": "job-a"}, storage) == 1
+    only_job_a = {"study": "s", "kind": "external", "job_id": "job-a"}
+    assert store_study.fail_running_trials(only_job_a, storage) == 1
     states = {t.number: t.state.name for t in study.get_trials()}
     assert states == {ours.number: "FAIL", theirs.number: "RUNNING", done.number: "COMPLETE"}
     assert store_study.fail_running_trials({"study": "s", "kind": "head"}, storage) == 1
