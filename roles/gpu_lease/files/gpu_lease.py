@@ -183,11 +183,7 @@ def live_leases(folder: str, skip: str = "") -> list[dict]:
                 lease = {}
             if not isinstance(lease, dict) or not lease.get("gpus"):
                 continue  # still being written by a take, which holds the folder lock
-            try:
-                lease["user"] = pwd.getpwuid(info.st_uid).pw_name
-            except KeyError:
-                lease["user"] = str(info.st_uid)
-            lease["lease"] = name
+            lease["user"], lease["lease"] = user_name(info.st_uid), name
             leases.append(lease)
         finally:
             os.close(descriptor)

@@ -45,9 +45,7 @@ take_synced() {
     done <"$synced.dirs"
 }
 
-if [ -f "$bundle/workdir.tar.gz" ]; then
-    mv -f "$bundle/workdir.tar.gz" "$archive"
-fi
+[ ! -f "$bundle/workdir.tar.gz" ] || mv -f "$bundle/workdir.tar.gz" "$archive"
 if [ ! -d "$tree" ]; then
     mkdir -p "$root/$job_id"
     staging=$(mktemp -d "$tree.unpacking.XXXXXX")
@@ -78,14 +76,11 @@ fi
 mv -fT "$bundle/job.json" "$tree/.tsubmit/job.json"
 mkdir -p "$attempt_dir"
 chmod 0700 "$attempt_dir"
-mv -f "$bundle/launch.sh" "$attempt_dir/launch.sh"
-mv -f "$bundle/environment.sh" "$attempt_dir/environment.sh"
+mv -f "$bundle/launch.sh" "$bundle/environment.sh" "$attempt_dir/"
 # The GPU lease helper and the process helpers it imports, when the rank
 # leases GPUs (launch.sh runs it).
-for helper in gpu_lease.py tsubmit_procs.py; do
-    if [ -f "$bundle/$helper" ]; then
-        mv -f "$bundle/$helper" "$attempt_dir/$helper"
-    fi
+for helper in "$bundle/gpu_lease.py" "$bundle/tsubmit_procs.py"; do
+    [ ! -f "$helper" ] || mv -f "$helper" "$attempt_dir/"
 done
 for helper in "$bundle"/optuna-lib-*; do
     [ -f "$helper" ] || continue

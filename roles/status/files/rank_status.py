@@ -97,11 +97,6 @@ def log_copy(attempt_dir: str, keep: int, start: int, running: bool) -> dict:
     return {"log_end": data.decode(errors="replace"), "log_from": start, "log_to": start + len(data)}
 
 
-def log_end(attempt_dir: str) -> list[str]:
-    """The last lines of the rank's log (of its last LOG_END_BYTES)."""
-    return log_copy(attempt_dir, LOG_END_BYTES, 0, running=False).get("log_end", "").splitlines()
-
-
 def failure_cause(attempt_dir: str, lines: list[str]) -> dict | None:
     """Under torchrun: the worker that failed first on this node, and its error."""
     summaries = ROOT_CAUSE.findall("\n".join(lines))
@@ -148,7 +143,7 @@ def rank_state(attempt_dir: str, processes: int, tail: int = 0, keep: int = 0, k
     if report["state"] == "running":
         report["log_idle"] = log_idle(attempt_dir)
     if report["state"] in ("failed", "lost"):
-        lines = log_end(attempt_dir)
+        lines = log_copy(attempt_dir, LOG_END_BYTES, 0, running=False).get("log_end", "").splitlines()
         cause = failure_cause(attempt_dir, lines)
         if cause:
             report["cause"] = cause

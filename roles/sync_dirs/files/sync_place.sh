@@ -19,6 +19,7 @@
 set -eu
 root=$1 job=$2 study=$3
 shift 3
+cd -- "$root"  # a relative STUDY is under it
 bundle=$(dirname "$0")
 incoming=$(mktemp -d "$root/$job/.sync-incoming.XXXXXX")
 trap 'rm -rf "$incoming"' EXIT
@@ -31,10 +32,6 @@ for tarfile in "$bundle"/*.tar; do
     fi
 done
 if [ -n "$study" ]; then
-    case $study in
-        /*) ;;
-        *) study=$root/$study ;;
-    esac
     name=$(basename -- "$study")
     mkdir -p -- "$(dirname -- "$study")"
     # The new file with its own log, or none: never the old log beside the new file.

@@ -18,7 +18,8 @@
 set -u
 root=$1 job=$2 token=$3 study=$4
 shift 4
-cd && mkdir -p "$root" && root=$(cd -- "$root" && pwd) || exit 1
+# From the root on: a relative STUDY is under it.
+cd && mkdir -p "$root" && cd -- "$root" && root=$PWD || exit 1
 marker=$root/.filesystem
 if [ ! -s "$marker" ]; then
     # Written aside, then linked: a link never replaces an existing marker, so
@@ -62,10 +63,6 @@ for path; do
     echo "dir $n ${newest:--}"
 done
 if [ -n "$study" ]; then
-    case $study in
-        /*) ;;
-        *) study=$root/$study ;;
-    esac
     newest=$(find "$study" "$study-wal" -printf '%T@\n' 2>/dev/null | sort -n | tail -n 1)
     echo "study ${newest:--}"
 fi
