@@ -36,13 +36,6 @@ def read(path: str, binary: bool = False):
         return error
 
 
-def owner(pid: str) -> int | None:
-    try:
-        return os.stat(f"/proc/{pid}").st_uid
-    except OSError:
-        return None
-
-
 def user_name(uid: int) -> str:
     try:
         return pwd.getpwuid(uid).pw_name
@@ -102,7 +95,10 @@ def is_python(pid: str, cmdline: list[str]) -> bool:
 
 
 def process_report(pid: str, py_spy: str | None, py_spy_missing: str | None) -> dict:
-    uid = owner(pid)
+    try:
+        uid = os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        uid = None
     fields = tsubmit_procs.proc_fields(pid) or ["?"]
     raw = read(f"/proc/{pid}/cmdline", binary=True)
     words = [] if isinstance(raw, Exception) else raw.split(b"\0")
@@ -172,10 +168,9 @@ def main() -> None:
     root, ranks, configured = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
     py_spy, _ = find_py_spy(configured)
     by_marker = tsubmit_procs.marked_processes()
-    report: dict = {"ranks": {}, "py_spy": py_spy}
     smi, smi_missing = nvidia_smi()
-    report["nvidia_smi"] = smi
-    report["missing"] = [smi_missing] if smi_missing else []
+    report: dict = {"ranks": {}, "py_spy": py_spy, "nvidia_smi": smi,
+                    "missing": [smi_missing] if smi_missing else []}
     for rank in ranks:
         folder = os.path.join(root, rank["dir"])
         lines, log_missing = log_tail(os.path.join(folder, "output.log"), rank.get("lines", 200))

@@ -9,20 +9,13 @@ notification), and "keep": BYTES, how much of its log's end to send once it
 ended (the controller keeps that copy: tsubmit/local/kept_logs.py), from byte
 "keep_from" on (what the controller's copy already holds is not sent again),
 and with "keep_live", also while the rank runs (its complete lines): a node
-that is lost cannot be read afterwards. For each, the
-attempt directory is read: pid ("PID STARTTICKS EPOCH"),
-exit_code ("CODE EPOCH"), leftovers (how many processes the rank's command
-left running when it ended, which launch.sh then stopped) and the stopped
-marker the stop role leaves. A running rank says how long its log has not
-grown ("log_idle", seconds, by this node's clock: no skew between the
-controller's clock and the node's enters a hang's measure). A pid
-counts as ours only while its start ticks match, so a pid the OS reused for
-another process is never taken for the job, and a zombie counts as ended
-(tsubmit_procs.py, the node_lib role's, shipped beside this script). A rank
-also runs while any process of this user carries its marker
-(TSUBMIT_RANK_MARKER, exported by launch.sh), such as torchrun's workers after
-torchrun itself was killed; each report says how many such processes live
-("processes").
+that is lost cannot be read afterwards. The attempt's files (the layout's pid,
+exit_code, leftovers, stopped) say its state; the recorded pid counts only as
+tsubmit_procs.is_ours would count it (shipped beside this script). A running
+rank says how long its log has not grown ("log_idle", by this node's clock: no
+clock skew enters a hang's measure). A rank also runs while a process of this
+user carries its marker, such as torchrun's workers after torchrun was killed
+("processes": how many).
 
 A rank that failed says why, as far as its files tell ("cause"): under
 torchrun, the worker that failed first on the node, from torchrun's failure

@@ -22,10 +22,7 @@ for path; do
     set -- "$@" "./w/$path"
 done
 if [ -n "$study" ]; then
-    case $study in
-        /*) ;;
-        *) study=$root/$study ;;
-    esac
+    study=$(cd -- "$root" && realpath -m -- "$study")  # a relative STUDY is under ROOT
     ln -s "$(dirname -- "$study")" "$links/s"
     name=$(basename -- "$study")
     set -- "$@" "./s/$name"
