@@ -14,7 +14,37 @@ description:
     picks a free rendezvous port; it prints one JSON line of what it found.
   - A host that sets a C(preflight_*) or C(launch_*) variable of earlier versions is refused, naming
     the host variable (C(tsubmit_*)) that replaced it.
-options: {}
+  - With O(check) (the C(tsubmit.cluster.check) role), the same script only gathers what
+    C(tsubmit cluster check) judges and fails nothing - the python and its version, torchrun and its
+    torch version, the GPUs, the free space in the remote root (created when missing), the container
+    engine, the interpreter of Ansible's modules, the job's PATH, the clock; a node whose python does
+    not run answers with that python's error and its clock.
+options:
+  check:
+    description:
+      - Gather the facts of C(tsubmit cluster check) instead of probing for a job.
+    type: dict
+    suboptions:
+      python:
+        description: The node's python (the host's C(tsubmit_python)).
+        type: str
+        required: true
+      torchrun:
+        description: The node's torchrun (C(tsubmit_torchrun)).
+        type: str
+        required: true
+      remote_root:
+        description: The remote root (C(tsubmit_remote_root)).
+        type: str
+        required: true
+      container_engine:
+        description: The container engine to look for; empty for none.
+        type: str
+        required: true
+      module_python:
+        description: C(ansible_python_interpreter); empty for the one discovery picks.
+        type: str
+        required: true
 author: tsubmit
 """
 
@@ -22,6 +52,16 @@ EXAMPLES = r"""
 - name: Probe the node
   tsubmit.cluster.probe:
   register: preflight_probe
+
+- name: Probe the node for cluster check
+  tsubmit.cluster.probe:
+    check:
+      python: python3
+      torchrun: torchrun
+      remote_root: /data/jobs
+      container_engine: ""
+      module_python: ""
+  register: check_probe
 """
 
 RETURN = r"""

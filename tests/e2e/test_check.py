@@ -4,9 +4,11 @@ whose rendezvous address cannot be bound; then, without nodes, how results
 the nodes cannot produce here (refused connections, clock skew, a full disk)
 are judged."""
 
+import ast
 import json
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -235,6 +237,26 @@ def test_an_unreachable_head_skips_the_workers_connections(cli, nodes):
     assert report["hosts"][worker.name]["python"]["status"] == "ok"
 
 
+@e2e
+def test_a_node_whose_python_does_not_run_still_reports_the_other_checks(cli, nodes):
+    head, worker = nodes.nodes[:2]
+    write_cluster(cli, nodes, [head, worker],
+                  per_host={worker.name: {"tsubmit_python": "/nonexistent/python3",
+                                          "tsubmit_torchrun": str(Path(nodes.python).with_name("torchrun"))}})
+    report = cli("cluster", "check", "c", "-o", "json")
+    assert report.code == EXIT_LAUNCH, report.output
+    checks = report.json()["hosts"][worker.name]
+    assert checks["python"]["status"] == "fail"
+    assert checks["python"]["detail"] == "/nonexistent/python3 not found"
+    assert "install python3 on the node" in checks["python"]["remedy"]
+    for name in ("reachable", "torchrun", "disk", "clock"):  # the node's python3 probed the rest
+        assert checks[name]["status"] == "ok", (name, checks[name])
+    assert "torch " in checks["torchrun"]["detail"]
+    assert checks["tcp"]["status"] == "fail" and "no python" in checks["tcp"]["detail"]
+    assert all(outcome["status"] == "ok" for name, outcome in report.json()["hosts"][head.name].items()
+               if name in (*CORE_CHECKS, "disk", "clock"))
+
+
 # --- judging results the test nodes cannot produce (no nodes needed) -----------------------
 
 NOW = 1_800_000_000.0
@@ -337,3 +359,33 @@ def test_warnings_alone_keep_the_cluster_ok():
     # two nodes, two versions: the head's is the reference
     assert report.hosts["h0"]["torchrun"].status == "ok"
     assert report.hosts["h1"]["torchrun"].status == "warn"
+
+
+def test_a_node_without_any_python_answers_with_the_python_s_error_and_its_clock(tmp_path):
+    """The probe's launcher (plugins/action/probe.py) run by this machine's sh on a
+    PATH that holds no python: the python check fails with its remedy, the clock is
+    judged, the checks only python could answer are skipped."""
+    repo = Path(__file__).resolve().parents[2]
+    action = ast.parse((repo / "plugins" / "action" / "probe.py").read_text())
+    [launch] = [node.value.value for node in action.body if isinstance(node, ast.Assign)
+                and getattr(node.targets[0], "id", "") == "CHECK_LAUNCH"]
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    for tool in ("grep", "tail", "tr", "date"):
+        (bare / tool).symlink_to(shutil.which(tool))
+    request = json.dumps({"check": {}, "remote_root": str(tmp_path), "path_prefix": ""})
+    probe_file = repo / "roles" / "preflight" / "files" / "probe.py"
+    answered = subprocess.run(["/bin/sh", "-c", launch, str(probe_file), "python3", request],
+                              env={"PATH": str(bare), "HOME": str(tmp_path)}, capture_output=True, text=True,
+                              timeout=30, check=True)
+    bare_probe = json.loads(answered.stdout.splitlines()[-1])
+    assert bare_probe["python"] == {"found": False, "error": "python3 not found"}
+    now = bare_probe["time"]
+    report = judge([probe(), bare_probe], [None], windows=[(now - 1, now + 1)] * 2)
+    checks = report.hosts["h1"]
+    assert checks["python"].status == "fail" and checks["python"].detail == "python3 not found"
+    assert "install python3 on the node" in checks["python"].remedy
+    assert checks["clock"].status == "ok" and checks["reachable"].status == "ok"
+    assert checks["tcp"].status == "fail"
+    for name in ("torchrun", "gpus", "disk", "container"):
+        assert checks[name].status == "skipped", (name, checks[name])

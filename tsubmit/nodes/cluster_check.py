@@ -1,8 +1,9 @@
 """`tsubmit cluster check`: is every node of a cluster ready to run jobs?
 
-One run of playbooks/check.yml (role `check`) on all nodes in parallel: a
-probe script on every node, then a TCP listener on the head's rendezvous
-address and a connection to it from each worker. Its results become one
+One run of playbooks/check.yml (role `check`) on all nodes in parallel: the
+node probe (roles/preflight/files/probe.py, the one `run` uses) on every
+node, then a TCP listener on the head's rendezvous address and a connection
+to it from each worker. Its results become one
 outcome per host per check (ok, warn, fail, skipped), each failure with a
 one-line remedy.
 """
@@ -97,6 +98,10 @@ def build_report(cluster: ResolvedCluster, results: dict[str, HostResult],
             skipped = Outcome(SKIPPED, "unreachable" if result.status == "unreachable" else "no probe")
             checks = dict.fromkeys(CHECKS, skipped)
             checks["reachable"] = reachable
+        elif "torchrun" not in probe:  # the probe's answer on a node without python
+            checks = dict.fromkeys(CHECKS, Outcome(SKIPPED, "no python on the node to probe with"))
+            checks.update(reachable=reachable, python=_python(probe),
+                          clock=_clock(probe, windows.get(node.name)), tcp=_tcp(node, head, results, probes))
         else:
             checks = {
                 "reachable": reachable,

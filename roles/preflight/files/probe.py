@@ -1,19 +1,21 @@
-"""Probe a node before a job starts; print one JSON line for the preflight role.
+"""Probe a node: print one JSON line of what it found. The one node probe of
+`tsubmit run` (role preflight) and `tsubmit cluster check` (role check), run
+through tsubmit.cluster.probe (plugins/action/probe.py) in one SSH execution.
 
-Usage: probe.py REQUEST_JSON, with keys: remote_root, address (the node's
-rendezvous address, reported back), head_address (empty unless this node is
-the head), nproc (processes per node on a node without GPUs; 0: 1),
-gpus_declared (the host's tsubmit_gpus, 0 if unset), gpus_wanted (the job's
---gpus: null for all of the node's GPUs, 0 for none), archive_digest, job_id,
-path_prefix, commands (each must be found on the job's PATH), container
-(null, or {engine, image, pull}), rank_order (true for torchrun: put
-rank_order.py, sent beside this script, in <job dir>/tsubmit-lib/ as
-sitecustomize.py), and dry (Ansible's check mode: create and pull nothing).
-
-Resolves and creates the remote root, checks the commands, counts GPUs, pulls
-the container image as the pull policy says, and on the head picks a free
-port for the rendezvous. One script, so probing a node costs a single remote
-round trip.
+Usage: probe.py REQUEST_JSON. Keys of every request: remote_root, path_prefix
+(the folders put first on the job's PATH). A request with `check` (python,
+torchrun, container_engine, module_python) gathers what `cluster check`
+judges on the controller (tsubmit/nodes/cluster_check.py) and fails nothing;
+without it, the preflight's keys (plugin_utils/launch_contract.py's
+probe_request): address (the node's rendezvous address, reported back),
+head_address (empty unless this node is the head), nproc (processes per node
+on a node without GPUs; 0: 1), gpus_declared (the host's tsubmit_gpus, 0 if
+unset), gpus_wanted (the job's --gpus: null for all of the node's GPUs, 0 for
+none), archive_digest, job_id, commands (each must be found on the job's
+PATH), container (null, or {engine, image, pull}), rank_order (true for
+torchrun: put rank_order.py, sent beside this script, in <job dir>/tsubmit-lib/
+as sitecustomize.py), and dry (Ansible's check mode: create and pull nothing).
+The preflight fails the host with one line a user can act on.
 """
 
 import json
@@ -22,6 +24,15 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
+
+# gpu_lease.py, sent beside this script: one home for how a node's GPUs are found.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gpu_lease import nvidia_gpus
+
+# ansible-core's INTERPRETER_PYTHON_FALLBACK: what its discovery picks on the login PATH.
+DISCOVERY = ("python3.13", "python3.12", "python3.11", "python3.10", "python3.9", "python3.8",
+             "/usr/bin/python3", "python3")
 
 
 def fail(message: str) -> None:
@@ -29,13 +40,20 @@ def fail(message: str) -> None:
     sys.exit(1)
 
 
-def gpu_plan(request: dict) -> dict:
-    """The node's GPU ids (gpu_lease.py, sent beside this script), how many the
-    job leases here and how many processes it runs. A node with nothing to
-    lease runs nproc processes (1 when 0), as before GPU leases."""
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from gpu_lease import nvidia_gpus
+def output(command: list[str]) -> tuple[bool, str]:
+    """Whether COMMAND ran and succeeded, and the last non-empty line it printed."""
+    try:
+        ran = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             errors="replace", timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return False, str(error)
+    return ran.returncode == 0, ([line.strip() for line in ran.stdout.splitlines() if line.strip()]
+                                 or [""])[-1]
 
+
+def gpu_plan(request: dict) -> dict:
+    """The node's GPU ids, how many the job leases here and how many processes
+    it runs. A node with nothing to lease runs nproc processes (1 when 0)."""
     real = nvidia_gpus()
     ids = real or list(range(max(int(request.get("gpus_declared") or 0), 0)))
     wanted = request.get("gpus_wanted")
@@ -111,16 +129,13 @@ def missing_command(command: str, search_path: str, launcher: str | None) -> str
             "check the command after --, or set tsubmit_python to the env that provides it")
 
 
-def main() -> None:
-    request = json.loads(sys.argv[1])
-    root = os.path.expanduser(request["remote_root"])
+def preflight(request: dict, root: str, search_path: str) -> dict:
     dry = bool(request.get("dry"))  # Ansible's check mode: look, change nothing
     try:
         if not dry:
             os.makedirs(os.path.join(root, ".archives"), exist_ok=True)
     except OSError as error:
         fail(f"cannot create the remote root {root}: {error.strerror}; set tsubmit_remote_root")
-    search_path = os.pathsep.join(filter(None, [request["path_prefix"], os.environ.get("PATH", "")]))
     launcher = request["commands"][0] if len(request["commands"]) > 1 else None
     for command in request["commands"]:
         if shutil.which(command, path=search_path) is None:
@@ -133,17 +148,86 @@ def main() -> None:
             fail(f"the container engine {container['engine']} is not installed on this node; "
                  "install it or set tsubmit_container_engine")
         ensure_image(container["engine"], container["image"], container["pull"], dry)
-    gpus = gpu_plan(request)
     archive = os.path.join(root, ".archives", f"{request['archive_digest']}.tar.gz")
-    print(json.dumps({
+    return {
         "remote_root": os.path.realpath(root),
         "address": request["address"],
-        **gpus,  # gpu_ids, lease, gpus (processes), has_gpus (nvidia-smi lists some)
+        **gpu_plan(request),  # gpu_ids, lease, gpus (processes), has_gpus (nvidia-smi lists some)
         "port": free_port(request["head_address"]) if request["head_address"] else None,
         "archive_present": os.path.isfile(archive),
         # Unpacked already: a restart, or nodes sharing a filesystem.
         "tree_present": os.path.isdir(os.path.join(root, request["job_id"], "workdir")),
-    }))
+    }
+
+
+def check(request: dict, root: str, search_path: str) -> dict:
+    """What `cluster check` judges, on the job's PATH; torch is imported here
+    only, by torchrun's own interpreter in a process of its own."""
+    asked = request["check"]
+    declared = asked["module_python"] not in ("", "auto", "auto_legacy", "auto_silent", "auto_legacy_silent")
+    # Ansible's modules: declared, else what its discovery picks on the login PATH.
+    module_python = os.path.expanduser(asked["module_python"]) if declared else next(
+        filter(None, (shutil.which(name) for name in DISCOVERY)), "")
+    module_runs, module_said = output([module_python, "-c", "import sys"]) if module_python else (False, "")
+    os.environ["PATH"] = search_path
+    torchrun = shutil.which(os.path.expanduser(asked["torchrun"])) or ""
+    # sys.argv[2]: the node's python did not run (this is another): what it said.
+    python = {"found": len(sys.argv) < 3, "path": "", "version": "", "error": "".join(sys.argv[2:])}
+    if python["found"]:
+        python.update(path=sys.executable, version=".".join(map(str, sys.version_info[:3])))
+    torch = {"version": "", "python": interpreter(torchrun) or python["path"], "error": ""}
+    if torch["python"]:
+        imported, said = output([torch["python"], "-c", "import torch; print(torch.__version__)"])
+        torch["version" if imported else "error"] = said if imported else \
+            f"{torch['python']} cannot import torch: {said}"
+    smi = shutil.which("nvidia-smi") or ""
+    gpu_ids = nvidia_gpus() if smi else []
+    listed, smi_said = output([smi, "--list-gpus"]) if smi and not gpu_ids else (True, "")
+    disk = {"root": root, "free_kb": None, "error": ""}
+    try:
+        os.makedirs(root, exist_ok=True)
+        disk["root"] = os.path.realpath(root)
+        space = os.statvfs(disk["root"])
+        disk["free_kb"] = space.f_bavail * space.f_frsize // 1024
+    except OSError as error:
+        disk["error"] = f"cannot create {root}: {error.strerror}"
+    engine = asked["container_engine"]
+    engine_path = shutil.which(os.path.expanduser(engine)) or "" if engine else ""
+    return {
+        "python": python,
+        "torchrun": {"found": bool(torchrun), "path": torchrun,
+                     "error": "" if torchrun else f"{asked['torchrun']} not found"},
+        "torch": torch,
+        "gpus": {"nvidia_smi": smi, "count": len(gpu_ids) if listed else None,
+                 "error": "" if listed else f"nvidia-smi failed: {smi_said}"},
+        "disk": disk,
+        "container": {"engine": engine, "found": bool(engine_path), "path": engine_path,
+                      "version": engine_path and output([engine_path, "--version"])[1]},
+        "module_python": {"declared": declared, "path": module_python, "error": "" if module_runs else
+                          f"{module_python} does not run: {module_said}" if module_python else
+                          "no python found"},
+        "search_path": search_path,
+        "time": time.time(),  # last, closest to the moment the controller receives the result
+    }
+
+
+def interpreter(program: str) -> str:
+    """The python PROGRAM's #! line names, if it names an executable one."""
+    try:
+        with open(program, "rb") as script:
+            words = script.readline().decode(errors="replace").removeprefix("#!").split()
+    except OSError:
+        return ""
+    found = words and os.path.basename(words[0]).startswith("python") and os.access(words[0], os.X_OK)
+    return words[0] if found else ""
+
+
+def main() -> None:
+    request = json.loads(sys.argv[1])
+    root = os.path.expanduser(request["remote_root"])
+    prefix = [os.path.expanduser(folder) for folder in request["path_prefix"].split(os.pathsep) if folder]
+    search_path = os.pathsep.join(filter(None, [*prefix, os.environ.get("PATH")]))
+    print(json.dumps((check if "check" in request else preflight)(request, root, search_path)))
 
 
 main()
