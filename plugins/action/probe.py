@@ -12,7 +12,7 @@ worker. A host that still sets a role variable the contract retired is
 refused, naming the host variable that replaced it.
 
 Check: the probe gathers facts and fails nothing; a node whose python does
-not run still answers (CHECK_LAUNCH: the python's error and the clock).
+not run still answers (CHECK_LAUNCH).
 """
 
 import json

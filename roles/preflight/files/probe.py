@@ -40,15 +40,15 @@ def fail(message: str) -> None:
     sys.exit(1)
 
 
-def output(command: list[str]) -> tuple[bool, str]:
-    """Whether COMMAND ran and succeeded, and the last non-empty line it printed."""
+def output(command: list[str], line: int = -1) -> tuple[bool, str]:
+    """Whether COMMAND ran and succeeded, and its LINEth non-empty line of output."""
     try:
         ran = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                              errors="replace", timeout=120)
     except (OSError, subprocess.TimeoutExpired) as error:
         return False, str(error)
-    return ran.returncode == 0, ([line.strip() for line in ran.stdout.splitlines() if line.strip()]
-                                 or [""])[-1]
+    return ran.returncode == 0, ([text.strip() for text in ran.stdout.splitlines() if text.strip()]
+                                 or [""])[line]
 
 
 def gpu_plan(request: dict) -> dict:
@@ -168,7 +168,7 @@ def check(request: dict, root: str, search_path: str) -> dict:
     # Ansible's modules: declared, else what its discovery picks on the login PATH.
     module_python = os.path.expanduser(asked["module_python"]) if declared else next(
         filter(None, (shutil.which(name) for name in DISCOVERY)), "")
-    module_runs, module_said = output([module_python, "-c", "import sys"]) if module_python else (False, "")
+    module_runs, module_said = output([module_python, "-c", "import sys"], 0)
     os.environ["PATH"] = search_path
     torchrun = shutil.which(os.path.expanduser(asked["torchrun"])) or ""
     # sys.argv[2]: the node's python did not run (this is another): what it said.
@@ -202,7 +202,7 @@ def check(request: dict, root: str, search_path: str) -> dict:
                  "error": "" if listed else f"nvidia-smi failed: {smi_said}"},
         "disk": disk,
         "container": {"engine": engine, "found": bool(engine_path), "path": engine_path,
-                      "version": engine_path and output([engine_path, "--version"])[1]},
+                      "version": engine_path and output([engine_path, "--version"], 0)[1]},
         "module_python": {"declared": declared, "path": module_python, "error": "" if module_runs else
                           f"{module_python} does not run: {module_said}" if module_python else
                           "no python found"},
