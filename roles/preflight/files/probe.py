@@ -178,8 +178,10 @@ def check(request: dict, root: str, search_path: str) -> dict:
     torch = {"version": "", "python": interpreter(torchrun) or python["path"], "error": ""}
     if torch["python"]:
         imported, said = output([torch["python"], "-c", "import torch; print(torch.__version__)"])
-        torch["version" if imported else "error"] = said if imported else \
-            f"{torch['python']} cannot import torch: {said}"
+        if imported:
+            torch["version"] = said
+        else:
+            torch["error"] = f"{torch['python']} cannot import torch: {said}"
     smi = shutil.which("nvidia-smi") or ""
     gpu_ids = nvidia_gpus() if smi else []
     listed, smi_said = output([smi, "--list-gpus"]) if smi and not gpu_ids else (True, "")
