@@ -200,7 +200,7 @@ def check(request: dict, root: str, search_path: str) -> dict:
         "torchrun": {"found": bool(torchrun), "path": torchrun,
                      "error": "" if torchrun else f"{asked['torchrun']} not found"},
         "torch": torch,
-        "gpus": {"nvidia_smi": smi, "count": len(gpu_ids) if listed else None,
+        "gpus": {"nvidia_smi": smi, "count": len(gpu_ids) if smi and listed else None,
                  "error": "" if listed else f"nvidia-smi failed: {smi_said}"},
         "disk": disk,
         "container": {"engine": engine, "found": bool(engine_path), "path": engine_path,
