@@ -1,24 +1,14 @@
-"""Optuna's private gRPC API, here and nowhere else: the one file that reaches
-into optuna.storages._grpc, shipped both with the store's scripts (the server
-side, store_serve.py) and with the workers' helper (the client side,
-tsubmit_optuna.py), so an Optuna release that moves its internals is met in
-one place.
+"""Optuna's private gRPC API, here and nowhere else, so that an Optuna release
+that moves its internals is met in one place. Shipped with the store's scripts
+(the server side) and with the workers' helper (the client side); each side's
+piece falls back to Optuna's public API when this Optuna lays its internals out
+otherwise:
 
-One piece per side uses the private API, because the two sides need different
-parts of it:
-
-  add_storage_service(server, storage)   the servicer on a grpc.server of our
-                                         own (run_grpc_proxy_server's, with
-                                         SO_REUSEPORT off)
-  PatientProxy (by patient_proxy())      a GrpcStorageProxy whose calls wait
-                                         for the store (started again
-                                         after a crash) instead of failing at once;
-                                         a class, not a function, so that a
-                                         pickled proxy stays patient
-
-Each falls back to Optuna's public API when this Optuna lays its internals out
-otherwise. Importing this file imports optuna when there is one (the worker
-helper needs it anyway; the store's scripts import it only to serve).
+  add_storage_service(server, storage)   the servicer on a grpc.server of our own
+                                         (SO_REUSEPORT off)
+  patient_proxy(host, port, wait)        a GrpcStorageProxy whose calls wait for
+                                         the store (started again after a crash)
+                                         instead of failing at once
 """
 
 from __future__ import annotations
@@ -62,17 +52,14 @@ def service_config(wait: float) -> str:
 
 
 def channel_options(wait: float) -> list[tuple[str, object]]:
-    """The options of the client's channel: Optuna's own (no message size limit)
-    and the patient service config."""
+    """Optuna's own channel options (no message size limit) and the patient service config."""
     return [("grpc.max_receive_message_length", -1), ("grpc.enable_retries", 1),
             ("grpc.service_config", service_config(wait))]
 
 
 def add_storage_service(server, storage) -> bool:
-    """Put Optuna's gRPC storage service for STORAGE on SERVER (a grpc.server), as
-    run_grpc_proxy_server does, so the caller chooses the server's options. False
-    when this Optuna lays its internals out otherwise (the caller then falls back
-    to run_grpc_proxy_server)."""
+    """Put Optuna's gRPC storage service for STORAGE on SERVER, as run_grpc_proxy_server
+    does; False when this Optuna lays its internals out otherwise."""
     try:
         from optuna.storages._grpc.auto_generated import api_pb2_grpc
         from optuna.storages._grpc.servicer import OptunaStorageProxyService
@@ -91,9 +78,8 @@ except ImportError:  # an Optuna without gRPC (< 4.2), or none: patient_proxy sa
 
 
 class PatientProxy(_Base):
-    """GrpcStorageProxy whose calls wait for the store (restarting) instead of
-    failing: GrpcStorageProxy._setup, which __init__ and unpickling call, builds
-    the same stub and cache on a channel with channel_options."""
+    """A GrpcStorageProxy whose _setup (called by __init__ and by unpickling, so a
+    pickled proxy stays patient) builds the same stub and cache on a patient channel."""
 
     def __init__(self, *, host: str, port: int, wait: float) -> None:
         self._tsubmit_wait = wait  # before __init__, which calls _setup; kept when pickled
@@ -111,9 +97,8 @@ class PatientProxy(_Base):
 
 
 def patient_proxy(host: str, port: int, wait: float):
-    """A proxy to the store at HOST:PORT whose calls wait up to WAIT seconds for it;
-    Optuna's stock GrpcStorageProxy (which fails fast) when this Optuna lays its
-    client out otherwise. ImportError for an Optuna without gRPC (< 4.2)."""
+    """A proxy to the store at HOST:PORT whose calls wait up to WAIT seconds for it (the
+    stock GrpcStorageProxy for another client layout); ImportError without gRPC (< 4.2)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from optuna.storages import GrpcStorageProxy
