@@ -229,6 +229,8 @@ def test_an_optuna_job_receives_the_strings_and_its_study_name(cli, nodes, show_
                *[f"--env={key}={value}" for key, value in env.items()],
                "--workdir", str(show_dir), "--", "python", "search_args.py", *hostile(marker)]
     dry = cli.ok("run", "-c", "c", "--dry-run", "-o", "json", *options).json()
+    head = nodes.nodes[0]
+    studies_before = set(head.remote_root.rglob("*.db"))  # other tests' studies, on shared nodes
     run = cli("run", "-c", "c", "--wait", *options)
     assert run.code == 0, run.output + cli("logs", job_id_of(run), "--all").stdout
     job_id = job_id_of(run)
@@ -238,8 +240,8 @@ def test_an_optuna_job_receives_the_strings_and_its_study_name(cli, nodes, show_
     logs = cli.ok("logs", job_id, "--all").stdout
     assert logs.count(f"STUDY {json.dumps(study)}") == 2
     # the study's file stays inside the head's studies folder
-    head = nodes.nodes[0]
-    assert [path.parent for path in head.remote_root.rglob("*.db")] == [head.remote_root / "optuna-studies"]
+    made = set(head.remote_root.rglob("*.db")) - studies_before
+    assert [path.parent for path in made] == [head.remote_root / "optuna-studies"], made
     for rank in dry["ranks"]:
         assert f"export STUDY_NAME={shlex.quote(study)}\n" in rank["environment"]
 
