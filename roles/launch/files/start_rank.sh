@@ -45,7 +45,7 @@ take_synced() {
     done <"$synced.dirs"
 }
 
-[ ! -f "$bundle/workdir.tar.gz" ] || mv -f "$bundle/workdir.tar.gz" "$archive"
+if [ -f "$bundle/workdir.tar.gz" ]; then mv -f "$bundle/workdir.tar.gz" "$archive"; fi
 if [ ! -d "$tree" ]; then
     mkdir -p "$root/$job_id"
     staging=$(mktemp -d "$tree.unpacking.XXXXXX")
@@ -80,7 +80,7 @@ mv -f "$bundle/launch.sh" "$bundle/environment.sh" "$attempt_dir/"
 # The GPU lease helper and the process helpers it imports, when the rank
 # leases GPUs (launch.sh runs it).
 for helper in "$bundle/gpu_lease.py" "$bundle/tsubmit_procs.py"; do
-    [ ! -f "$helper" ] || mv -f "$helper" "$attempt_dir/"
+    if [ -f "$helper" ]; then mv -f "$helper" "$attempt_dir/"; fi
 done
 for helper in "$bundle"/optuna-lib-*; do
     [ -f "$helper" ] || continue
