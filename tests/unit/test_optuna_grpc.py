@@ -40,7 +40,7 @@ def _free_port() -> int:
 
 
 def _serve(port: int, storage):
-    """Optuna's storage service on a server of our own, as store_serve.start_grpc does."""
+    """Optuna's storage service on a server of our own, as store_study.py does when it serves a study."""
     server = grpc.server(ThreadPoolExecutor(max_workers=4), options=[("grpc.so_reuseport", 0)])
     assert tsubmit_optuna_grpc.add_storage_service(server, storage)
     server.add_insecure_port(f"127.0.0.1:{port}")
