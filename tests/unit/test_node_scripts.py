@@ -113,7 +113,12 @@ def test_sync_probe_finds_a_remote_root_under_the_home_from_any_folder(tmp_path)
     # The controller cannot know the node's $HOME: it hands the root relative to it.
     root = layout.home_relative("~/jobs")
     (tmp_path / "jobs" / "3f2a" / "workdir" / "ckpt").mkdir(parents=True)
-    probe = subprocess.run(["sh", str(REPO / "roles" / "sync_dirs" / "files" / "sync_probe.sh"),
+    bundle = tmp_path / "bundle"  # as run_script ships it: the script and the node library's file
+    bundle.mkdir()
+    for script in (REPO / "roles" / "sync_dirs" / "files" / "sync_probe.sh",
+                   REPO / "roles" / "node_lib" / "files" / "workdir_check.sh"):
+        shutil.copy(script, bundle)
+    probe = subprocess.run(["sh", str(bundle / "sync_probe.sh"),
                             root, "3f2a", "token1", "", "ckpt"], capture_output=True, text=True,
                            cwd="/", env={**os.environ, "HOME": str(tmp_path)}, timeout=30, check=True)
     lines = probe.stdout.splitlines()

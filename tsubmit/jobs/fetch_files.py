@@ -111,7 +111,7 @@ def _check_member(member: tarfile.TarInfo, into: Path) -> None:
 def _receive(stream: Stream, paths: list[str]) -> None:
     """Run one node's stream to its end; the outcome is recorded in STREAM."""
     place = stream.place
-    argv = ssh.command_argv(place.conn, node_script("fetch.sh"),
+    argv = ssh.command_argv(place.conn, node_script("fetch.sh", "workdir_check.sh"),
                             [layout.workdir(place.job.id, layout.home_relative(place.root)), place.job.id,
                              place.rank.host, *paths], tty=False)
     session = Session(place.conn, argv, place.where)

@@ -19,13 +19,17 @@ from pathlib import Path
 from ..errors import UsageError
 from ..model import layout
 from ..model.job import Job, Rank
+from ..paths import ansible_dir
 from . import ssh
 
 SCRIPTS = Path(__file__).resolve().parent / "node_scripts"
 
 
-def node_script(name: str) -> str:
-    return (SCRIPTS / name).read_text()
+def node_script(name: str, *library: str) -> str:
+    """The text of node_scripts/NAME, after the files LIBRARY of the collection's
+    node library (roles/node_lib/files/: shell functions the roles' scripts use too)."""
+    lib = ansible_dir() / "ansible_collections" / "tsubmit" / "cluster" / "roles" / "node_lib" / "files"
+    return "".join((lib / part).read_text() for part in library) + (SCRIPTS / name).read_text()
 
 
 @dataclass(frozen=True)

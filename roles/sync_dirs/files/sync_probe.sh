@@ -16,6 +16,7 @@
 #   study TIME|-      the same of STUDY (its write-ahead log counts), when given
 # Exit 65: a DIR, or a symbolic link under it, leaves the workdir.
 set -u
+. "${0%/*}/workdir_check.sh"  # leaves_workdir, the node library's, shipped beside
 root=$1 job=$2 token=$3 study=$4
 shift 4
 # From the root on: a relative STUDY is under it.
@@ -39,21 +40,7 @@ for path; do
         echo "dir $n -"
         continue
     fi
-    # The folder, and every link under it, stays inside the workdir.
-    real=$(realpath -m -- "$top/$path")
-    case $real in
-        "$top" | "$top"/*) outside= ;;
-        *) outside="it resolves to $real" ;;
-    esac
-    [ -n "$outside" ] || outside=$(find "$top/$path" -type l -exec sh -c '
-        top=$1; shift
-        for link; do
-            real=$(realpath -m -- "$link")
-            case $real in
-                "$top" | "$top"/*) ;;
-                *) printf "%s points to %s\n" "${link#"$top"/}" "$real"; exit 1 ;;
-            esac
-        done' sh "$top" {} + | head -n 1)
+    outside=$(leaves_workdir "$top" "$path")
     if [ -n "$outside" ]; then
         echo "$path leaves the workdir of job $job: $outside" >&2
         exit 65

@@ -1,7 +1,8 @@
 # tsubmit fetch, on the node: check every PATH, then write them to stdout as one
 # tar stream (GNU tar: sparse files as sparse members, so their holes never
 # travel). Run as `sh -c SCRIPT tsubmit WORKDIR JOB HOST PATH...`: every
-# argument is data, never parsed by a shell.
+# argument is data, never parsed by a shell. tsubmit puts the node library's
+# workdir_check.sh (leaves_workdir) before this text.
 #   WORKDIR  the job's tree, absolute or relative to this user's home
 #            (launch_contract.home_relative)
 #   JOB      the job id, for messages
@@ -23,25 +24,9 @@ for path; do
         echo "$path does not exist in the workdir of job $job on $host ($top)" >&2
         exit 66
     fi
-    real=$(realpath -m -- "$top/$path") || exit 66
-    case $real in
-        "$top" | "$top"/*) ;;
-        *) echo "$path leaves the workdir of job $job on $host: it resolves to $real" >&2
-           exit 65 ;;
-    esac
-    # A link under a folder is sent as a link: one that points out would
-    # leave the fetched tree pointing at whatever that is on this machine.
-    outside=$(find "$top/$path" -type l -exec sh -c '
-        top=$1; shift
-        for link; do
-            real=$(realpath -m -- "$link")
-            case $real in
-                "$top" | "$top"/*) ;;
-                *) printf "%s points to %s\n" "${link#"$top"/}" "$real"; exit 1 ;;
-            esac
-        done' sh "$top" {} +)
+    outside=$(leaves_workdir "$top" "$path")
     if [ -n "$outside" ]; then
-        echo "$path holds a symbolic link that leaves the workdir of job $job on $host: $outside" | head -n 1 >&2
+        echo "$path leaves the workdir of job $job on $host: $outside" >&2
         exit 65
     fi
 done
