@@ -35,10 +35,10 @@ ARGUMENT_SPEC = {"check": {"type": "dict", "options": {
 # does not run, the node's python3 probes the rest, given PYTHON's error; on a
 # node with no python at all, the answer cluster_check.py judges alone:
 # PYTHON's error and the clock.
-CHECK_LAUNCH = r"""p=$1; case $p in "~"/*) p=$HOME/${p#"~/"} ;; esac
-out=$("$p" -S -E "$0" "$2" 2>&1) && { printf '%s\n' "$out"; exit 0; }
+# PYTHON is run as it is written, as the job runs it: a leading ~ is not expanded.
+CHECK_LAUNCH = r"""out=$("$1" -S -E "$0" "$2" 2>&1) && { printf '%s\n' "$out"; exit 0; }
 why="$1 not found"
-command -v -- "$p" >/dev/null 2>&1 && why="$p does not run: $(printf '%s\n' "$out" | grep . | tail -n 1)"
+command -v -- "$1" >/dev/null 2>&1 && why="$1 does not run: $(printf '%s\n' "$out" | grep . | tail -n 1)"
 python3 -S -E "$0" "$2" "$why" 2>/dev/null && exit 0
 printf '{"python": {"found": false, "error": "%s"}, "time": %s}\n' \
     "$(printf '%s' "$why" | tr -d '\000-\037\042\134')" "$(date +%s)"
@@ -84,4 +84,7 @@ class ActionModule(RunScript):
             request = launch_contract.probe_request(job, host, bool(task_vars.get("ansible_check_mode")))
         except (KeyError, TypeError, ValueError) as error:
             raise AnsibleActionFail(f"{FAILED}: {error!r}") from None
+        problem = launch_contract.home_programs(host)
+        if problem:
+            raise AnsibleActionFail(problem)
         return request, launch_contract.host_value(host, "python")

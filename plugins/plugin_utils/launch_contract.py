@@ -199,6 +199,15 @@ def retired(variables) -> str:
                      for name in found)
 
 
+def home_programs(host) -> str:
+    """What is wrong with a host whose python or torchrun starts with ~ ('' if
+    nothing): the job runs them as they are written, and no shell expands that
+    ~ (a remote root's ~ is the node user's home: home_relative)."""
+    found = [(HOST_DEFAULTS[key][0], host_value(host, key)) for key in ("python", "torchrun")]
+    return "; ".join(f"{name} is {value}: a leading ~ is not expanded where the job runs; set the full "
+                     "path" for name, value in found if str(value).startswith("~"))
+
+
 def _int(value, default: int = 0) -> int:
     # As Jinja's int filter: a number, a numeric string, else the default.
     try:

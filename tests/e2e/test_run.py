@@ -2,7 +2,10 @@
 cluster, quoting, and a launch that fails on one node."""
 
 import json
+import os
+import pwd
 import re
+from pathlib import Path
 
 import pytest
 
@@ -117,6 +120,34 @@ def test_a_retired_role_variable_in_the_inventory_is_refused_naming_its_replacem
     assert job["state"] == "failed"
     assert nodes.processes_of(head, "sleeper.py") == []
     assert not (head.remote_root / job["id"]).exists()
+
+
+def test_a_python_under_a_tilde_is_refused_by_run_and_failed_by_cluster_check(cli, nodes, workdir):
+    # The job runs tsubmit_python as it is written: no shell expands its ~. That
+    # python exists under the node user's home here, so a check that expanded
+    # the ~ passed while every run failed on "~/...: not found".
+    head = nodes.nodes[0]
+    home = Path(pwd.getpwnam(head.user).pw_dir)
+    venv = home / f"tilde-venv-{os.getpid()}"
+    venv.symlink_to(Path(nodes.python).parent.parent)
+    try:
+        python = f"~/{venv.name}/bin/python"
+        cli.write_cluster("c", nodes, [head], tsubmit_python=python)
+        run = cli("run", "-c", "c", "--workdir", str(workdir), "--", "python", "sleeper.py")
+        assert run.code == 3, run.output
+        assert (f"{head.name}: tsubmit_python is {python}: a leading ~ is not expanded where the job "
+                "runs; set the full path") in run.stderr, run.output
+        [job] = cli.ok("list", "--all", "-o", "json").json()
+        assert job["state"] == "failed"
+        assert nodes.processes_of(head, "sleeper.py") == []
+        assert not (head.remote_root / job["id"]).exists()
+        check = cli("cluster", "check", "c", "-o", "json")
+        assert check.code == 3, check.output
+        verdict = check.json()["hosts"][head.name]["python"]
+        assert verdict["status"] == "fail" and verdict["detail"] == f"{python} not found", verdict
+        assert "full path" in verdict["remedy"], verdict
+    finally:
+        venv.unlink()
 
 
 def test_torchrun_missing_on_a_node_names_the_host_and_the_remedy(cli, nodes, workdir):

@@ -170,7 +170,7 @@ def check(request: dict, root: str, search_path: str) -> dict:
         filter(None, (shutil.which(name) for name in DISCOVERY)), "")
     module_runs, module_said = output([module_python, "-c", "import sys"], 0)
     os.environ["PATH"] = search_path
-    torchrun = shutil.which(os.path.expanduser(asked["torchrun"])) or ""
+    torchrun = shutil.which(asked["torchrun"]) or ""  # as the job runs it: no ~ expanded
     # sys.argv[2]: the node's python did not run (this is another): what it said.
     python = {"found": len(sys.argv) < 3, "path": "", "version": "", "error": "".join(sys.argv[2:])}
     if python["found"]:
