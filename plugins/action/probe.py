@@ -9,7 +9,8 @@ probe_request) from this host's variables, in Python. Per host, so a
 playbook's own per-host variables (a play's `tsubmit_node_address: "{{ ... }}"`)
 count as the inventory's do; no Jinja expression is compiled in the host's
 worker. A host that still sets a role variable the contract retired is
-refused, naming the host variable that replaced it.
+refused, naming the host variable that replaced it, as is a python or
+torchrun under ~ (launch_contract.host_problems).
 
 Check: the probe gathers facts and fails nothing; a node whose python does
 not run still answers (CHECK_LAUNCH).
@@ -75,16 +76,13 @@ class ActionModule(RunScript):
         return super().run(tmp, task_vars)
 
     def _preflight_request(self, task_vars) -> tuple[dict, str]:
-        problem = launch_contract.retired(task_vars)
-        if problem:
-            raise AnsibleActionFail(problem)
         try:
             job = {key: self._templar.template(task_vars.get(f"tsubmit_job_{key}")) for key in JOB_KEYS}
             host = {name: self._templar.template(task_vars[name]) for name in HOST_KEYS if name in task_vars}
             request = launch_contract.probe_request(job, host, bool(task_vars.get("ansible_check_mode")))
         except (KeyError, TypeError, ValueError) as error:
             raise AnsibleActionFail(f"{FAILED}: {error!r}") from None
-        problem = launch_contract.home_programs(host)
+        problem = launch_contract.host_problems(task_vars, host)
         if problem:
             raise AnsibleActionFail(problem)
         return request, launch_contract.host_value(host, "python")

@@ -13,12 +13,14 @@ description:
     PATH the job will see, counts and leases GPUs, pulls a container image as asked and, on the head,
     picks a free rendezvous port; it prints one JSON line of what it found.
   - A host that sets a C(preflight_*) or C(launch_*) variable of earlier versions is refused, naming
-    the host variable (C(tsubmit_*)) that replaced it.
+    the host variable (C(tsubmit_*)) that replaced it; so is a C(tsubmit_python) or C(tsubmit_torchrun)
+    that starts with C(~), which no shell expands where the job runs it.
   - With O(check) (the C(tsubmit.cluster.check) role), the same script only gathers what
     C(tsubmit cluster check) judges and fails nothing - the python and its version, torchrun and its
     torch version, the GPUs, the free space in the remote root (created when missing), the container
-    engine, the interpreter of Ansible's modules, the job's PATH, the clock; a node whose python does
-    not run answers with that python's error and its clock.
+    engine, the interpreter of Ansible's modules, the job's PATH, the clock. A node whose python does not
+    run is probed by its C(python3), that python's error reported; a node with no Python at all
+    answers with that error and its clock alone.
 options:
   check:
     description:

@@ -236,6 +236,8 @@ def test_run_on_an_unparsable_inventory(cli, workdir):
         (["--head", "h", "--rdzv-address", "nothere=10.0.0.1"], "not in the cluster: nothere"),
         (["--head", "h", "--rdzv-address", "h"], "malformed --rdzv-address"),
         (["--head", "h", "--gpus", "0"], "--gpus"),
+        (["--head", "h", "--python", "~/venv/bin/python"], "--python ~/venv/bin/python: a leading ~ is not "
+         "expanded where the job runs; set the full path"),
         ([], "--head"),
     ],
     ids=lambda value: " ".join(value) if isinstance(value, list) else None,

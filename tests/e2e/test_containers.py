@@ -39,6 +39,7 @@ def test_two_node_job_in_a_container_sees_the_contract_and_the_tree(cli, nodes, 
     for rank in (0, 1):
         log = cli.ok("logs", job, "--rank", str(rank)).stdout
         env = dict(line.split("=", 1) for line in log.split("FILES")[0].splitlines() if "=" in line)
+        assert "MASTER_ADDR" in env, f"rank {rank}'s log, read back:\n{log}"  # seen once in CI, unexplained
         assert env["MASTER_ADDR"] == head.address and env["MASTER_PORT"].isdigit()
         assert env["WORLD_SIZE"] == "2" and env["NNODES"] == "2" and env["NODE_RANK"] == str(rank)
         assert env["NPROC_PER_NODE"] == env["LOCAL_WORLD_SIZE"] == "1"

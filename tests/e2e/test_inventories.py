@@ -169,7 +169,11 @@ def test_cluster_edit_changes_a_written_cluster(cli):
                         (["--host", "nope", "--gpus", "1"], "no host 'nope'"),
                         (["--host", "10.0.0.1"], "--host names the hosts the host options apply to"),
                         (["--lease-dir", "leases"], "--lease-dir must be an absolute path"),
-                        (["--remote-root", "jobs"], "--remote-root must be an absolute path")):
+                        (["--remote-root", "jobs"], "--remote-root must be an absolute path"),
+                        (["--python", "~/venv/bin/python"], "--python ~/venv/bin/python: a leading ~ is "
+                         "not expanded where the job runs; set the full path"),
+                        (["--torchrun", "~/venv/bin/torchrun"], "--torchrun ~/venv/bin/torchrun: a "
+                         "leading ~")):
         wrong = cli("cluster", "edit", "lab", *args)
         assert wrong.code == 2 and named in wrong.stderr, wrong.output
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import UsageError
+from ..model.collection import launch_contract
 from ..model.job import ENGINES
 from ..paths import ansible_dir, clusters_dir, imports_dir
 
@@ -232,6 +233,9 @@ def _set_cluster_vars(inventory: dict, *, gpus=None, identity_file=None, rdzv_ad
             raise UsageError(f"--rdzv-address names hosts not in the cluster: {host}")
         for name in matching:
             hosts[name]["tsubmit_rdzv_address"] = address
+    for option, program in (("--python", python), ("--torchrun", torchrun)):
+        if program is not None and program.startswith("~"):
+            raise UsageError(f"{option} {program}: {launch_contract().TILDE_PROGRAM}")
     _check_node_path("--lease-dir", lease_dir)
     _check_node_path("--remote-root", remote_root, home=True)
     updates = {"tsubmit_gpus": gpus, "ansible_ssh_private_key_file": identity_file,
