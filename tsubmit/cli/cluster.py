@@ -28,8 +28,10 @@ _host_options = [
     click.option("--identity-file", help="SSH private key (ansible_ssh_private_key_file)."),
     click.option("--rdzv-address", "rdzv_addresses", multiple=True, metavar="HOST=ADDR",
                  help="Address other nodes use to reach HOST (tsubmit_rdzv_address)."),
-    click.option("--python", help="Python on the nodes, e.g. a venv's (tsubmit_python)."),
-    click.option("--torchrun", help="torchrun on the nodes (tsubmit_torchrun)."),
+    click.option("--python", help="Python on the nodes: a name on PATH, or a full path such as a "
+                                  "venv's (tsubmit_python)."),
+    click.option("--torchrun", help="torchrun on the nodes: a name on PATH, or a full path "
+                                    "(tsubmit_torchrun)."),
     click.option("--lease-dir", metavar="DIR",
                  help="The folder of the node's GPU leases, one per machine (tsubmit_gpu_lease_dir; "
                       "default /dev/shm/tsubmit-gpu-leases)."),
