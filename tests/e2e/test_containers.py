@@ -82,10 +82,15 @@ def _sleeping(seconds: int) -> list[str]:
 def test_stop_leaves_no_container_and_no_process(cli, nodes, workdir, image):
     container_cluster(cli, nodes)
     job = job_id_of(cli.ok("run", "-c", "c", "--image", image, "--executor", "distributed", "--workdir",
-                        str(workdir), "--", "sleep", "6127"))
+                        str(workdir), "--", "sh", "-c", "echo started; sleep 6127"))
     eventually(lambda: len(_sleeping(6127)) >= 2, message="sleep 6127 in both containers")
     assert len(_sleeping(6127)) == 2
     assert cli.job(job)["state"] == "running"
+    # podman hands the container the rank's log itself, keeping no copy of its own
+    assert "started" in (attempt_dir(nodes.nodes[0], job) / "output.log").read_text()
+    kept = subprocess.run(["runuser", "-u", nodes.nodes[0].user, "--", "podman", "logs",
+                           f"tsubmit-{job}-r0-a1"], cwd="/", capture_output=True, text=True)
+    assert "started" not in kept.stdout and "passthrough" in kept.stderr, kept
     cli.ok("stop", job, "--grace", "3")
     assert podman(nodes, "ps", "--all", "--quiet", "--filter", f"label=tsubmit.job={job}") == ""
     assert _sleeping(6127) == []
