@@ -21,10 +21,12 @@ def needs(module: str):
 def assert_lines(cli, job_id, line, expected):
     """The matches of LINE in every rank's log, each with the rank it was in,
     are EXPECTED; else the logs are shown. A node's processes share its rank's
-    log, and one process's line may land after another's unfinished one (a
-    line written in more than one write): LINE may start anywhere in a log line."""
+    log, and under PYTHONUNBUFFERED=1 (tsubmit's default) print writes a text
+    and its newline apart: two processes printing at once share one log line."""
     logs = cli.ok("logs", job_id, "--all").stdout
-    assert sorted(re.findall(r"\[rank (\d) \S+\] .*?" + line, logs)) == expected, logs
+    found = [(rank, *match) for rank, text in re.findall(r"^\[rank (\d) \S+\] (.*)$", logs, re.M)
+             for match in re.findall(line, text)]
+    assert sorted(found) == expected, logs
 
 
 @needs("lightning")
