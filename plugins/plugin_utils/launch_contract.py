@@ -171,10 +171,6 @@ HOST_DEFAULTS = {
     "lease_dir": ("tsubmit_gpu_lease_dir", "/dev/shm/tsubmit-gpu-leases"),
 }
 
-# Why a python or torchrun under ~ is refused (by the preflight, and by
-# `tsubmit cluster add`): the job runs it as it is written.
-TILDE_PROGRAM = "a leading ~ is not expanded where the job runs; set the full path"
-
 # The launch and preflight roles' own variables before the contract, and the
 # host variables that replace them: a host that still sets one is refused,
 # never silently left without its override.
@@ -196,18 +192,24 @@ def host_value(variables, key: str):
     return default if value is None or value == "" else value
 
 
+def program_problem(value) -> str:
+    """What is wrong with a python or torchrun as a host sets it ('' if nothing):
+    the job runs it as it is written, and no shell expands a leading ~ there (a
+    remote root's ~ is the node user's home: home_relative)."""
+    return ("a leading ~ is not expanded where the job runs; set the full path"
+            if str(value).startswith("~") else "")
+
+
 def host_problems(variables, host) -> str:
     """What keeps a host from a launch ('' if nothing): a role variable the
     contract retired that it still sets (in VARIABLES, the task's), or a python
-    or torchrun under ~ (in HOST, its values): the job runs them as they are
-    written, and no shell expands that ~ (a remote root's ~ is the node user's
-    home: home_relative)."""
+    or torchrun program_problem refuses (in HOST, its values)."""
     problems = [f"{name} is no longer read: set the host variable {RETIRED[name]} instead"
                 for name in RETIRED if name in variables]
     for key in ("python", "torchrun"):
         name, value = HOST_DEFAULTS[key][0], host_value(host, key)
-        if str(value).startswith("~"):
-            problems.append(f"{name} is {value}: {TILDE_PROGRAM}")
+        if program_problem(value):
+            problems.append(f"{name} is {value}: {program_problem(value)}")
     return "; ".join(problems)
 
 

@@ -234,8 +234,8 @@ def _set_cluster_vars(inventory: dict, *, gpus=None, identity_file=None, rdzv_ad
         for name in matching:
             hosts[name]["tsubmit_rdzv_address"] = address
     for option, program in (("--python", python), ("--torchrun", torchrun)):
-        if program is not None and program.startswith("~"):
-            raise UsageError(f"{option} {program}: {launch_contract().TILDE_PROGRAM}")
+        if program is not None and launch_contract().program_problem(program):
+            raise UsageError(f"{option} {program}: {launch_contract().program_problem(program)}")
     _check_node_path("--lease-dir", lease_dir)
     _check_node_path("--remote-root", remote_root, home=True)
     updates = {"tsubmit_gpus": gpus, "ansible_ssh_private_key_file": identity_file,
